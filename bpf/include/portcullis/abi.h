@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one ABI between the Portcullis BPF programs and user space.
+ *
+ * Everything that crosses the kernel/user boundary is defined here once:
+ * verdict reasons, map keys and values, and capacities. The BPF C includes
+ * this file directly; the C++ includes it through datapath/abi.h, which pins
+ * every struct with static_assert and names every reason.
+ *
+ * Reason and verdict numbers are stable: they are stored in pinned maps that
+ * outlive an agent upgrade. Never renumber; retire a value by renaming it
+ * PC_REASON_UNUSED_<n> and add new ones at the end.
+ * Places that must agree with enum pc_reason: datapath/abi.h (kReasonNames),
+ * ../shared/PRODUCT.md "Verdict reasons".
+ */
+#ifndef PORTCULLIS_ABI_H
+#define PORTCULLIS_ABI_H
+
+#include <linux/types.h>
+
+enum pc_reason {
+	/* pass */
+	PC_REASON_ALLOWED = 0,
+	PC_REASON_FAILSAFE = 1,
+	PC_REASON_ESTABLISHED = 2,
+	PC_REASON_NOT_POLICED = 3,
+	PC_REASON_NON_IP = 4,
+	/* drop */
+	PC_REASON_BLOCKLIST = 5,
+	PC_REASON_NOT_ALLOWLISTED = 6,
+	PC_REASON_PORT_CLOSED = 7,
+	PC_REASON_SYN_RATE_SOURCE = 8,
+	PC_REASON_SYN_RATE_GLOBAL = 9,
+	PC_REASON_CONN_RATE_SOURCE = 10,
+	PC_REASON_FRAGMENT = 11,
+	PC_REASON_ICMP_DENIED = 12,
+	PC_REASON_MALFORMED = 13,
+	PC_REASON_COUNT = 14,
+};
+
+/* Reasons below this value pass; the rest drop (or are audited). */
+#define PC_FIRST_DROP_REASON PC_REASON_BLOCKLIST
+
+enum pc_verdict {
+	PC_VERDICT_PASS = 0,
+	PC_VERDICT_DROP = 1,
+	PC_VERDICT_AUDIT = 2, /* would have dropped; passed because mode=audit */
+	PC_VERDICT_COUNT = 3,
+};
+
+enum pc_hook {
+	PC_HOOK_XDP = 0,
+	PC_HOOK_TC = 1,
+	PC_HOOK_COUNT = 2,
+};
+
+/* Transport protocols that port rules can name; index into port_class. */
+enum pc_l4 {
+	PC_L4_TCP = 0,
+	PC_L4_UDP = 1,
+	PC_L4_RULE_PROTOS = 2,
+};
+
+/* ---- capacities (per policy slot) ---- */
+
+/* Named sets are bits 0..PC_MAX_SETS-1 of a source mask; the blocklist is
+ * the top bit. One lookup of the source answers every membership question. */
+#define PC_MAX_SETS 63
+#define PC_BLOCKLIST_BIT 63
+#define PC_MAX_SRC_EXACT_V4 (1u << 20)
+#define PC_MAX_SRC_EXACT_V6 (1u << 20)
+#define PC_MAX_SRC_PREFIX_V4 (1u << 20)
+#define PC_MAX_SRC_PREFIX_V6 (1u << 20)
+#define PC_MAX_DESTINATIONS 4096 /* per family */
+#define PC_PORTS_PER_PROTO 65536
+#define PC_PORT_CLASS_ENTRIES (PC_L4_RULE_PROTOS * PC_PORTS_PER_PROTO)
+#define PC_MAX_PORT_CLASSES 4096 /* class 0 is "no rule" */
+#define PC_POLICY_SLOTS 2
+
+/* ---- shared (not per slot) state: capacities ---- */
+#define PC_MAX_BUCKETS (1u << 20)     /* LRU: per-source token buckets */
+#define PC_MAX_FLOWS (1u << 18)       /* LRU: flow tables */
+#define PC_MAX_VERDICT_COUNTERS 4096  /* ifindex x hook x verdict x reason */
+#define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
+#define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
+
+/* IPv6 extension headers walked before giving up as malformed. */
+#define PC_MAX_IPV6_EXT_HEADERS 8
+
+/* ---- policy slot contents ---- */
+
+/* Source prefix keys for the LPM tries (prefixlen first, as the kernel wants). */
+struct pc_lpm_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct pc_lpm_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Value of every source map: which sets (and the blocklist) hold the source.
+ * The compiler folds enclosing prefixes into each entry, so the longest match
+ * alone is the complete answer. */
+typedef __u64 pc_set_mask;
+
+/* Token-bucket parameters. interval_ns = 1e9 / rate; 0 disables the bucket. */
+struct pc_rate {
+	__u64 interval_ns;
+	__u64 burst;
+};
+
+#define PC_CLASS_HAS_RULE (1u << 0)     /* some port rule names this port */
+#define PC_CLASS_ALLOW_ANY (1u << 1)    /* ... with from: any */
+#define PC_CLASS_HAS_FAILSAFE (1u << 2) /* some failsafe rule names this port */
+#define PC_CLASS_FAILSAFE_ANY (1u << 3) /* ... with from: any */
+#define PC_CLASS_NAMED (1u << 4)        /* count drops under this port number */
+
+/* What the policy says about one (proto, destination port). Ports with the
+ * same treatment share a class, so the per-port array holds only a u16. */
+struct pc_port_class {
+	pc_set_mask allow_from;
+	pc_set_mask failsafe_from;
+	__u32 flags;
+	/* Buckets of ports with their own synRate/connRate are keyed apart. */
+	__u32 rate_override_id;
+	struct pc_rate syn_per_source; /* used when rate_override_id != 0 */
+	struct pc_rate conn_per_source;
+};
+
+#define PC_CFG_AUDIT (1u << 0)
+#define PC_CFG_DEFAULT_ALLOW (1u << 1)
+#define PC_CFG_ICMP_DENY (1u << 2)
+#define PC_CFG_FRAGMENTS_DENY (1u << 3)
+#define PC_CFG_HAS_DESTINATIONS (1u << 4)
+
+/* Policy-wide settings. The live program finds the active slot through this
+ * struct, so replacing it (one map-in-map write) switches every map at once. */
+struct pc_config {
+	__u32 slot; /* which inner maps belong to this policy */
+	__u32 flags;
+	__u64 version;
+	struct pc_rate syn_per_source;
+	struct pc_rate syn_global;
+	struct pc_rate conn_per_source;
+	__u8 source_prefix_v4; /* bucket grouping, bits */
+	__u8 source_prefix_v6;
+	__u8 pad[6];
+};
+
+/* ---- shared state ---- */
+
+enum pc_family {
+	PC_FAMILY_V4 = 4,
+	PC_FAMILY_V6 = 6,
+};
+
+/* Per-source bucket key: the source masked to sourcePrefix; v4 addresses
+ * occupy the first four bytes. */
+struct pc_bucket_key {
+	__u8 family;
+	__u8 pad[3];
+	__u32 rate_override_id;
+	__u8 addr[16];
+};
+
+/* GCRA form of a token bucket: the moment the bucket was (or will be) empty.
+ * tokens(now) = min(burst, (now - empty_at) / interval). One 64-bit word per
+ * bucket, updated with compare-and-swap, so concurrent CPUs never lose a take. */
+struct pc_bucket {
+	__s64 syn_empty_at;
+	__s64 conn_empty_at;
+};
+
+/* A transport 5-tuple as seen on ingress: src is the remote peer. */
+struct pc_flow_key {
+	__u8 family;
+	__u8 proto;
+	__u16 sport; /* network byte order */
+	__u16 dport; /* network byte order */
+	__u16 pad;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+struct pc_verdict_key {
+	__u32 ifindex;
+	__u8 hook;
+	__u8 verdict;
+	__u8 reason;
+	__u8 pad;
+};
+
+struct pc_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Drops by destination port. Ports the policy does not name count as 0. */
+struct pc_port_key {
+	__u16 port; /* host byte order */
+	__u8 proto; /* IPPROTO_* */
+	__u8 reason;
+};
+
+/* One drop (or audit) sample for the agent's log, from the ring buffer. */
+struct pc_sample {
+	__u64 timestamp_ns;
+	__u32 ifindex;
+	__u8 hook;
+	__u8 verdict;
+	__u8 reason;
+	__u8 family;
+	__u8 proto;
+	__u8 pad[3];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+	__u8 src[16];
+	__u8 dst[16];
+};
+
+/* Written by the program for the packet it just judged, when the load-time
+ * constant record_last_verdict is set (simulation and tests only). */
+struct pc_last_verdict {
+	__u32 verdict;
+	__u32 reason;
+	__u64 version;
+};
+
+#endif /* PORTCULLIS_ABI_H */

@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The verdict function: the order of evaluation of ../shared/PRODUCT.md,
+ * shared unchanged by the XDP and TC entry points. pc_judge() decides;
+ * pc_record() is the one exit that counts, samples and (in simulation)
+ * reports the verdict.
+ */
+#ifndef PORTCULLIS_VERDICT_H
+#define PORTCULLIS_VERDICT_H
+
+#include "maps.h"
+#include "parsing.h"
+
+/* Load-time constants (rodata), set by user space before load. */
+const volatile __u8 use_user_clock = 0;      /* read now from user_clock */
+const volatile __u8 record_last_verdict = 0; /* write last_verdict */
+const volatile __u64 sample_interval_ns = 10 * 1000 * 1000; /* 100/s */
+const volatile __u64 sample_burst = 100;
+
+/* Compare-and-swap attempts on one bucket before giving up. Giving up counts
+ * as "over the limit": under that much contention the bucket is being hit by
+ * every CPU at once, and failing closed keeps a flood from slipping through. */
+#define PC_CAS_RETRIES 8
+
+/* An empty_at far enough in the past that the bucket is full at any clock
+ * reading (refill is capped at burst). */
+#define PC_BUCKET_FULL (-((__s64)1 << 62))
+
+struct pc_result {
+	__u8 reason;
+	__u8 verdict;
+	__u64 version;
+};
+
+static __always_inline __s64 pc_now(void)
+{
+	if (use_user_clock) {
+		__u32 zero = 0;
+		__u64 *t = bpf_map_lookup_elem(&user_clock, &zero);
+
+		return t ? (__s64)*t : 0;
+	}
+	return (__s64)bpf_ktime_get_ns();
+}
+
+/* Takes one token from a GCRA bucket whose state is *empty_at.
+ * Returns 1 if the packet conforms (a token was taken), 0 if over. */
+static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *rate, __s64 now)
+{
+	__s64 interval = (__s64)rate->interval_ns;
+	__s64 full_at = now - interval * (__s64)rate->burst;
+
+	if (interval == 0)
+		return 1; /* no limit configured */
+
+	for (int i = 0; i < PC_CAS_RETRIES; i++) {
+		__s64 old = *(volatile __s64 *)empty_at;
+		__s64 base = old < full_at ? full_at : old; /* refill caps at burst */
+
+		if (now - base < interval)
+			return 0; /* less than one whole token */
+		if (__sync_val_compare_and_swap(empty_at, old, base + interval) == old)
+			return 1;
+	}
+	return 0;
+}
+
+/* The per-source bucket pair of a source prefix, created full on first use. */
+static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet *p,
+							  const struct pc_config *cfg,
+							  __u32 override_id)
+{
+	struct pc_bucket_key key = { .family = p->family, .rate_override_id = override_id };
+	struct pc_bucket *b;
+	__u32 bits = p->family == PC_FAMILY_V4 ? cfg->source_prefix_v4 : cfg->source_prefix_v6;
+
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		__u32 start = i * 8;
+		__u8 byte = p->src[i];
+
+		if (bits <= start)
+			byte = 0;
+		else if (bits < start + 8)
+			byte &= (__u8)(0xFF << (start + 8 - bits));
+		key.addr[i] = byte;
+	}
+	b = bpf_map_lookup_elem(&source_buckets, &key);
+	if (b)
+		return b;
+	/* Another CPU may create it first (EEXIST); either way, look it up again. */
+	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
+
+	bpf_map_update_elem(&source_buckets, &key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&source_buckets, &key);
+}
+
+/* Which sets (and the blocklist) hold the source: exact hosts first, then the
+ * longest prefix. The compiler folds enclosing prefixes into every entry. */
+static __always_inline pc_set_mask pc_source_sets(const struct pc_packet *p, __u32 slot)
+{
+	void *exact, *prefixes;
+	pc_set_mask *m;
+
+	if (p->family == PC_FAMILY_V4) {
+		struct pc_lpm_v4_key key = { .prefixlen = 32 };
+
+		exact = bpf_map_lookup_elem(&src_v4_exact, &slot);
+		if (exact) {
+			m = bpf_map_lookup_elem(exact, p->src);
+			if (m)
+				return *m;
+		}
+		prefixes = bpf_map_lookup_elem(&src_v4_prefix, &slot);
+		if (!prefixes)
+			return 0;
+		__builtin_memcpy(key.addr, p->src, 4);
+		m = bpf_map_lookup_elem(prefixes, &key);
+	} else {
+		struct pc_lpm_v6_key key = { .prefixlen = 128 };
+
+		exact = bpf_map_lookup_elem(&src_v6_exact, &slot);
+		if (exact) {
+			m = bpf_map_lookup_elem(exact, p->src);
+			if (m)
+				return *m;
+		}
+		prefixes = bpf_map_lookup_elem(&src_v6_prefix, &slot);
+		if (!prefixes)
+			return 0;
+		__builtin_memcpy(key.addr, p->src, 16);
+		m = bpf_map_lookup_elem(prefixes, &key);
+	}
+	return m ? *m : 0;
+}
+
+static __always_inline int pc_destination_policed(const struct pc_packet *p, __u32 slot)
+{
+	void *dsts;
+
+	if (p->family == PC_FAMILY_V4) {
+		struct pc_lpm_v4_key key = { .prefixlen = 32 };
+
+		dsts = bpf_map_lookup_elem(&dst_v4, &slot);
+		if (!dsts)
+			return 0;
+		__builtin_memcpy(key.addr, p->dst, 4);
+		return bpf_map_lookup_elem(dsts, &key) != NULL;
+	} else {
+		struct pc_lpm_v6_key key = { .prefixlen = 128 };
+
+		dsts = bpf_map_lookup_elem(&dst_v6, &slot);
+		if (!dsts)
+			return 0;
+		__builtin_memcpy(key.addr, p->dst, 16);
+		return bpf_map_lookup_elem(dsts, &key) != NULL;
+	}
+}
+
+static __always_inline void pc_flow_key(const struct pc_packet *p, struct pc_flow_key *k)
+{
+	k->family = p->family;
+	k->proto = p->proto;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	__builtin_memcpy(k->src, p->src, 16);
+	__builtin_memcpy(k->dst, p->dst, 16);
+}
+
+/* ICMP that must always pass: ICMPv6 neighbour discovery, and the path-MTU
+ * signals ("fragmentation needed", "packet too big") that keep TCP working. */
+static __always_inline int pc_is_essential_icmp(const struct pc_packet *p)
+{
+	if (p->non_first_fragment)
+		return 0;
+	if (p->family == PC_FAMILY_V4 && p->proto == IPPROTO_ICMP)
+		return p->icmp_type == PC_ICMP_DEST_UNREACH && p->icmp_code == PC_ICMP_FRAG_NEEDED;
+	if (p->family == PC_FAMILY_V6 && p->proto == IPPROTO_ICMPV6)
+		return p->icmp_type == PC_ICMPV6_PKT_TOOBIG ||
+		       (p->icmp_type >= PC_ICMPV6_ND_FIRST && p->icmp_type <= PC_ICMPV6_ND_LAST);
+	return 0;
+}
+
+static __always_inline int pc_is_icmp(const struct pc_packet *p)
+{
+	return (p->family == PC_FAMILY_V4 && p->proto == IPPROTO_ICMP) ||
+	       (p->family == PC_FAMILY_V6 && p->proto == IPPROTO_ICMPV6);
+}
+
+static __always_inline int pc_rule_l4(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return PC_L4_TCP;
+	if (proto == IPPROTO_UDP)
+		return PC_L4_UDP;
+	return -1;
+}
+
+/* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet.
+ * *port_named is set when drops should be counted under the real port. */
+static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg,
+					__u8 *port_named)
+{
+	static const struct pc_port_class no_rule = {};
+	const struct pc_port_class *cls = &no_rule;
+	__u32 slot = cfg->slot & (PC_POLICY_SLOTS - 1);
+	int l4 = pc_rule_l4(p->proto);
+	int is_syn;
+	pc_set_mask sets;
+	__s64 now;
+
+	/* 3. destinations */
+	if ((cfg->flags & PC_CFG_HAS_DESTINATIONS) && !pc_destination_policed(p, slot))
+		return PC_REASON_NOT_POLICED;
+
+	/* 4. return traffic of flows this node opened */
+	if (p->has_ports) {
+		struct pc_flow_key fk = {};
+
+		pc_flow_key(p, &fk);
+		if (bpf_map_lookup_elem(&egress_flows, &fk))
+			return PC_REASON_ESTABLISHED;
+	}
+
+	/* 5. */
+	if (pc_is_essential_icmp(p))
+		return PC_REASON_ALLOWED;
+
+	if (l4 >= 0 && p->has_ports) {
+		void *classes_of_port = bpf_map_lookup_elem(&port_class, &slot);
+		void *classes = bpf_map_lookup_elem(&port_classes, &slot);
+		__u32 idx = (__u32)l4 * PC_PORTS_PER_PROTO + bpf_ntohs(p->dport);
+		__u16 *class_id;
+
+		if (classes_of_port && classes) {
+			class_id = bpf_map_lookup_elem(classes_of_port, &idx);
+			if (class_id && *class_id) {
+				__u32 cid = *class_id;
+				const struct pc_port_class *c = bpf_map_lookup_elem(classes, &cid);
+
+				if (c)
+					cls = c;
+			}
+		}
+	}
+	*port_named = (cls->flags & PC_CLASS_NAMED) != 0;
+
+	sets = pc_source_sets(p, slot);
+
+	/* 6. failsafe */
+	if ((cls->flags & PC_CLASS_HAS_FAILSAFE) &&
+	    ((cls->flags & PC_CLASS_FAILSAFE_ANY) || (sets & cls->failsafe_from)))
+		return PC_REASON_FAILSAFE;
+
+	/* 7. */
+	if (sets & (1ULL << PC_BLOCKLIST_BIT))
+		return PC_REASON_BLOCKLIST;
+
+	/* 8. */
+	if (p->non_first_fragment)
+		return (cfg->flags & PC_CFG_FRAGMENTS_DENY) ? PC_REASON_FRAGMENT : PC_REASON_ALLOWED;
+
+	/* 9. ICMP has no ports: icmp decides it either way. */
+	if (pc_is_icmp(p))
+		return (cfg->flags & PC_CFG_ICMP_DENY) ? PC_REASON_ICMP_DENIED : PC_REASON_ALLOWED;
+
+	/* 10. */
+	if (!(cls->flags & PC_CLASS_HAS_RULE)) {
+		if (!(cfg->flags & PC_CFG_DEFAULT_ALLOW))
+			return PC_REASON_PORT_CLOSED;
+	} else if (!(cls->flags & PC_CLASS_ALLOW_ANY) && !(sets & cls->allow_from)) {
+		/* 11. */
+		return PC_REASON_NOT_ALLOWLISTED;
+	}
+
+	if (!p->has_ports)
+		return PC_REASON_ALLOWED;
+
+	/* 12-13. rate limits */
+	is_syn = p->proto == IPPROTO_TCP &&
+		 (p->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN;
+	{
+		const struct pc_rate *syn_rate = &cfg->syn_per_source;
+		const struct pc_rate *conn_rate = &cfg->conn_per_source;
+		struct pc_flow_key fk = {};
+		int new_flow = is_syn;
+		struct pc_bucket *b = NULL;
+
+		if (cls->rate_override_id) {
+			syn_rate = &cls->syn_per_source;
+			conn_rate = &cls->conn_per_source;
+		}
+		if (p->proto == IPPROTO_UDP) {
+			pc_flow_key(p, &fk);
+			new_flow = bpf_map_lookup_elem(&ingress_flows, &fk) == NULL;
+		}
+		if (!new_flow)
+			return PC_REASON_ALLOWED;
+
+		now = pc_now();
+		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
+			b = pc_source_bucket(p, cfg, cls->rate_override_id);
+			if (!b)
+				return PC_REASON_ALLOWED; /* bucket map full: LRU evicts, so only transient */
+			if (is_syn && !pc_take_token(&b->syn_empty_at, syn_rate, now))
+				return PC_REASON_SYN_RATE_SOURCE;
+		}
+		if (is_syn && cfg->syn_global.interval_ns) {
+			__u32 k = PC_GLOBAL_SYN_BUCKET;
+			struct pc_bucket *g = bpf_map_lookup_elem(&global_buckets, &k);
+
+			if (g && !pc_take_token(&g->syn_empty_at, &cfg->syn_global, now))
+				return PC_REASON_SYN_RATE_GLOBAL;
+		}
+		if (conn_rate->interval_ns && b && !pc_take_token(&b->conn_empty_at, conn_rate, now))
+			return PC_REASON_CONN_RATE_SOURCE;
+
+		if (p->proto == IPPROTO_UDP) {
+			__u64 ts = (__u64)now;
+
+			bpf_map_update_elem(&ingress_flows, &fk, &ts, BPF_ANY);
+		}
+	}
+	return PC_REASON_ALLOWED;
+}
+
+static __always_inline void pc_count(__u32 ifindex, __u8 hook, __u8 verdict, __u8 reason,
+				     __u64 bytes)
+{
+	struct pc_verdict_key key = {
+		.ifindex = ifindex, .hook = hook, .verdict = verdict, .reason = reason
+	};
+	struct pc_counter *c = bpf_map_lookup_elem(&verdict_counters, &key);
+
+	if (!c) {
+		struct pc_counter zero = {};
+
+		bpf_map_update_elem(&verdict_counters, &key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&verdict_counters, &key);
+		if (!c)
+			return;
+	}
+	/* Per-CPU value: no other CPU writes it. */
+	c->packets++;
+	c->bytes += bytes;
+}
+
+static __always_inline void pc_count_port(const struct pc_packet *p, __u8 reason, __u8 named)
+{
+	struct pc_port_key key = {
+		.port = named ? bpf_ntohs(p->dport) : 0, .proto = p->proto, .reason = reason
+	};
+	__u64 *c = bpf_map_lookup_elem(&port_drop_counters, &key);
+
+	if (!c) {
+		__u64 zero = 0;
+
+		bpf_map_update_elem(&port_drop_counters, &key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&port_drop_counters, &key);
+		if (!c)
+			return;
+	}
+	(*c)++;
+}
+
+static __always_inline void pc_sample(const struct pc_packet *p, __u32 ifindex, __u8 hook,
+				      __u8 verdict, __u8 reason)
+{
+	const struct pc_rate rate = { .interval_ns = sample_interval_ns, .burst = sample_burst };
+	__u32 k = PC_SAMPLE_BUCKET;
+	struct pc_bucket *b = bpf_map_lookup_elem(&global_buckets, &k);
+	struct pc_sample *s;
+	__s64 now = pc_now();
+
+	if (!b || !pc_take_token(&b->syn_empty_at, &rate, now))
+		return;
+	s = bpf_ringbuf_reserve(&drop_samples, sizeof(*s), 0);
+	if (!s)
+		return;
+	s->timestamp_ns = (__u64)now;
+	s->ifindex = ifindex;
+	s->hook = hook;
+	s->verdict = verdict;
+	s->reason = reason;
+	s->family = p->family;
+	s->proto = p->proto;
+	s->sport = bpf_ntohs(p->sport);
+	s->dport = bpf_ntohs(p->dport);
+	__builtin_memcpy(s->src, p->src, 16);
+	__builtin_memcpy(s->dst, p->dst, 16);
+	bpf_ringbuf_submit(s, 0);
+}
+
+/* Judges one frame and records the verdict. The one entry for both hooks. */
+static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u32 ifindex,
+						 __u8 hook)
+{
+	struct pc_packet p = {};
+	struct pc_result r = { .reason = PC_REASON_NOT_POLICED, .verdict = PC_VERDICT_PASS };
+	__u8 port_named = 0;
+	__u32 zero = 0;
+	void *cfg_map;
+	const struct pc_config *cfg = NULL;
+	int parsed;
+
+	cfg_map = bpf_map_lookup_elem(&active_policy, &zero);
+	if (cfg_map)
+		cfg = bpf_map_lookup_elem(cfg_map, &zero);
+
+	parsed = pc_parse(data, data_end, &p);
+	if (parsed == PC_PARSE_NON_IP)
+		r.reason = PC_REASON_NON_IP;
+	else if (parsed == PC_PARSE_MALFORMED)
+		r.reason = PC_REASON_MALFORMED;
+	else if (cfg)
+		r.reason = pc_evaluate(&p, cfg, &port_named);
+	/* else: no policy applied yet; nothing is policed */
+
+	if (!cfg && r.reason == PC_REASON_MALFORMED)
+		r.reason = PC_REASON_NOT_POLICED; /* drop nothing without a policy */
+
+	if (r.reason >= PC_FIRST_DROP_REASON)
+		r.verdict = (cfg && (cfg->flags & PC_CFG_AUDIT)) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
+	if (cfg)
+		r.version = cfg->version;
+
+	pc_count(ifindex, hook, r.verdict, r.reason, data_end - data);
+	if (r.verdict != PC_VERDICT_PASS) {
+		pc_count_port(&p, r.reason, port_named);
+		pc_sample(&p, ifindex, hook, r.verdict, r.reason);
+	}
+	if (record_last_verdict) {
+		struct pc_last_verdict *lv = bpf_map_lookup_elem(&last_verdict, &zero);
+
+		if (lv) {
+			lv->verdict = r.verdict;
+			lv->reason = r.reason;
+			lv->version = r.version;
+		}
+	}
+	return r;
+}
+
+#endif /* PORTCULLIS_VERDICT_H */

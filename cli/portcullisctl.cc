@@ -1,0 +1,143 @@
+// portcullisctl: the security team's command line. This build has the
+// offline commands (validate, simulate); the control-service commands come
+// with the control service.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/simulate.h"
+#include "policy/compiler.h"
+#include "policy/validator.h"
+
+ABSL_FLAG(std::string, policy, "", "simulate: the policy file (YAML)");
+ABSL_FLAG(std::string, pcap, "", "simulate: the capture (pcap or pcapng, Ethernet frames)");
+ABSL_FLAG(std::string, format, "table", "simulate: output format, json or table");
+
+namespace {
+
+// Exit codes a CI pipeline can rely on.
+constexpr int kExitOk = 0;
+constexpr int kExitInvalid = 1;  // the policy or capture is bad
+constexpr int kExitUsage = 2;    // the command line is bad
+constexpr int kExitSystem = 3;   // the machine would not do it (BPF permission, ...)
+
+constexpr char kUsage[] = R"(portcullisctl: validate and simulate Portcullis policies.
+
+Usage:
+  portcullisctl validate POLICY.yaml
+      Checks a policy. Errors and warnings name FILE:LINE:COLUMN.
+      Exit 0 when valid (warnings allowed), 1 when invalid.
+  portcullisctl simulate --policy POLICY.yaml --pcap TRAFFIC.pcap [--format json|table]
+      Judges every packet of an Ethernet capture with the real datapath
+      program (BPF_PROG_TEST_RUN, needs root or CAP_BPF), rate limits on the
+      capture's own timestamps. Exit 0 when simulated, 1 for a bad policy or
+      capture, 3 when BPF is not available.
+
+The control-service commands (diff, push, rollback, history, audit, status)
+need portcullis-control, which this build does not include yet.
+)";
+
+int Fail(int code, const std::string& message) {
+  std::cerr << "portcullisctl: " << message << "\n";
+  return code;
+}
+
+// Prints the findings; returns the policy when it has no errors.
+std::optional<portcullis::v1::Policy> CheckPolicy(const std::string& path, bool quiet_ok) {
+  portcullis::policy::CheckedPolicyFile checked = portcullis::policy::CheckPolicyFile(path);
+  std::cerr << checked.Format(path);
+  if (!checked.ok()) {
+    std::cerr << path << ": invalid (" << checked.errors() << " error"
+              << (checked.errors() == 1 ? "" : "s") << ")\n";
+    return std::nullopt;
+  }
+  if (!quiet_ok) {
+    std::cout << path << ": valid";
+    if (checked.warnings()) {
+      std::cout << " (" << checked.warnings() << " warning" << (checked.warnings() == 1 ? "" : "s")
+                << ")";
+    }
+    std::cout << "\n";
+  }
+  return checked.loaded->policy;
+}
+
+int Validate(const std::vector<char*>& args) {
+  if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl validate POLICY.yaml");
+  return CheckPolicy(args[2], false) ? kExitOk : kExitInvalid;
+}
+
+int Simulate(const std::vector<char*>& args) {
+  if (args.size() != 2) {
+    return Fail(kExitUsage, absl::StrCat("simulate takes no positional arguments (got \"",
+                                         args.size() > 2 ? args[2] : "", "\")"));
+  }
+  const std::string policy_path = absl::GetFlag(FLAGS_policy);
+  const std::string pcap_path = absl::GetFlag(FLAGS_pcap);
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (policy_path.empty()) return Fail(kExitUsage, "simulate needs --policy POLICY.yaml");
+  if (pcap_path.empty()) return Fail(kExitUsage, "simulate needs --pcap TRAFFIC.pcap");
+  if (format != "json" && format != "table") {
+    return Fail(kExitUsage, absl::StrCat("--format: \"", format, "\" is not json or table"));
+  }
+  auto policy = CheckPolicy(policy_path, true);
+  if (!policy) return kExitInvalid;
+  auto compiled = portcullis::policy::Compile(*policy);
+  if (!compiled.ok()) return Fail(kExitInvalid, std::string(compiled.status().message()));
+
+  const bool tty = isatty(STDERR_FILENO);
+  auto progress = [&](uint64_t frames) {
+    if (tty) std::cerr << "\rsimulate: " << frames << " packets judged" << std::flush;
+  };
+  auto result = portcullis::cli::Simulate(*compiled, pcap_path, progress);
+  if (tty && result.ok() && result->packets.size() >= 100000) std::cerr << "\n";
+  if (!result.ok()) {
+    const absl::StatusCode code = result.status().code();
+    const bool input = code == absl::StatusCode::kNotFound ||
+                       code == absl::StatusCode::kInvalidArgument ||
+                       code == absl::StatusCode::kFailedPrecondition ||
+                       code == absl::StatusCode::kDataLoss;
+    std::string message(result.status().message());
+    if (code == absl::StatusCode::kPermissionDenied) {
+      absl::StrAppend(&message, " (simulate loads the datapath: run as root or with CAP_BPF)");
+    }
+    return Fail(input ? kExitInvalid : kExitSystem, message);
+  }
+  std::cout << (format == "json" ? portcullis::cli::FormatJson(*result)
+                                 : portcullis::cli::FormatTable(*result, pcap_path));
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::cerr << kUsage;
+    return kExitUsage;
+  }
+  const std::string command = args[1];
+  if (command == "validate") return Validate(args);
+  if (command == "simulate") return Simulate(args);
+  if (command == "help") {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  for (const char* later : {"diff", "push", "rollback", "history", "audit", "status"}) {
+    if (command == later) {
+      return Fail(kExitUsage, absl::StrCat("\"", command,
+                                           "\" needs portcullis-control, which this build does "
+                                           "not include yet"));
+    }
+  }
+  return Fail(kExitUsage, absl::StrCat("unknown command \"", command, "\"; see --help"));
+}

@@ -1,0 +1,65 @@
+#include "datapath/counters.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "datapath/bpf_util.h"
+
+namespace portcullis::datapath {
+namespace {
+
+// Calls fn(key, values, stride) for every entry of a per-CPU hash. Per-CPU
+// values come back as one slot per possible CPU, each rounded up to 8 bytes.
+template <typename Key, typename Value, typename Fn>
+absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", name, cpus);
+  const size_t stride = (sizeof(Value) + 7) / 8 * 8;
+  std::vector<uint8_t> values(stride * static_cast<size_t>(cpus));
+  Key key{}, next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (bpf_map_lookup_elem(fd, &next, values.data()) == 0) {
+      for (int cpu = 0; cpu < cpus; ++cpu) {
+        Value v;
+        std::memcpy(&v, values.data() + stride * cpu, sizeof(v));
+        fn(next, v);
+      }
+    }
+    key = next;
+    prev = &key;
+  }
+  if (errno != ENOENT) return ErrnoStatus("bpf_map_get_next_key", name, errno);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int map_fd) {
+  std::vector<VerdictCount> out;
+  absl::Status s = ForEachPerCpu<pc_verdict_key, pc_counter>(
+      map_fd, "verdict_counters", [&](const pc_verdict_key& k, const pc_counter& v) {
+        if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
+          out.push_back(VerdictCount{k, {}});
+        }
+        out.back().total.packets += v.packets;
+        out.back().total.bytes += v.bytes;
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd) {
+  std::vector<PortDropCount> out;
+  absl::Status s = ForEachPerCpu<pc_port_key, uint64_t>(
+      map_fd, "port_drop_counters", [&](const pc_port_key& k, uint64_t v) {
+        if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
+          out.push_back(PortDropCount{k, 0});
+        }
+        out.back().packets += v;
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace portcullis::datapath

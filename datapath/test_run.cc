@@ -1,0 +1,51 @@
+#include "datapath/test_run.h"
+
+#include <bpf/bpf.h>
+#include <linux/if_ether.h>
+
+#include "datapath/bpf_util.h"
+
+namespace portcullis::datapath {
+
+absl::Status TestRunner::SetClock(uint64_t now_ns) {
+  if (!dp_.options().use_user_clock) {
+    return absl::FailedPreconditionError("the datapath was loaded with the kernel clock");
+  }
+  const __u32 zero = 0;
+  if (bpf_map_update_elem(dp_.user_clock_fd(), &zero, &now_ns, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "user_clock", errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_hook hook) {
+  if (!dp_.options().record_last_verdict) {
+    return absl::FailedPreconditionError("the datapath was loaded without record_last_verdict");
+  }
+  if (frame.size() < ETH_HLEN) {
+    // The kernel refuses shorter test input; on a wire it is a runt frame.
+    return absl::InvalidArgumentError("frames shorter than 14 bytes cannot be test-run");
+  }
+  const __u32 zero = 0;
+  const pc_last_verdict unset = {PC_VERDICT_COUNT, PC_REASON_COUNT, 0};
+  if (bpf_map_update_elem(dp_.last_verdict_fd(), &zero, &unset, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "last_verdict", errno);
+  }
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
+  const int prog = hook == PC_HOOK_TC ? dp_.tc_ingress_prog_fd() : dp_.xdp_prog_fd();
+  if (const int err = bpf_prog_test_run_opts(prog, &opts)) {
+    return ErrnoStatus("bpf_prog_test_run_opts", hook == PC_HOOK_TC ? "tc" : "xdp", err);
+  }
+  pc_last_verdict lv{};
+  if (bpf_map_lookup_elem(dp_.last_verdict_fd(), &zero, &lv)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "last_verdict", errno);
+  }
+  if (lv.verdict >= PC_VERDICT_COUNT || lv.reason >= PC_REASON_COUNT) {
+    return absl::InternalError("the program returned without recording a verdict");
+  }
+  return Judgement{opts.retval, static_cast<pc_verdict>(lv.verdict),
+                   static_cast<pc_reason>(lv.reason), lv.version};
+}
+
+}  // namespace portcullis::datapath

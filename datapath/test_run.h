@@ -1,0 +1,36 @@
+// Runs the real datapath program over one frame with BPF_PROG_TEST_RUN and
+// reports its verdict. Needs a Datapath loaded with record_last_verdict (and
+// use_user_clock to set the time). Used by `portcullisctl simulate` and tests.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/abi.h"
+#include "datapath/datapath.h"
+
+namespace portcullis::datapath {
+
+struct Judgement {
+  uint32_t action;  // XDP_* or TC_ACT_*, as the program returned it
+  pc_verdict verdict;
+  pc_reason reason;
+  uint64_t version;  // policy version that judged the frame; 0 without a policy
+};
+
+class TestRunner {
+ public:
+  explicit TestRunner(Datapath& dp) : dp_(dp) {}
+
+  // Sets the datapath's clock (ns). FailedPrecondition without use_user_clock.
+  absl::Status SetClock(uint64_t now_ns);
+
+  // Judges one Ethernet frame at the XDP (or TC ingress) hook.
+  absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP);
+
+ private:
+  Datapath& dp_;
+};
+
+}  // namespace portcullis::datapath

@@ -1,0 +1,271 @@
+#include "policy/compiler.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace portcullis::policy {
+namespace {
+
+// Address first, then length: every prefix sorts right before the prefixes
+// it contains, which is the order the nesting sweep below needs.
+bool AddressOrder(const PrefixEntry& a, const PrefixEntry& b) {
+  if (a.prefix.family() != b.prefix.family()) return a.prefix.family() < b.prefix.family();
+  if (a.prefix.bytes() != b.prefix.bytes()) return a.prefix.bytes() < b.prefix.bytes();
+  return a.prefix.length() < b.prefix.length();
+}
+
+// Merges duplicates and folds each prefix's enclosing prefixes into its mask.
+// Canonical prefixes are nested or disjoint, so a stack of the enclosing
+// chain suffices: O(n log n) for the sort, O(n) for the sweep.
+void FoldEnclosing(std::vector<PrefixEntry>& entries) {
+  std::sort(entries.begin(), entries.end(), AddressOrder);
+  std::vector<PrefixEntry> merged;
+  merged.reserve(entries.size());
+  for (const PrefixEntry& e : entries) {
+    if (!merged.empty() && merged.back().prefix == e.prefix) {
+      merged.back().mask |= e.mask;
+    } else {
+      merged.push_back(e);
+    }
+  }
+  std::vector<const PrefixEntry*> chain;
+  for (PrefixEntry& e : merged) {
+    while (!chain.empty() && !chain.back()->prefix.Contains(e.prefix)) chain.pop_back();
+    if (!chain.empty()) e.mask |= chain.back()->mask;
+    chain.push_back(&e);
+  }
+  entries = std::move(merged);
+}
+
+absl::Status AddPrefixes(const google::protobuf::RepeatedPtrField<std::string>& cidrs,
+                         pc_set_mask mask, absl::string_view what,
+                         std::vector<PrefixEntry>& out) {
+  for (const std::string& text : cidrs) {
+    auto prefix = IpPrefix::Parse(text);
+    if (!prefix.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", prefix.status().message()));
+    }
+    out.push_back(PrefixEntry{prefix->Canonical(), mask});
+  }
+  return absl::OkStatus();
+}
+
+// Whole-policy view of one (proto, port), before classes are shared.
+struct PortView {
+  pc_set_mask allow_from = 0;
+  pc_set_mask failsafe_from = 0;
+  uint32_t flags = 0;
+  int override_rule = -1;  // index into spec.ports of the rule whose rates apply
+};
+
+bool HasOverride(const v1::PortRule& rule) { return rule.has_syn_rate() || rule.has_conn_rate(); }
+
+bool SameOverride(const v1::PortRule& a, const v1::PortRule& b) {
+  auto same = [](bool ha, const v1::Rate& ra, bool hb, const v1::Rate& rb) {
+    return ha == hb && (!ha || (ra.rate() == rb.rate() && ra.burst() == rb.burst()));
+  };
+  return same(a.has_syn_rate(), a.syn_rate(), b.has_syn_rate(), b.syn_rate()) &&
+         same(a.has_conn_rate(), a.conn_rate(), b.has_conn_rate(), b.conn_rate());
+}
+
+int L4Index(v1::Protocol proto) {
+  switch (proto) {
+    case v1::PROTOCOL_TCP: return PC_L4_TCP;
+    case v1::PROTOCOL_UDP: return PC_L4_UDP;
+    default: return -1;
+  }
+}
+
+}  // namespace
+
+pc_rate ToBucket(const v1::Rate& rate) {
+  pc_rate out{};
+  if (rate.rate() == 0) return out;
+  out.interval_ns = std::max<uint64_t>(1, (1'000'000'000ULL + rate.rate() / 2) / rate.rate());
+  out.burst = std::max<uint64_t>(1, rate.burst());
+  return out;
+}
+
+absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
+  const v1::PolicySpec& spec = policy.spec();
+  CompiledPolicy out;
+
+  // Bits go only to sets that some rule uses; unused sets cost nothing.
+  absl::flat_hash_map<std::string, int> bit_of_set;
+  auto use_set = [&](const std::string& name) -> absl::Status {
+    if (bit_of_set.contains(name)) return absl::OkStatus();
+    if (out.set_bits.size() >= PC_MAX_SETS) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the rules use more than ", PC_MAX_SETS, " distinct sets, the datapath's limit"));
+    }
+    bit_of_set[name] = static_cast<int>(out.set_bits.size());
+    out.set_bits.push_back(name);
+    return absl::OkStatus();
+  };
+  for (const auto* rules : {&spec.failsafe(), &spec.ports()}) {
+    for (const v1::PortRule& rule : *rules) {
+      for (const std::string& name : rule.from().sets()) RETURN_IF_ERROR(use_set(name));
+    }
+  }
+  auto mask_of = [&](const v1::Sources& from) -> absl::StatusOr<pc_set_mask> {
+    pc_set_mask mask = 0;
+    for (const std::string& name : from.sets()) {
+      auto it = bit_of_set.find(name);
+      if (it == bit_of_set.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown set \"", name, "\""));
+      }
+      mask |= pc_set_mask{1} << it->second;
+    }
+    return mask;
+  };
+
+  // Sources: sets and blocklist, split by family and by exact vs prefix.
+  std::vector<PrefixEntry> sources;
+  absl::flat_hash_map<std::string, bool> defined;
+  for (const v1::CidrSet& set : spec.sets()) {
+    defined[set.name()] = true;
+    auto it = bit_of_set.find(set.name());
+    if (it == bit_of_set.end()) continue;
+    RETURN_IF_ERROR(AddPrefixes(set.cidrs(), pc_set_mask{1} << it->second,
+                                absl::StrCat("set \"", set.name(), "\""), sources));
+  }
+  for (const std::string& name : out.set_bits) {
+    if (!defined.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown set \"", name, "\""));
+    }
+  }
+  RETURN_IF_ERROR(AddPrefixes(spec.blocklist(), kBlocklistMask, "blocklist", sources));
+  FoldEnclosing(sources);
+  for (PrefixEntry& e : sources) {
+    const bool v4 = e.prefix.family() == Family::kV4;
+    auto& bucket = e.prefix.is_host() ? (v4 ? out.src_v4_exact : out.src_v6_exact)
+                                      : (v4 ? out.src_v4_prefix : out.src_v6_prefix);
+    bucket.push_back(e);
+  }
+
+  std::vector<PrefixEntry> destinations;
+  RETURN_IF_ERROR(AddPrefixes(spec.destinations(), 1, "destinations", destinations));
+  FoldEnclosing(destinations);
+  for (PrefixEntry& e : destinations) {
+    (e.prefix.family() == Family::kV4 ? out.dst_v4 : out.dst_v6).push_back(e);
+  }
+
+  struct Limit {
+    const char* what;
+    size_t have;
+    size_t max;
+  };
+  for (const Limit& l : {
+           Limit{"exact IPv4 sources", out.src_v4_exact.size(), PC_MAX_SRC_EXACT_V4},
+           Limit{"exact IPv6 sources", out.src_v6_exact.size(), PC_MAX_SRC_EXACT_V6},
+           Limit{"IPv4 source prefixes", out.src_v4_prefix.size(), PC_MAX_SRC_PREFIX_V4},
+           Limit{"IPv6 source prefixes", out.src_v6_prefix.size(), PC_MAX_SRC_PREFIX_V6},
+           Limit{"IPv4 destinations", out.dst_v4.size(), PC_MAX_DESTINATIONS},
+           Limit{"IPv6 destinations", out.dst_v6.size(), PC_MAX_DESTINATIONS},
+       }) {
+    if (l.have > l.max) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the policy has ", l.have, " ", l.what, "; the datapath holds at most ", l.max));
+    }
+  }
+
+  // Ports: first the whole-policy view of every (proto, port), then classes.
+  std::vector<PortView> views(PC_PORT_CLASS_ENTRIES);
+  auto for_each_port = [](const v1::PortRule& rule, auto&& fn) -> absl::Status {
+    const int l4 = L4Index(rule.proto());
+    if (l4 < 0) return absl::InvalidArgumentError("a rule has no proto");
+    for (const v1::PortRange& r : rule.ports()) {
+      if (r.first() < 1 || r.last() > 65535 || r.first() > r.last()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad port range ", r.first(), "-", r.last()));
+      }
+      for (uint32_t port = r.first(); port <= r.last(); ++port) {
+        fn(static_cast<size_t>(l4) * PC_PORTS_PER_PROTO + port);
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (const v1::PortRule& rule : spec.failsafe()) {
+    ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
+    RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
+      views[i].flags |= PC_CLASS_HAS_FAILSAFE | PC_CLASS_NAMED;
+      if (rule.from().any()) views[i].flags |= PC_CLASS_FAILSAFE_ANY;
+      views[i].failsafe_from |= mask;
+    }));
+  }
+  for (int r = 0; r < spec.ports_size(); ++r) {
+    const v1::PortRule& rule = spec.ports(r);
+    ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
+    absl::Status conflict;
+    RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
+      PortView& v = views[i];
+      v.flags |= PC_CLASS_HAS_RULE | PC_CLASS_NAMED;
+      if (rule.from().any()) v.flags |= PC_CLASS_ALLOW_ANY;
+      v.allow_from |= mask;
+      if (!HasOverride(rule)) return;
+      if (v.override_rule < 0) {
+        v.override_rule = r;
+      } else if (!SameOverride(spec.ports(v.override_rule), rule) && conflict.ok()) {
+        conflict = absl::InvalidArgumentError(absl::StrCat(
+            "rules ", v.override_rule, " and ", r, " set different rate overrides for ",
+            i / PC_PORTS_PER_PROTO == PC_L4_TCP ? "tcp/" : "udp/", i % PC_PORTS_PER_PROTO));
+      }
+    }));
+    RETURN_IF_ERROR(conflict);
+  }
+
+  const v1::RateLimits& limits = spec.rate_limits();
+  const pc_rate syn_default = ToBucket(limits.syn().per_source());
+  const pc_rate conn_default = ToBucket(limits.connections().per_source());
+
+  out.classes.push_back(pc_port_class{});
+  out.port_class.assign(PC_PORT_CLASS_ENTRIES, 0);
+  absl::flat_hash_map<std::string, uint16_t> class_ids;  // class bytes -> id
+  class_ids[std::string(reinterpret_cast<const char*>(&out.classes[0]), sizeof(pc_port_class))] =
+      0;
+  for (size_t i = 0; i < views.size(); ++i) {
+    const PortView& v = views[i];
+    pc_port_class c{};
+    c.allow_from = v.allow_from;
+    c.failsafe_from = v.failsafe_from;
+    c.flags = v.flags;
+    if (v.override_rule >= 0) {
+      const v1::PortRule& rule = spec.ports(v.override_rule);
+      c.rate_override_id = static_cast<uint32_t>(v.override_rule) + 1;
+      c.syn_per_source = rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default;
+      c.conn_per_source = rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default;
+    }
+    std::string bytes(reinterpret_cast<const char*>(&c), sizeof(c));
+    auto [it, inserted] = class_ids.try_emplace(std::move(bytes), out.classes.size());
+    if (inserted) {
+      if (out.classes.size() >= PC_MAX_PORT_CLASSES) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the port rules need more than ", PC_MAX_PORT_CLASSES,
+            " distinct port treatments, the datapath's limit"));
+      }
+      out.classes.push_back(c);
+    }
+    out.port_class[i] = it->second;
+  }
+
+  pc_config& cfg = out.config;
+  if (spec.mode() == v1::MODE_AUDIT) cfg.flags |= PC_CFG_AUDIT;
+  if (spec.default_action() == v1::ACTION_ALLOW) cfg.flags |= PC_CFG_DEFAULT_ALLOW;
+  if (spec.icmp() == v1::ACTION_DENY) cfg.flags |= PC_CFG_ICMP_DENY;
+  if (spec.fragments() != v1::ACTION_ALLOW) cfg.flags |= PC_CFG_FRAGMENTS_DENY;
+  if (spec.destinations_size() > 0) cfg.flags |= PC_CFG_HAS_DESTINATIONS;
+  cfg.syn_per_source = syn_default;
+  cfg.syn_global = ToBucket(limits.syn().global());
+  cfg.conn_per_source = conn_default;
+  const v1::SourcePrefix& sp = limits.syn().source_prefix();
+  cfg.source_prefix_v4 = static_cast<uint8_t>(sp.ipv4() ? sp.ipv4() : 32);
+  cfg.source_prefix_v6 = static_cast<uint8_t>(sp.ipv6() ? sp.ipv6() : 64);
+  return out;
+}
+
+}  // namespace portcullis::policy
