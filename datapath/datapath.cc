@@ -25,17 +25,32 @@ struct bpf_map* OuterMap(struct ::portcullis_bpf* skel, SlotMap m) {
   return nullptr;
 }
 
-// An inner map shaped exactly like the outer map's template.
-absl::StatusOr<UniqueFd> CreateInner(struct bpf_map* outer, int slot) {
+// The shape of an outer map's inner template. Read before load: libbpf
+// frees the template once the outer map exists.
+struct InnerSpec {
+  std::string name;
+  enum bpf_map_type type;
+  __u32 key_size, value_size, max_entries, flags;
+};
+
+absl::StatusOr<InnerSpec> InnerSpecOf(struct bpf_map* outer) {
   struct bpf_map* tmpl = bpf_map__inner_map(outer);
-  const std::string name = absl::StrCat(bpf_map__name(outer), "_", slot);
-  if (tmpl == nullptr) return absl::InternalError(absl::StrCat(name, ": no inner template"));
-  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = bpf_map__map_flags(tmpl));
-  // Kernel map names are at most 15 characters.
+  if (tmpl == nullptr) {
+    return absl::InternalError(absl::StrCat(bpf_map__name(outer), ": no inner map template"));
+  }
+  return InnerSpec{bpf_map__name(outer),          bpf_map__type(tmpl),
+                   bpf_map__key_size(tmpl),       bpf_map__value_size(tmpl),
+                   bpf_map__max_entries(tmpl),    bpf_map__map_flags(tmpl)};
+}
+
+// An inner map shaped exactly like the outer map's template.
+absl::StatusOr<UniqueFd> CreateInner(const InnerSpec& spec, int slot) {
+  const std::string name = absl::StrCat(spec.name, "_", slot);
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = spec.flags);
+  // Kernel map names are at most 15 characters; the full name is for errors.
   const std::string kernel_name = name.substr(0, BPF_OBJ_NAME_LEN - 1);
-  const int fd = bpf_map_create(bpf_map__type(tmpl), kernel_name.c_str(),
-                                bpf_map__key_size(tmpl), bpf_map__value_size(tmpl),
-                                bpf_map__max_entries(tmpl), &opts);
+  const int fd = bpf_map_create(spec.type, kernel_name.c_str(), spec.key_size, spec.value_size,
+                                spec.max_entries, &opts);
   if (fd < 0) return ErrnoStatus("bpf_map_create", name, errno);
   return UniqueFd(fd);
 }
@@ -69,6 +84,12 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
       options.samples_per_second ? 1'000'000'000ULL / options.samples_per_second : 0;
   rodata->sample_burst = options.sample_burst;
 
+  std::array<InnerSpec, kSlotMapCount> specs;
+  for (int m = 0; m < kSlotMapCount; ++m) {
+    ASSIGN_OR_RETURN(specs[m], InnerSpecOf(OuterMap(dp->skel_, static_cast<SlotMap>(m))));
+  }
+  ASSIGN_OR_RETURN(const InnerSpec config_spec, InnerSpecOf(dp->skel_->maps.active_policy));
+
   if (const int err = portcullis_bpf__load(dp->skel_)) {
     return ErrnoStatus("portcullis_bpf__load", "portcullis.bpf.o", err);
   }
@@ -76,13 +97,13 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   for (int m = 0; m < kSlotMapCount; ++m) {
     struct bpf_map* outer = OuterMap(dp->skel_, static_cast<SlotMap>(m));
     for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {
-      ASSIGN_OR_RETURN(dp->inner_[m][slot], CreateInner(outer, slot));
+      ASSIGN_OR_RETURN(dp->inner_[m][slot], CreateInner(specs[m], slot));
       RETURN_IF_ERROR(SetOuter(outer, slot, dp->inner_[m][slot].get()));
     }
   }
   // active_policy stays empty until the first install: no policy, no drops.
   for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {
-    ASSIGN_OR_RETURN(dp->config_inner_[slot], CreateInner(dp->skel_->maps.active_policy, slot));
+    ASSIGN_OR_RETURN(dp->config_inner_[slot], CreateInner(config_spec, slot));
   }
   return dp;
 }

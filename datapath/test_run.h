@@ -29,6 +29,14 @@ class TestRunner {
   // Judges one Ethernet frame at the XDP (or TC ingress) hook.
   absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP);
 
+  // Runs the program `repeat` times over the frame and returns the last
+  // action, without reading last_verdict: safe from several threads at once
+  // (the counters tell what happened). Used for concurrency tests and benchmarks;
+  // *duration_ns (optional) gets the kernel's mean run time.
+  absl::StatusOr<uint32_t> RunRepeated(absl::Span<const uint8_t> frame, uint32_t repeat,
+                                       pc_hook hook = PC_HOOK_XDP,
+                                       uint32_t* duration_ns = nullptr);
+
  private:
   Datapath& dp_;
 };

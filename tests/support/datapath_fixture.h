@@ -1,0 +1,84 @@
+// A loaded datapath with a settable clock, for BPF_PROG_TEST_RUN tests.
+#pragma once
+
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "common/abi.h"
+#include "datapath/counters.h"
+#include "datapath/datapath.h"
+#include "datapath/policy_installer.h"
+#include "datapath/test_run.h"
+#include "gtest/gtest.h"
+#include "policy/compiler.h"
+#include "policy/validator.h"
+#include "tests/support/frame.h"
+
+namespace portcullis::testing {
+
+// Compiles YAML that must be valid; fails the test otherwise.
+inline policy::CompiledPolicy CompileYaml(absl::string_view yaml) {
+  policy::CheckedPolicyFile checked = policy::CheckPolicyText(yaml);
+  EXPECT_TRUE(checked.ok()) << checked.Format("<test policy>");
+  if (!checked.ok()) return {};
+  auto compiled = policy::Compile(checked.loaded->policy);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return compiled.ok() ? *std::move(compiled) : policy::CompiledPolicy{};
+}
+
+class DatapathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
+    auto dp = datapath::Datapath::Load({.use_user_clock = true, .record_last_verdict = true});
+    ASSERT_TRUE(dp.ok()) << dp.status();
+    dp_ = *std::move(dp);
+    installer_ = std::make_unique<datapath::PolicyInstaller>(*dp_);
+    runner_ = std::make_unique<datapath::TestRunner>(*dp_);
+    ASSERT_TRUE(runner_->SetClock(1'000'000'000).ok());
+  }
+
+  void Install(absl::string_view yaml, uint64_t version = 1) {
+    policy::CompiledPolicy compiled = CompileYaml(yaml);
+    ASSERT_TRUE(installer_->Install(compiled, version).ok());
+  }
+
+  datapath::Judgement Run(const std::vector<uint8_t>& frame, pc_hook hook = PC_HOOK_XDP) {
+    auto j = runner_->Run(frame, hook);
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? *j : datapath::Judgement{~0u, PC_VERDICT_COUNT, PC_REASON_COUNT, 0};
+  }
+  datapath::Judgement Run(const Frame& frame) { return Run(frame.Build()); }
+
+  void SetClock(uint64_t ns) { ASSERT_TRUE(runner_->SetClock(ns).ok()); }
+
+  // Packets counted under (verdict, reason), over every interface and hook.
+  uint64_t Counted(pc_verdict verdict, pc_reason reason) {
+    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fd());
+    EXPECT_TRUE(counts.ok()) << counts.status();
+    uint64_t n = 0;
+    for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
+      if (c.key.verdict == verdict && c.key.reason == reason) n += c.total.packets;
+    }
+    return n;
+  }
+
+  uint64_t CountedTotal() {
+    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fd());
+    EXPECT_TRUE(counts.ok()) << counts.status();
+    uint64_t n = 0;
+    for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
+      n += c.total.packets;
+    }
+    return n;
+  }
+
+  std::unique_ptr<datapath::Datapath> dp_;
+  std::unique_ptr<datapath::PolicyInstaller> installer_;
+  std::unique_ptr<datapath::TestRunner> runner_;
+};
+
+}  // namespace portcullis::testing
