@@ -22,10 +22,6 @@ const volatile __u64 sample_burst = 100;
  * every CPU at once, and failing closed keeps a flood from slipping through. */
 #define PC_CAS_RETRIES 8
 
-/* An empty_at far enough in the past that the bucket is full at any clock
- * reading (refill is capped at burst). */
-#define PC_BUCKET_FULL (-((__s64)1 << 62))
-
 struct pc_result {
 	__u8 reason;
 	__u8 verdict;

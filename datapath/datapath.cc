@@ -55,10 +55,23 @@ absl::StatusOr<UniqueFd> CreateInner(const InnerSpec& spec, int slot) {
   return UniqueFd(fd);
 }
 
-absl::Status SetOuter(struct bpf_map* outer, int slot, int inner_fd) {
-  const __u32 key = static_cast<__u32>(slot);
-  if (bpf_map_update_elem(bpf_map__fd(outer), &key, &inner_fd, BPF_ANY)) {
-    return ErrnoStatus("bpf_map_update_elem", bpf_map__name(outer), errno);
+// Every map-in-map update waits for an RCU grace period; one batch for both
+// slots waits once (kernels since 6.7) instead of once per slot.
+absl::Status SetOuterSlots(struct bpf_map* outer, const std::array<UniqueFd, 2>& inner) {
+  __u32 keys[PC_POLICY_SLOTS];
+  int fds[PC_POLICY_SLOTS];
+  for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {
+    keys[slot] = static_cast<__u32>(slot);
+    fds[slot] = inner[slot].get();
+  }
+  __u32 count = PC_POLICY_SLOTS;
+  if (bpf_map_update_batch(bpf_map__fd(outer), keys, fds, &count, nullptr) == 0) {
+    return absl::OkStatus();
+  }
+  for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {
+    if (bpf_map_update_elem(bpf_map__fd(outer), &keys[slot], &fds[slot], BPF_ANY)) {
+      return ErrnoStatus("bpf_map_update_elem", bpf_map__name(outer), errno);
+    }
   }
   return absl::OkStatus();
 }
@@ -98,8 +111,8 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
     struct bpf_map* outer = OuterMap(dp->skel_, static_cast<SlotMap>(m));
     for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {
       ASSIGN_OR_RETURN(dp->inner_[m][slot], CreateInner(specs[m], slot));
-      RETURN_IF_ERROR(SetOuter(outer, slot, dp->inner_[m][slot].get()));
     }
+    RETURN_IF_ERROR(SetOuterSlots(outer, dp->inner_[m]));
   }
   // active_policy stays empty until the first install: no policy, no drops.
   for (int slot = 0; slot < PC_POLICY_SLOTS; ++slot) {

@@ -1,7 +1,11 @@
 // A loaded datapath with a settable clock, for BPF_PROG_TEST_RUN tests.
 #pragma once
 
+#include <bpf/bpf.h>
 #include <unistd.h>
+
+#include <climits>
+#include <cstdint>
 
 #include <memory>
 #include <string>
@@ -29,15 +33,44 @@ inline policy::CompiledPolicy CompileYaml(absl::string_view yaml) {
   return compiled.ok() ? *std::move(compiled) : policy::CompiledPolicy{};
 }
 
+// Empties a hash or LRU map (flow tables, buckets) between tests.
+inline void ClearMap(int fd, size_t key_size) {
+  std::vector<uint8_t> key(key_size);
+  while (bpf_map_get_next_key(fd, nullptr, key.data()) == 0) {
+    ASSERT_EQ(bpf_map_delete_elem(fd, key.data()), 0);
+  }
+}
+
+// One datapath per test suite (loading takes a few hundred ms); each test
+// starts with empty flow tables and full buckets, and reads counters as
+// deltas.
 class DatapathTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
     auto dp = datapath::Datapath::Load({.use_user_clock = true, .record_last_verdict = true});
     ASSERT_TRUE(dp.ok()) << dp.status();
     dp_ = *std::move(dp);
     installer_ = std::make_unique<datapath::PolicyInstaller>(*dp_);
     runner_ = std::make_unique<datapath::TestRunner>(*dp_);
+  }
+
+  static void TearDownTestSuite() {
+    runner_.reset();
+    installer_.reset();
+    dp_.reset();
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
+    ASSERT_NE(dp_, nullptr);
+    ClearMap(dp_->source_buckets_fd(), sizeof(pc_bucket_key));
+    ClearMap(dp_->egress_flows_fd(), sizeof(pc_flow_key));
+    ClearMap(dp_->ingress_flows_fd(), sizeof(pc_flow_key));
+    const pc_bucket full = {PC_BUCKET_FULL, PC_BUCKET_FULL};
+    for (__u32 k = 0; k < 2; ++k) {
+      ASSERT_EQ(bpf_map_update_elem(dp_->global_buckets_fd(), &k, &full, BPF_ANY), 0);
+    }
     ASSERT_TRUE(runner_->SetClock(1'000'000'000).ok());
   }
 
@@ -76,9 +109,9 @@ class DatapathTest : public ::testing::Test {
     return n;
   }
 
-  std::unique_ptr<datapath::Datapath> dp_;
-  std::unique_ptr<datapath::PolicyInstaller> installer_;
-  std::unique_ptr<datapath::TestRunner> runner_;
+  static inline std::unique_ptr<datapath::Datapath> dp_;
+  static inline std::unique_ptr<datapath::PolicyInstaller> installer_;
+  static inline std::unique_ptr<datapath::TestRunner> runner_;
 };
 
 }  // namespace portcullis::testing

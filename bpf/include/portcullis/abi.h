@@ -78,8 +78,8 @@ enum pc_l4 {
 #define PC_POLICY_SLOTS 2
 
 /* ---- shared (not per slot) state: capacities ---- */
-#define PC_MAX_BUCKETS (1u << 20)     /* LRU: per-source token buckets */
-#define PC_MAX_FLOWS (1u << 18)       /* LRU: flow tables */
+#define PC_MAX_BUCKETS (1u << 18)     /* LRU: per-source token buckets */
+#define PC_MAX_FLOWS (1u << 17)       /* LRU: flow tables */
 #define PC_MAX_VERDICT_COUNTERS 4096  /* ifindex x hook x verdict x reason */
 #define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
 #define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
@@ -172,6 +172,10 @@ struct pc_bucket {
 	__s64 syn_empty_at;
 	__s64 conn_empty_at;
 };
+
+/* An empty_at far enough in the past that the bucket is full at any clock
+ * reading (refill is capped at burst). */
+#define PC_BUCKET_FULL (-((__s64)1 << 62))
 
 /* A transport 5-tuple as seen on ingress: src is the remote peer. */
 struct pc_flow_key {
