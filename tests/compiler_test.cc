@@ -1,0 +1,209 @@
+// The compiler's translation of a policy into map contents, without a kernel.
+#include "policy/compiler.h"
+
+#include <algorithm>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "policy/validator.h"
+
+namespace portcullis::policy {
+namespace {
+
+using ::testing::ElementsAre;
+
+CompiledPolicy MustCompile(const std::string& yaml) {
+  CheckedPolicyFile checked = CheckPolicyText(yaml);
+  EXPECT_TRUE(checked.ok()) << checked.Format("test.yaml");
+  auto compiled = Compile(checked.loaded->policy);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return *std::move(compiled);
+}
+
+std::string Spec(const std::string& body) {
+  return "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: t}\nspec:\n" + body;
+}
+
+// The entry for `cidr` in the compiled source tables, or mask 0 if absent.
+pc_set_mask MaskOf(const CompiledPolicy& p, const std::string& cidr) {
+  const IpPrefix want = *IpPrefix::Parse(cidr);
+  for (const auto* table : {&p.src_v4_exact, &p.src_v6_exact, &p.src_v4_prefix, &p.src_v6_prefix}) {
+    for (const PrefixEntry& e : *table) {
+      if (e.prefix == want) return e.mask;
+    }
+  }
+  return 0;
+}
+
+TEST(CompilerTest, SetsBecomeBitsAndEnclosingPrefixesFoldIn) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  sets:
+    wide: [10.0.0.0/8]
+    mid: [10.1.0.0/16, "2001:db8::/32"]
+    host: [10.1.2.3/32, "2001:db8::1/128"]
+    unused: [192.0.2.0/24]
+  blocklist: [10.1.2.0/24]
+  failsafe:
+    - {ports: [22], proto: tcp, from: [wide]}
+  ports:
+    - {ports: [443], proto: tcp, from: [mid, host]}
+)"));
+  // Bits in order of first use by a rule; unused sets get none.
+  EXPECT_THAT(p.set_bits, ElementsAre("wide", "mid", "host"));
+  const pc_set_mask wide = 1, mid = 2, host = 4;
+  EXPECT_EQ(MaskOf(p, "10.0.0.0/8"), wide);
+  EXPECT_EQ(MaskOf(p, "10.1.0.0/16"), wide | mid);
+  EXPECT_EQ(MaskOf(p, "10.1.2.0/24"), wide | mid | kBlocklistMask);
+  EXPECT_EQ(MaskOf(p, "10.1.2.3/32"), wide | mid | host | kBlocklistMask);
+  EXPECT_EQ(MaskOf(p, "2001:db8::1/128"), mid | host);
+  EXPECT_EQ(MaskOf(p, "192.0.2.0/24"), 0u);
+  // Exact hosts go to the hashes, shorter prefixes to the tries.
+  EXPECT_EQ(p.src_v4_exact.size(), 1u);
+  EXPECT_EQ(p.src_v6_exact.size(), 1u);
+  EXPECT_EQ(p.src_v4_prefix.size(), 3u);
+  EXPECT_EQ(p.src_v6_prefix.size(), 1u);
+}
+
+TEST(CompilerTest, DuplicatePrefixesMergeTheirSets) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  sets:
+    a: [198.18.0.0/24]
+    b: [198.18.0.0/24]
+  blocklist: [198.18.0.0/24]
+  failsafe:
+    - {ports: [22], proto: tcp, from: [a]}
+  ports:
+    - {ports: [443], proto: tcp, from: [b]}
+)"));
+  ASSERT_EQ(p.src_v4_prefix.size(), 1u);
+  EXPECT_EQ(p.src_v4_prefix[0].mask, 1u | 2u | kBlocklistMask);
+}
+
+TEST(CompilerTest, PortsMapToSharedClasses) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  sets:
+    office: [192.0.2.0/24]
+    admins: [198.51.100.0/28]
+  failsafe:
+    - {ports: [22], proto: tcp, from: [admins]}
+  ports:
+    - {ports: [80, 443], proto: tcp, from: any}
+    - {ports: ["30000-30002"], proto: tcp, from: [office]}
+    - {ports: [443], proto: udp, from: any}
+    - {ports: [443], proto: tcp, from: [office], synRate: {rate: 4, burst: 8}}
+)"));
+  auto cls = [&](int l4, int port) -> const pc_port_class& {
+    return p.classes[p.port_class[l4 * PC_PORTS_PER_PROTO + port]];
+  };
+  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 8080], 0);  // no rule
+  EXPECT_EQ(p.port_class[PC_L4_UDP * PC_PORTS_PER_PROTO + 80], 0);
+  EXPECT_EQ(cls(PC_L4_TCP, 80).flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
+  // The three range ports share one class.
+  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30000],
+            p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30002]);
+  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30003], 0);
+  EXPECT_EQ(cls(PC_L4_TCP, 30001).allow_from, 1u << 1);  // office: bit 1 (admins first)
+  EXPECT_EQ(cls(PC_L4_TCP, 22).flags, PC_CLASS_HAS_FAILSAFE | PC_CLASS_NAMED);
+  EXPECT_EQ(cls(PC_L4_TCP, 22).failsafe_from, 1u);
+  // tcp/443: rules combine (any + office), and the override applies.
+  const pc_port_class& https = cls(PC_L4_TCP, 443);
+  EXPECT_EQ(https.flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
+  EXPECT_EQ(https.rate_override_id, 4u);  // rule index 3, plus one
+  EXPECT_EQ(https.syn_per_source.interval_ns, 250'000'000u);
+  EXPECT_EQ(https.syn_per_source.burst, 8u);
+  EXPECT_EQ(https.conn_per_source.interval_ns, 0u);  // no policy-wide limit to inherit
+  EXPECT_EQ(cls(PC_L4_UDP, 443).flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
+  // Distinct treatments: none, tcp/80, tcp/443, range, tcp/22 (udp/443 equals tcp/80).
+  EXPECT_EQ(p.classes.size(), 5u);
+}
+
+TEST(CompilerTest, ConfigDefaultsAreSecure) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  failsafe:
+    - {ports: [22], proto: tcp, from: any}
+)"));
+  // enforce, default deny, fragments denied, ICMP allowed, no limits.
+  EXPECT_EQ(p.config.flags, PC_CFG_FRAGMENTS_DENY);
+  EXPECT_EQ(p.config.syn_per_source.interval_ns, 0u);
+  EXPECT_EQ(p.config.syn_global.interval_ns, 0u);
+  EXPECT_EQ(p.config.source_prefix_v4, 32);
+  EXPECT_EQ(p.config.source_prefix_v6, 64);
+}
+
+TEST(CompilerTest, ConfigCarriesModeActionsAndRates) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  mode: audit
+  defaultAction: allow
+  destinations: [203.0.113.10/32, "2001:db8:10::/64"]
+  icmp: deny
+  fragments: allow
+  rateLimits:
+    syn:
+      perSource: {rate: 100, burst: 200}
+      global: {rate: 200000, burst: 400000}
+      sourcePrefix: {ipv4: 24, ipv6: 56}
+    connections:
+      perSource: {rate: 3, burst: 40}
+)"));
+  EXPECT_EQ(p.config.flags,
+            PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW | PC_CFG_ICMP_DENY | PC_CFG_HAS_DESTINATIONS);
+  EXPECT_EQ(p.config.syn_per_source.interval_ns, 10'000'000u);
+  EXPECT_EQ(p.config.syn_per_source.burst, 200u);
+  EXPECT_EQ(p.config.syn_global.interval_ns, 5'000u);
+  EXPECT_EQ(p.config.conn_per_source.interval_ns, 333'333'333u);
+  EXPECT_EQ(p.config.source_prefix_v4, 24);
+  EXPECT_EQ(p.config.source_prefix_v6, 56);
+  ASSERT_EQ(p.dst_v4.size(), 1u);
+  EXPECT_EQ(p.dst_v4[0].prefix.ToString(), "203.0.113.10/32");
+  ASSERT_EQ(p.dst_v6.size(), 1u);
+  EXPECT_EQ(p.dst_v6[0].prefix.ToString(), "2001:db8:10::/64");
+}
+
+TEST(CompilerTest, TooManyExactSourcesIsResourceExhausted) {
+  v1::Policy policy;
+  policy.set_api_version("portcullis/v1");
+  policy.set_kind("IngressPolicy");
+  policy.mutable_metadata()->set_name("big");
+  v1::PortRule* rule = policy.mutable_spec()->add_ports();
+  rule->set_proto(v1::PROTOCOL_TCP);
+  rule->add_ports()->set_first(443);
+  rule->mutable_ports(0)->set_last(443);
+  rule->mutable_from()->add_sets("many");
+  v1::CidrSet* set = policy.mutable_spec()->add_sets();
+  set->set_name("many");
+  for (uint32_t i = 0; i <= PC_MAX_SRC_EXACT_V4; ++i) {
+    set->add_cidrs(std::to_string(10 + (i >> 24)) + "." + std::to_string((i >> 16) & 255) + "." +
+                   std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255));
+  }
+  auto compiled = Compile(policy);
+  EXPECT_EQ(compiled.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(compiled.status().message(),
+            "the policy has 1048577 exact IPv4 sources; the datapath holds at most 1048576");
+}
+
+TEST(CompilerTest, ToBucketRoundsTheInterval) {
+  v1::Rate r;
+  r.set_rate(3);
+  r.set_burst(0);
+  EXPECT_EQ(ToBucket(r).interval_ns, 333'333'333u);
+  EXPECT_EQ(ToBucket(r).burst, 1u);  // a bucket always holds at least one token
+  r.set_rate(0);
+  EXPECT_EQ(ToBucket(r).interval_ns, 0u);  // off
+}
+
+TEST(IpPrefixTest, ParsesHostsAndPrefixesOfBothFamilies) {
+  EXPECT_EQ(IpPrefix::Parse("198.18.0.1")->ToString(), "198.18.0.1/32");
+  EXPECT_EQ(IpPrefix::Parse("2001:db8::1")->ToString(), "2001:db8::1/128");
+  EXPECT_EQ(IpPrefix::Parse("2001:db8::/32")->length(), 32);
+  EXPECT_TRUE(IpPrefix::Parse("10.0.0.1/8")->HasHostBits());
+  EXPECT_EQ(IpPrefix::Parse("10.0.0.1/8")->Canonical().ToString(), "10.0.0.0/8");
+  EXPECT_TRUE(IpPrefix::Parse("10.0.0.0/8")->Contains(*IpPrefix::Parse("10.200.0.0/16")));
+  EXPECT_FALSE(IpPrefix::Parse("10.0.0.0/16")->Contains(*IpPrefix::Parse("10.0.0.0/8")));
+  EXPECT_FALSE(IpPrefix::Parse("::/0")->Contains(*IpPrefix::Parse("10.0.0.0/8")));
+  for (const char* bad : {"10.0.0.0/", "10.0.0.0/+8", "10.0.0.0/ 8", "10.0.0/8", "x", ""}) {
+    EXPECT_FALSE(IpPrefix::Parse(bad).ok()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace portcullis::policy
