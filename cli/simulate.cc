@@ -26,6 +26,7 @@ absl::StatusOr<SimulationResult> Simulate(const policy::CompiledPolicy& policy,
   datapath::TestRunner runner(*dp);
 
   SimulationResult result;
+  uint64_t clock_ns = 0;
   while (true) {
     ASSIGN_OR_RETURN(std::optional<CapturedFrame> frame, reader->Next());
     if (!frame) break;
@@ -37,7 +38,14 @@ absl::StatusOr<SimulationResult> Simulate(const policy::CompiledPolicy& policy,
       v = {PC_VERDICT_DROP, PC_REASON_MALFORMED};
       if (policy.config.flags & PC_CFG_AUDIT) v.verdict = PC_VERDICT_AUDIT;
     } else {
-      RETURN_IF_ERROR(runner.SetClock(frame->timestamp_ns));
+      // The kernel's clock never runs backwards; a merged capture's can.
+      // Holding it keeps token buckets from reading negative time.
+      if (frame->timestamp_ns < clock_ns) {
+        ++result.out_of_order;
+      } else {
+        clock_ns = frame->timestamp_ns;
+      }
+      RETURN_IF_ERROR(runner.SetClock(clock_ns));
       ASSIGN_OR_RETURN(datapath::Judgement j, runner.Run(frame->data));
       v = {j.verdict, j.reason};
     }
@@ -98,6 +106,12 @@ std::string FormatTable(const SimulationResult& r, const std::string& pcap_path)
                           "\n  note: %d frames were cut short by the capture's snaplen; "
                           "they may be judged malformed\n",
                           r.truncated);
+  }
+  if (r.out_of_order) {
+    absl::StrAppendFormat(&out,
+                          "\n  note: %d frames were stamped earlier than the frame before; "
+                          "they were judged at the later time\n",
+                          r.out_of_order);
   }
   return out;
 }

@@ -23,7 +23,8 @@ struct SimulationResult {
   std::vector<PacketVerdict> packets;  // in capture order
   std::array<uint64_t, PC_VERDICT_COUNT> by_verdict{};
   std::array<uint64_t, PC_REASON_COUNT> by_reason{};
-  uint64_t truncated = 0;  // frames the capture cut short (snaplen)
+  uint64_t truncated = 0;     // frames the capture cut short (snaplen)
+  uint64_t out_of_order = 0;  // frames stamped earlier than the one before
 };
 
 // Called every so often with the number of frames judged so far.
