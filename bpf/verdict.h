@@ -36,7 +36,7 @@ static __always_inline __s64 pc_now(void)
 
 		return t ? (__s64)*t : 0;
 	}
-	return (__s64)bpf_ktime_get_ns();
+	return (__s64)bpf_ktime_get_coarse_ns();
 }
 
 /* Takes one token from a GCRA bucket whose state is *empty_at.
@@ -209,8 +209,13 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 	if ((cfg->flags & PC_CFG_HAS_DESTINATIONS) && !pc_destination_policed(p, slot))
 		return PC_REASON_NOT_POLICED;
 
-	/* 4. return traffic of flows this node opened */
-	if (p->has_ports) {
+	is_syn = p->proto == IPPROTO_TCP &&
+		 (p->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN;
+
+	/* 4. return traffic of flows this node opened. A bare SYN opens a
+	 * connection towards this node, so it is never return traffic: skipping
+	 * the lookup keeps a SYN flood off the flow table. */
+	if (p->has_ports && !is_syn) {
 		struct pc_flow_key fk = {};
 
 		pc_flow_key(p, &fk);
@@ -273,8 +278,6 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		return PC_REASON_ALLOWED;
 
 	/* 12-13. rate limits */
-	is_syn = p->proto == IPPROTO_TCP &&
-		 (p->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN;
 	{
 		const struct pc_rate *syn_rate = &cfg->syn_per_source;
 		const struct pc_rate *conn_rate = &cfg->conn_per_source;
@@ -293,6 +296,9 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		if (!new_flow)
 			return PC_REASON_ALLOWED;
 
+		if (!(is_syn && (syn_rate->interval_ns || cfg->syn_global.interval_ns)) &&
+		    !conn_rate->interval_ns && p->proto != IPPROTO_UDP)
+			return PC_REASON_ALLOWED; /* no bucket applies: no clock read */
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
 			b = pc_source_bucket(p, cfg, cls->rate_override_id);
