@@ -2,13 +2,14 @@
 /*
  * Maps of the Portcullis datapath.
  *
- * Policy maps come in PC_POLICY_SLOTS copies, reached through ARRAY_OF_MAPS
- * outer maps indexed by slot. The live slot is named by the pc_config that
- * active_policy points to: user space fills the idle slot, then swaps
- * active_policy[0] in one write. The kernel waits for running programs
- * before that write returns (map-in-map updates synchronize RCU), so the
- * slot just retired is idle when user space next writes it.
- * See docs/ATOMIC_SWITCH.md.
+ * Every policy map holds two policies side by side ("slots"): arrays by
+ * index, hashes and tries by a slot in the key. Packets read active_slot[0]
+ * once and look up only that slot. User space fills the idle slot, flips
+ * active_slot in one write, and waits out an RCU grace period (a map-in-map
+ * update, which the kernel completes only after running programs finish)
+ * before it touches the retired slot again. All maps are global, so the
+ * verifier inlines array and hash lookups; nothing is freed or rebuilt on a
+ * policy change. See docs/ATOMIC_SWITCH.md.
  */
 #ifndef PORTCULLIS_MAPS_H
 #define PORTCULLIS_MAPS_H
@@ -18,59 +19,86 @@
 
 #include "portcullis/abi.h"
 
-/* ---- per-slot policy maps (inner templates + outer arrays) ---- */
-
-/* Inner templates give sizes, not BTF types: clang 14 emits structs that are
- * only named in an uninstantiated template as forward declarations, which
- * libbpf cannot size. */
-struct pc_config_inner {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(struct pc_config));
-};
+/* ---- policy maps (both slots) ---- */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__array(values, struct pc_config_inner);
-} active_policy SEC(".maps");
+	__type(value, __u32);
+} active_slot SEC(".maps");
 
-#define PC_SLOT_MAP(name, inner_type, key_t, value_t, entries, flags)      \
-	struct name##_inner {                                              \
-		__uint(type, inner_type);                                  \
-		__uint(max_entries, entries);                              \
-		__uint(map_flags, flags);                                  \
-		__uint(key_size, sizeof(key_t));                           \
-		__uint(value_size, sizeof(value_t));                       \
-	};                                                                 \
-	struct {                                                           \
-		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                  \
-		__uint(max_entries, PC_POLICY_SLOTS);                      \
-		__type(key, __u32);                                        \
-		__array(values, struct name##_inner);                      \
-	} name SEC(".maps")
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_POLICY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pc_config);
+} policy_config SEC(".maps");
 
 /* Exact source hosts: hashes, cheap to update in bulk. */
-PC_SLOT_MAP(src_v4_exact, BPF_MAP_TYPE_HASH, __u32, pc_set_mask, PC_MAX_SRC_EXACT_V4,
-	    BPF_F_NO_PREALLOC);
-PC_SLOT_MAP(src_v6_exact, BPF_MAP_TYPE_HASH, __u8[16], pc_set_mask,
-	    PC_MAX_SRC_EXACT_V6, BPF_F_NO_PREALLOC);
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_SRC_EXACT_V4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_src_v4_key);
+	__type(value, pc_set_mask);
+} src_v4_exact SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_SRC_EXACT_V6);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_src_v6_key);
+	__type(value, pc_set_mask);
+} src_v6_exact SEC(".maps");
+
 /* Shorter source prefixes. */
-PC_SLOT_MAP(src_v4_prefix, BPF_MAP_TYPE_LPM_TRIE, struct pc_lpm_v4_key, pc_set_mask,
-	    PC_MAX_SRC_PREFIX_V4, BPF_F_NO_PREALLOC);
-PC_SLOT_MAP(src_v6_prefix, BPF_MAP_TYPE_LPM_TRIE, struct pc_lpm_v6_key, pc_set_mask,
-	    PC_MAX_SRC_PREFIX_V6, BPF_F_NO_PREALLOC);
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_SRC_PREFIX_V4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_lpm_v4_key);
+	__type(value, pc_set_mask);
+} src_v4_prefix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_SRC_PREFIX_V6);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_lpm_v6_key);
+	__type(value, pc_set_mask);
+} src_v6_prefix SEC(".maps");
+
 /* spec.destinations (any match = policed). */
-PC_SLOT_MAP(dst_v4, BPF_MAP_TYPE_LPM_TRIE, struct pc_lpm_v4_key, __u8, PC_MAX_DESTINATIONS,
-	    BPF_F_NO_PREALLOC);
-PC_SLOT_MAP(dst_v6, BPF_MAP_TYPE_LPM_TRIE, struct pc_lpm_v6_key, __u8, PC_MAX_DESTINATIONS,
-	    BPF_F_NO_PREALLOC);
-/* (proto, port) -> class index; index = pc_l4 * 65536 + port. */
-PC_SLOT_MAP(port_class, BPF_MAP_TYPE_ARRAY, __u32, __u16, PC_PORT_CLASS_ENTRIES, 0);
-PC_SLOT_MAP(port_classes, BPF_MAP_TYPE_ARRAY, __u32, struct pc_port_class,
-	    PC_MAX_PORT_CLASSES, 0);
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_DESTINATIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_lpm_v4_key);
+	__type(value, __u8);
+} dst_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_DESTINATIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pc_lpm_v6_key);
+	__type(value, __u8);
+} dst_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_PORT_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct pc_port_policy);
+} port_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_POLICY_SLOTS * PC_MAX_RATE_OVERRIDES);
+	__type(key, __u32);
+	__type(value, struct pc_rate_override);
+} rate_overrides SEC(".maps");
 
 /* ---- state shared by all policies ---- */
 
@@ -106,6 +134,13 @@ struct {
 	__type(key, struct pc_flow_key);
 	__type(value, __u64);
 } ingress_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_FAST_COUNTERS);
+	__type(key, __u32);
+	__type(value, struct pc_counter);
+} verdict_counters_fast SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

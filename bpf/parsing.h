@@ -269,7 +269,7 @@ static __always_inline int pc_parse_l4(struct pc_cursor *c, struct pc_packet *p,
 }
 
 /* Parses a whole frame into *p. */
-static __always_inline int pc_parse(void *data, void *data_end, struct pc_packet *p)
+static __noinline int pc_parse(void *data, void *data_end, struct pc_packet *p)
 {
 	struct pc_cursor c = { .pos = data, .end = data_end };
 	__u32 l4_len = 0;

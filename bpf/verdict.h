@@ -92,64 +92,61 @@ static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet
 }
 
 /* Which sets (and the blocklist) hold the source: exact hosts first, then the
- * longest prefix. The compiler folds enclosing prefixes into every entry. */
-static __always_inline pc_set_mask pc_source_sets(const struct pc_packet *p, __u32 slot)
+ * longest prefix. The compiler folds enclosing prefixes into every entry.
+ * Tables the policy leaves empty are not looked up. */
+static __always_inline pc_set_mask pc_source_sets(const struct pc_packet *p, __u32 slot,
+						  __u32 cfg_flags)
 {
-	void *exact, *prefixes;
-	pc_set_mask *m;
+	pc_set_mask *m = NULL;
 
 	if (p->family == PC_FAMILY_V4) {
-		struct pc_lpm_v4_key key = { .prefixlen = 32 };
+		if (cfg_flags & PC_CFG_SRC_V4_EXACT) {
+			struct pc_src_v4_key key = { .slot = slot };
 
-		exact = bpf_map_lookup_elem(&src_v4_exact, &slot);
-		if (exact) {
-			m = bpf_map_lookup_elem(exact, p->src);
+			__builtin_memcpy(key.addr, p->src, 4);
+			m = bpf_map_lookup_elem(&src_v4_exact, &key);
 			if (m)
 				return *m;
 		}
-		prefixes = bpf_map_lookup_elem(&src_v4_prefix, &slot);
-		if (!prefixes)
-			return 0;
-		__builtin_memcpy(key.addr, p->src, 4);
-		m = bpf_map_lookup_elem(prefixes, &key);
+		if (cfg_flags & PC_CFG_SRC_V4_PREFIX) {
+			struct pc_lpm_v4_key key = { .prefixlen = PC_LPM_SLOT_BITS + 32,
+						     .slot = slot };
+
+			__builtin_memcpy(key.addr, p->src, 4);
+			m = bpf_map_lookup_elem(&src_v4_prefix, &key);
+		}
 	} else {
-		struct pc_lpm_v6_key key = { .prefixlen = 128 };
+		if (cfg_flags & PC_CFG_SRC_V6_EXACT) {
+			struct pc_src_v6_key key = { .slot = slot };
 
-		exact = bpf_map_lookup_elem(&src_v6_exact, &slot);
-		if (exact) {
-			m = bpf_map_lookup_elem(exact, p->src);
+			__builtin_memcpy(key.addr, p->src, 16);
+			m = bpf_map_lookup_elem(&src_v6_exact, &key);
 			if (m)
 				return *m;
 		}
-		prefixes = bpf_map_lookup_elem(&src_v6_prefix, &slot);
-		if (!prefixes)
-			return 0;
-		__builtin_memcpy(key.addr, p->src, 16);
-		m = bpf_map_lookup_elem(prefixes, &key);
+		if (cfg_flags & PC_CFG_SRC_V6_PREFIX) {
+			struct pc_lpm_v6_key key = { .prefixlen = PC_LPM_SLOT_BITS + 128,
+						     .slot = slot };
+
+			__builtin_memcpy(key.addr, p->src, 16);
+			m = bpf_map_lookup_elem(&src_v6_prefix, &key);
+		}
 	}
 	return m ? *m : 0;
 }
 
 static __always_inline int pc_destination_policed(const struct pc_packet *p, __u32 slot)
 {
-	void *dsts;
-
 	if (p->family == PC_FAMILY_V4) {
-		struct pc_lpm_v4_key key = { .prefixlen = 32 };
+		struct pc_lpm_v4_key key = { .prefixlen = PC_LPM_SLOT_BITS + 32, .slot = slot };
 
-		dsts = bpf_map_lookup_elem(&dst_v4, &slot);
-		if (!dsts)
-			return 0;
 		__builtin_memcpy(key.addr, p->dst, 4);
-		return bpf_map_lookup_elem(dsts, &key) != NULL;
+		return bpf_map_lookup_elem(&dst_v4, &key) != NULL;
 	} else {
-		struct pc_lpm_v6_key key = { .prefixlen = 128 };
+		struct pc_lpm_v6_key key = { .prefixlen = PC_LPM_SLOT_BITS + 128, .slot = slot };
 
-		dsts = bpf_map_lookup_elem(&dst_v6, &slot);
-		if (!dsts)
-			return 0;
 		__builtin_memcpy(key.addr, p->dst, 16);
-		return bpf_map_lookup_elem(dsts, &key) != NULL;
+		return bpf_map_lookup_elem(&dst_v6, &key) != NULL;
 	}
 }
 
@@ -192,14 +189,14 @@ static __always_inline int pc_rule_l4(__u8 proto)
 	return -1;
 }
 
-/* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet.
- * *port_named is set when drops should be counted under the real port. */
-static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg,
-					__u8 *port_named)
+/* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet judged
+ * by the policy in `slot`. *port_named is set when drops should be counted
+ * under the real port. */
+static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg,
+					__u32 slot, __u8 *port_named)
 {
-	static const struct pc_port_class no_rule = {};
-	const struct pc_port_class *cls = &no_rule;
-	__u32 slot = cfg->slot & (PC_POLICY_SLOTS - 1);
+	static const struct pc_port_policy no_rule = {};
+	const struct pc_port_policy *port = &no_rule;
 	int l4 = pc_rule_l4(p->proto);
 	int is_syn;
 	pc_set_mask sets;
@@ -228,29 +225,20 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		return PC_REASON_ALLOWED;
 
 	if (l4 >= 0 && p->has_ports) {
-		void *classes_of_port = bpf_map_lookup_elem(&port_class, &slot);
-		void *classes = bpf_map_lookup_elem(&port_classes, &slot);
-		__u32 idx = (__u32)l4 * PC_PORTS_PER_PROTO + bpf_ntohs(p->dport);
-		__u16 *class_id;
+		__u32 idx = slot * PC_PORT_ENTRIES + (__u32)l4 * PC_PORTS_PER_PROTO +
+			    bpf_ntohs(p->dport);
+		const struct pc_port_policy *pp = bpf_map_lookup_elem(&port_policy, &idx);
 
-		if (classes_of_port && classes) {
-			class_id = bpf_map_lookup_elem(classes_of_port, &idx);
-			if (class_id && *class_id) {
-				__u32 cid = *class_id;
-				const struct pc_port_class *c = bpf_map_lookup_elem(classes, &cid);
-
-				if (c)
-					cls = c;
-			}
-		}
+		if (pp)
+			port = pp;
 	}
-	*port_named = (cls->flags & PC_CLASS_NAMED) != 0;
+	*port_named = (port->flags & PC_PORT_NAMED) != 0;
 
-	sets = pc_source_sets(p, slot);
+	sets = pc_source_sets(p, slot, cfg->flags);
 
 	/* 6. failsafe */
-	if ((cls->flags & PC_CLASS_HAS_FAILSAFE) &&
-	    ((cls->flags & PC_CLASS_FAILSAFE_ANY) || (sets & cls->failsafe_from)))
+	if ((port->flags & PC_PORT_HAS_FAILSAFE) &&
+	    ((port->flags & PC_PORT_FAILSAFE_ANY) || (sets & port->failsafe_from)))
 		return PC_REASON_FAILSAFE;
 
 	/* 7. */
@@ -266,10 +254,10 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		return (cfg->flags & PC_CFG_ICMP_DENY) ? PC_REASON_ICMP_DENIED : PC_REASON_ALLOWED;
 
 	/* 10. */
-	if (!(cls->flags & PC_CLASS_HAS_RULE)) {
+	if (!(port->flags & PC_PORT_HAS_RULE)) {
 		if (!(cfg->flags & PC_CFG_DEFAULT_ALLOW))
 			return PC_REASON_PORT_CLOSED;
-	} else if (!(cls->flags & PC_CLASS_ALLOW_ANY) && !(sets & cls->allow_from)) {
+	} else if (!(port->flags & PC_PORT_ALLOW_ANY) && !(sets & port->allow_from)) {
 		/* 11. */
 		return PC_REASON_NOT_ALLOWLISTED;
 	}
@@ -285,9 +273,15 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		int new_flow = is_syn;
 		struct pc_bucket *b = NULL;
 
-		if (cls->rate_override_id) {
-			syn_rate = &cls->syn_per_source;
-			conn_rate = &cls->conn_per_source;
+		if (port->rate_override_id) {
+			__u32 idx = slot * PC_MAX_RATE_OVERRIDES +
+				    (port->rate_override_id & (PC_MAX_RATE_OVERRIDES - 1));
+			const struct pc_rate_override *ov = bpf_map_lookup_elem(&rate_overrides, &idx);
+
+			if (ov) {
+				syn_rate = &ov->syn_per_source;
+				conn_rate = &ov->conn_per_source;
+			}
 		}
 		if (p->proto == IPPROTO_UDP) {
 			pc_flow_key(p, &fk);
@@ -295,13 +289,13 @@ static __always_inline __u8 pc_evaluate(struct pc_packet *p, const struct pc_con
 		}
 		if (!new_flow)
 			return PC_REASON_ALLOWED;
-
 		if (!(is_syn && (syn_rate->interval_ns || cfg->syn_global.interval_ns)) &&
 		    !conn_rate->interval_ns && p->proto != IPPROTO_UDP)
 			return PC_REASON_ALLOWED; /* no bucket applies: no clock read */
+
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
-			b = pc_source_bucket(p, cfg, cls->rate_override_id);
+			b = pc_source_bucket(p, cfg, port->rate_override_id);
 			if (!b)
 				return PC_REASON_ALLOWED; /* bucket map full: LRU evicts, so only transient */
 			if (is_syn && !pc_take_token(&b->syn_empty_at, syn_rate, now))
@@ -332,8 +326,21 @@ static __always_inline void pc_count(__u32 ifindex, __u8 hook, __u8 verdict, __u
 	struct pc_verdict_key key = {
 		.ifindex = ifindex, .hook = hook, .verdict = verdict, .reason = reason
 	};
-	struct pc_counter *c = bpf_map_lookup_elem(&verdict_counters, &key);
+	struct pc_counter *c;
 
+	if (ifindex < PC_FAST_IFINDEX_LIMIT) {
+		/* An inlined array lookup instead of hashing the key. */
+		__u32 idx = PC_FAST_COUNTER_INDEX(ifindex, hook & 1, verdict % PC_VERDICT_COUNT,
+						  reason % PC_REASON_COUNT);
+
+		c = bpf_map_lookup_elem(&verdict_counters_fast, &idx);
+		if (c) {
+			c->packets++;
+			c->bytes += bytes;
+		}
+		return;
+	}
+	c = bpf_map_lookup_elem(&verdict_counters, &key);
 	if (!c) {
 		struct pc_counter zero = {};
 
@@ -399,30 +406,33 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 {
 	struct pc_packet p = {};
 	struct pc_result r = { .reason = PC_REASON_NOT_POLICED, .verdict = PC_VERDICT_PASS };
-	__u8 port_named = 0;
-	__u32 zero = 0;
-	void *cfg_map;
 	const struct pc_config *cfg = NULL;
+	__u8 port_named = 0;
+	__u32 zero = 0, slot = 0;
+	__u32 *active;
 	int parsed;
 
-	cfg_map = bpf_map_lookup_elem(&active_policy, &zero);
-	if (cfg_map)
-		cfg = bpf_map_lookup_elem(cfg_map, &zero);
+	/* The slot is read once: every later lookup uses this policy only. */
+	active = bpf_map_lookup_elem(&active_slot, &zero);
+	if (active) {
+		slot = *active & (PC_POLICY_SLOTS - 1);
+		cfg = bpf_map_lookup_elem(&policy_config, &slot);
+		if (cfg && !(cfg->flags & PC_CFG_VALID))
+			cfg = NULL; /* no policy applied yet: nothing is policed */
+	}
 
 	parsed = pc_parse(data, data_end, &p);
-	if (parsed == PC_PARSE_NON_IP)
+	if (!cfg)
+		r.reason = PC_REASON_NOT_POLICED;
+	else if (parsed == PC_PARSE_NON_IP)
 		r.reason = PC_REASON_NON_IP;
 	else if (parsed == PC_PARSE_MALFORMED)
 		r.reason = PC_REASON_MALFORMED;
-	else if (cfg)
-		r.reason = pc_evaluate(&p, cfg, &port_named);
-	/* else: no policy applied yet; nothing is policed */
-
-	if (!cfg && r.reason == PC_REASON_MALFORMED)
-		r.reason = PC_REASON_NOT_POLICED; /* drop nothing without a policy */
+	else
+		r.reason = pc_evaluate(&p, cfg, slot, &port_named);
 
 	if (r.reason >= PC_FIRST_DROP_REASON)
-		r.verdict = (cfg && (cfg->flags & PC_CFG_AUDIT)) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
+		r.verdict = (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
 	if (cfg)
 		r.version = cfg->version;
 

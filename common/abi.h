@@ -11,10 +11,13 @@
 
 namespace portcullis {
 
-static_assert(sizeof(pc_lpm_v4_key) == 8);
-static_assert(sizeof(pc_lpm_v6_key) == 20);
+static_assert(sizeof(pc_src_v4_key) == 8);
+static_assert(sizeof(pc_src_v6_key) == 20);
+static_assert(sizeof(pc_lpm_v4_key) == 9);
+static_assert(sizeof(pc_lpm_v6_key) == 21);
 static_assert(sizeof(pc_rate) == 16);
-static_assert(sizeof(pc_port_class) == 56);
+static_assert(sizeof(pc_port_policy) == 24);
+static_assert(sizeof(pc_rate_override) == 32);
 static_assert(sizeof(pc_config) == 72);
 static_assert(sizeof(pc_bucket_key) == 24);
 static_assert(sizeof(pc_bucket) == 16);

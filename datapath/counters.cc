@@ -35,10 +35,30 @@ absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int map_fd) {
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int fast_array_fd, int hash_fd) {
   std::vector<VerdictCount> out;
-  absl::Status s = ForEachPerCpu<pc_verdict_key, pc_counter>(
-      map_fd, "verdict_counters", [&](const pc_verdict_key& k, const pc_counter& v) {
+  absl::Status s = ForEachPerCpu<__u32, pc_counter>(
+      fast_array_fd, "verdict_counters_fast", [&](const __u32& index, const pc_counter& v) {
+        if (index >= PC_FAST_COUNTERS) return;
+        uint32_t i = index;
+        pc_verdict_key k{};
+        k.reason = static_cast<__u8>(i % PC_REASON_COUNT);
+        i /= PC_REASON_COUNT;
+        k.verdict = static_cast<__u8>(i % PC_VERDICT_COUNT);
+        i /= PC_VERDICT_COUNT;
+        k.hook = static_cast<__u8>(i % PC_HOOK_COUNT);
+        k.ifindex = i / PC_HOOK_COUNT;
+        if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
+          out.push_back(VerdictCount{k, {}});
+        }
+        out.back().total.packets += v.packets;
+        out.back().total.bytes += v.bytes;
+      });
+  if (!s.ok()) return s;
+  // Array entries exist whether or not they counted anything.
+  std::erase_if(out, [](const VerdictCount& c) { return c.total.packets == 0; });
+  s = ForEachPerCpu<pc_verdict_key, pc_counter>(
+      hash_fd, "verdict_counters", [&](const pc_verdict_key& k, const pc_counter& v) {
         if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
           out.push_back(VerdictCount{k, {}});
         }

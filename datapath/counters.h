@@ -18,7 +18,9 @@ struct PortDropCount {
   uint64_t packets;
 };
 
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int map_fd);
+// Both verdict counter maps (the per-CPU array of low ifindexes and the hash
+// of the rest), merged; entries that counted nothing are left out.
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int fast_array_fd, int hash_fd);
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd);
 
 }  // namespace portcullis::datapath

@@ -1,9 +1,7 @@
-// The loaded Portcullis BPF object: programs, shared maps, and both policy
-// slots' inner maps. Owns every kernel object it creates (RAII, move-free:
-// held by unique_ptr).
+// The loaded Portcullis BPF object: its programs and maps. Owns every kernel
+// object it creates (RAII; not movable, held by unique_ptr).
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
 
@@ -26,7 +24,8 @@ struct DatapathOptions {
   uint64_t sample_burst = 100;
 };
 
-// The per-slot policy maps, in the order the installer writes them.
+// The policy maps, each holding both slots, in the order the installer
+// writes them (policy_config, written last, is not among them).
 enum class SlotMap {
   kSrcV4Exact,
   kSrcV6Exact,
@@ -34,8 +33,8 @@ enum class SlotMap {
   kSrcV6Prefix,
   kDstV4,
   kDstV6,
-  kPortClass,
-  kPortClasses,
+  kPortPolicy,
+  kRateOverrides,
   kCount,
 };
 inline constexpr int kSlotMapCount = static_cast<int>(SlotMap::kCount);
@@ -43,8 +42,8 @@ absl::string_view SlotMapName(SlotMap m);
 
 class Datapath {
  public:
-  // Opens, configures and loads the object, and creates both policy slots.
-  // PermissionDenied when the process may not use BPF.
+  // Opens, configures and loads the object. No policy is active until the
+  // first install. PermissionDenied when the process may not use BPF.
   static absl::StatusOr<std::unique_ptr<Datapath>> Load(const DatapathOptions& options);
   ~Datapath();
   Datapath(const Datapath&) = delete;
@@ -54,12 +53,16 @@ class Datapath {
   int xdp_prog_fd() const;
   int tc_ingress_prog_fd() const;
 
-  int active_policy_fd() const;
-  int config_fd(int slot) const { return config_inner_[slot].get(); }
-  int slot_map_fd(SlotMap map, int slot) const {
-    return inner_[static_cast<int>(map)][slot].get();
-  }
+  int active_slot_fd() const;
+  int policy_config_fd() const;
+  int slot_map_fd(SlotMap map) const;
 
+  // Returns once every program that was running when it was called has
+  // finished (an RCU grace period): after it, a slot that packets no longer
+  // select is not being read by anyone.
+  absl::Status WaitForRunningPrograms();
+
+  int verdict_counters_fast_fd() const;
   int verdict_counters_fd() const;
   int port_drop_counters_fd() const;
   int source_buckets_fd() const;
@@ -75,8 +78,10 @@ class Datapath {
 
   DatapathOptions options_;
   struct ::portcullis_bpf* skel_ = nullptr;
-  std::array<std::array<UniqueFd, 2>, kSlotMapCount> inner_;
-  std::array<UniqueFd, 2> config_inner_;
+  // An ARRAY_OF_MAPS used only as a fence: updating it makes the kernel wait
+  // for running BPF programs before the syscall returns.
+  UniqueFd fence_outer_;
+  UniqueFd fence_inner_;
 };
 
 }  // namespace portcullis::datapath

@@ -101,7 +101,8 @@ absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
   return Update(fd, name, up_keys, up_values, ks, vs, mode.batch);
 }
 
-absl::Status ReadImage(int fd, absl::string_view name, MapImage& out) {
+absl::Status ReadImage(int fd, absl::string_view name, MapImage& out,
+                       const std::function<bool(const uint8_t* key)>& keep) {
   std::vector<uint8_t> key(out.key_size()), next(out.key_size()), value(out.value_size());
   const void* prev = nullptr;
   while (true) {
@@ -109,7 +110,7 @@ absl::Status ReadImage(int fd, absl::string_view name, MapImage& out) {
       if (errno == ENOENT) break;
       return ErrnoStatus("bpf_map_get_next_key", name, errno);
     }
-    if (bpf_map_lookup_elem(fd, next.data(), value.data()) == 0) {
+    if (keep(next.data()) && bpf_map_lookup_elem(fd, next.data(), value.data()) == 0) {
       out.Add(next.data(), value.data());
     }
     key = next;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -45,8 +46,9 @@ struct MapWriteMode {
 absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
                         const MapImage& target, MapWriteMode mode);
 
-// Reads a hash or LPM map's whole contents (used when what a slot holds is
-// not known, e.g. after a failed write).
-absl::Status ReadImage(int fd, absl::string_view name, MapImage& out);
+// Reads the entries of a hash or LPM map whose keys `keep` accepts (used
+// when what a slot holds is not known, e.g. after a failed write).
+absl::Status ReadImage(int fd, absl::string_view name, MapImage& out,
+                       const std::function<bool(const uint8_t* key)>& keep);
 
 }  // namespace portcullis::datapath

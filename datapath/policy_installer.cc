@@ -11,40 +11,56 @@ using policy::PrefixEntry;
 
 MapImage EmptyImage(SlotMap m) {
   switch (m) {
-    case SlotMap::kSrcV4Exact: return MapImage(4, sizeof(pc_set_mask));
-    case SlotMap::kSrcV6Exact: return MapImage(16, sizeof(pc_set_mask));
+    case SlotMap::kSrcV4Exact: return MapImage(sizeof(pc_src_v4_key), sizeof(pc_set_mask));
+    case SlotMap::kSrcV6Exact: return MapImage(sizeof(pc_src_v6_key), sizeof(pc_set_mask));
     case SlotMap::kSrcV4Prefix: return MapImage(sizeof(pc_lpm_v4_key), sizeof(pc_set_mask));
     case SlotMap::kSrcV6Prefix: return MapImage(sizeof(pc_lpm_v6_key), sizeof(pc_set_mask));
     case SlotMap::kDstV4: return MapImage(sizeof(pc_lpm_v4_key), 1);
     case SlotMap::kDstV6: return MapImage(sizeof(pc_lpm_v6_key), 1);
-    case SlotMap::kPortClass: return MapImage(4, sizeof(uint16_t));
-    case SlotMap::kPortClasses: return MapImage(4, sizeof(pc_port_class));
+    case SlotMap::kPortPolicy: return MapImage(4, sizeof(pc_port_policy));
+    case SlotMap::kRateOverrides: return MapImage(4, sizeof(pc_rate_override));
     case SlotMap::kCount: break;
   }
   return MapImage(1, 1);
 }
 
-MapWriteMode WriteMode(SlotMap m) {
-  switch (m) {
-    case SlotMap::kPortClass:
-    case SlotMap::kPortClasses: return MapWriteMode{.can_delete = false, .batch = true};
-    case SlotMap::kSrcV4Exact:
-    case SlotMap::kSrcV6Exact: return MapWriteMode{.can_delete = true, .batch = true};
-    default: return MapWriteMode{.can_delete = true, .batch = false};  // LPM tries
-  }
+bool IsArray(SlotMap m) { return m == SlotMap::kPortPolicy || m == SlotMap::kRateOverrides; }
+bool IsTrie(SlotMap m) {
+  return m == SlotMap::kSrcV4Prefix || m == SlotMap::kSrcV6Prefix || m == SlotMap::kDstV4 ||
+         m == SlotMap::kDstV6;
 }
 
-void AddExact(MapImage& image, const std::vector<PrefixEntry>& entries, size_t addr_len) {
-  for (const PrefixEntry& e : entries) image.Add(e.prefix.bytes().data(), &e.mask);
+MapWriteMode WriteMode(SlotMap m) {
+  // Arrays cannot delete; LPM tries have no batch operations.
+  return MapWriteMode{.can_delete = !IsArray(m), .batch = !IsTrie(m)};
+}
+
+// Which slot a key of map `m` belongs to.
+uint32_t SlotOfKey(SlotMap m, const uint8_t* key) {
+  if (IsTrie(m)) return key[offsetof(pc_lpm_v4_key, slot)];
+  uint32_t slot;
+  std::memcpy(&slot, key, sizeof(slot));  // hashes: the slot leads the key
+  return slot;
 }
 
 template <typename Key>
-void AddPrefixes(MapImage& image, const std::vector<PrefixEntry>& entries, size_t addr_len,
+void AddExact(MapImage& image, const std::vector<PrefixEntry>& entries, uint32_t slot) {
+  for (const PrefixEntry& e : entries) {
+    Key key{};
+    key.slot = slot;
+    std::memcpy(key.addr, e.prefix.bytes().data(), sizeof(key.addr));
+    image.Add(&key, &e.mask);
+  }
+}
+
+template <typename Key>
+void AddPrefixes(MapImage& image, const std::vector<PrefixEntry>& entries, uint32_t slot,
                  bool value_is_byte) {
   for (const PrefixEntry& e : entries) {
     Key key{};
-    key.prefixlen = static_cast<__u32>(e.prefix.length());
-    std::memcpy(key.addr, e.prefix.bytes().data(), addr_len);
+    key.prefixlen = static_cast<__u32>(PC_LPM_SLOT_BITS + e.prefix.length());
+    key.slot = static_cast<__u8>(slot);
+    std::memcpy(key.addr, e.prefix.bytes().data(), sizeof(key.addr));
     const uint8_t one = 1;
     image.Add(&key, value_is_byte ? static_cast<const void*>(&one) : &e.mask);
   }
@@ -52,47 +68,70 @@ void AddPrefixes(MapImage& image, const std::vector<PrefixEntry>& entries, size_
 
 }  // namespace
 
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p) {
+std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p, uint32_t slot) {
   std::array<MapImage, kSlotMapCount> images = {
       EmptyImage(SlotMap::kSrcV4Exact),  EmptyImage(SlotMap::kSrcV6Exact),
       EmptyImage(SlotMap::kSrcV4Prefix), EmptyImage(SlotMap::kSrcV6Prefix),
       EmptyImage(SlotMap::kDstV4),       EmptyImage(SlotMap::kDstV6),
-      EmptyImage(SlotMap::kPortClass),   EmptyImage(SlotMap::kPortClasses)};
+      EmptyImage(SlotMap::kPortPolicy),  EmptyImage(SlotMap::kRateOverrides)};
   auto at = [&](SlotMap m) -> MapImage& { return images[static_cast<int>(m)]; };
-  AddExact(at(SlotMap::kSrcV4Exact), p.src_v4_exact, 4);
-  AddExact(at(SlotMap::kSrcV6Exact), p.src_v6_exact, 16);
-  AddPrefixes<pc_lpm_v4_key>(at(SlotMap::kSrcV4Prefix), p.src_v4_prefix, 4, false);
-  AddPrefixes<pc_lpm_v6_key>(at(SlotMap::kSrcV6Prefix), p.src_v6_prefix, 16, false);
-  AddPrefixes<pc_lpm_v4_key>(at(SlotMap::kDstV4), p.dst_v4, 4, true);
-  AddPrefixes<pc_lpm_v6_key>(at(SlotMap::kDstV6), p.dst_v6, 16, true);
-  for (uint32_t i = 0; i < p.port_class.size(); ++i) {
-    at(SlotMap::kPortClass).Add(&i, &p.port_class[i]);
+  AddExact<pc_src_v4_key>(at(SlotMap::kSrcV4Exact), p.src_v4_exact, slot);
+  AddExact<pc_src_v6_key>(at(SlotMap::kSrcV6Exact), p.src_v6_exact, slot);
+  AddPrefixes<pc_lpm_v4_key>(at(SlotMap::kSrcV4Prefix), p.src_v4_prefix, slot, false);
+  AddPrefixes<pc_lpm_v6_key>(at(SlotMap::kSrcV6Prefix), p.src_v6_prefix, slot, false);
+  AddPrefixes<pc_lpm_v4_key>(at(SlotMap::kDstV4), p.dst_v4, slot, true);
+  AddPrefixes<pc_lpm_v6_key>(at(SlotMap::kDstV6), p.dst_v6, slot, true);
+  for (uint32_t i = 0; i < p.ports.size(); ++i) {
+    const uint32_t index = slot * PC_PORT_ENTRIES + i;
+    at(SlotMap::kPortPolicy).Add(&index, &p.ports[i]);
   }
-  for (uint32_t i = 0; i < p.classes.size(); ++i) {
-    at(SlotMap::kPortClasses).Add(&i, &p.classes[i]);
+  for (uint32_t i = 0; i < p.rate_overrides.size(); ++i) {
+    const uint32_t index = slot * PC_MAX_RATE_OVERRIDES + i;
+    at(SlotMap::kRateOverrides).Add(&index, &p.rate_overrides[i]);
   }
   for (MapImage& image : images) image.Sort();
   return images;
 }
 
-PolicyInstaller::PolicyInstaller(Datapath& dp) : dp_(dp) {
-  for (SlotImages& slot : written_) {
-    for (int m = 0; m < kSlotMapCount; ++m) slot[m] = EmptyImage(static_cast<SlotMap>(m));
-  }
-}
-
 absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint64_t version) {
-  const int slot = active_slot_ == 0 ? 1 : 0;
-  std::array<MapImage, kSlotMapCount> target = BuildImages(policy);
+  // Array indices are slot-relative: an oversized table would spill into the
+  // other slot, which may be live.
+  if (policy.ports.size() != PC_PORT_ENTRIES ||
+      policy.rate_overrides.size() > PC_MAX_RATE_OVERRIDES) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compiled policy has ", policy.ports.size(), " port entries (want ", PC_PORT_ENTRIES,
+        ") and ", policy.rate_overrides.size(), " rate overrides (at most ",
+        PC_MAX_RATE_OVERRIDES, ")"));
+  }
+  // A writer that went away between a flip and its grace period may have left
+  // packets on the slot about to be written; wait them out once.
+  if (!fenced_) {
+    RETURN_IF_ERROR(dp_.WaitForRunningPrograms());
+    fenced_ = true;
+  }
+  const __u32 zero = 0;
+  __u32 active = 0;
+  if (bpf_map_lookup_elem(dp_.active_slot_fd(), &zero, &active)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
+  }
+  // The slot packets do not select, even when its config is not valid yet:
+  // its config may then be rewritten freely.
+  const uint32_t slot = (active & (PC_POLICY_SLOTS - 1)) ^ 1;
+  std::array<MapImage, kSlotMapCount> target = BuildImages(policy, slot);
   SlotImages& written = written_[slot];
 
   for (int m = 0; m < kSlotMapCount; ++m) {
     const SlotMap map = static_cast<SlotMap>(m);
-    const int fd = dp_.slot_map_fd(map, slot);
-    const std::string name = absl::StrCat(SlotMapName(map), "[", slot, "]");
+    const int fd = dp_.slot_map_fd(map);
+    const std::string name = absl::StrCat(SlotMapName(map), "[slot ", slot, "]");
     if (!written[m].has_value()) {
       MapImage current = EmptyImage(map);
-      if (WriteMode(map).can_delete) RETURN_IF_ERROR(ReadImage(fd, name, current));
+      if (!IsArray(map)) {
+        // Arrays are rewritten whole; hashes and tries must lose stale keys.
+        RETURN_IF_ERROR(ReadImage(fd, name, current, [&](const uint8_t* key) {
+          return SlotOfKey(map, key) == slot;
+        }));
+      }
       written[m] = std::move(current);
     }
     absl::Status status = ApplyImage(fd, name, *written[m], target[m], WriteMode(map));
@@ -104,19 +143,16 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   }
 
   pc_config config = policy.config;
-  config.slot = static_cast<__u32>(slot);
   config.version = version;
-  const __u32 zero = 0;
-  if (bpf_map_update_elem(dp_.config_fd(slot), &zero, &config, BPF_ANY)) {
-    return ErrnoStatus("bpf_map_update_elem", absl::StrCat("active_policy_", slot), errno);
+  if (bpf_map_update_elem(dp_.policy_config_fd(), &slot, &config, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "policy_config", errno);
   }
-  // The switch. Returns only after programs running on the old slot finish.
-  const int config_fd = dp_.config_fd(slot);
-  if (bpf_map_update_elem(dp_.active_policy_fd(), &zero, &config_fd, BPF_ANY)) {
-    return ErrnoStatus("bpf_map_update_elem", "active_policy", errno);
+  // The switch: one aligned 4-byte store. Slots 0 and 1 differ in one bit,
+  // so no reader can see any other value.
+  if (bpf_map_update_elem(dp_.active_slot_fd(), &zero, &slot, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "active_slot", errno);
   }
-  active_slot_ = slot;
-  return absl::OkStatus();
+  return dp_.WaitForRunningPrograms();
 }
 
 }  // namespace portcullis::datapath

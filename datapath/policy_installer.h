@@ -1,12 +1,12 @@
 // Makes a compiled policy live, atomically.
 //
-// The policy is written into the idle slot's maps, which no packet reads;
-// then active_policy[0] is pointed at the idle slot's config in one map
-// write. Because active_policy is a map-in-map, the kernel waits for every
-// program already running to finish before that write returns, so after
-// Install() returns no packet can still be reading the slot just retired,
-// and the next Install() may overwrite it. Maps are reused and only the
-// entries that differ are written. Design: docs/ATOMIC_SWITCH.md.
+// Every policy map holds two slots. The installer writes the new policy into
+// the slot packets do not select, then flips active_slot in one 4-byte write,
+// then waits for an RCU grace period, after which no packet can still be
+// reading the retired slot and the next install may overwrite it. Packets
+// read active_slot once, so each is judged wholly by one policy. Maps are
+// reused, and only the entries that differ are written.
+// Design: docs/ATOMIC_SWITCH.md.
 #pragma once
 
 #include <array>
@@ -21,28 +21,27 @@ namespace portcullis::datapath {
 
 class PolicyInstaller {
  public:
-  // `dp` must outlive the installer. Both slots are assumed empty (as
-  // Datapath::Load leaves them).
-  explicit PolicyInstaller(Datapath& dp);
+  // `dp` must outlive the installer.
+  explicit PolicyInstaller(Datapath& dp) : dp_(dp) {}
 
   // Writes `policy` (stamped with `version`) into the idle slot and switches
-  // to it. On error the live policy is untouched.
+  // to it. When it returns OK, no packet is judged by the previous policy any
+  // more. On error the live policy is untouched.
   absl::Status Install(const policy::CompiledPolicy& policy, uint64_t version);
-
-  // The slot packets are judged by; -1 before the first Install.
-  int active_slot() const { return active_slot_; }
 
  private:
   using SlotImages = std::array<std::optional<MapImage>, kSlotMapCount>;
 
   Datapath& dp_;
-  int active_slot_ = -1;
-  // What each slot's maps hold, when known; unknown after a failed write,
-  // and then read back from the kernel before the next diff.
-  std::array<SlotImages, 2> written_;
+  bool fenced_ = false;  // a grace period has passed since this process began writing
+  // What each slot holds, as far as this installer knows: unknown at first
+  // and after a failed write, and then read back from the kernel.
+  std::array<SlotImages, PC_POLICY_SLOTS> written_;
 };
 
-// The map images of a compiled policy, in SlotMap order (exposed for tests).
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy);
+// The map images of a compiled policy in `slot`, in SlotMap order (exposed
+// for tests).
+std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy,
+                                                uint32_t slot);
 
 }  // namespace portcullis::datapath

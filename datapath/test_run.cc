@@ -1,6 +1,7 @@
 #include "datapath/test_run.h"
 
 #include <bpf/bpf.h>
+#include <linux/bpf.h>
 #include <linux/if_ether.h>
 
 #include "datapath/bpf_util.h"
@@ -18,7 +19,8 @@ absl::Status TestRunner::SetClock(uint64_t now_ns) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_hook hook) {
+absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_hook hook,
+                                          uint32_t ingress_ifindex) {
   if (!dp_.options().record_last_verdict) {
     return absl::FailedPreconditionError("the datapath was loaded without record_last_verdict");
   }
@@ -33,6 +35,16 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
   }
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
+  struct xdp_md ctx = {};
+  if (ingress_ifindex != 0) {
+    if (hook != PC_HOOK_XDP) {
+      return absl::InvalidArgumentError("an ingress interface can be given at XDP only");
+    }
+    ctx.data_end = static_cast<__u32>(frame.size());
+    ctx.ingress_ifindex = ingress_ifindex;
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof(ctx);
+  }
   const int prog = hook == PC_HOOK_TC ? dp_.tc_ingress_prog_fd() : dp_.xdp_prog_fd();
   if (const int err = bpf_prog_test_run_opts(prog, &opts)) {
     return ErrnoStatus("bpf_prog_test_run_opts", hook == PC_HOOK_TC ? "tc" : "xdp", err);

@@ -26,8 +26,11 @@ class TestRunner {
   // Sets the datapath's clock (ns). FailedPrecondition without use_user_clock.
   absl::Status SetClock(uint64_t now_ns);
 
-  // Judges one Ethernet frame at the XDP (or TC ingress) hook.
-  absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP);
+  // Judges one Ethernet frame at the XDP (or TC ingress) hook. With
+  // `ingress_ifindex` (XDP only; a device that exists in this network
+  // namespace) the frame arrives on that interface, else on loopback.
+  absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP,
+                                uint32_t ingress_ifindex = 0);
 
   // Runs the program `repeat` times over the frame and returns the last
   // action, without reading last_verdict: safe from several threads at once

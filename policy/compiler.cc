@@ -55,7 +55,7 @@ absl::Status AddPrefixes(const google::protobuf::RepeatedPtrField<std::string>& 
   return absl::OkStatus();
 }
 
-// Whole-policy view of one (proto, port), before classes are shared.
+// Whole-policy view of one (proto, port).
 struct PortView {
   pc_set_mask allow_from = 0;
   pc_set_mask failsafe_from = 0;
@@ -174,8 +174,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     }
   }
 
-  // Ports: first the whole-policy view of every (proto, port), then classes.
-  std::vector<PortView> views(PC_PORT_CLASS_ENTRIES);
+  // Ports: what every rule says about every (proto, port).
+  std::vector<PortView> views(PC_PORT_ENTRIES);
   auto for_each_port = [](const v1::PortRule& rule, auto&& fn) -> absl::Status {
     const int l4 = L4Index(rule.proto());
     if (l4 < 0) return absl::InvalidArgumentError("a rule has no proto");
@@ -193,8 +193,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   for (const v1::PortRule& rule : spec.failsafe()) {
     ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
-      views[i].flags |= PC_CLASS_HAS_FAILSAFE | PC_CLASS_NAMED;
-      if (rule.from().any()) views[i].flags |= PC_CLASS_FAILSAFE_ANY;
+      views[i].flags |= PC_PORT_HAS_FAILSAFE | PC_PORT_NAMED;
+      if (rule.from().any()) views[i].flags |= PC_PORT_FAILSAFE_ANY;
       views[i].failsafe_from |= mask;
     }));
   }
@@ -204,8 +204,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     absl::Status conflict;
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
       PortView& v = views[i];
-      v.flags |= PC_CLASS_HAS_RULE | PC_CLASS_NAMED;
-      if (rule.from().any()) v.flags |= PC_CLASS_ALLOW_ANY;
+      v.flags |= PC_PORT_HAS_RULE | PC_PORT_NAMED;
+      if (rule.from().any()) v.flags |= PC_PORT_ALLOW_ANY;
       v.allow_from |= mask;
       if (!HasOverride(rule)) return;
       if (v.override_rule < 0) {
@@ -223,37 +223,39 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   const pc_rate syn_default = ToBucket(limits.syn().per_source());
   const pc_rate conn_default = ToBucket(limits.connections().per_source());
 
-  out.classes.push_back(pc_port_class{});
-  out.port_class.assign(PC_PORT_CLASS_ENTRIES, 0);
-  absl::flat_hash_map<std::string, uint16_t> class_ids;  // class bytes -> id
-  class_ids[std::string(reinterpret_cast<const char*>(&out.classes[0]), sizeof(pc_port_class))] =
-      0;
+  // Rules with their own rates get override ids in rule order.
+  out.rate_overrides.push_back(pc_rate_override{});
+  absl::flat_hash_map<int, uint32_t> override_of_rule;
+  for (int r = 0; r < spec.ports_size(); ++r) {
+    const v1::PortRule& rule = spec.ports(r);
+    if (!HasOverride(rule)) continue;
+    if (out.rate_overrides.size() >= PC_MAX_RATE_OVERRIDES) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "more than ", PC_MAX_RATE_OVERRIDES - 1, " rules set their own rates"));
+    }
+    override_of_rule[r] = static_cast<uint32_t>(out.rate_overrides.size());
+    out.rate_overrides.push_back(pc_rate_override{
+        rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default,
+        rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default});
+  }
+
+  out.ports.resize(PC_PORT_ENTRIES);
   for (size_t i = 0; i < views.size(); ++i) {
     const PortView& v = views[i];
-    pc_port_class c{};
-    c.allow_from = v.allow_from;
-    c.failsafe_from = v.failsafe_from;
-    c.flags = v.flags;
-    if (v.override_rule >= 0) {
-      const v1::PortRule& rule = spec.ports(v.override_rule);
-      c.rate_override_id = static_cast<uint32_t>(v.override_rule) + 1;
-      c.syn_per_source = rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default;
-      c.conn_per_source = rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default;
-    }
-    std::string bytes(reinterpret_cast<const char*>(&c), sizeof(c));
-    auto [it, inserted] = class_ids.try_emplace(std::move(bytes), out.classes.size());
-    if (inserted) {
-      if (out.classes.size() >= PC_MAX_PORT_CLASSES) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the port rules need more than ", PC_MAX_PORT_CLASSES,
-            " distinct port treatments, the datapath's limit"));
-      }
-      out.classes.push_back(c);
-    }
-    out.port_class[i] = it->second;
+    out.ports[i] = pc_port_policy{
+        .allow_from = v.allow_from,
+        .failsafe_from = v.failsafe_from,
+        .flags = v.flags,
+        .rate_override_id = v.override_rule >= 0 ? override_of_rule[v.override_rule] : 0,
+    };
   }
 
   pc_config& cfg = out.config;
+  cfg.flags = PC_CFG_VALID;
+  if (!out.src_v4_exact.empty()) cfg.flags |= PC_CFG_SRC_V4_EXACT;
+  if (!out.src_v4_prefix.empty()) cfg.flags |= PC_CFG_SRC_V4_PREFIX;
+  if (!out.src_v6_exact.empty()) cfg.flags |= PC_CFG_SRC_V6_EXACT;
+  if (!out.src_v6_prefix.empty()) cfg.flags |= PC_CFG_SRC_V6_PREFIX;
   if (spec.mode() == v1::MODE_AUDIT) cfg.flags |= PC_CFG_AUDIT;
   if (spec.default_action() == v1::ACTION_ALLOW) cfg.flags |= PC_CFG_DEFAULT_ALLOW;
   if (spec.icmp() == v1::ACTION_DENY) cfg.flags |= PC_CFG_ICMP_DENY;

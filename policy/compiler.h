@@ -28,8 +28,8 @@ struct CompiledPolicy {
   std::vector<PrefixEntry> src_v6_prefix;
   std::vector<PrefixEntry> dst_v4;         // spec.destinations
   std::vector<PrefixEntry> dst_v6;
-  std::vector<uint16_t> port_class;        // PC_PORT_CLASS_ENTRIES: (l4, port) -> class
-  std::vector<pc_port_class> classes;      // [0] is "no rule"
+  std::vector<pc_port_policy> ports;       // PC_PORT_ENTRIES, index pc_l4 * 65536 + port
+  std::vector<pc_rate_override> rate_overrides;  // by rate_override_id; [0] unused
   std::vector<std::string> set_bits;       // set name of each mask bit, by bit
 };
 

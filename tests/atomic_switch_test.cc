@@ -89,21 +89,35 @@ TEST_F(AtomicSwitchTest, EveryVerdictBelongsWhollyToOnePolicy) {
   RecordProperty("judged", std::to_string(judged));
 }
 
-TEST_F(AtomicSwitchTest, FailedInstallLeavesTheLivePolicyUntouched) {
+TEST_F(AtomicSwitchTest, RejectedInstallLeavesTheLivePolicyUntouched) {
   ASSERT_TRUE(installer_->Install(CompileYaml(kPolicyA), 7).ok());
-  // A class id beyond the port_classes map cannot be written.
-  policy::CompiledPolicy broken = CompileYaml(kPolicyB);
-  broken.classes.resize(PC_MAX_PORT_CLASSES + 1);
-  const absl::Status s = installer_->Install(broken, 8);
-  EXPECT_FALSE(s.ok());
+  // Too many override ids would spill into the other slot's part of the array.
+  policy::CompiledPolicy oversized = CompileYaml(kPolicyB);
+  oversized.rate_overrides.resize(PC_MAX_RATE_OVERRIDES + 1);
+  EXPECT_EQ(installer_->Install(oversized, 8).code(), absl::StatusCode::kInvalidArgument);
   datapath::Judgement j = Run(Syn("198.18.7.7", "198.18.0.10", 443));
   EXPECT_EQ(j.version, 7u);
   EXPECT_EQ(j.reason, PC_REASON_ALLOWED);
-  // The next good install works, whatever the failed one left in the idle slot.
+}
+
+TEST_F(AtomicSwitchTest, InstallFailingPartWayLeavesTheLivePolicyAndRecovers) {
+  ASSERT_TRUE(installer_->Install(CompileYaml(kPolicyA), 7).ok());
+  // The kernel refuses a /33 in the trie, after the hashes were written.
+  policy::CompiledPolicy broken = CompileYaml(kPolicyB);
+  const uint8_t addr[4] = {198, 18, 8, 0};
+  broken.src_v4_exact.push_back({IpPrefix::FromBytes(Family::kV4, addr, 32), 1});
+  broken.src_v4_prefix.push_back({IpPrefix::FromBytes(Family::kV4, addr, 33), 1});
+  const absl::Status s = installer_->Install(broken, 8);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  datapath::Judgement j = Run(Syn("198.18.7.7", "198.18.0.10", 443));
+  EXPECT_EQ(j.version, 7u);
+  EXPECT_EQ(j.reason, PC_REASON_ALLOWED);
+  // The next good install reads back what the failed one left and cleans it.
   ASSERT_TRUE(installer_->Install(CompileYaml(kPolicyB), 9).ok());
   j = Run(Syn("198.18.7.7", "198.18.0.10", 443));
   EXPECT_EQ(j.version, 9u);
   EXPECT_EQ(j.reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(Run(Syn("198.18.8.0", "198.18.0.10", 443)).reason, PC_REASON_NOT_ALLOWLISTED);
   ASSERT_TRUE(installer_->Install(CompileYaml(kPolicyA), 10).ok());
   EXPECT_EQ(Run(Syn("198.18.7.7", "198.18.0.10", 443)).reason, PC_REASON_ALLOWED);
 }

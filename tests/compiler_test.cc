@@ -57,7 +57,12 @@ TEST(CompilerTest, SetsBecomeBitsAndEnclosingPrefixesFoldIn) {
   EXPECT_EQ(MaskOf(p, "10.1.2.3/32"), wide | mid | host | kBlocklistMask);
   EXPECT_EQ(MaskOf(p, "2001:db8::1/128"), mid | host);
   EXPECT_EQ(MaskOf(p, "192.0.2.0/24"), 0u);
-  // Exact hosts go to the hashes, shorter prefixes to the tries.
+  // Exact hosts go to the hashes, shorter prefixes to the tries, and the
+  // config says which tables the datapath must look in.
+  EXPECT_EQ(p.config.flags & (PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT |
+                              PC_CFG_SRC_V6_PREFIX),
+            PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT |
+                PC_CFG_SRC_V6_PREFIX);
   EXPECT_EQ(p.src_v4_exact.size(), 1u);
   EXPECT_EQ(p.src_v6_exact.size(), 1u);
   EXPECT_EQ(p.src_v4_prefix.size(), 3u);
@@ -79,7 +84,7 @@ TEST(CompilerTest, DuplicatePrefixesMergeTheirSets) {
   EXPECT_EQ(p.src_v4_prefix[0].mask, 1u | 2u | kBlocklistMask);
 }
 
-TEST(CompilerTest, PortsMapToSharedClasses) {
+TEST(CompilerTest, PortsGetTheUnionOfTheirRules) {
   const CompiledPolicy p = MustCompile(Spec(R"(
   sets:
     office: [192.0.2.0/24]
@@ -92,29 +97,31 @@ TEST(CompilerTest, PortsMapToSharedClasses) {
     - {ports: [443], proto: udp, from: any}
     - {ports: [443], proto: tcp, from: [office], synRate: {rate: 4, burst: 8}}
 )"));
-  auto cls = [&](int l4, int port) -> const pc_port_class& {
-    return p.classes[p.port_class[l4 * PC_PORTS_PER_PROTO + port]];
+  auto port = [&](int l4, int number) -> const pc_port_policy& {
+    return p.ports[l4 * PC_PORTS_PER_PROTO + number];
   };
-  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 8080], 0);  // no rule
-  EXPECT_EQ(p.port_class[PC_L4_UDP * PC_PORTS_PER_PROTO + 80], 0);
-  EXPECT_EQ(cls(PC_L4_TCP, 80).flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
-  // The three range ports share one class.
-  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30000],
-            p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30002]);
-  EXPECT_EQ(p.port_class[PC_L4_TCP * PC_PORTS_PER_PROTO + 30003], 0);
-  EXPECT_EQ(cls(PC_L4_TCP, 30001).allow_from, 1u << 1);  // office: bit 1 (admins first)
-  EXPECT_EQ(cls(PC_L4_TCP, 22).flags, PC_CLASS_HAS_FAILSAFE | PC_CLASS_NAMED);
-  EXPECT_EQ(cls(PC_L4_TCP, 22).failsafe_from, 1u);
+  ASSERT_EQ(p.ports.size(), size_t{PC_PORT_ENTRIES});
+  EXPECT_EQ(port(PC_L4_TCP, 8080).flags, 0u);  // no rule
+  EXPECT_EQ(port(PC_L4_UDP, 80).flags, 0u);
+  EXPECT_EQ(port(PC_L4_TCP, 80).flags, PC_PORT_HAS_RULE | PC_PORT_ALLOW_ANY | PC_PORT_NAMED);
+  for (int n : {30000, 30001, 30002}) {
+    EXPECT_EQ(port(PC_L4_TCP, n).flags, PC_PORT_HAS_RULE | PC_PORT_NAMED) << n;
+    EXPECT_EQ(port(PC_L4_TCP, n).allow_from, 1u << 1) << n;  // office: bit 1 (admins first)
+  }
+  EXPECT_EQ(port(PC_L4_TCP, 30003).flags, 0u);
+  EXPECT_EQ(port(PC_L4_TCP, 22).flags, PC_PORT_HAS_FAILSAFE | PC_PORT_NAMED);
+  EXPECT_EQ(port(PC_L4_TCP, 22).failsafe_from, 1u);
   // tcp/443: rules combine (any + office), and the override applies.
-  const pc_port_class& https = cls(PC_L4_TCP, 443);
-  EXPECT_EQ(https.flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
-  EXPECT_EQ(https.rate_override_id, 4u);  // rule index 3, plus one
-  EXPECT_EQ(https.syn_per_source.interval_ns, 250'000'000u);
-  EXPECT_EQ(https.syn_per_source.burst, 8u);
-  EXPECT_EQ(https.conn_per_source.interval_ns, 0u);  // no policy-wide limit to inherit
-  EXPECT_EQ(cls(PC_L4_UDP, 443).flags, PC_CLASS_HAS_RULE | PC_CLASS_ALLOW_ANY | PC_CLASS_NAMED);
-  // Distinct treatments: none, tcp/80, tcp/443, range, tcp/22 (udp/443 equals tcp/80).
-  EXPECT_EQ(p.classes.size(), 5u);
+  const pc_port_policy& https = port(PC_L4_TCP, 443);
+  EXPECT_EQ(https.flags, PC_PORT_HAS_RULE | PC_PORT_ALLOW_ANY | PC_PORT_NAMED);
+  EXPECT_EQ(https.allow_from, 1u << 1);
+  ASSERT_EQ(https.rate_override_id, 1u);
+  ASSERT_EQ(p.rate_overrides.size(), 2u);
+  EXPECT_EQ(p.rate_overrides[1].syn_per_source.interval_ns, 250'000'000u);
+  EXPECT_EQ(p.rate_overrides[1].syn_per_source.burst, 8u);
+  EXPECT_EQ(p.rate_overrides[1].conn_per_source.interval_ns, 0u);  // nothing to inherit
+  EXPECT_EQ(port(PC_L4_TCP, 80).rate_override_id, 0u);
+  EXPECT_EQ(port(PC_L4_UDP, 443).flags, PC_PORT_HAS_RULE | PC_PORT_ALLOW_ANY | PC_PORT_NAMED);
 }
 
 TEST(CompilerTest, ConfigDefaultsAreSecure) {
@@ -123,7 +130,7 @@ TEST(CompilerTest, ConfigDefaultsAreSecure) {
     - {ports: [22], proto: tcp, from: any}
 )"));
   // enforce, default deny, fragments denied, ICMP allowed, no limits.
-  EXPECT_EQ(p.config.flags, PC_CFG_FRAGMENTS_DENY);
+  EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_FRAGMENTS_DENY);
   EXPECT_EQ(p.config.syn_per_source.interval_ns, 0u);
   EXPECT_EQ(p.config.syn_global.interval_ns, 0u);
   EXPECT_EQ(p.config.source_prefix_v4, 32);
@@ -145,8 +152,8 @@ TEST(CompilerTest, ConfigCarriesModeActionsAndRates) {
     connections:
       perSource: {rate: 3, burst: 40}
 )"));
-  EXPECT_EQ(p.config.flags,
-            PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW | PC_CFG_ICMP_DENY | PC_CFG_HAS_DESTINATIONS);
+  EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW |
+                                PC_CFG_ICMP_DENY | PC_CFG_HAS_DESTINATIONS);
   EXPECT_EQ(p.config.syn_per_source.interval_ns, 10'000'000u);
   EXPECT_EQ(p.config.syn_per_source.burst, 200u);
   EXPECT_EQ(p.config.syn_global.interval_ns, 5'000u);

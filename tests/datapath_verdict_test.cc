@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_replace.h"
 #include "tests/support/datapath_fixture.h"
+#include "tests/support/test_link.h"
 
 namespace portcullis::testing {
 namespace {
@@ -422,6 +423,41 @@ TEST_F(ParserTest, DropsAreCountedByNamedPortOrOther) {
   EXPECT_EQ(port_counts(10254, PC_REASON_NOT_ALLOWLISTED), named + 2);
   EXPECT_EQ(port_counts(0, PC_REASON_PORT_CLOSED), other + 1);
   EXPECT_EQ(port_counts(9999, PC_REASON_PORT_CLOSED), 0u);
+}
+
+// Low ifindexes count in a per-CPU array, the rest in a hash; both must show
+// up per interface, exactly.
+TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
+  TestLink high(4000 + getpid() % 1000);
+  ASSERT_NE(high.ifindex(), 0u) << "could not create a veth pair";
+  ASSERT_GE(high.ifindex(), unsigned{PC_FAST_IFINDEX_LIMIT});
+  const std::vector<uint8_t> closed = Syn(kV4.client, kV4.dst, 8080).Build();
+  auto count_on = [&](uint32_t ifindex) {
+    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fast_fd(),
+                                                dp_->verdict_counters_fd());
+    EXPECT_TRUE(counts.ok()) << counts.status();
+    uint64_t n = 0, bytes = 0;
+    for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
+      if (c.key.ifindex == ifindex && c.key.hook == PC_HOOK_XDP &&
+          c.key.verdict == PC_VERDICT_DROP && c.key.reason == PC_REASON_PORT_CLOSED) {
+        n += c.total.packets;
+        bytes += c.total.bytes;
+      }
+    }
+    return std::make_pair(n, bytes);
+  };
+  const auto lo_before = count_on(1);
+  const auto high_before = count_on(high.ifindex());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(runner_->Run(closed, PC_HOOK_XDP, 1).ok());
+  for (int i = 0; i < 2; ++i) {
+    auto j = runner_->Run(closed, PC_HOOK_XDP, high.ifindex());
+    ASSERT_TRUE(j.ok()) << j.status();
+    EXPECT_EQ(j->reason, PC_REASON_PORT_CLOSED);
+  }
+  EXPECT_EQ(count_on(1).first, lo_before.first + 3);
+  EXPECT_EQ(count_on(1).second, lo_before.second + 3 * closed.size());
+  EXPECT_EQ(count_on(high.ifindex()).first, high_before.first + 2);
+  EXPECT_EQ(count_on(high.ifindex()).second, high_before.second + 2 * closed.size());
 }
 
 TEST_F(ParserTest, NoPolicyPolicesNothing) {

@@ -73,14 +73,26 @@ enum pc_l4 {
 #define PC_MAX_SRC_PREFIX_V6 (1u << 20)
 #define PC_MAX_DESTINATIONS 4096 /* per family */
 #define PC_PORTS_PER_PROTO 65536
-#define PC_PORT_CLASS_ENTRIES (PC_L4_RULE_PROTOS * PC_PORTS_PER_PROTO)
-#define PC_MAX_PORT_CLASSES 4096 /* class 0 is "no rule" */
+#define PC_PORT_ENTRIES (PC_L4_RULE_PROTOS * PC_PORTS_PER_PROTO)
+#define PC_MAX_RATE_OVERRIDES 1024 /* id 0 means "policy-wide rates" */
+
+/* Every policy map holds PC_POLICY_SLOTS policies side by side: arrays by
+ * index (slot * entries + i), hashes and tries by a slot in the key. The
+ * live slot is active_slot[0]; user space fills the idle slot, then flips
+ * active_slot. See docs/ATOMIC_SWITCH.md. */
 #define PC_POLICY_SLOTS 2
 
 /* ---- shared (not per slot) state: capacities ---- */
 #define PC_MAX_BUCKETS (1u << 18)     /* LRU: per-source token buckets */
 #define PC_MAX_FLOWS (1u << 17)       /* LRU: flow tables */
 #define PC_MAX_VERDICT_COUNTERS 4096  /* ifindex x hook x verdict x reason */
+/* Interfaces with an ifindex below this (uplinks, typically) count verdicts
+ * in a per-CPU array, indexed by PC_FAST_COUNTER_INDEX; the rest (pod veths)
+ * in the verdict_counters hash. */
+#define PC_FAST_IFINDEX_LIMIT 32
+#define PC_FAST_COUNTERS (PC_FAST_IFINDEX_LIMIT * PC_HOOK_COUNT * PC_VERDICT_COUNT * PC_REASON_COUNT)
+#define PC_FAST_COUNTER_INDEX(ifindex, hook, verdict, reason) \
+	((((ifindex) * PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + (reason))
 #define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
 #define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
 
@@ -89,16 +101,33 @@ enum pc_l4 {
 
 /* ---- policy slot contents ---- */
 
-/* Source prefix keys for the LPM tries (prefixlen first, as the kernel wants). */
-struct pc_lpm_v4_key {
-	__u32 prefixlen;
+/* Source hosts, for the exact-match hashes. */
+struct pc_src_v4_key {
+	__u32 slot;
 	__u8 addr[4];
 };
 
-struct pc_lpm_v6_key {
-	__u32 prefixlen;
+struct pc_src_v6_key {
+	__u32 slot;
 	__u8 addr[16];
 };
+
+/* LPM trie keys: the slot is the first byte of the matched data, so a
+ * lookup in one slot can never match another slot's prefixes.
+ * prefixlen = 8 + the prefix length. */
+struct pc_lpm_v4_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 addr[4];
+} __attribute__((packed));
+
+struct pc_lpm_v6_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 addr[16];
+} __attribute__((packed));
+
+#define PC_LPM_SLOT_BITS 8
 
 /* Value of every source map: which sets (and the blocklist) hold the source.
  * The compiler folds enclosing prefixes into each entry, so the longest match
@@ -111,35 +140,45 @@ struct pc_rate {
 	__u64 burst;
 };
 
-#define PC_CLASS_HAS_RULE (1u << 0)     /* some port rule names this port */
-#define PC_CLASS_ALLOW_ANY (1u << 1)    /* ... with from: any */
-#define PC_CLASS_HAS_FAILSAFE (1u << 2) /* some failsafe rule names this port */
-#define PC_CLASS_FAILSAFE_ANY (1u << 3) /* ... with from: any */
-#define PC_CLASS_NAMED (1u << 4)        /* count drops under this port number */
+#define PC_PORT_HAS_RULE (1u << 0)     /* some port rule names this port */
+#define PC_PORT_ALLOW_ANY (1u << 1)    /* ... with from: any */
+#define PC_PORT_HAS_FAILSAFE (1u << 2) /* some failsafe rule names this port */
+#define PC_PORT_FAILSAFE_ANY (1u << 3) /* ... with from: any */
+#define PC_PORT_NAMED (1u << 4)        /* count drops under this port number */
 
-/* What the policy says about one (proto, destination port). Ports with the
- * same treatment share a class, so the per-port array holds only a u16. */
-struct pc_port_class {
+/* What the policy says about one (proto, destination port).
+ * port_policy index: slot * PC_PORT_ENTRIES + pc_l4 * 65536 + port. */
+struct pc_port_policy {
 	pc_set_mask allow_from;
 	pc_set_mask failsafe_from;
 	__u32 flags;
-	/* Buckets of ports with their own synRate/connRate are keyed apart. */
+	/* Ports with their own synRate/connRate: their rates, and buckets keyed
+	 * apart from the policy-wide ones. 0 = policy-wide. */
 	__u32 rate_override_id;
-	struct pc_rate syn_per_source; /* used when rate_override_id != 0 */
+};
+
+/* rate_overrides index: slot * PC_MAX_RATE_OVERRIDES + rate_override_id. */
+struct pc_rate_override {
+	struct pc_rate syn_per_source;
 	struct pc_rate conn_per_source;
 };
 
-#define PC_CFG_AUDIT (1u << 0)
-#define PC_CFG_DEFAULT_ALLOW (1u << 1)
-#define PC_CFG_ICMP_DENY (1u << 2)
-#define PC_CFG_FRAGMENTS_DENY (1u << 3)
-#define PC_CFG_HAS_DESTINATIONS (1u << 4)
+#define PC_CFG_VALID (1u << 0) /* unset (zeroed slot): no policy, nothing policed */
+#define PC_CFG_AUDIT (1u << 1)
+#define PC_CFG_DEFAULT_ALLOW (1u << 2)
+#define PC_CFG_ICMP_DENY (1u << 3)
+#define PC_CFG_FRAGMENTS_DENY (1u << 4)
+#define PC_CFG_HAS_DESTINATIONS (1u << 5)
+/* Which source tables hold entries; empty ones are not looked up. */
+#define PC_CFG_SRC_V4_EXACT (1u << 6)
+#define PC_CFG_SRC_V4_PREFIX (1u << 7)
+#define PC_CFG_SRC_V6_EXACT (1u << 8)
+#define PC_CFG_SRC_V6_PREFIX (1u << 9)
 
-/* Policy-wide settings. The live program finds the active slot through this
- * struct, so replacing it (one map-in-map write) switches every map at once. */
+/* Policy-wide settings; policy_config[slot]. */
 struct pc_config {
-	__u32 slot; /* which inner maps belong to this policy */
 	__u32 flags;
+	__u32 pad0;
 	__u64 version;
 	struct pc_rate syn_per_source;
 	struct pc_rate syn_global;
