@@ -245,7 +245,8 @@ int Main(bool quick) {
                s, f.median);
     }
   }
-  std::printf("\nPolicy load time (compile + write the idle slot + switch), first install:\n");
+  std::printf("\nPolicy load time (compile, then diff-write the idle slot and switch; the idle\n"
+              "slot held the previous, smaller policy):\n");
   for (const std::string& l : load_lines) std::printf("%s\n", l.c_str());
 
   // Head to head with xdp-filter: 1,000 exact source IPs and 100 destination
