@@ -28,9 +28,11 @@ int portcullis_tc_ingress(struct __sk_buff *skb)
 	void *data, *data_end;
 	struct pc_result r;
 
-	/* Headers may sit in paged data; the verdict needs them linear. A frame
-	 * too short to pull is judged on what is there (and found malformed). */
-	bpf_skb_pull_data(skb, skb->len < 256 ? skb->len : 256);
+	/* Headers may sit in paged data; the verdict needs them linear. 512
+	 * bytes cover Ethernet, two VLAN tags, IPv6 and a long extension chain;
+	 * headers beyond that are judged malformed, as XDP judges a frame cut
+	 * short. */
+	bpf_skb_pull_data(skb, skb->len < PC_TC_PULL_BYTES ? skb->len : PC_TC_PULL_BYTES);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	r = pc_judge(data, data_end, skb->ifindex, PC_HOOK_TC);

@@ -6,6 +6,7 @@
 #include <linux/pkt_cls.h>
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <netinet/in.h>
 
 #include <functional>
@@ -458,6 +459,58 @@ TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
   EXPECT_EQ(count_on(1).second, lo_before.second + 3 * closed.size());
   EXPECT_EQ(count_on(high.ifindex()).first, high_before.first + 2);
   EXPECT_EQ(count_on(high.ifindex()).second, high_before.second + 2 * closed.size());
+}
+
+// Drops (and audits) are sampled into the ring buffer with the packet's
+// addresses and ports, at most `sample_burst` at once and then at the sample
+// rate; passes are not sampled.
+TEST_F(ParserTest, DropsAreSampledToTheRingBufferAtABoundedRate) {
+  std::vector<pc_sample> samples;
+  auto on_sample = [](void* ctx, void* data, size_t size) -> int {
+    if (size == sizeof(pc_sample)) {
+      static_cast<std::vector<pc_sample>*>(ctx)->push_back(*static_cast<pc_sample*>(data));
+    }
+    return 0;
+  };
+  struct ring_buffer* rb =
+      ring_buffer__new(dp_->drop_samples_fd(), on_sample, &samples, nullptr);
+  ASSERT_NE(rb, nullptr);
+  ring_buffer__consume(rb);  // what earlier tests left
+  samples.clear();
+
+  Run(Syn(kV4.client, kV4.dst, 443));  // a pass: not sampled
+  Run(Tcp(kV6.blocked, kV6.dst, 41234, 443, kAck));
+  ring_buffer__consume(rb);
+  ASSERT_EQ(samples.size(), 1u);
+  const pc_sample& s = samples[0];
+  EXPECT_EQ(s.reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(s.verdict, PC_VERDICT_DROP);
+  EXPECT_EQ(s.hook, PC_HOOK_XDP);
+  EXPECT_EQ(s.family, PC_FAMILY_V6);
+  EXPECT_EQ(s.proto, IPPROTO_TCP);
+  EXPECT_EQ(s.sport, 41234);
+  EXPECT_EQ(s.dport, 443);
+  uint8_t src[16], dst[16];
+  ASSERT_EQ(inet_pton(AF_INET6, kV6.blocked.c_str(), src), 1);
+  ASSERT_EQ(inet_pton(AF_INET6, kV6.dst.c_str(), dst), 1);
+  EXPECT_EQ(std::memcmp(s.src, src, 16), 0);
+  EXPECT_EQ(std::memcmp(s.dst, dst, 16), 0);
+  EXPECT_EQ(s.timestamp_ns, 1'000'000'000u);  // the test clock
+
+  // A flood at one instant: the burst (100) is sampled, the rest is not.
+  samples.clear();
+  SetClock(50'000'000'000);  // long after: the sample bucket is full again
+  const std::vector<uint8_t> drop = Syn(kV4.blocked, kV4.dst, 443).Build();
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(runner_->Run(drop).ok());
+  ring_buffer__consume(rb);
+  EXPECT_EQ(samples.size(), 100u);
+  // 100 samples/s: 50 ms later, 5 more.
+  samples.clear();
+  SetClock(50'050'000'000);
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(runner_->Run(drop).ok());
+  ring_buffer__consume(rb);
+  EXPECT_EQ(samples.size(), 5u);
+  ring_buffer__free(rb);
 }
 
 TEST_F(ParserTest, NoPolicyPolicesNothing) {

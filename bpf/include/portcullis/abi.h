@@ -4,13 +4,13 @@
  *
  * Everything that crosses the kernel/user boundary is defined here once:
  * verdict reasons, map keys and values, and capacities. The BPF C includes
- * this file directly; the C++ includes it through datapath/abi.h, which pins
+ * this file directly; the C++ includes it through common/abi.h, which pins
  * every struct with static_assert and names every reason.
  *
  * Reason and verdict numbers are stable: they are stored in pinned maps that
  * outlive an agent upgrade. Never renumber; retire a value by renaming it
  * PC_REASON_UNUSED_<n> and add new ones at the end.
- * Places that must agree with enum pc_reason: datapath/abi.h (kReasonNames),
+ * Places that must agree with enum pc_reason: common/abi.h (kReasonNames),
  * ../shared/PRODUCT.md "Verdict reasons".
  */
 #ifndef PORTCULLIS_ABI_H
@@ -98,6 +98,8 @@ enum pc_l4 {
 
 /* IPv6 extension headers walked before giving up as malformed. */
 #define PC_MAX_IPV6_EXT_HEADERS 8
+/* Bytes the TC program makes linear before parsing. */
+#define PC_TC_PULL_BYTES 512
 
 /* ---- policy slot contents ---- */
 
