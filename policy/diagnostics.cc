@@ -26,21 +26,14 @@ void Diagnostics::ErrorAt(SourceLocation location, absl::string_view path,
 
 bool Diagnostics::has_errors() const { return error_count() > 0; }
 
-int Diagnostics::error_count() const {
-  return static_cast<int>(std::count_if(diagnostics_.begin(), diagnostics_.end(),
-                                        [](const Diagnostic& d) {
-                                          return d.severity == Severity::kError;
-                                        }));
-}
+int Diagnostics::error_count() const { return CountErrors(diagnostics_); }
 
 int Diagnostics::warning_count() const {
   return static_cast<int>(diagnostics_.size()) - error_count();
 }
 
 std::string Diagnostics::Format(absl::string_view file) const {
-  std::string out;
-  for (const Diagnostic& d : diagnostics_) absl::StrAppend(&out, FormatDiagnostic(file, d), "\n");
-  return out;
+  return FormatDiagnostics(file, diagnostics_);
 }
 
 void Diagnostics::Add(Severity severity, SourceLocation location, absl::string_view path,
@@ -71,6 +64,18 @@ std::string FormatDiagnostic(absl::string_view file, const Diagnostic& d) {
   if (!d.path.empty()) absl::StrAppend(&out, d.path, ": ");
   absl::StrAppend(&out, d.message);
   return out;
+}
+
+std::string FormatDiagnostics(absl::string_view file, const std::vector<Diagnostic>& all) {
+  std::string out;
+  for (const Diagnostic& d : all) absl::StrAppend(&out, FormatDiagnostic(file, d), "\n");
+  return out;
+}
+
+int CountErrors(const std::vector<Diagnostic>& all) {
+  return static_cast<int>(std::count_if(all.begin(), all.end(), [](const Diagnostic& d) {
+    return d.severity == Severity::kError;
+  }));
 }
 
 }  // namespace portcullis::policy

@@ -62,5 +62,8 @@ class Diagnostics {
 };
 
 std::string FormatDiagnostic(absl::string_view file, const Diagnostic& d);
+// One line per finding, in order.
+std::string FormatDiagnostics(absl::string_view file, const std::vector<Diagnostic>& all);
+int CountErrors(const std::vector<Diagnostic>& all);
 
 }  // namespace portcullis::policy

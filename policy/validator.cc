@@ -261,21 +261,14 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
 
 bool CheckedPolicyFile::ok() const { return loaded.has_value() && errors() == 0; }
 
-int CheckedPolicyFile::errors() const {
-  return static_cast<int>(std::count_if(diagnostics.begin(), diagnostics.end(),
-                                        [](const Diagnostic& d) {
-                                          return d.severity == Severity::kError;
-                                        }));
-}
+int CheckedPolicyFile::errors() const { return CountErrors(diagnostics); }
 
 int CheckedPolicyFile::warnings() const {
   return static_cast<int>(diagnostics.size()) - errors();
 }
 
 std::string CheckedPolicyFile::Format(absl::string_view file) const {
-  std::string out;
-  for (const Diagnostic& d : diagnostics) absl::StrAppend(&out, FormatDiagnostic(file, d), "\n");
-  return out;
+  return FormatDiagnostics(file, diagnostics);
 }
 
 CheckedPolicyFile CheckPolicyText(absl::string_view text) {
