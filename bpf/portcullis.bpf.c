@@ -22,19 +22,31 @@ int portcullis_xdp(struct xdp_md *ctx)
 	return r.verdict == PC_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 }
 
+/* Headers may sit in paged data; the parser needs them linear. 512 bytes
+ * cover Ethernet, two VLAN tags, IPv6 and a long extension chain; headers
+ * beyond that are judged malformed, as XDP judges a frame cut short. */
+static __always_inline void pc_pull_headers(struct __sk_buff *skb)
+{
+	bpf_skb_pull_data(skb, skb->len < PC_TC_PULL_BYTES ? skb->len : PC_TC_PULL_BYTES);
+}
+
 SEC("tc")
 int portcullis_tc_ingress(struct __sk_buff *skb)
 {
-	void *data, *data_end;
 	struct pc_result r;
 
-	/* Headers may sit in paged data; the verdict needs them linear. 512
-	 * bytes cover Ethernet, two VLAN tags, IPv6 and a long extension chain;
-	 * headers beyond that are judged malformed, as XDP judges a frame cut
-	 * short. */
-	bpf_skb_pull_data(skb, skb->len < PC_TC_PULL_BYTES ? skb->len : PC_TC_PULL_BYTES);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	r = pc_judge(data, data_end, skb->ifindex, PC_HOOK_TC);
+	pc_pull_headers(skb);
+	r = pc_judge((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ifindex,
+		     PC_HOOK_TC);
 	return r.verdict == PC_VERDICT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
+/* On the policed interfaces' egress: remembers the flows this node opens, so
+ * that their replies pass as established. Never drops. */
+SEC("tc")
+int portcullis_tc_egress(struct __sk_buff *skb)
+{
+	pc_pull_headers(skb);
+	pc_record_egress((void *)(long)skb->data, (void *)(long)skb->data_end);
+	return TC_ACT_OK;
 }

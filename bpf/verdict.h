@@ -453,4 +453,30 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	return r;
 }
 
+/* Records a packet leaving the node as a flow whose return traffic is
+ * `established` (step 4): the key is the 5-tuple as the reply will arrive.
+ * Known flows are refreshed at most once a second, to spare the LRU. */
+static __always_inline void pc_record_egress(void *data, void *data_end)
+{
+	struct pc_packet p = {};
+	struct pc_flow_key key = {};
+	__u64 now, *seen;
+
+	if (pc_parse(data, data_end, &p) != PC_PARSE_OK || !p.has_ports)
+		return;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return;
+	key.family = p.family;
+	key.proto = p.proto;
+	key.sport = p.dport;
+	key.dport = p.sport;
+	__builtin_memcpy(key.src, p.dst, 16);
+	__builtin_memcpy(key.dst, p.src, 16);
+	now = (__u64)pc_now();
+	seen = bpf_map_lookup_elem(&egress_flows, &key);
+	if (seen && now - *seen < PC_FLOW_REFRESH_NS)
+		return;
+	bpf_map_update_elem(&egress_flows, &key, &now, BPF_ANY);
+}
+
 #endif /* PORTCULLIS_VERDICT_H */

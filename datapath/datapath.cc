@@ -27,7 +27,24 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
       options.samples_per_second ? 1'000'000'000ULL / options.samples_per_second : 0;
   rodata->sample_burst = options.sample_burst;
 
+  if (!options.pin_dir.empty()) {
+    struct bpf_map* map;
+    bpf_object__for_each_map(map, dp->skel_->obj) {
+      if (bpf_map__is_internal(map)) continue;  // .rodata: per load, not shared
+      const std::string path = absl::StrCat(options.pin_dir, "/", bpf_map__name(map));
+      if (const int err = bpf_map__set_pin_path(map, path.c_str())) {
+        return ErrnoStatus("bpf_map__set_pin_path", path, err);
+      }
+    }
+  }
   if (const int err = portcullis_bpf__load(dp->skel_)) {
+    if (!options.pin_dir.empty() && err == -EINVAL) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the maps pinned in ", options.pin_dir,
+          " do not match this build (an incompatible older agent?); run "
+          "portcullis-agent --uninstall --pin-dir ",
+          options.pin_dir, " first"));
+    }
     return ErrnoStatus("portcullis_bpf__load", "portcullis.bpf.o", err);
   }
 
@@ -73,6 +90,9 @@ Datapath::~Datapath() {
 int Datapath::xdp_prog_fd() const { return bpf_program__fd(skel_->progs.portcullis_xdp); }
 int Datapath::tc_ingress_prog_fd() const {
   return bpf_program__fd(skel_->progs.portcullis_tc_ingress);
+}
+int Datapath::tc_egress_prog_fd() const {
+  return bpf_program__fd(skel_->progs.portcullis_tc_egress);
 }
 int Datapath::active_slot_fd() const { return bpf_map__fd(skel_->maps.active_slot); }
 int Datapath::policy_config_fd() const { return bpf_map__fd(skel_->maps.policy_config); }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -22,6 +23,10 @@ struct DatapathOptions {
   // Drop samples sent to the ring buffer, at most this many per second.
   uint64_t samples_per_second = 100;
   uint64_t sample_burst = 100;
+  // When set, every map is pinned in this bpffs directory, and maps already
+  // pinned there (by an earlier agent) are reused: policy, buckets, flows and
+  // counters carry on across restarts.
+  std::string pin_dir;
 };
 
 // The policy maps, each holding both slots, in the order the installer
@@ -52,6 +57,7 @@ class Datapath {
   const DatapathOptions& options() const { return options_; }
   int xdp_prog_fd() const;
   int tc_ingress_prog_fd() const;
+  int tc_egress_prog_fd() const;
 
   int active_slot_fd() const;
   int policy_config_fd() const;

@@ -60,6 +60,18 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
                    static_cast<pc_reason>(lv.reason), lv.version};
 }
 
+absl::Status TestRunner::RunEgress(absl::Span<const uint8_t> frame) {
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
+  if (const int err = bpf_prog_test_run_opts(dp_.tc_egress_prog_fd(), &opts)) {
+    return ErrnoStatus("bpf_prog_test_run_opts", "tc egress", err);
+  }
+  if (opts.retval != 0 /* TC_ACT_OK */) {
+    return absl::InternalError(absl::StrCat("the egress program returned ", opts.retval));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint32_t> TestRunner::RunRepeated(absl::Span<const uint8_t> frame,
                                                  uint32_t repeat, pc_hook hook,
                                                  uint32_t* duration_ns) {

@@ -32,6 +32,10 @@ class TestRunner {
   absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP,
                                 uint32_t ingress_ifindex = 0);
 
+  // Runs a frame leaving the node through the TC egress program (which
+  // records its flow for `established`).
+  absl::Status RunEgress(absl::Span<const uint8_t> frame);
+
   // Runs the program `repeat` times over the frame and returns the last
   // action, without reading last_verdict: safe from several threads at once
   // (the counters tell what happened). Used for concurrency tests and benchmarks;

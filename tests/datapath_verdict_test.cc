@@ -393,6 +393,25 @@ TEST_F(ParserTest, ReturnTrafficOfEgressFlowIsEstablished) {
   }
 }
 
+TEST_F(ParserTest, TcEgressRecordsFlowsWhoseRepliesAreEstablished) {
+  for (const Hosts* h : {&kV4, &kV6}) {
+    // The node (dst) connects out to the client's port 8080, then to 53/udp.
+    const Frame tcp_reply = Tcp(h->client, h->dst, 8080, 42000, kSyn | kAck);
+    const Frame udp_reply = Udp(h->client, h->dst, 53, 42001);
+    EXPECT_EQ(Run(tcp_reply).reason, PC_REASON_PORT_CLOSED);
+    EXPECT_EQ(Run(udp_reply).reason, PC_REASON_PORT_CLOSED);
+    ASSERT_TRUE(runner_->RunEgress(Syn(h->dst, h->client, 8080, 42000).Build()).ok());
+    ASSERT_TRUE(runner_->RunEgress(Udp(h->dst, h->client, 42001, 53).Build()).ok());
+    EXPECT_EQ(Run(tcp_reply).reason, PC_REASON_ESTABLISHED);
+    EXPECT_EQ(Run(udp_reply).reason, PC_REASON_ESTABLISHED);
+    // Only the reverse of the recorded flow: another port of the peer is not.
+    EXPECT_EQ(Run(Tcp(h->client, h->dst, 8081, 42000, kSyn | kAck)).reason,
+              PC_REASON_PORT_CLOSED);
+    // And a bare SYN from the peer is a new connection, never established.
+    EXPECT_EQ(Run(Syn(h->client, h->dst, 42000, 8080)).reason, PC_REASON_PORT_CLOSED);
+  }
+}
+
 TEST_F(ParserTest, AuditModePassesWouldBeDropsUnderTheirReason) {
   Install(Variant("mode: enforce", "mode: audit"), 2);
   const uint64_t before = Counted(PC_VERDICT_AUDIT, PC_REASON_BLOCKLIST);

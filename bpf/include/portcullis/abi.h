@@ -98,6 +98,8 @@ enum pc_l4 {
 
 /* IPv6 extension headers walked before giving up as malformed. */
 #define PC_MAX_IPV6_EXT_HEADERS 8
+/* The egress program refreshes a known flow's timestamp at most this often. */
+#define PC_FLOW_REFRESH_NS 1000000000ULL
 /* Bytes the TC program makes linear before parsing. */
 #define PC_TC_PULL_BYTES 512
 
