@@ -127,6 +127,15 @@ struct {
 	__type(value, __u64); /* last seen, ns */
 } egress_flows SEC(".maps");
 
+/* TCP connections this node serves (it sent the SYN-ACK), keyed like
+ * egress_flows: their packets leaving are not flows the node opened. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_MAX_FLOWS);
+	__type(key, struct pc_flow_key);
+	__type(value, __u64);
+} served_flows SEC(".maps");
+
 /* Inbound UDP flows already admitted; a miss is a new connection. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

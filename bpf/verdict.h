@@ -453,9 +453,13 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	return r;
 }
 
-/* Records a packet leaving the node as a flow whose return traffic is
- * `established` (step 4): the key is the 5-tuple as the reply will arrive.
- * Known flows are refreshed at most once a second, to spare the LRU. */
+/* Records a flow this node opened, from a packet leaving it, so that the
+ * flow's return traffic passes as `established` (step 4). The key is the
+ * 5-tuple as the replies will arrive. Packets of connections the node
+ * *serves* are not recorded: a SYN-ACK leaving marks its flow as served, and
+ * UDP replies to admitted inbound flows are known from ingress_flows. An
+ * outbound connection that predates the agent is recorded at its next
+ * packet. Known flows are refreshed at most once a second. */
 static __always_inline void pc_record_egress(void *data, void *data_end)
 {
 	struct pc_packet p = {};
@@ -473,6 +477,16 @@ static __always_inline void pc_record_egress(void *data, void *data_end)
 	__builtin_memcpy(key.src, p.dst, 16);
 	__builtin_memcpy(key.dst, p.src, 16);
 	now = (__u64)pc_now();
+	if (p.proto == IPPROTO_TCP) {
+		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == (PC_TCP_SYN | PC_TCP_ACK)) {
+			bpf_map_update_elem(&served_flows, &key, &now, BPF_ANY);
+			return;
+		}
+		if (bpf_map_lookup_elem(&served_flows, &key))
+			return;
+	} else if (bpf_map_lookup_elem(&ingress_flows, &key)) {
+		return;
+	}
 	seen = bpf_map_lookup_elem(&egress_flows, &key);
 	if (seen && now - *seen < PC_FLOW_REFRESH_NS)
 		return;

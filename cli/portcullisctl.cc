@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/simulate.h"
+#include "common/flags.h"
 #include "policy/compiler.h"
 #include "policy/validator.h"
 
@@ -119,8 +120,7 @@ int Simulate(const std::vector<char*>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = portcullis::ParseFlags(argc, argv, kUsage, "cli/portcullisctl.cc");
   if (args.size() < 2) {
     std::cerr << kUsage;
     return kExitUsage;

@@ -106,6 +106,7 @@ int Datapath::port_drop_counters_fd() const {
 int Datapath::source_buckets_fd() const { return bpf_map__fd(skel_->maps.source_buckets); }
 int Datapath::global_buckets_fd() const { return bpf_map__fd(skel_->maps.global_buckets); }
 int Datapath::egress_flows_fd() const { return bpf_map__fd(skel_->maps.egress_flows); }
+int Datapath::served_flows_fd() const { return bpf_map__fd(skel_->maps.served_flows); }
 int Datapath::ingress_flows_fd() const { return bpf_map__fd(skel_->maps.ingress_flows); }
 int Datapath::drop_samples_fd() const { return bpf_map__fd(skel_->maps.drop_samples); }
 int Datapath::user_clock_fd() const { return bpf_map__fd(skel_->maps.user_clock); }

@@ -75,6 +75,7 @@ class Datapath {
   int global_buckets_fd() const;
   int egress_flows_fd() const;
   int ingress_flows_fd() const;
+  int served_flows_fd() const;
   int drop_samples_fd() const;
   int user_clock_fd() const;
   int last_verdict_fd() const;

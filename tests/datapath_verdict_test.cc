@@ -412,6 +412,24 @@ TEST_F(ParserTest, TcEgressRecordsFlowsWhoseRepliesAreEstablished) {
   }
 }
 
+TEST_F(ParserTest, TcEgressDoesNotRecordConnectionsTheNodeServes) {
+  // The client connects to 10254 (admins only): the node answers with a
+  // SYN-ACK and data; the client's next packets are still judged by policy.
+  const Frame client_ack = Tcp(kV4.client, kV4.dst, 43000, 10254, kAck);
+  ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 10254, 43000, kSyn | kAck).Build()).ok());
+  ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 10254, 43000, kAck).Build()).ok());
+  EXPECT_EQ(Run(client_ack).reason, PC_REASON_NOT_ALLOWLISTED);
+  // A reply to an admitted inbound UDP flow is not a flow the node opened.
+  const Frame query = Udp(kV4.client, kV4.dst, 43001, 53);
+  EXPECT_EQ(Run(query).reason, PC_REASON_ALLOWED);  // admitted: now in ingress_flows
+  ASSERT_TRUE(runner_->RunEgress(Udp(kV4.dst, kV4.client, 53, 43001).Build()).ok());
+  EXPECT_EQ(Run(query).reason, PC_REASON_ALLOWED);
+  // An outbound connection that predates the agent (no SYN seen) is recorded
+  // from its next packet.
+  ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 44000, 6443, kAck).Build()).ok());
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 6443, 44000, kAck)).reason, PC_REASON_ESTABLISHED);
+}
+
 TEST_F(ParserTest, AuditModePassesWouldBeDropsUnderTheirReason) {
   Install(Variant("mode: enforce", "mode: audit"), 2);
   const uint64_t before = Counted(PC_VERDICT_AUDIT, PC_REASON_BLOCKLIST);

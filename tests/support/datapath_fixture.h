@@ -67,6 +67,7 @@ class DatapathTest : public ::testing::Test {
     ClearMap(dp_->source_buckets_fd(), sizeof(pc_bucket_key));
     ClearMap(dp_->egress_flows_fd(), sizeof(pc_flow_key));
     ClearMap(dp_->ingress_flows_fd(), sizeof(pc_flow_key));
+    ClearMap(dp_->served_flows_fd(), sizeof(pc_flow_key));
     const pc_bucket full = {PC_BUCKET_FULL, PC_BUCKET_FULL};
     for (__u32 k = 0; k < 2; ++k) {
       ASSERT_EQ(bpf_map_update_elem(dp_->global_buckets_fd(), &k, &full, BPF_ANY), 0);

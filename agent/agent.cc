@@ -1,0 +1,273 @@
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "agent/log.h"
+#include "common/status_macros.h"
+#include "policy/compiler.h"
+#include "policy/validator.h"
+
+namespace portcullis::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string MapsDir(const std::string& pin_dir) { return pin_dir + "/maps"; }
+std::string LinksDir(const std::string& pin_dir) { return pin_dir + "/links"; }
+std::string XdpLinkPin(const std::string& pin_dir, const std::string& ifname) {
+  return absl::StrCat(LinksDir(pin_dir), "/xdp_", ifname);
+}
+// Interfaces whose clsact qdisc this agent created (and so may remove).
+std::string QdiscRecord(const std::string& state_dir) { return state_dir + "/tc-qdiscs"; }
+
+bool IsBpffs(const std::string& path) {
+  struct statfs st;
+  return statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
+}
+
+void RecordQdisc(const std::string& state_dir, const std::string& ifname) {
+  std::ofstream(QdiscRecord(state_dir), std::ios::app) << ifname << "\n";
+}
+
+}  // namespace
+
+absl::Status PreparePinDir(const std::string& pin_dir) {
+  if (absl::StartsWith(pin_dir, "/sys/fs/bpf") && !IsBpffs("/sys/fs/bpf")) {
+    fs::create_directories("/sys/fs/bpf");
+    if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "bpffs is not mounted at /sys/fs/bpf and cannot be mounted: ", std::strerror(errno),
+          " (mount it on the host, or pass the bpffs hostPath)"));
+    }
+    LogInfo("mounted bpffs", {{"path", std::string("/sys/fs/bpf")}});
+  }
+  std::error_code ec;
+  fs::create_directories(MapsDir(pin_dir), ec);
+  fs::create_directories(LinksDir(pin_dir), ec);
+  if (ec || !IsBpffs(MapsDir(pin_dir))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--pin-dir ", pin_dir, " is not on a bpffs mount",
+                     ec ? absl::StrCat(" (", ec.message(), ")") : ""));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options) {
+  std::unique_ptr<Agent> a(new Agent(options));
+  for (const std::string& ifname : options.interfaces) {
+    if (if_nametoindex(ifname.c_str()) == 0) {
+      return absl::NotFoundError(absl::StrCat("--interfaces: no such interface: ", ifname));
+    }
+  }
+  ASSIGN_OR_RETURN(StateDir state, StateDir::Open(options.state_dir));
+  a->state_ = std::move(state);
+
+  // The policy to enforce first: the file, or else the last-known-good one.
+  std::optional<PolicyUpdate> initial;
+  auto from_file = LoadPolicyFile(options.policy_file);
+  if (from_file.ok()) {
+    initial = *std::move(from_file);
+  } else {
+    ASSIGN_OR_RETURN(std::optional<AppliedPolicy> lkg, a->state_->LastApplied());
+    if (!lkg) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the policy file is not valid and there is no last-known-good policy in ",
+          options.state_dir, ":\n", from_file.status().message()));
+    }
+    LogError("the policy file is not valid; enforcing the last-known-good policy instead",
+             {{"file", options.policy_file},
+              {"error", std::string(from_file.status().message())},
+              {"version", lkg->version}});
+    policy::CheckedPolicyFile checked = policy::CheckPolicyText(lkg->yaml);
+    if (!checked.ok()) {
+      return absl::DataLossError(absl::StrCat("the last-known-good policy in ", options.state_dir,
+                                              " is not valid either:\n",
+                                              checked.Format("policy.yaml")));
+    }
+    initial = PolicyUpdate{checked.loaded->policy, lkg->yaml, options.state_dir};
+  }
+  if (auto lkg = a->state_->LastApplied(); lkg.ok() && *lkg) {
+    a->version_ = (*lkg)->version;
+    a->applied_text_ = (*lkg)->yaml;
+  }
+
+  RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
+  auto dp = datapath::Datapath::Load({.pin_dir = MapsDir(options.pin_dir)});
+  if (!dp.ok()) {
+    if (absl::IsPermissionDenied(dp.status())) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          dp.status().message(),
+          ": no permission for BPF (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"));
+    }
+    return dp.status();
+  }
+  a->dp_ = *std::move(dp);
+  a->installer_ = std::make_unique<datapath::PolicyInstaller>(*a->dp_);
+
+  a->registry_ = std::make_shared<prometheus::Registry>();
+  a->metrics_ = std::make_unique<AgentMetrics>(*a->registry_);
+  a->collector_ = std::make_shared<DatapathCollector>(*a->dp_);
+  if (!options.metrics_addr.empty()) {
+    ASSIGN_OR_RETURN(a->http_,
+                     HttpServer::Start(options.metrics_addr, {a->registry_, a->collector_},
+                                       &a->ready_));
+  }
+
+  // Policy before programs: a new program never runs without one.
+  RETURN_IF_ERROR(a->Apply(*initial));
+
+  for (const std::string& ifname : options.interfaces) {
+    ASSIGN_OR_RETURN(datapath::XdpAttachment xdp,
+                     datapath::AttachXdp(a->dp_->xdp_prog_fd(), ifname, options.xdp_mode,
+                                         XdpLinkPin(options.pin_dir, ifname)));
+    a->metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp.mode}}).Set(1);
+    ASSIGN_OR_RETURN(bool created,
+                     datapath::AttachTc(a->dp_->tc_egress_prog_fd(), ifname,
+                                        datapath::TcDirection::kEgress));
+    if (created) RecordQdisc(options.state_dir, ifname);
+    LogInfo(xdp.replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
+            {{"iface", ifname}, {"mode", xdp.mode}});
+  }
+  if (!options.tc_interfaces.empty()) {
+    ASSIGN_OR_RETURN(a->links_, LinkWatcher::Start(options.tc_interfaces,
+                                                   [agent = a.get()](const std::string& ifname) {
+                                                     agent->AttachTcIngress(ifname).IgnoreError();
+                                                   }));
+  }
+
+  auto samples = DropSampleLogger::Start(a->dp_->drop_samples_fd(), /*per_second=*/20,
+                                         /*burst=*/50, &a->metrics_->samples_suppressed);
+  if (samples.ok()) {
+    a->samples_ = *std::move(samples);
+  } else {
+    LogWarning("drop samples will not be logged", {{"error", std::string(samples.status().message())}});
+  }
+
+  a->source_ = NewFilePolicySource(options.policy_file);
+  RETURN_IF_ERROR(a->source_->Start(
+      [agent = a.get()](PolicyUpdate update) { agent->Apply(update).IgnoreError(); },
+      [agent = a.get()](std::string why) {
+        agent->metrics_->sync_errors.Add({{"kind", "invalid_policy"}}).Increment();
+        LogError("policy file rejected; the previous policy stays",
+                 {{"file", agent->options_.policy_file}, {"error", why}});
+      }));
+  a->ready_ = true;
+  LogInfo("ready", {{"node", options.node}, {"version", a->version_}});
+  return a;
+}
+
+Agent::~Agent() {
+  Shutdown();
+  http_.reset();
+}
+
+void Agent::Shutdown() {
+  // Leave every kernel object in place (fail-static).
+  ready_ = false;
+  if (source_) source_->Stop();
+  links_.reset();
+  samples_.reset();
+  std::lock_guard<std::mutex> wait_for_apply(apply_mu_);
+}
+
+absl::Status Agent::AttachTcIngress(const std::string& ifname) {
+  auto created = datapath::AttachTc(dp_->tc_ingress_prog_fd(), ifname,
+                                    datapath::TcDirection::kIngress);
+  if (!created.ok()) {
+    metrics_->sync_errors.Add({{"kind", "attach"}}).Increment();
+    LogError("cannot attach TC ingress", {{"iface", ifname},
+                                           {"error", std::string(created.status().message())}});
+    return created.status();
+  }
+  if (*created) RecordQdisc(options_.state_dir, ifname);
+  LogInfo("attached TC ingress", {{"iface", ifname}});
+  return absl::OkStatus();
+}
+
+absl::Status Agent::Apply(const PolicyUpdate& update) {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  const auto start = std::chrono::steady_clock::now();
+  auto fail = [&](absl::string_view kind, const absl::Status& s) {
+    metrics_->sync_errors.Add({{"kind", std::string(kind)}}).Increment();
+    LogError("policy not applied; the previous policy stays",
+             {{"origin", update.origin}, {"error", std::string(s.message())}});
+    return s;
+  };
+  auto compiled = policy::Compile(update.policy);
+  if (!compiled.ok()) return fail("compile", compiled.status());
+  // A restart re-applies the same text: same version.
+  const uint64_t version = update.text == applied_text_ && version_ > 0 ? version_ : version_ + 1;
+  if (absl::Status s = installer_->Install(*compiled, version); !s.ok()) return fail("apply", s);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (version != version_ || applied_text_.empty()) {
+    if (absl::Status s = state_->SaveApplied({update.text, version}); !s.ok()) {
+      LogWarning("policy applied but not saved as last-known-good",
+                 {{"error", std::string(s.message())}});
+    }
+  }
+  version_ = version;
+  applied_text_ = update.text;
+  metrics_->policy_version.Set(static_cast<double>(version));
+  metrics_->apply_seconds.Observe(seconds);
+  metrics_->last_applied_timestamp.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  collector_->SetPolicy(PortLabelsOf(update.policy), *compiled);
+  LogInfo("policy applied", {{"origin", update.origin},
+                             {"name", update.policy.metadata().name()},
+                             {"version", version},
+                             {"apply_seconds", seconds}});
+  return absl::OkStatus();
+}
+
+absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir) {
+  std::set<std::string> our_qdiscs;
+  if (std::ifstream in(QdiscRecord(state_dir)); in) {
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) our_qdiscs.insert(line);
+    }
+  }
+  int detached = 0;
+  std::error_code ec;
+  if (fs::exists(LinksDir(pin_dir), ec)) {
+    for (const auto& entry : fs::directory_iterator(LinksDir(pin_dir), ec)) {
+      RETURN_IF_ERROR(datapath::DetachXdp(entry.path().string()));
+      ++detached;
+    }
+  }
+  if (struct if_nameindex* list = if_nameindex()) {
+    for (struct if_nameindex* i = list; i->if_index != 0; ++i) {
+      const bool ours = our_qdiscs.contains(i->if_name);
+      for (auto dir : {datapath::TcDirection::kIngress, datapath::TcDirection::kEgress}) {
+        auto found = datapath::DetachTc(static_cast<int>(i->if_index), dir, false);
+        if (found.ok() && *found) ++detached;
+      }
+      if (ours) datapath::DetachTc(static_cast<int>(i->if_index), datapath::TcDirection::kIngress, true).IgnoreError();
+    }
+    if_freenameindex(list);
+  }
+  fs::remove_all(pin_dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot remove ", pin_dir, ": ", ec.message()));
+  for (const char* name : {"tc-qdiscs", "policy.yaml", "policy.version"}) {
+    fs::remove(absl::StrCat(state_dir, "/", name), ec);
+  }
+  LogInfo("uninstalled", {{"pin_dir", pin_dir}, {"detached", static_cast<int64_t>(detached)}});
+  return absl::OkStatus();
+}
+
+}  // namespace portcullis::agent

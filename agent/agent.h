@@ -1,0 +1,85 @@
+// portcullis-agent: loads the datapath (reusing pinned maps), applies the
+// policy, attaches XDP to the policed interfaces (with the TC egress flow
+// recorder beside it) and TC ingress to matching pod veths, then keeps the
+// policy in sync with its source. On exit it detaches nothing: enforcement
+// continues with the last policy (fail-static) until a new agent adopts it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/drop_samples.h"
+#include "agent/http_server.h"
+#include "agent/link_watcher.h"
+#include "agent/metrics.h"
+#include "agent/policy_source.h"
+#include "agent/state_dir.h"
+#include "datapath/attach.h"
+#include "datapath/datapath.h"
+#include "datapath/policy_installer.h"
+
+namespace portcullis::agent {
+
+struct AgentOptions {
+  std::string policy_file;
+  std::vector<std::string> interfaces;     // XDP + TC egress
+  std::vector<std::string> tc_interfaces;  // globs: TC ingress
+  datapath::XdpMode xdp_mode = datapath::XdpMode::kAuto;
+  std::string metrics_addr = "0.0.0.0:9469";
+  std::string state_dir = "/var/lib/portcullis";
+  std::string pin_dir = "/sys/fs/bpf/portcullis";
+  std::string node;
+};
+
+class Agent {
+ public:
+  // Everything up to enforcing: fails with a clear error, and then leaves
+  // any enforcement already in place untouched.
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(const AgentOptions& options);
+  ~Agent();
+
+  // Stops everything that changes state (policy source, link watcher, drop
+  // sample logger) and waits for an apply in progress. Kernel objects stay:
+  // enforcement continues. The HTTP server is left to the process exit
+  // (civetweb takes ~2 s to stop, and SIGTERM must finish well within that).
+  void Shutdown();
+
+  // Validated policy -> compiled -> installed -> saved as last-known-good.
+  absl::Status Apply(const PolicyUpdate& update);
+
+ private:
+  explicit Agent(AgentOptions options) : options_(std::move(options)) {}
+  absl::Status AttachTcIngress(const std::string& ifname);
+
+  AgentOptions options_;
+  std::optional<StateDir> state_;
+  std::unique_ptr<datapath::Datapath> dp_;
+  std::unique_ptr<datapath::PolicyInstaller> installer_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<AgentMetrics> metrics_;
+  std::shared_ptr<DatapathCollector> collector_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<PolicySource> source_;
+  std::unique_ptr<LinkWatcher> links_;
+  std::unique_ptr<DropSampleLogger> samples_;
+  std::atomic<bool> ready_{false};
+  std::mutex apply_mu_;
+  uint64_t version_ = 0;
+  std::string applied_text_;
+};
+
+// Detaches every program this agent installs and removes its pins and state
+// files; leaves everything else alone.
+absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir);
+
+// Makes sure `pin_dir` is on a bpffs, mounting /sys/fs/bpf if needed.
+absl::Status PreparePinDir(const std::string& pin_dir);
+
+}  // namespace portcullis::agent

@@ -1,0 +1,232 @@
+#include "agent/metrics.h"
+
+#include <bpf/bpf.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/abi.h"
+#include "datapath/counters.h"
+
+namespace portcullis::agent {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+std::string IfaceName(uint32_t ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (if_indextoname(ifindex, name) != nullptr) return name;
+  return absl::StrCat("ifindex", ifindex);
+}
+
+std::string ProtoName(uint8_t proto) {
+  switch (proto) {
+    case IPPROTO_TCP: return "tcp";
+    case IPPROTO_UDP: return "udp";
+    case IPPROTO_ICMP: return "icmp";
+    case IPPROTO_ICMPV6: return "icmpv6";
+    default: return absl::StrCat(proto);
+  }
+}
+
+ClientMetric Value(std::vector<prometheus::ClientMetric::Label> labels, double v, bool counter) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  return m;
+}
+
+int64_t CoarseNowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the datapath's clock
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Entries of a hash map, and (for source_buckets) how many are over their
+// bucket right now, in one pass.
+struct BucketScan {
+  uint64_t entries = 0, syn_over = 0, conn_over = 0;
+};
+
+template <typename Key, typename Fn>
+uint64_t ForEachKey(int fd, Fn&& fn) {
+  Key key{}, next{};
+  const Key* prev = nullptr;
+  uint64_t n = 0;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    fn(next);
+    ++n;
+    key = next;
+    prev = &key;
+  }
+  return n;
+}
+
+}  // namespace
+
+AgentMetrics::AgentMetrics(prometheus::Registry& r)
+    : policy_version(prometheus::BuildGauge()
+                         .Name("portcullis_policy_version")
+                         .Help("Version of the policy applied")
+                         .Register(r)
+                         .Add({})),
+      apply_seconds(prometheus::BuildHistogram()
+                        .Name("portcullis_policy_apply_seconds")
+                        .Help("Time to apply a policy: compile, map update and switch")
+                        .Register(r)
+                        .Add({}, prometheus::Histogram::BucketBoundaries{
+                                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
+      last_applied_timestamp(prometheus::BuildGauge()
+                                 .Name("portcullis_policy_last_applied_timestamp_seconds")
+                                 .Help("When the policy was last applied (Unix time)")
+                                 .Register(r)
+                                 .Add({})),
+      control_connected(prometheus::BuildGauge()
+                            .Name("portcullis_control_connected")
+                            .Help("1 while the policy stream from the control service is up")
+                            .Register(r)
+                            .Add({})),
+      sync_errors(prometheus::BuildCounter()
+                      .Name("portcullis_sync_errors_total")
+                      .Help("Policies that could not be applied, by kind")
+                      .Register(r)),
+      samples_suppressed(prometheus::BuildCounter()
+                             .Name("portcullis_drop_samples_suppressed_total")
+                             .Help("Drop samples not logged because of the log rate limit")
+                             .Register(r)
+                             .Add({})),
+      xdp_attached(prometheus::BuildGauge()
+                       .Name("portcullis_xdp_attached")
+                       .Help("1 per interface with the XDP program attached, by mode")
+                       .Register(r)) {}
+
+PortLabels PortLabelsOf(const v1::Policy& policy) {
+  PortLabels labels;
+  for (const auto* rules : {&policy.spec().failsafe(), &policy.spec().ports()}) {
+    for (const v1::PortRule& rule : *rules) {
+      const uint8_t proto = rule.proto() == v1::PROTOCOL_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+      for (const v1::PortRange& r : rule.ports()) {
+        const std::string label = r.first() == r.last()
+                                      ? absl::StrCat(r.first())
+                                      : absl::StrCat(r.first(), "-", r.last());
+        for (uint32_t p = r.first(); p <= r.last() && p <= 65535; ++p) {
+          labels.try_emplace({proto, static_cast<uint16_t>(p)}, label);
+        }
+      }
+    }
+  }
+  return labels;
+}
+
+void DatapathCollector::SetPolicy(PortLabels labels, const policy::CompiledPolicy& c) {
+  std::lock_guard<std::mutex> lock(mu_);
+  labels_ = std::move(labels);
+  config_ = c.config;
+  policy_maps_ = {
+      {"src_v4_exact", {c.src_v4_exact.size(), PC_MAX_SRC_EXACT_V4}},
+      {"src_v6_exact", {c.src_v6_exact.size(), PC_MAX_SRC_EXACT_V6}},
+      {"src_v4_prefix", {c.src_v4_prefix.size(), PC_MAX_SRC_PREFIX_V4}},
+      {"src_v6_prefix", {c.src_v6_prefix.size(), PC_MAX_SRC_PREFIX_V6}},
+      {"dst_v4", {c.dst_v4.size(), PC_MAX_DESTINATIONS}},
+      {"dst_v6", {c.dst_v6.size(), PC_MAX_DESTINATIONS}},
+      {"rate_overrides", {c.rate_overrides.size() - 1, PC_MAX_RATE_OVERRIDES - 1}},
+  };
+}
+
+std::vector<MetricFamily> DatapathCollector::Collect() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<MetricFamily> out;
+
+  MetricFamily packets{"portcullis_packets_total", "Packets judged, by interface, hook, verdict and reason",
+                       MetricType::Counter, {}};
+  MetricFamily bytes{"portcullis_bytes_total", "Bytes judged, by interface, hook, verdict and reason",
+                     MetricType::Counter, {}};
+  if (auto counts = datapath::ReadVerdictCounters(dp_.verdict_counters_fast_fd(),
+                                                  dp_.verdict_counters_fd());
+      counts.ok()) {
+    for (const datapath::VerdictCount& c : *counts) {
+      std::vector<ClientMetric::Label> labels = {
+          {"iface", IfaceName(c.key.ifindex)},
+          {"hook", std::string(HookName(c.key.hook))},
+          {"verdict", std::string(VerdictName(c.key.verdict))},
+          {"reason", std::string(ReasonName(c.key.reason))}};
+      packets.metric.push_back(Value(labels, static_cast<double>(c.total.packets), true));
+      bytes.metric.push_back(Value(labels, static_cast<double>(c.total.bytes), true));
+    }
+  }
+  out.push_back(std::move(packets));
+  out.push_back(std::move(bytes));
+
+  // Drops by port: named ports under their policy label, the rest "other".
+  MetricFamily by_port{"portcullis_drops_by_port_total",
+                       "Dropped (or audited) packets by protocol, destination port and reason",
+                       MetricType::Counter, {}};
+  if (auto counts = datapath::ReadPortDropCounters(dp_.port_drop_counters_fd()); counts.ok()) {
+    std::map<std::tuple<std::string, std::string, std::string>, uint64_t> sums;
+    for (const datapath::PortDropCount& c : *counts) {
+      auto it = labels_.find({c.key.proto, c.key.port});
+      const std::string port = it == labels_.end() ? "other" : it->second;
+      sums[{ProtoName(c.key.proto), port, std::string(ReasonName(c.key.reason))}] += c.packets;
+    }
+    for (const auto& [key, n] : sums) {
+      by_port.metric.push_back(Value({{"proto", std::get<0>(key)},
+                                      {"port", std::get<1>(key)},
+                                      {"reason", std::get<2>(key)}},
+                                     static_cast<double>(n), true));
+    }
+  }
+  out.push_back(std::move(by_port));
+
+  MetricFamily entries{"portcullis_map_entries", "Entries in each datapath map (policy maps: the live policy)",
+                       MetricType::Gauge, {}};
+  MetricFamily capacity{"portcullis_map_capacity", "Capacity of each datapath map (policy maps: per policy)",
+                        MetricType::Gauge, {}};
+  for (const auto& [name, sizes] : policy_maps_) {
+    entries.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.first), false));
+    capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.second), false));
+  }
+
+  // Buckets: how many sources exist, and how many are out of tokens now.
+  const int64_t now = CoarseNowNs();
+  uint64_t syn_over = 0, conn_over = 0;
+  const int buckets_fd = dp_.source_buckets_fd();
+  const uint64_t bucket_entries = ForEachKey<pc_bucket_key>(buckets_fd, [&](const pc_bucket_key& k) {
+    pc_bucket b;
+    if (bpf_map_lookup_elem(buckets_fd, &k, &b)) return;
+    const int64_t syn_interval = static_cast<int64_t>(config_.syn_per_source.interval_ns);
+    const int64_t conn_interval = static_cast<int64_t>(config_.conn_per_source.interval_ns);
+    if (syn_interval && now - b.syn_empty_at < syn_interval) ++syn_over;
+    if (conn_interval && now - b.conn_empty_at < conn_interval) ++conn_over;
+  });
+  const std::pair<const char*, std::pair<int, uint64_t>> lru[] = {
+      {"source_buckets", {buckets_fd, PC_MAX_BUCKETS}},
+      {"egress_flows", {dp_.egress_flows_fd(), PC_MAX_FLOWS}},
+      {"ingress_flows", {dp_.ingress_flows_fd(), PC_MAX_FLOWS}},
+  };
+  for (const auto& [name, fd_cap] : lru) {
+    const uint64_t n = fd_cap.first == buckets_fd
+                           ? bucket_entries
+                           : ForEachKey<pc_flow_key>(fd_cap.first, [](const pc_flow_key&) {});
+    entries.metric.push_back(Value({{"map", name}}, static_cast<double>(n), false));
+    capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(fd_cap.second), false));
+  }
+  out.push_back(std::move(entries));
+  out.push_back(std::move(capacity));
+
+  MetricFamily limited{"portcullis_rate_limited_sources",
+                       "Sources currently over their bucket (policy-wide rates)", MetricType::Gauge,
+                       {}};
+  limited.metric.push_back(Value({{"kind", "syn"}}, static_cast<double>(syn_over), false));
+  limited.metric.push_back(Value({{"kind", "conn"}}, static_cast<double>(conn_over), false));
+  out.push_back(std::move(limited));
+  return out;
+}
+
+}  // namespace portcullis::agent

@@ -1,0 +1,18 @@
+// Command-line parsing with Abseil flags, spelled as PRODUCT.md spells them:
+// `--policy-file` for the flag defined as `policy_file`. --help lists the
+// flags defined in the binary's main file, with dashes.
+#pragma once
+
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace portcullis {
+
+// Parses argv (exits on bad flags, as Abseil does) and returns the
+// positional arguments, argv[0] first. `main_file` is the path suffix of the
+// file defining the binary's flags, e.g. "agent/main.cc".
+std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
+                              absl::string_view main_file);
+
+}  // namespace portcullis
