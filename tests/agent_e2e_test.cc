@@ -1,0 +1,344 @@
+// portcullis-agent end to end: real namespaces, veths and a bridge, nginx as
+// the ingress pod, real clients, an attacker, and the agent as a process.
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/lab.h"
+
+namespace portcullis::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using Clock = std::chrono::steady_clock;
+
+const std::string kAgent = PORTCULLIS_AGENT_PATH;
+const std::string kSynSend = PORTCULLIS_SYNSEND_PATH;
+
+constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
+kind: IngressPolicy
+metadata: {name: e2e}
+spec:
+  defaultAction: deny
+  sets:
+    office: [198.18.2.0/24]
+    admins: [198.18.1.0/28]
+  failsafe:
+    - {ports: [22], proto: tcp, from: [admins]}
+  ports:
+    - {ports: [80, 443], proto: tcp, from: any}
+    - {ports: [10254], proto: tcp, from: [admins]}
+    - {ports: ["30000-32767"], proto: tcp, from: [office]}
+  rateLimits:
+    syn:
+      perSource: {rate: 100, burst: 200}
+      global: {rate: 20000, burst: 40000}
+)";
+
+class AgentE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    lab_ = new Lab({{"cli", "198.18.2.9"},
+                    {"out", "198.18.30.9"},
+                    {"adm", "198.18.1.5"},
+                    {"atk", "198.18.66.6"}});
+    nginx_ = new Process(lab_->StartNginx("ing", {80, 443, 10254, 31000, 8080}));
+  }
+  static void TearDownTestSuite() {
+    delete nginx_;
+    delete lab_;
+    nginx_ = nullptr;
+    lab_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";
+    ASSERT_NE(lab_, nullptr);
+    ++test_number_;
+    pin_dir_ = absl::StrCat("/sys/fs/bpf/", lab_->prefix(), "t", test_number_);
+    state_dir_ = absl::StrCat(lab_->tmp(), "/state", test_number_);
+    policy_file_ = absl::StrCat(lab_->tmp(), "/policy", test_number_, ".yaml");
+    log_ = absl::StrCat(lab_->tmp(), "/agent", test_number_, ".log");
+    WritePolicy(kPolicy);
+  }
+
+  void TearDown() override {
+    if (lab_ == nullptr) return;
+    agent_.Kill(SIGKILL);
+    // Remove everything even when the test failed.
+    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
+                            " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+    std::error_code ec;
+    std::filesystem::remove_all(pin_dir_, ec);
+    if (HasFailure()) {
+      std::ifstream in(log_);
+      std::cerr << "---- agent log ----\n" << in.rdbuf() << "-------------------\n";
+    }
+  }
+
+  // Replaces the policy file the way ConfigMaps and editors do: a new file
+  // renamed over the old one.
+  void WritePolicy(const std::string& text) {
+    const std::string tmp = policy_file_ + ".new";
+    std::ofstream(tmp) << text;
+    std::filesystem::rename(tmp, policy_file_);
+  }
+
+  void StartAgent() {
+    agent_ = Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ing"), kAgent, "--policy-file",
+                      policy_file_, "--interfaces", lab_->Link("ing"), "--tc-interfaces",
+                      lab_->prefix() + "pod*", "--pin-dir", pin_dir_, "--state-dir", state_dir_,
+                      "--metrics-addr", "127.0.0.1:9469", "--node", "e2e"},
+                     log_);
+    ASSERT_TRUE(WaitFor([&] { return Http("/readyz") == "200"; }, std::chrono::seconds(10)))
+        << "the agent did not become ready";
+  }
+
+  std::string Http(const std::string& path) {
+    return lab_->In("ing", "curl -s -o /dev/null -w %{http_code} --max-time 2 http://127.0.0.1:9469" +
+                               path)
+        .out;
+  }
+
+  // The sum of a metric's samples whose labels contain every `want` pair.
+  double Metric(const std::string& name, const std::vector<std::string>& want = {}) {
+    const std::string text =
+        lab_->In("ing", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out;
+    double sum = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+      bool match = true;
+      for (const std::string& w : want) match = match && absl::StrContains(line, w);
+      if (!match) continue;
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+    }
+    return sum;
+  }
+
+  double Packets(const std::string& verdict, const std::string& reason) {
+    return Metric("portcullis_packets_total",
+                  {"iface=\"" + lab_->Link("ing") + "\"", "hook=\"xdp\"",
+                   "verdict=\"" + verdict + "\"", "reason=\"" + reason + "\""});
+  }
+
+  // Exactly `count` SYNs from host `from` to the ingress.
+  void SendSyns(const std::string& from, int port, int count) {
+    const CommandResult r =
+        lab_->In(from, absl::StrCat(kSynSend, " ", lab_->Address(from), " 198.18.0.10 ", port,
+                                    " ", count, " 20"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  template <typename Pred>
+  static bool WaitFor(Pred pred, Clock::duration limit) {
+    const auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+  }
+
+  std::string Log() {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  static inline Lab* lab_ = nullptr;
+  static inline Process* nginx_ = nullptr;
+  static inline int test_number_ = 0;
+  std::string pin_dir_, state_dir_, policy_file_, log_;
+  Process agent_;
+};
+
+const std::string kIngress = "http://198.18.0.10";
+
+TEST_F(AgentE2eTest, EnforcesThePolicyAndCountsEveryDrop) {
+  StartAgent();
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  EXPECT_EQ(lab_->Get("out", kIngress + ":80/"), "200");
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":31000/"), "200");    // office NodePort
+  EXPECT_EQ(lab_->Get("adm", kIngress + ":10254/"), "200");    // admin endpoint
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");  // segmented
+  EXPECT_EQ(lab_->Get("out", kIngress + ":31000/", 1), "000");
+  EXPECT_EQ(lab_->Get("out", kIngress + ":8080/", 1), "000");   // no rule
+
+  // Counters match the packets sent, by reason and by port.
+  const double not_allowlisted = Packets("drop", "not_allowlisted");
+  const double port_closed = Packets("drop", "port_closed");
+  const double by_port = Metric("portcullis_drops_by_port_total",
+                                {"port=\"10254\"", "reason=\"not_allowlisted\""});
+  const double other = Metric("portcullis_drops_by_port_total",
+                              {"port=\"other\"", "reason=\"port_closed\""});
+  SendSyns("out", 10254, 5);
+  SendSyns("out", 8080, 7);
+  EXPECT_EQ(Packets("drop", "not_allowlisted") - not_allowlisted, 5);
+  EXPECT_EQ(Packets("drop", "port_closed") - port_closed, 7);
+  EXPECT_EQ(Metric("portcullis_drops_by_port_total",
+                   {"port=\"10254\"", "reason=\"not_allowlisted\""}) - by_port, 5);
+  EXPECT_EQ(Metric("portcullis_drops_by_port_total", {"port=\"other\"", "reason=\"port_closed\""}) -
+                other, 7);
+  EXPECT_EQ(Metric("portcullis_policy_version"), 1);
+  EXPECT_EQ(Metric("portcullis_xdp_attached", {"iface=\"" + lab_->Link("ing") + "\""}), 1);
+  EXPECT_EQ(Http("/healthz"), "200");
+  // Drops are sampled into the log as JSON lines.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"reason\":\"not_allowlisted\""); },
+                      std::chrono::seconds(2)));
+  EXPECT_THAT(Log(), HasSubstr("\"src\":\"198.18.30.9\",\"dst\":\"198.18.0.10\",\"proto\":\"tcp\""));
+}
+
+TEST_F(AgentE2eTest, RepliesToConnectionsTheNodeOpensAreEstablished) {
+  Process server = lab_->StartNginx("cli", {8080});
+  StartAgent();
+  const double established = Packets("pass", "established");
+  // defaultAction deny: only the egress flow record lets the reply in.
+  EXPECT_EQ(lab_->Get("ing", "http://198.18.2.9:8080/"), "200");
+  EXPECT_GT(Packets("pass", "established") - established, 0);
+}
+
+TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
+  StartAgent();
+  const double limited = Packets("drop", "syn_rate_source");
+  Process flood({"ip", "netns", "exec", lab_->Ns("atk"), kSynSend, "198.18.66.6", "198.18.0.10",
+                 "443", "200000", "30"},
+                lab_->tmp() + "/flood.log");
+  const CommandResult client = lab_->In(
+      "cli", "ok=0; for i in $(seq 200); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
+             "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; echo $ok");
+  EXPECT_EQ(flood.Wait(), 0) << "the flood did not send its 200000 SYNs";
+  int ok = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(client.out), &ok)) << client.out;
+  EXPECT_GE(ok, 198) << "fewer than 99% of the client's requests succeeded";
+  // 200k SYNs from one source against 100/s with a burst of 200: nearly all limited.
+  EXPECT_GE(Packets("drop", "syn_rate_source") - limited, 190000);
+}
+
+TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
+  StartAgent();
+  ASSERT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  const double allowed = Packets("pass", "allowed");
+  agent_.Kill(SIGKILL);
+  // Fail-static: the last policy goes on being enforced without an agent.
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
+
+  StartAgent();  // adopts the pinned maps and link
+  EXPECT_THAT(Log(), HasSubstr("adopted XDP attachment, program replaced"));
+  EXPECT_GE(Packets("pass", "allowed"), allowed + 1) << "counters did not carry on";
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
+
+  agent_.Kill(SIGTERM);
+  const CommandResult un = RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"),
+                                                   " ", kAgent, " --uninstall --pin-dir ",
+                                                   pin_dir_, " --state-dir ", state_dir_));
+  ASSERT_EQ(un.exit_code, 0) << un.err;
+  EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+  EXPECT_THAT(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,
+              Not(HasSubstr("xdp")));
+  for (const char* dir : {"ingress", "egress"}) {
+    EXPECT_THAT(RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"), " filter show dev ",
+                                        lab_->Link("ing"), " ", dir))
+                    .out,
+                Not(HasSubstr("portcullis"))) << dir;
+  }
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "200");  // nothing enforces any more
+}
+
+TEST_F(AgentE2eTest, PolicyFileChangesApplyWithinASecondAndInvalidOnesChangeNothing) {
+  StartAgent();
+  ASSERT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
+  std::string open = kPolicy;
+  open.replace(open.find("{ports: [10254], proto: tcp, from: [admins]}"),
+               std::string("{ports: [10254], proto: tcp, from: [admins]}").size(),
+               "{ports: [10254], proto: tcp, from: any}");
+  const auto written = Clock::now();
+  WritePolicy(open);
+  ASSERT_TRUE(WaitFor([&] { return Metric("portcullis_policy_version") == 2; },
+                      std::chrono::seconds(1)))
+      << "the change was not applied within 1 s";
+  EXPECT_LE(Clock::now() - written, std::chrono::seconds(1));
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/"), "200");
+
+  WritePolicy(std::string(kPolicy) + "  icmp: sometimes\n");
+  ASSERT_TRUE(WaitFor(
+      [&] { return Metric("portcullis_sync_errors_total", {"kind=\"invalid_policy\""}) == 1; },
+      std::chrono::seconds(2)));
+  EXPECT_EQ(Metric("portcullis_policy_version"), 2);
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/"), "200");  // the previous policy stays
+  EXPECT_THAT(Log(), HasSubstr("spec.icmp: \\\"sometimes\\\" is not one of: deny, allow"));
+}
+
+TEST_F(AgentE2eTest, NewPodInterfacesGetTheTcProgramWithinASecond) {
+  StartAgent();
+  const std::string pod = lab_->prefix() + "pod0";
+  const auto created = Clock::now();
+  ASSERT_EQ(RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link add ", pod,
+                                    " type veth peer name ", lab_->prefix(), "pod1"))
+                .exit_code,
+            0);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(
+            RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"), " filter show dev ", pod, " ingress"))
+                .out,
+            "portcullis_tc_i");  // program names are cut to 15 characters
+      },
+      std::chrono::seconds(1)));
+  EXPECT_LE(Clock::now() - created, std::chrono::milliseconds(1100));
+  RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link del ", pod));
+}
+
+TEST_F(AgentE2eTest, InvalidPolicyAtStartFallsBackToLastKnownGoodOrRefuses) {
+  // No last-known-good: refuse to start, saying why.
+  WritePolicy(std::string(kPolicy) + "  mode: sometimes\n");
+  const CommandResult refused = RunCommand(absl::StrCat(
+      "nsenter --net=/run/netns/", lab_->Ns("ing"), " timeout 10 ", kAgent, " --policy-file ",
+      policy_file_, " --interfaces ", lab_->Link("ing"), " --pin-dir ", pin_dir_,
+      " --state-dir ", state_dir_, " --metrics-addr 127.0.0.1:9469"));
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("no last-known-good policy"));
+  EXPECT_THAT(refused.err, HasSubstr("spec.mode: \\\"sometimes\\\""));
+
+  // With one: enforce it and say so.
+  WritePolicy(kPolicy);
+  StartAgent();
+  agent_.Kill(SIGTERM);
+  WritePolicy(std::string(kPolicy) + "  mode: sometimes\n");
+  StartAgent();
+  EXPECT_THAT(Log(), HasSubstr("enforcing the last-known-good policy instead"));
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+}
+
+TEST_F(AgentE2eTest, ClearErrorsForBadInterfacesAndFlags) {
+  const std::string base = absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
+                                        " --policy-file ", policy_file_, " --pin-dir ", pin_dir_,
+                                        " --state-dir ", state_dir_);
+  CommandResult r = RunCommand(base + " --interfaces nosuch0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--interfaces: no such interface: nosuch0"));
+  r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --xdp-mode turbo");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--xdp-mode: \\\"turbo\\\" is not auto, native or generic"));
+  r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --pin-dir /tmp");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--pin-dir /tmp is not on a bpffs mount"));
+}
+
+}  // namespace
+}  // namespace portcullis::testing

@@ -1,0 +1,164 @@
+// A test network of namespaces, created fresh and removed on destruction
+// (also when a test fails): a bridge ("lan") joining an ingress namespace
+// (198.18.0.10, where nginx and the agent run) and one namespace per other
+// host. Addresses are in 198.18.0.0/16; nothing leaves the namespaces.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
+
+extern char** environ;
+
+namespace portcullis::testing {
+
+// A child process (in a namespace), killed and reaped on destruction.
+class Process {
+ public:
+  Process() = default;
+  Process(const std::vector<std::string>& argv, const std::string& log) {
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  Process(Process&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+  Process& operator=(Process&& o) noexcept {
+    Kill(SIGKILL);
+    pid_ = std::exchange(o.pid_, -1);
+    return *this;
+  }
+  ~Process() { Kill(SIGKILL); }
+
+  bool running() const { return pid_ > 0 && kill(pid_, 0) == 0; }
+  // Waits for the process to end by itself; returns its exit code.
+  int Wait() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  // Sends `sig` and reaps; returns the exit status (or -1).
+  int Kill(int sig) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class Lab {
+ public:
+  struct Host {
+    std::string ns, address;
+  };
+
+  // `hosts`: name -> address, e.g. {"cli", "198.18.2.9"}.
+  explicit Lab(const std::map<std::string, std::string>& hosts)
+      : prefix_(absl::StrCat("pc", getpid() % 100000)) {
+    Sh(absl::StrCat("ip netns add ", Ns("lan")));
+    namespaces_.push_back(Ns("lan"));
+    Sh(absl::StrCat("ip -n ", Ns("lan"), " link add br0 type bridge"));
+    Sh(absl::StrCat("ip -n ", Ns("lan"), " link set br0 up"));
+    Add("ing", "198.18.0.10");
+    for (const auto& [name, address] : hosts) Add(name, address);
+  }
+
+  ~Lab() {
+    for (auto it = namespaces_.rbegin(); it != namespaces_.rend(); ++it) {
+      RunCommand(absl::StrCat("ip netns del ", *it));
+    }
+  }
+
+  Lab(const Lab&) = delete;
+  Lab& operator=(const Lab&) = delete;
+
+  std::string Ns(const std::string& name) const { return prefix_ + name; }
+  std::string Link(const std::string& name) const { return prefix_ + name + "0"; }
+  const std::string& prefix() const { return prefix_; }
+  std::string Address(const std::string& name) const { return addresses_.at(name); }
+  const std::string& tmp() const { return tmp_.path(); }
+
+  // Runs a shell command inside a namespace.
+  CommandResult In(const std::string& name, const std::string& command) const {
+    return RunCommand(absl::StrCat("ip netns exec ", Ns(name), " sh -c '", command, "'"));
+  }
+  // The HTTP status of a GET from host `from`, "000" when refused or timed out.
+  std::string Get(const std::string& from, const std::string& url, double timeout = 2) const {
+    return In(from, absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout,
+                                 " ", url))
+        .out;
+  }
+
+  // nginx in namespace `name` answering 200 on `ports` (plain HTTP).
+  Process StartNginx(const std::string& name, const std::vector<int>& ports) const {
+    const std::string dir = absl::StrCat(tmp_.path(), "/nginx-", name);
+    RunCommand("mkdir -p " + dir);
+    std::string listen;
+    for (int p : ports) absl::StrAppend(&listen, "    listen ", Address(name), ":", p, ";\n");
+    tmp_.Write(absl::StrCat("nginx-", name, "/nginx.conf"),
+               absl::StrCat("pid ", dir, "/nginx.pid;\nerror_log ", dir,
+                            "/error.log;\nevents {}\nhttp {\n  access_log off;\n  server {\n",
+                            listen, "    location / { return 200 \"ok\\n\"; }\n  }\n}\n"));
+    Process p({"ip", "netns", "exec", Ns(name), "nginx", "-c", dir + "/nginx.conf", "-p", dir,
+               "-g", "daemon off;"},
+              dir + "/stdout.log");
+    for (int i = 0; i < 50; ++i) {
+      if (In(name, absl::StrCat("curl -s -o /dev/null --max-time 1 http://", Address(name), ":",
+                                ports[0], "/"))
+              .exit_code == 0) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return p;
+  }
+
+ private:
+  void Sh(const std::string& cmd) { RunCommand(cmd); }
+
+  void Add(const std::string& name, const std::string& address) {
+    const std::string ns = Ns(name), a = Link(name), b = prefix_ + name + "1";
+    Sh("ip netns add " + ns);
+    namespaces_.push_back(ns);
+    Sh(absl::StrCat("ip link add ", a, " type veth peer name ", b));
+    Sh(absl::StrCat("ip link set ", a, " netns ", ns));
+    Sh(absl::StrCat("ip link set ", b, " netns ", Ns("lan")));
+    Sh(absl::StrCat("ip -n ", Ns("lan"), " link set ", b, " master br0 up"));
+    Sh(absl::StrCat("ip -n ", ns, " addr add ", address, "/16 dev ", a));
+    Sh(absl::StrCat("ip -n ", ns, " link set ", a, " up"));
+    Sh(absl::StrCat("ip -n ", ns, " link set lo up"));
+    addresses_[name] = address;
+  }
+
+  std::string prefix_;
+  TempDir tmp_;
+  std::vector<std::string> namespaces_{};
+  std::map<std::string, std::string> addresses_;
+};
+
+}  // namespace portcullis::testing
