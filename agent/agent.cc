@@ -109,6 +109,16 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
 
   RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
   auto dp = datapath::Datapath::Load({.pin_dir = MapsDir(options.pin_dir)});
+  bool repin = false;
+  if (absl::IsFailedPrecondition(dp.status())) {
+    // Pins from an incompatible build: start on fresh maps, and swap the
+    // programs under the live attachments below (link update, tc replace),
+    // so that enforcement never stops; then pin the new maps.
+    LogWarning("pinned maps are from an incompatible build; replacing them",
+               {{"detail", std::string(dp.status().message())}});
+    dp = datapath::Datapath::Load({});
+    repin = true;
+  }
   if (!dp.ok()) {
     if (absl::IsPermissionDenied(dp.status())) {
       return absl::PermissionDeniedError(absl::StrCat(
@@ -143,6 +153,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     if (created) RecordQdisc(options.state_dir, ifname);
     LogInfo(xdp.replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
             {{"iface", ifname}, {"mode", xdp.mode}});
+  }
+  if (repin) {
+    // New programs run everywhere now; the old maps go with the old pins.
+    // TC ingress on pod veths is replaced as the link watcher re-attaches.
+    RETURN_IF_ERROR(a->dp_->PinMaps(MapsDir(options.pin_dir)));
+    LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options.pin_dir}});
   }
   if (!options.tc_interfaces.empty()) {
     ASSIGN_OR_RETURN(a->links_, LinkWatcher::Start(options.tc_interfaces,

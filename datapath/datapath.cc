@@ -2,12 +2,51 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <unistd.h>
 
 #include "common/abi.h"
 #include "common/status_macros.h"
 #include "portcullis_bpf.skel.h"
 
 namespace portcullis::datapath {
+namespace {
+
+// A map pinned at `path` must have exactly this build's shape to be reused.
+absl::Status CheckPinnedShape(struct bpf_map* map, const std::string& path) {
+  const int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return absl::OkStatus();  // not pinned yet: created and pinned at load
+  UniqueFd pinned(fd);
+  struct bpf_map_info info = {};
+  __u32 len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(pinned.get(), &info, &len)) {
+    return ErrnoStatus("bpf_obj_get_info_by_fd", path, errno);
+  }
+  if (info.type != bpf_map__type(map) || info.key_size != bpf_map__key_size(map) ||
+      info.value_size != bpf_map__value_size(map) ||
+      info.max_entries != bpf_map__max_entries(map) ||
+      info.map_flags != bpf_map__map_flags(map)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the map pinned at ", path, " has another shape than this build's (type ", info.type,
+        ", key ", info.key_size, ", value ", info.value_size, ", entries ", info.max_entries,
+        "; want ", bpf_map__type(map), ", ", bpf_map__key_size(map), ", ",
+        bpf_map__value_size(map), ", ", bpf_map__max_entries(map), ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Datapath::PinMaps(const std::string& dir) {
+  struct bpf_map* map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    if (bpf_map__is_internal(map)) continue;
+    const std::string path = absl::StrCat(dir, "/", bpf_map__name(map));
+    if (unlink(path.c_str()) && errno != ENOENT) return ErrnoStatus("unlink", path, errno);
+    if (bpf_obj_pin(bpf_map__fd(map), path.c_str())) return ErrnoStatus("bpf_obj_pin", path, errno);
+  }
+  return absl::OkStatus();
+}
+
 absl::string_view SlotMapName(SlotMap m) {
   static constexpr absl::string_view kNames[] = {
       "src_v4_exact", "src_v6_exact", "src_v4_prefix", "src_v6_prefix",
@@ -32,19 +71,13 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
     bpf_object__for_each_map(map, dp->skel_->obj) {
       if (bpf_map__is_internal(map)) continue;  // .rodata: per load, not shared
       const std::string path = absl::StrCat(options.pin_dir, "/", bpf_map__name(map));
+      RETURN_IF_ERROR(CheckPinnedShape(map, path));
       if (const int err = bpf_map__set_pin_path(map, path.c_str())) {
         return ErrnoStatus("bpf_map__set_pin_path", path, err);
       }
     }
   }
   if (const int err = portcullis_bpf__load(dp->skel_)) {
-    if (!options.pin_dir.empty() && err == -EINVAL) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the maps pinned in ", options.pin_dir,
-          " do not match this build (an incompatible older agent?); run "
-          "portcullis-agent --uninstall --pin-dir ",
-          options.pin_dir, " first"));
-    }
     return ErrnoStatus("portcullis_bpf__load", "portcullis.bpf.o", err);
   }
 

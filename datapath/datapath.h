@@ -48,13 +48,18 @@ absl::string_view SlotMapName(SlotMap m);
 class Datapath {
  public:
   // Opens, configures and loads the object. No policy is active until the
-  // first install. PermissionDenied when the process may not use BPF.
+  // first install. PermissionDenied when the process may not use BPF;
+  // FailedPrecondition (naming the map) when maps pinned in pin_dir have
+  // another shape than this build's (an incompatible older agent).
   static absl::StatusOr<std::unique_ptr<Datapath>> Load(const DatapathOptions& options);
   ~Datapath();
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
 
   const DatapathOptions& options() const { return options_; }
+  // Pins every map in `dir`, replacing pins of the same name.
+  absl::Status PinMaps(const std::string& dir);
+
   int xdp_prog_fd() const;
   int tc_ingress_prog_fd() const;
   int tc_egress_prog_fd() const;

@@ -95,12 +95,14 @@ class AgentE2eTest : public ::testing::Test {
     std::filesystem::rename(tmp, policy_file_);
   }
 
-  void StartAgent() {
-    agent_ = Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ing"), kAgent, "--policy-file",
-                      policy_file_, "--interfaces", lab_->Link("ing"), "--tc-interfaces",
-                      lab_->prefix() + "pod*", "--pin-dir", pin_dir_, "--state-dir", state_dir_,
-                      "--metrics-addr", "127.0.0.1:9469", "--node", "e2e"},
-                     log_);
+  void StartAgent(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {
+        "nsenter",     "--net=/run/netns/" + lab_->Ns("ing"), kAgent, "--policy-file",
+        policy_file_,  "--interfaces", lab_->Link("ing"), "--tc-interfaces",
+        lab_->prefix() + "pod*", "--pin-dir", pin_dir_, "--state-dir", state_dir_,
+        "--metrics-addr", "127.0.0.1:9469", "--node", "e2e"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    agent_ = Process(argv, log_);
     ASSERT_TRUE(WaitFor([&] { return Http("/readyz") == "200"; }, std::chrono::seconds(10)))
         << "the agent did not become ready";
   }
@@ -225,6 +227,20 @@ TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
   EXPECT_GE(ok, 198) << "fewer than 99% of the client's requests succeeded";
   // 200k SYNs from one source against 100/s with a burst of 200: nearly all limited.
   EXPECT_GE(Packets("drop", "syn_rate_source") - limited, 190000);
+  // The drop-sample log was rate-limited, and says how much it left out.
+  EXPECT_TRUE(WaitFor([&] { return Metric("portcullis_drop_samples_suppressed_total") > 0; },
+                      std::chrono::seconds(2)));
+}
+
+TEST_F(AgentE2eTest, GenericModeIsUsedWhenAskedForAndReported) {
+  StartAgent({"--xdp-mode", "generic"});
+  EXPECT_EQ(Metric("portcullis_xdp_attached",
+                   {"iface=\"" + lab_->Link("ing") + "\"", "mode=\"generic\""}),
+            1);
+  EXPECT_THAT(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,
+              HasSubstr("xdpgeneric"));
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
 }
 
 TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
@@ -242,7 +258,9 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
   EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
 
+  const auto term = Clock::now();
   agent_.Kill(SIGTERM);
+  EXPECT_LT(Clock::now() - term, std::chrono::seconds(2)) << "SIGTERM took 2 s or more";
   const CommandResult un = RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"),
                                                    " ", kAgent, " --uninstall --pin-dir ",
                                                    pin_dir_, " --state-dir ", state_dir_));
@@ -257,6 +275,44 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
                 Not(HasSubstr("portcullis"))) << dir;
   }
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "200");  // nothing enforces any more
+}
+
+TEST_F(AgentE2eTest, ReplacesPinsOfAnIncompatibleBuildWithoutAGap) {
+  StartAgent();
+  agent_.Kill(SIGKILL);
+  // What an older build might have left: a map of another shape.
+  const std::string pin = pin_dir_ + "/maps/port_drop_counters";
+  ASSERT_EQ(RunCommand("rm " + pin).exit_code, 0);
+  ASSERT_EQ(RunCommand("bpftool map create " + pin +
+                       " type percpu_hash key 4 value 8 entries 128 name old_counters")
+                .exit_code,
+            0);
+  // Enforcement goes on while the new agent replaces everything.
+  Process watcher({"ip", "netns", "exec", lab_->Ns("out"), "sh", "-c",
+                   "for i in $(seq 15); do curl -s -o /dev/null -w \"%{http_code} \" --max-time "
+                   "0.2 http://198.18.0.10:10254/; done"},
+                  lab_->tmp() + "/watch.log");
+  StartAgent();
+  watcher.Wait();
+  EXPECT_THAT(Log(), HasSubstr("pinned maps are from an incompatible build; replacing them"));
+  EXPECT_THAT(Log(), HasSubstr("adopted XDP attachment, program replaced"));
+  std::ifstream in(lab_->tmp() + "/watch.log");
+  std::stringstream codes;
+  codes << in.rdbuf();
+  EXPECT_THAT(codes.str(), Not(HasSubstr("200"))) << "the admin port was reachable during the swap";
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
+  // The new pins are this build's: the next agent adopts them as they are.
+  agent_.Kill(SIGTERM);
+  StartAgent();
+  // (The log holds all three starts: only the second one replaced anything.)
+  const std::string log = Log();
+  size_t replaced = 0;
+  for (size_t at = log.find("replacing them"); at != std::string::npos;
+       at = log.find("replacing them", at + 1)) {
+    ++replaced;
+  }
+  EXPECT_EQ(replaced, 1u);
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
 }
 
 TEST_F(AgentE2eTest, PolicyFileChangesApplyWithinASecondAndInvalidOnesChangeNothing) {
