@@ -24,7 +24,9 @@ extern char** environ;
 
 namespace portcullis::testing {
 
-// A child process (in a namespace), killed and reaped on destruction.
+// A child process (in a namespace) in its own process group; on destruction
+// the whole group is stopped (SIGTERM, then SIGKILL) and reaped, so that
+// daemons' workers (nginx) go too.
 class Process {
  public:
   Process() = default;
@@ -37,16 +39,36 @@ class Process {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    if (posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    if (posix_spawnp(&pid_, args[0], &actions, &attr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
   }
   Process(Process&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
   Process& operator=(Process&& o) noexcept {
-    Kill(SIGKILL);
+    Stop();
     pid_ = std::exchange(o.pid_, -1);
     return *this;
   }
-  ~Process() { Kill(SIGKILL); }
+  ~Process() { Stop(); }
+
+  // SIGTERM to the group, up to 2 s for it to finish, then SIGKILL.
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(-pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        kill(-pid_, SIGKILL);  // stragglers of the group
+        pid_ = -1;
+        return;
+      }
+      usleep(20000);
+    }
+    Kill(SIGKILL);
+  }
 
   bool running() const { return pid_ > 0 && kill(pid_, 0) == 0; }
   // Waits for the process to end by itself; returns its exit code.
@@ -57,12 +79,14 @@ class Process {
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
-  // Sends `sig` and reaps; returns the exit status (or -1).
+  // Sends `sig` to the process (not its group) and reaps it; returns the
+  // wait status (or -1). With SIGKILL, the rest of the group is killed too.
   int Kill(int sig) {
     if (pid_ <= 0) return -1;
     kill(pid_, sig);
     int status = 0;
     waitpid(pid_, &status, 0);
+    if (sig == SIGKILL) kill(-pid_, SIGKILL);
     pid_ = -1;
     return status;
   }
