@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/poll_thread.h"
+#include "datapath/bpf_util.h"
 
 namespace portcullis::agent {
 
@@ -24,9 +26,8 @@ class LinkWatcher {
 
  private:
   LinkWatcher() = default;
-  int sock_ = -1;
-  int stop_fd_ = -1;
-  std::thread thread_;
+  datapath::UniqueFd sock_;
+  PollThread thread_;  // last: stopped before the socket closes
 };
 
 }  // namespace portcullis::agent
