@@ -148,8 +148,7 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
                        MetricType::Counter, {}};
   MetricFamily bytes{"portcullis_bytes_total", "Bytes judged, by interface, hook, verdict and reason",
                      MetricType::Counter, {}};
-  if (auto counts = datapath::ReadVerdictCounters(dp_.verdict_counters_fast_fd(),
-                                                  dp_.verdict_counters_fd());
+  if (auto counts = datapath::ReadVerdictCounters(dp_);
       counts.ok()) {
     for (const datapath::VerdictCount& c : *counts) {
       std::vector<ClientMetric::Label> labels = {

@@ -263,8 +263,7 @@ int Main(const std::string& only) {
     std::function<uint64_t()> dropped;
   };
   auto our_drops = [&]() -> uint64_t {
-    auto counts = datapath::ReadVerdictCounters((*dp)->verdict_counters_fast_fd(),
-                                                (*dp)->verdict_counters_fd());
+    auto counts = datapath::ReadVerdictCounters(**dp);
     uint64_t n = 0;
     for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
       if (c.key.verdict == PC_VERDICT_DROP) n += c.total.packets;

@@ -144,6 +144,14 @@ struct {
 	__type(value, __u64);
 } ingress_flows SEC(".maps");
 
+/* Which interface owns each block of verdict_counters_fast (0: free). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_IFACE_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} iface_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PC_FAST_COUNTERS);

@@ -328,9 +328,14 @@ static __always_inline void pc_count(__u32 ifindex, __u8 hook, __u8 verdict, __u
 	};
 	struct pc_counter *c;
 
-	if (ifindex < PC_FAST_IFINDEX_LIMIT) {
-		/* An inlined array lookup instead of hashing the key. */
-		__u32 idx = PC_FAST_COUNTER_INDEX(ifindex, hook & 1, verdict % PC_VERDICT_COUNT,
+	__u32 slot = ifindex % PC_IFACE_SLOTS;
+	__u32 *owner = bpf_map_lookup_elem(&iface_slots, &slot);
+
+	/* Inlined array lookups instead of hashing the key: the interface's
+	 * block, claimed once by its first packet. */
+	if (owner && (*owner == ifindex ||
+		      (*owner == 0 && __sync_val_compare_and_swap(owner, 0, ifindex) == 0))) {
+		__u32 idx = PC_FAST_COUNTER_INDEX(slot, hook & 1, verdict % PC_VERDICT_COUNT,
 						  reason % PC_REASON_COUNT);
 
 		c = bpf_map_lookup_elem(&verdict_counters_fast, &idx);

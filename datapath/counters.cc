@@ -35,8 +35,15 @@ absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int fast_array_fd, int hash_fd) {
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd,
+                                                              int fast_array_fd, int hash_fd) {
   std::vector<VerdictCount> out;
+  std::vector<__u32> owners(PC_IFACE_SLOTS, 0);
+  for (__u32 slot = 0; slot < PC_IFACE_SLOTS; ++slot) {
+    if (bpf_map_lookup_elem(iface_slots_fd, &slot, &owners[slot])) {
+      return ErrnoStatus("bpf_map_lookup_elem", "iface_slots", errno);
+    }
+  }
   absl::Status s = ForEachPerCpu<__u32, pc_counter>(
       fast_array_fd, "verdict_counters_fast", [&](const __u32& index, const pc_counter& v) {
         if (index >= PC_FAST_COUNTERS) return;
@@ -47,7 +54,7 @@ absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int fast_array_fd,
         k.verdict = static_cast<__u8>(i % PC_VERDICT_COUNT);
         i /= PC_VERDICT_COUNT;
         k.hook = static_cast<__u8>(i % PC_HOOK_COUNT);
-        k.ifindex = i / PC_HOOK_COUNT;
+        k.ifindex = owners[i / PC_HOOK_COUNT];
         if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
           out.push_back(VerdictCount{k, {}});
         }
@@ -80,6 +87,15 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd) {
       });
   if (!s.ok()) return s;
   return out;
+}
+
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp) {
+  return ReadVerdictCounters(dp.iface_slots_fd(), dp.verdict_counters_fast_fd(),
+                             dp.verdict_counters_fd());
+}
+
+absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp) {
+  return ReadPortDropCounters(dp.port_drop_counters_fd());
 }
 
 }  // namespace portcullis::datapath

@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/abi.h"
+#include "datapath/datapath.h"
 
 namespace portcullis::datapath {
 
@@ -18,9 +19,15 @@ struct PortDropCount {
   uint64_t packets;
 };
 
-// Both verdict counter maps (the per-CPU array of low ifindexes and the hash
-// of the rest), merged; entries that counted nothing are left out.
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int fast_array_fd, int hash_fd);
+// Both verdict counter maps (the per-CPU array, whose blocks belong to the
+// interfaces in iface_slots, and the hash of the rest), merged; entries that
+// counted nothing are left out.
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd,
+                                                              int fast_array_fd, int hash_fd);
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd);
+
+// The same, from a loaded datapath's maps.
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp);
+absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp);
 
 }  // namespace portcullis::datapath

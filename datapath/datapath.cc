@@ -129,6 +129,7 @@ int Datapath::tc_egress_prog_fd() const {
 }
 int Datapath::active_slot_fd() const { return bpf_map__fd(skel_->maps.active_slot); }
 int Datapath::policy_config_fd() const { return bpf_map__fd(skel_->maps.policy_config); }
+int Datapath::iface_slots_fd() const { return bpf_map__fd(skel_->maps.iface_slots); }
 int Datapath::verdict_counters_fast_fd() const {
   return bpf_map__fd(skel_->maps.verdict_counters_fast);
 }

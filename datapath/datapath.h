@@ -73,6 +73,7 @@ class Datapath {
   // select is not being read by anyone.
   absl::Status WaitForRunningPrograms();
 
+  int iface_slots_fd() const;
   int verdict_counters_fast_fd() const;
   int verdict_counters_fd() const;
   int port_drop_counters_fd() const;

@@ -463,16 +463,18 @@ TEST_F(ParserTest, DropsAreCountedByNamedPortOrOther) {
   EXPECT_EQ(port_counts(9999, PC_REASON_PORT_CLOSED), 0u);
 }
 
-// Low ifindexes count in a per-CPU array, the rest in a hash; both must show
-// up per interface, exactly.
+// An interface counts in its own block of a per-CPU array, or in the hash
+// when another interface holds that block; all must show up per interface,
+// exactly.
 TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
-  TestLink high(4000 + getpid() % 1000);
-  ASSERT_NE(high.ifindex(), 0u) << "could not create a veth pair";
-  ASSERT_GE(high.ifindex(), unsigned{PC_FAST_IFINDEX_LIMIT});
+  const unsigned base = 4000 + getpid() % 1000;
+  TestLink first(base);
+  TestLink same_block(base + PC_IFACE_SLOTS);  // block (ifindex % slots) already taken
+  ASSERT_NE(first.ifindex(), 0u) << "could not create a veth pair";
+  ASSERT_NE(same_block.ifindex(), 0u) << "could not create a veth pair";
   const std::vector<uint8_t> closed = Syn(kV4.client, kV4.dst, 8080).Build();
   auto count_on = [&](uint32_t ifindex) {
-    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fast_fd(),
-                                                dp_->verdict_counters_fd());
+    auto counts = datapath::ReadVerdictCounters(*dp_);
     EXPECT_TRUE(counts.ok()) << counts.status();
     uint64_t n = 0, bytes = 0;
     for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
@@ -484,18 +486,27 @@ TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
     }
     return std::make_pair(n, bytes);
   };
-  const auto lo_before = count_on(1);
-  const auto high_before = count_on(high.ifindex());
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(runner_->Run(closed, PC_HOOK_XDP, 1).ok());
-  for (int i = 0; i < 2; ++i) {
-    auto j = runner_->Run(closed, PC_HOOK_XDP, high.ifindex());
-    ASSERT_TRUE(j.ok()) << j.status();
-    EXPECT_EQ(j->reason, PC_REASON_PORT_CLOSED);
+  const std::vector<std::pair<uint32_t, int>> sends = {
+      {1, 3}, {first.ifindex(), 2}, {same_block.ifindex(), 4}};
+  std::vector<std::pair<uint64_t, uint64_t>> before;
+  for (const auto& [ifindex, n] : sends) before.push_back(count_on(ifindex));
+  for (const auto& [ifindex, n] : sends) {
+    for (int i = 0; i < n; ++i) {
+      auto j = runner_->Run(closed, PC_HOOK_XDP, ifindex);
+      ASSERT_TRUE(j.ok()) << j.status();
+      EXPECT_EQ(j->reason, PC_REASON_PORT_CLOSED);
+    }
   }
-  EXPECT_EQ(count_on(1).first, lo_before.first + 3);
-  EXPECT_EQ(count_on(1).second, lo_before.second + 3 * closed.size());
-  EXPECT_EQ(count_on(high.ifindex()).first, high_before.first + 2);
-  EXPECT_EQ(count_on(high.ifindex()).second, high_before.second + 2 * closed.size());
+  for (size_t i = 0; i < sends.size(); ++i) {
+    const auto [ifindex, n] = sends[i];
+    EXPECT_EQ(count_on(ifindex).first, before[i].first + n) << "ifindex " << ifindex;
+    EXPECT_EQ(count_on(ifindex).second, before[i].second + n * closed.size())
+        << "ifindex " << ifindex;
+  }
+  // The two interfaces of one block really took the two paths.
+  uint32_t owner = 0, block = first.ifindex() % PC_IFACE_SLOTS;
+  ASSERT_EQ(bpf_map_lookup_elem(dp_->iface_slots_fd(), &block, &owner), 0);
+  EXPECT_EQ(owner, first.ifindex());
 }
 
 // Drops (and audits) are sampled into the ring buffer with the packet's

@@ -91,7 +91,7 @@ class DatapathTest : public ::testing::Test {
 
   // Packets counted under (verdict, reason), over every interface and hook.
   uint64_t Counted(pc_verdict verdict, pc_reason reason) {
-    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fast_fd(), dp_->verdict_counters_fd());
+    auto counts = datapath::ReadVerdictCounters(*dp_);
     EXPECT_TRUE(counts.ok()) << counts.status();
     uint64_t n = 0;
     for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {
@@ -101,7 +101,7 @@ class DatapathTest : public ::testing::Test {
   }
 
   uint64_t CountedTotal() {
-    auto counts = datapath::ReadVerdictCounters(dp_->verdict_counters_fast_fd(), dp_->verdict_counters_fd());
+    auto counts = datapath::ReadVerdictCounters(*dp_);
     EXPECT_TRUE(counts.ok()) << counts.status();
     uint64_t n = 0;
     for (const auto& c : counts.value_or(std::vector<datapath::VerdictCount>{})) {

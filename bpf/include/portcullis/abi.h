@@ -86,13 +86,14 @@ enum pc_l4 {
 #define PC_MAX_BUCKETS (1u << 18)     /* LRU: per-source token buckets */
 #define PC_MAX_FLOWS (1u << 17)       /* LRU: flow tables */
 #define PC_MAX_VERDICT_COUNTERS 4096  /* ifindex x hook x verdict x reason */
-/* Interfaces with an ifindex below this (uplinks, typically) count verdicts
- * in a per-CPU array, indexed by PC_FAST_COUNTER_INDEX; the rest (pod veths)
- * in the verdict_counters hash. */
-#define PC_FAST_IFINDEX_LIMIT 32
-#define PC_FAST_COUNTERS (PC_FAST_IFINDEX_LIMIT * PC_HOOK_COUNT * PC_VERDICT_COUNT * PC_REASON_COUNT)
-#define PC_FAST_COUNTER_INDEX(ifindex, hook, verdict, reason) \
-	((((ifindex) * PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + (reason))
+/* Verdicts are counted in a per-CPU array, a block per interface: an
+ * interface claims block ifindex % PC_IFACE_SLOTS (iface_slots[block] =
+ * ifindex) with its first packet. Interfaces whose block another holds count
+ * in the verdict_counters hash instead. */
+#define PC_IFACE_SLOTS 128
+#define PC_FAST_COUNTERS (PC_IFACE_SLOTS * PC_HOOK_COUNT * PC_VERDICT_COUNT * PC_REASON_COUNT)
+#define PC_FAST_COUNTER_INDEX(slot, hook, verdict, reason) \
+	((((slot) * PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + (reason))
 #define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
 #define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
 
