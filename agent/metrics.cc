@@ -43,6 +43,10 @@ ClientMetric Value(std::vector<prometheus::ClientMetric::Label> labels, double v
   return m;
 }
 
+// portcullis_rate_limited_sources counts sources whose bucket ran dry within
+// this long.
+constexpr int64_t kRateLimitedWindowNs = 10'000'000'000;
+
 int64_t CoarseNowNs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the datapath's clock
@@ -199,10 +203,14 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   const uint64_t bucket_entries = ForEachKey<pc_bucket_key>(buckets_fd, [&](const pc_bucket_key& k) {
     pc_bucket b;
     if (bpf_map_lookup_elem(buckets_fd, &k, &b)) return;
+    // A bucket refills within milliseconds, so "empty right now" would show
+    // nothing to a scrape; count the buckets that ran dry within the window.
     const int64_t syn_interval = static_cast<int64_t>(config_.syn_per_source.interval_ns);
     const int64_t conn_interval = static_cast<int64_t>(config_.conn_per_source.interval_ns);
-    if (syn_interval && now - b.syn_empty_at < syn_interval) ++syn_over;
-    if (conn_interval && now - b.conn_empty_at < conn_interval) ++conn_over;
+    if (syn_interval && now - b.syn_empty_at < syn_interval + kRateLimitedWindowNs) ++syn_over;
+    if (conn_interval && now - b.conn_empty_at < conn_interval + kRateLimitedWindowNs) {
+      ++conn_over;
+    }
   });
   const std::pair<const char*, std::pair<int, uint64_t>> lru[] = {
       {"source_buckets", {buckets_fd, PC_MAX_BUCKETS}},
@@ -220,7 +228,8 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   out.push_back(std::move(capacity));
 
   MetricFamily limited{"portcullis_rate_limited_sources",
-                       "Sources currently over their bucket (policy-wide rates)", MetricType::Gauge,
+                       "Sources whose bucket ran dry in the last 10 s (policy-wide rates)",
+                       MetricType::Gauge,
                        {}};
   limited.metric.push_back(Value({{"kind", "syn"}}, static_cast<double>(syn_over), false));
   limited.metric.push_back(Value({{"kind", "conn"}}, static_cast<double>(conn_over), false));

@@ -196,6 +196,13 @@ TEST_F(AgentE2eTest, EnforcesThePolicyAndCountsEveryDrop) {
                 other, 7);
   EXPECT_EQ(Metric("portcullis_policy_version"), 1);
   EXPECT_EQ(Metric("portcullis_xdp_attached", {"iface=\"" + lab_->Link("ing") + "\""}), 1);
+  // The policy's tables: office and admins are prefixes, nothing exact.
+  EXPECT_EQ(Metric("portcullis_map_entries", {"map=\"src_v4_prefix\""}), 2);
+  EXPECT_EQ(Metric("portcullis_map_entries", {"map=\"src_v4_exact\""}), 0);
+  EXPECT_EQ(Metric("portcullis_map_capacity", {"map=\"src_v4_prefix\""}), 1048576);
+  EXPECT_EQ(Metric("portcullis_policy_apply_seconds_count"), 1);
+  EXPECT_GT(Metric("portcullis_policy_last_applied_timestamp_seconds"), 1.7e9);
+  EXPECT_EQ(Metric("portcullis_control_connected"), 0);  // standalone
   EXPECT_EQ(Http("/healthz"), "200");
   // Drops are sampled into the log as JSON lines.
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"reason\":\"not_allowlisted\""); },
@@ -227,6 +234,9 @@ TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
   EXPECT_GE(ok, 198) << "fewer than 99% of the client's requests succeeded";
   // 200k SYNs from one source against 100/s with a burst of 200: nearly all limited.
   EXPECT_GE(Packets("drop", "syn_rate_source") - limited, 190000);
+  // The attacker is out of SYN tokens right now.
+  EXPECT_GE(Metric("portcullis_rate_limited_sources", {"kind=\"syn\""}), 1);
+  EXPECT_GE(Metric("portcullis_map_entries", {"map=\"source_buckets\""}), 2);
   // The drop-sample log was rate-limited, and says how much it left out.
   EXPECT_TRUE(WaitFor([&] { return Metric("portcullis_drop_samples_suppressed_total") > 0; },
                       std::chrono::seconds(2)));
