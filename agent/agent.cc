@@ -28,6 +28,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr absl::string_view kPrivileges =
+    "the agent needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (to mount "
+    "bpffs)";
+
 std::string MapsDir(const std::string& pin_dir) { return pin_dir + "/maps"; }
 std::string LinksDir(const std::string& pin_dir) { return pin_dir + "/links"; }
 std::string XdpLinkPin(const std::string& pin_dir, const std::string& ifname) {
@@ -59,7 +63,11 @@ absl::Status PreparePinDir(const std::string& pin_dir) {
   }
   std::error_code ec;
   fs::create_directories(MapsDir(pin_dir), ec);
-  fs::create_directories(LinksDir(pin_dir), ec);
+  if (!ec) fs::create_directories(LinksDir(pin_dir), ec);
+  if (ec == std::errc::permission_denied || ec == std::errc::operation_not_permitted) {
+    return absl::PermissionDeniedError(absl::StrCat("--pin-dir ", pin_dir, ": ", ec.message(),
+                                                    ": ", kPrivileges));
+  }
   if (ec || !IsBpffs(MapsDir(pin_dir))) {
     return absl::FailedPreconditionError(
         absl::StrCat("--pin-dir ", pin_dir, " is not on a bpffs mount",
@@ -121,9 +129,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   }
   if (!dp.ok()) {
     if (absl::IsPermissionDenied(dp.status())) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          dp.status().message(),
-          ": no permission for BPF (needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(dp.status().message(), ": no permission for BPF: ", kPrivileges));
     }
     return dp.status();
   }

@@ -425,6 +425,20 @@ TEST_F(AgentE2eTest, ClearErrorsForBadInterfacesAndFlags) {
   r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --pin-dir /tmp");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--pin-dir /tmp is not on a bpffs mount"));
+
+  // Without privileges: say which are needed. (Its own state dir, so that
+  // only the privileges are missing.)
+  const std::string nobody_state = lab_->tmp() + "/nobody-state";
+  RunCommand("mkdir -p " + nobody_state + " && chmod 777 " + nobody_state + " && chmod 755 " +
+             lab_->tmp() + " && chmod 644 " + policy_file_);
+  r = RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"),
+                              " setpriv --reuid=65534 --regid=65534 --clear-groups "
+                              "--inh-caps=-all --bounding-set=-all ",
+                              kAgent, " --policy-file ", policy_file_, " --interfaces ",
+                              lab_->Link("ing"), " --pin-dir ", pin_dir_, " --state-dir ",
+                              nobody_state, " --metrics-addr ''"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the agent needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON"));
 }
 
 }  // namespace
