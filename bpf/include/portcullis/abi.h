@@ -54,7 +54,7 @@ enum pc_hook {
 	PC_HOOK_COUNT = 2,
 };
 
-/* Transport protocols that port rules can name; index into port_class. */
+/* Transport protocols that port rules can name; part of the port_policy index. */
 enum pc_l4 {
 	PC_L4_TCP = 0,
 	PC_L4_UDP = 1,
