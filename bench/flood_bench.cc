@@ -127,7 +127,7 @@ void Inject(int tx_prog, int ifindex, const std::vector<uint8_t>& frame, uint32_
   ctx.ingress_ifindex = static_cast<__u32>(ifindex);
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .ctx_in = &ctx,
-              .ctx_size_in = sizeof(ctx), .repeat = count,
+              .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(count),
               .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = 64);
   if (bpf_prog_test_run_opts(tx_prog, &opts) != 0) {
     std::perror("bpf_prog_test_run_opts(live frames)");
@@ -254,7 +254,6 @@ int Main(const std::string& only) {
   }
   const int drop_prog = LoadReturn(XDP_DROP, "xdp_drop");
   const int tx_prog = LoadReturn(XDP_TX, "xdp_tx");
-  const int rx_ifindex = static_cast<int>(if_nametoindex(rx_if.c_str()));
   const std::string link_pin = pin_dir + "/xdp";
 
   struct Mode {

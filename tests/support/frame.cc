@@ -166,7 +166,7 @@ Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t
   Frame f;
   f.src = src;
   f.dst = dst;
-  f.proto = IsV6(src) ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+  f.proto = static_cast<uint8_t>(IsV6(src) ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
   f.icmp_type = type;
   f.icmp_code = code;
   f.payload = 8;
@@ -174,11 +174,10 @@ Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t
 }
 
 std::vector<uint8_t> Arp() {
-  std::vector<uint8_t> f = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06};
-  const uint8_t body[28] = {0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 198, 18, 0, 1,
-                            0, 0, 0, 0, 0, 0, 198, 18, 0, 2};
-  f.insert(f.end(), body, body + sizeof(body));
-  return f;
+  // Broadcast who-has 198.18.0.2 tell 198.18.0.1.
+  return {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06,  // Ethernet
+          0, 1, 8, 0, 6, 4, 0, 1,                                              // ARP request
+          2, 0, 0, 0, 0, 1, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 198, 18, 0, 2};
 }
 
 }  // namespace portcullis::testing
