@@ -166,7 +166,7 @@ Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t
   Frame f;
   f.src = src;
   f.dst = dst;
-  f.proto = static_cast<uint8_t>(IsV6(src) ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+  f.proto = IsV6(src) ? uint8_t{IPPROTO_ICMPV6} : uint8_t{IPPROTO_ICMP};
   f.icmp_type = type;
   f.icmp_code = code;
   f.payload = 8;
