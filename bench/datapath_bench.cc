@@ -26,6 +26,7 @@
 #include "datapath/policy_installer.h"
 #include "datapath/test_run.h"
 #include "policy/compiler.h"
+#include "bench/tiny_programs.h"
 #include "tests/support/frame.h"
 
 namespace portcullis::bench {
@@ -65,18 +66,6 @@ std::vector<double> Measure(int prog_fd, const std::vector<uint8_t>& frame) {
   return rounds;
 }
 
-int LoadDropProgram() {
-  const struct bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_DROP},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "xdp_drop", "GPL", insns, 2, nullptr);
-  if (fd < 0) {
-    std::perror("bpf_prog_load(xdp_drop)");
-    std::exit(1);
-  }
-  return fd;
-}
 
 // Sources for N prefixes: half IPv4, half IPv6; 70% hosts, 30% shorter.
 // Addresses avoid 198.18.0.0/15, where the measured packet comes from.
@@ -201,7 +190,7 @@ int Main(bool quick) {
               kRepeat, kRounds, cpu);
   std::printf("  %-44s %7s %7s %7s   %8s\n", "ns per packet", "min", "median", "max", "-floor");
 
-  const int drop_fd = LoadDropProgram();
+  const int drop_fd = LoadReturnProgram(XDP_DROP, "xdp_drop");
   const std::vector<uint8_t> syn = Syn(kSource, kDest, 443).Build();
   auto floor = [&] { return Summarise(Measure(drop_fd, syn)); };
 

@@ -41,6 +41,7 @@
 #include "policy/compiler.h"
 #include "policy/validator.h"
 #include "tests/support/command.h"
+#include "bench/tiny_programs.h"
 #include "tests/support/frame.h"
 
 namespace portcullis::bench {
@@ -135,18 +136,6 @@ void Inject(int tx_prog, int ifindex, const std::vector<uint8_t>& frame, uint32_
   }
 }
 
-int LoadReturn(int action, const char* name) {
-  const struct bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = action},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", insns, 2, nullptr);
-  if (fd < 0) {
-    std::perror("bpf_prog_load");
-    std::exit(1);
-  }
-  return fd;
-}
 
 // XDP_DROP after reading the source address (a bounds check and one load):
 // what touching the headers costs, with no lookups at all.
@@ -273,9 +262,9 @@ int Main(const std::string& only) {
     std::cerr << "bench: cannot install the policy\n";
     return 1;
   }
-  const int drop_prog = LoadReturn(XDP_DROP, "xdp_drop");
+  const int drop_prog = LoadReturnProgram(XDP_DROP, "xdp_drop");
   const int read_drop_prog = LoadReadThenDrop();
-  const int tx_prog = LoadReturn(XDP_TX, "xdp_tx");
+  const int tx_prog = LoadReturnProgram(XDP_TX, "xdp_tx");
   const std::string link_pin = pin_dir + "/xdp";
 
   struct Mode {
