@@ -51,6 +51,19 @@ std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
         PrintHelp(usage, main_file);
         std::exit(0);
       }
+      // Abseil exits 1 on an unknown flag; a usage error is 2 here, and the
+      // message names the flag as the user spelled it.
+      const std::string name = arg.substr(2, end - 2);
+      const bool negated_bool = absl::StartsWith(name, "no") &&
+                                absl::FindCommandLineFlag(name.substr(2)) != nullptr;
+      if (absl::FindCommandLineFlag(name) == nullptr && !negated_bool) {
+        std::fprintf(stderr, "%s: unknown flag --%s (see --help)\n",
+                     std::string(absl::string_view(argv[0]).substr(
+                                     absl::string_view(argv[0]).rfind('/') + 1))
+                         .c_str(),
+                     absl::StrReplaceAll(name, {{"_", "-"}}).c_str());
+        std::exit(2);
+      }
     }
     rewritten.push_back(arg.data());
   }

@@ -9,8 +9,8 @@
 
 namespace portcullis {
 
-// Parses argv (exits on bad flags, as Abseil does) and returns the
-// positional arguments, argv[0] first. `main_file` is the path suffix of the
+// Parses argv and returns the positional arguments, argv[0] first. Exits 2
+// on an unknown flag (naming it), 0 after --help. `main_file` is the path suffix of the
 // file defining the binary's flags, e.g. "agent/main.cc".
 std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
                               absl::string_view main_file);

@@ -90,6 +90,9 @@ TEST_F(PortcullisctlTest, UsageErrorsExitTwo) {
   r = Ctl("simulate --pcap x.pcap");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("simulate needs --policy"));
+  r = Ctl("push --reason-text x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "portcullisctl: unknown flag --reason-text (see --help)\n");
 }
 
 TEST_F(PortcullisctlTest, SimulatePrintsOneJsonLinePerPacketThenTheSummary) {
