@@ -6,6 +6,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -150,16 +152,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   RETURN_IF_ERROR(a->Apply(*initial));
 
   for (const std::string& ifname : options.interfaces) {
-    ASSIGN_OR_RETURN(datapath::XdpAttachment xdp,
-                     datapath::AttachXdp(a->dp_->xdp_prog_fd(), ifname, options.xdp_mode,
-                                         XdpLinkPin(options.pin_dir, ifname)));
-    a->metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp.mode}}).Set(1);
-    ASSIGN_OR_RETURN(bool created,
-                     datapath::AttachTc(a->dp_->tc_egress_prog_fd(), ifname,
-                                        datapath::TcDirection::kEgress));
-    if (created) RecordQdisc(options.state_dir, ifname);
-    LogInfo(xdp.replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
-            {{"iface", ifname}, {"mode", xdp.mode}});
+    RETURN_IF_ERROR(a->EnsurePoliced(ifname));
   }
   if (repin) {
     // New programs run everywhere now; the old maps go with the old pins.
@@ -173,6 +166,20 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                                                      agent->AttachTcIngress(ifname).IgnoreError();
                                                    }));
   }
+
+  // A policed interface that is deleted takes our XDP link with it; when it
+  // comes back, attach again. Until then the node is not ready.
+  ASSIGN_OR_RETURN(
+      a->policed_links_,
+      LinkWatcher::Start(
+          options.interfaces,
+          [agent = a.get()](const std::string& ifname) {
+            if (agent->EnsurePoliced(ifname).ok()) agent->SetInterfacePresent(ifname, true);
+          },
+          [agent = a.get()](const std::string& ifname) {
+            LogError("a policed interface disappeared", {{"iface", ifname}});
+            agent->SetInterfacePresent(ifname, false);
+          }));
 
   auto samples = DropSampleLogger::Start(a->dp_->drop_samples_fd(), /*per_second=*/20,
                                          /*burst=*/50, &a->metrics_->samples_suppressed);
@@ -205,8 +212,51 @@ void Agent::Shutdown() {
   ready_ = false;
   if (source_) source_->Stop();
   links_.reset();
+  policed_links_.reset();
   samples_.reset();
   std::lock_guard<std::mutex> wait_for_apply(apply_mu_);
+}
+
+absl::Status Agent::EnsurePoliced(const std::string& ifname) {
+  const unsigned ifindex = if_nametoindex(ifname.c_str());
+  if (ifindex == 0) return absl::NotFoundError(absl::StrCat("no such interface: ", ifname));
+  const std::string pin = XdpLinkPin(options_.pin_dir, ifname);
+  LIBBPF_OPTS(bpf_xdp_query_opts, query);
+  const bool has_xdp = bpf_xdp_query(static_cast<int>(ifindex), 0, &query) == 0 && query.prog_id;
+  const bool pinned = access(pin.c_str(), F_OK) == 0;
+  struct bpf_prog_info ours = {};
+  __u32 len = sizeof(ours);
+  if (has_xdp && pinned && bpf_obj_get_info_by_fd(dp_->xdp_prog_fd(), &ours, &len) == 0 &&
+      query.prog_id == ours.id) {
+    return absl::OkStatus();  // our program is there: a link change (up, down, rename)
+  }
+  if (!has_xdp && pinned) {
+    // The interface was re-created: the pinned link points at the old one.
+    RETURN_IF_ERROR(datapath::DetachXdp(pin));
+  }
+  auto xdp = datapath::AttachXdp(dp_->xdp_prog_fd(), ifname, options_.xdp_mode, pin);
+  if (!xdp.ok()) {
+    metrics_->sync_errors.Add({{"kind", "attach"}}).Increment();
+    LogError("cannot attach XDP", {{"iface", ifname}, {"error", std::string(xdp.status().message())}});
+    return xdp.status();
+  }
+  metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
+  auto created = datapath::AttachTc(dp_->tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress);
+  if (!created.ok()) return created.status();
+  if (*created) RecordQdisc(options_.state_dir, ifname);
+  LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
+          {{"iface", ifname}, {"mode", xdp->mode}});
+  return absl::OkStatus();
+}
+
+void Agent::SetInterfacePresent(const std::string& ifname, bool present) {
+  std::lock_guard<std::mutex> lock(missing_mu_);
+  if (present) {
+    missing_.erase(ifname);
+  } else {
+    missing_.insert(ifname);
+  }
+  if (source_ != nullptr) ready_ = missing_.empty();  // only once start-up is done
 }
 
 absl::Status Agent::AttachTcIngress(const std::string& ifname) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,11 @@ class Agent {
  private:
   explicit Agent(AgentOptions options) : options_(std::move(options)) {}
   absl::Status AttachTcIngress(const std::string& ifname);
+  // (Re)attaches XDP and the TC egress recorder to a policed interface
+  // unless our program is on it already.
+  absl::Status EnsurePoliced(const std::string& ifname);
+  // Not ready while a policed interface is missing.
+  void SetInterfacePresent(const std::string& ifname, bool present);
 
   AgentOptions options_;
   std::optional<StateDir> state_;
@@ -68,9 +74,12 @@ class Agent {
   std::shared_ptr<DatapathCollector> collector_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<PolicySource> source_;
-  std::unique_ptr<LinkWatcher> links_;
+  std::unique_ptr<LinkWatcher> links_;          // pod veths (--tc-interfaces)
+  std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   std::unique_ptr<DropSampleLogger> samples_;
   std::atomic<bool> ready_{false};
+  std::mutex missing_mu_;
+  std::set<std::string> missing_;  // policed interfaces that are gone
   std::mutex apply_mu_;
   uint64_t version_ = 0;
   std::string applied_text_;

@@ -22,7 +22,8 @@ bool LinkWatcher::Matches(const std::vector<std::string>& globs, const std::stri
 }
 
 absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Start(
-    std::vector<std::string> globs, std::function<void(const std::string&)> on_link) {
+    std::vector<std::string> globs, std::function<void(const std::string&)> on_link,
+    std::function<void(const std::string&)> on_removed) {
   std::unique_ptr<LinkWatcher> w(new LinkWatcher());
   // Subscribe before scanning, so that a link created in between is not missed.
   const int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
@@ -44,19 +45,25 @@ absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Start(
 
   auto buf = std::make_shared<std::vector<char>>(64 * 1024);
   absl::Status started = w->thread_.Start(
-      sock, [sock, buf, globs = std::move(globs), on_link = std::move(on_link)] {
+      sock, [sock, buf, globs = std::move(globs), on_link = std::move(on_link),
+             on_removed = std::move(on_removed)] {
         ssize_t received;
         while ((received = recv(sock, buf->data(), buf->size(), 0)) > 0) {
           int n = static_cast<int>(received);
           for (auto* h = reinterpret_cast<struct nlmsghdr*>(buf->data()); NLMSG_OK(h, n);
                h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_type != RTM_NEWLINK) continue;
+            if (h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) continue;
             auto* ifi = static_cast<struct ifinfomsg*>(NLMSG_DATA(h));
             int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi)));
             for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
               if (a->rta_type != IFLA_IFNAME) continue;
               const std::string name(static_cast<const char*>(RTA_DATA(a)));
-              if (Matches(globs, name)) on_link(name);
+              if (!Matches(globs, name)) continue;
+              if (h->nlmsg_type == RTM_NEWLINK) {
+                on_link(name);
+              } else if (on_removed) {
+                on_removed(name);
+              }
             }
           }
         }

@@ -95,10 +95,11 @@ class AgentE2eTest : public ::testing::Test {
     std::filesystem::rename(tmp, policy_file_);
   }
 
-  void StartAgent(const std::vector<std::string>& extra = {}) {
+  void StartAgent(const std::vector<std::string>& extra = {}, std::string interfaces = "") {
+    if (interfaces.empty()) interfaces = lab_->Link("ing");
     std::vector<std::string> argv = {
         "nsenter",     "--net=/run/netns/" + lab_->Ns("ing"), kAgent, "--policy-file",
-        policy_file_,  "--interfaces", lab_->Link("ing"), "--tc-interfaces",
+        policy_file_,  "--interfaces", interfaces, "--tc-interfaces",
         lab_->prefix() + "pod*", "--pin-dir", pin_dir_, "--state-dir", state_dir_,
         "--metrics-addr", "127.0.0.1:9469", "--node", "e2e"};
     argv.insert(argv.end(), extra.begin(), extra.end());
@@ -388,6 +389,30 @@ TEST_F(AgentE2eTest, NewPodInterfacesGetTheTcProgramWithinASecondAndEnforceIt) {
   EXPECT_TRUE(WaitFor([&] { return tc_drops() - before == 6; }, std::chrono::seconds(2)))
       << "TC drops on the pod veth: " << tc_drops() - before;
   RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link del ", pod));
+}
+
+TEST_F(AgentE2eTest, RecreatedPolicedInterfaceIsAttachedAgainAndReadinessFollows) {
+  const std::string up = lab_->prefix() + "up0";
+  const std::string create = absl::StrCat("ip -n ", lab_->Ns("ing"), " link add ", up,
+                                          " type veth peer name ", lab_->prefix(), "up1");
+  ASSERT_EQ(RunCommand(create).exit_code, 0);
+  StartAgent({}, lab_->Link("ing") + "," + up);
+  auto has_xdp = [&] {
+    return absl::StrContains(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + up).out,
+                             "prog/xdp");
+  };
+  ASSERT_TRUE(has_xdp());
+  EXPECT_THAT(Log(), Not(HasSubstr("adopted")));  // a fresh start adopts nothing
+
+  ASSERT_EQ(RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link del ", up)).exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return Http("/readyz") == "503"; }, std::chrono::seconds(1)))
+      << "a missing policed interface must make the agent not ready";
+  EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");  // the others stay enforced
+
+  ASSERT_EQ(RunCommand(create).exit_code, 0);
+  EXPECT_TRUE(WaitFor(has_xdp, std::chrono::seconds(1))) << "XDP not attached again";
+  EXPECT_TRUE(WaitFor([&] { return Http("/readyz") == "200"; }, std::chrono::seconds(1)));
+  RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link del ", up));
 }
 
 TEST_F(AgentE2eTest, InvalidPolicyAtStartFallsBackToLastKnownGoodOrRefuses) {
