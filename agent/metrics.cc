@@ -109,7 +109,13 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
       xdp_attached(prometheus::BuildGauge()
                        .Name("portcullis_xdp_attached")
                        .Help("1 per interface with the XDP program attached, by mode")
-                       .Register(r)) {}
+                       .Register(r)) {
+  // Every kind exists from the start, at 0, so that rates and alerts on it
+  // work before the first error.
+  for (const char* kind : {"invalid_policy", "compile", "apply", "attach"}) {
+    sync_errors.Add({{"kind", kind}});
+  }
+}
 
 PortLabels PortLabelsOf(const v1::Policy& policy) {
   PortLabels labels;

@@ -69,18 +69,22 @@ static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet
 	struct pc_bucket_key key = { .family = p->family, .rate_override_id = override_id };
 	struct pc_bucket *b;
 	__u32 bits = p->family == PC_FAMILY_V4 ? cfg->source_prefix_v4 : cfg->source_prefix_v6;
+	__u64 hi, lo;
 
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		__u32 start = i * 8;
-		__u8 byte = p->src[i];
-
-		if (bits <= start)
-			byte = 0;
-		else if (bits < start + 8)
-			byte &= (__u8)(0xFF << (start + 8 - bits));
-		key.addr[i] = byte;
-	}
+	/* The source masked to `bits`, as two big-endian words (IPv4 fills the
+	 * first four bytes; the rest of p->src is zero). */
+	__builtin_memcpy(&hi, p->src, 8);
+	__builtin_memcpy(&lo, p->src + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
+	if (bits < 64)
+		hi &= bits ? ~0ULL << (64 - bits) : 0;
+	if (bits < 128)
+		lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
+	hi = bpf_cpu_to_be64(hi);
+	lo = bpf_cpu_to_be64(lo);
+	__builtin_memcpy(key.addr, &hi, 8);
+	__builtin_memcpy(key.addr + 8, &lo, 8);
 	b = bpf_map_lookup_elem(&source_buckets, &key);
 	if (b)
 		return b;

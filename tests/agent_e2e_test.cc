@@ -204,6 +204,10 @@ TEST_F(AgentE2eTest, EnforcesThePolicyAndCountsEveryDrop) {
   EXPECT_EQ(Metric("portcullis_policy_apply_seconds_count"), 1);
   EXPECT_GT(Metric("portcullis_policy_last_applied_timestamp_seconds"), 1.7e9);
   EXPECT_EQ(Metric("portcullis_control_connected"), 0);  // standalone
+  for (const char* kind : {"invalid_policy", "compile", "apply", "attach"}) {
+    EXPECT_THAT(lab_->In("ing", "curl -s http://127.0.0.1:9469/metrics").out,
+                HasSubstr(absl::StrCat("portcullis_sync_errors_total{kind=\"", kind, "\"} 0")));
+  }
   EXPECT_EQ(Http("/healthz"), "200");
   // Drops are sampled into the log as JSON lines.
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"reason\":\"not_allowlisted\""); },
