@@ -192,6 +192,7 @@ int Main(bool quick) {
 
   const int drop_fd = LoadReturnProgram(XDP_DROP, "xdp_drop");
   const std::vector<uint8_t> syn = Syn(kSource, kDest, 443).Build();
+  const std::vector<uint8_t> blocked_syn = Syn("198.18.200.7", kDest, 443).Build();
   auto floor = [&] { return Summarise(Measure(drop_fd, syn)); };
 
   auto dp = datapath::Datapath::Load({});
@@ -232,6 +233,10 @@ int Main(bool quick) {
       PrintRow(absl::StrCat(limited ? "SYN dropped by its source bucket, " : "SYN passing every stage, ",
                             n, " prefixes"),
                s, f.median);
+      if (!limited) {
+        const Stats b = Summarise(Measure((*dp)->xdp_prog_fd(), blocked_syn));
+        PrintRow(absl::StrCat("SYN dropped by the blocklist, ", n, " prefixes"), b, f.median);
+      }
     }
   }
   std::printf("\nPolicy load time (compile, then diff-write the idle slot and switch; the idle\n"
