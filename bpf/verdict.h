@@ -154,14 +154,17 @@ static __always_inline int pc_destination_policed(const struct pc_packet *p, __u
 	}
 }
 
-static __always_inline void pc_flow_key(const struct pc_packet *p, struct pc_flow_key *k)
+/* The flow key of a packet as it arrives (src = remote peer); with `reply`,
+ * of its replies (for a packet leaving the node). */
+static __always_inline void pc_flow_key_of(const struct pc_packet *p, int reply,
+					   struct pc_flow_key *k)
 {
 	k->family = p->family;
 	k->proto = p->proto;
-	k->sport = p->sport;
-	k->dport = p->dport;
-	__builtin_memcpy(k->src, p->src, 16);
-	__builtin_memcpy(k->dst, p->dst, 16);
+	k->sport = reply ? p->dport : p->sport;
+	k->dport = reply ? p->sport : p->dport;
+	__builtin_memcpy(k->src, reply ? p->dst : p->src, 16);
+	__builtin_memcpy(k->dst, reply ? p->src : p->dst, 16);
 }
 
 /* ICMP that must always pass: ICMPv6 neighbour discovery, and the path-MTU
@@ -219,7 +222,7 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 	if (p->has_ports && !is_syn) {
 		struct pc_flow_key fk = {};
 
-		pc_flow_key(p, &fk);
+		pc_flow_key_of(p, 0, &fk);
 		if (bpf_map_lookup_elem(&egress_flows, &fk))
 			return PC_REASON_ESTABLISHED;
 	}
@@ -288,7 +291,7 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 			}
 		}
 		if (p->proto == IPPROTO_UDP) {
-			pc_flow_key(p, &fk);
+			pc_flow_key_of(p, 0, &fk);
 			new_flow = bpf_map_lookup_elem(&ingress_flows, &fk) == NULL;
 		}
 		if (!new_flow)
@@ -479,12 +482,7 @@ static __always_inline void pc_record_egress(void *data, void *data_end)
 		return;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return;
-	key.family = p.family;
-	key.proto = p.proto;
-	key.sport = p.dport;
-	key.dport = p.sport;
-	__builtin_memcpy(key.src, p.dst, 16);
-	__builtin_memcpy(key.dst, p.src, 16);
+	pc_flow_key_of(&p, 1, &key);
 	now = (__u64)pc_now();
 	if (p.proto == IPPROTO_TCP) {
 		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == (PC_TCP_SYN | PC_TCP_ACK)) {
