@@ -53,23 +53,14 @@ int64_t CoarseNowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-// Entries of a hash map, and (for source_buckets) how many are over their
-// bucket right now, in one pass.
-struct BucketScan {
-  uint64_t entries = 0, syn_over = 0, conn_over = 0;
-};
-
+// Entries of a hash map, calling fn on each key (0 if it cannot be read).
 template <typename Key, typename Fn>
-uint64_t ForEachKey(int fd, Fn&& fn) {
-  Key key{}, next{};
-  const Key* prev = nullptr;
+uint64_t CountKeys(int fd, absl::string_view name, Fn&& fn) {
   uint64_t n = 0;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    fn(next);
+  datapath::ForEachKey<Key>(fd, name, [&](const Key& k) {
+    fn(k);
     ++n;
-    key = next;
-    prev = &key;
-  }
+  }).IgnoreError();
   return n;
 }
 
@@ -206,7 +197,8 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   const int64_t now = CoarseNowNs();
   uint64_t syn_over = 0, conn_over = 0;
   const int buckets_fd = dp_.source_buckets_fd();
-  const uint64_t bucket_entries = ForEachKey<pc_bucket_key>(buckets_fd, [&](const pc_bucket_key& k) {
+  const uint64_t bucket_entries =
+      CountKeys<pc_bucket_key>(buckets_fd, "source_buckets", [&](const pc_bucket_key& k) {
     pc_bucket b;
     if (bpf_map_lookup_elem(buckets_fd, &k, &b)) return;
     // A bucket refills within milliseconds, so "empty right now" would show
@@ -226,7 +218,7 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   for (const auto& [name, fd_cap] : lru) {
     const uint64_t n = fd_cap.first == buckets_fd
                            ? bucket_entries
-                           : ForEachKey<pc_flow_key>(fd_cap.first, [](const pc_flow_key&) {});
+                           : CountKeys<pc_flow_key>(fd_cap.first, name, [](const pc_flow_key&) {});
     entries.metric.push_back(Value({{"map", name}}, static_cast<double>(n), false));
     capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(fd_cap.second), false));
   }

@@ -1,6 +1,7 @@
 // Small RAII and error helpers for libbpf calls.
 #pragma once
 
+#include <bpf/bpf.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -58,6 +59,21 @@ inline absl::Status ErrnoStatus(absl::string_view call, absl::string_view object
     case EOPNOTSUPP: return absl::UnimplementedError(message);
     default: return absl::InternalError(message);
   }
+}
+
+// Calls fn(key) for every key of a hash map (keys of a fixed type). A key
+// deleted meanwhile may end the walk early, as bpf_map_get_next_key does.
+template <typename Key, typename Fn>
+absl::Status ForEachKey(int fd, absl::string_view name, Fn&& fn) {
+  Key key{}, next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    fn(next);
+    key = next;
+    prev = &key;
+  }
+  if (errno != ENOENT) return ErrnoStatus("bpf_map_get_next_key", name, errno);
+  return absl::OkStatus();
 }
 
 }  // namespace portcullis::datapath

@@ -16,21 +16,14 @@ absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
   if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", name, cpus);
   const size_t stride = (sizeof(Value) + 7) / 8 * 8;
   std::vector<uint8_t> values(stride * static_cast<size_t>(cpus));
-  Key key{}, next{};
-  const Key* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    if (bpf_map_lookup_elem(fd, &next, values.data()) == 0) {
-      for (int cpu = 0; cpu < cpus; ++cpu) {
-        Value v;
-        std::memcpy(&v, values.data() + stride * cpu, sizeof(v));
-        fn(next, v);
-      }
+  return ForEachKey<Key>(fd, name, [&](const Key& key) {
+    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) return;  // deleted meanwhile
+    for (int cpu = 0; cpu < cpus; ++cpu) {
+      Value v;
+      std::memcpy(&v, values.data() + stride * cpu, sizeof(v));
+      fn(key, v);
     }
-    key = next;
-    prev = &key;
-  }
-  if (errno != ENOENT) return ErrnoStatus("bpf_map_get_next_key", name, errno);
-  return absl::OkStatus();
+  });
 }
 
 }  // namespace
