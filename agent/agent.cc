@@ -1,13 +1,13 @@
 #include "agent/agent.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <errno.h>
 #include <linux/magic.h>
 #include <net/if.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -67,8 +67,8 @@ absl::Status PreparePinDir(const std::string& pin_dir) {
   fs::create_directories(MapsDir(pin_dir), ec);
   if (!ec) fs::create_directories(LinksDir(pin_dir), ec);
   if (ec == std::errc::permission_denied || ec == std::errc::operation_not_permitted) {
-    return absl::PermissionDeniedError(absl::StrCat("--pin-dir ", pin_dir, ": ", ec.message(),
-                                                    ": ", kPrivileges));
+    return absl::PermissionDeniedError(
+        absl::StrCat("--pin-dir ", pin_dir, ": ", ec.message(), ": ", kPrivileges));
   }
   if (ec || !IsBpffs(MapsDir(pin_dir))) {
     return absl::FailedPreconditionError(
@@ -88,17 +88,22 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   ASSIGN_OR_RETURN(StateDir state, StateDir::Open(options.state_dir));
   a->state_ = std::move(state);
 
+  ASSIGN_OR_RETURN(std::optional<AppliedPolicy> lkg, a->state_->LastApplied());
+  if (lkg) {
+    a->version_ = lkg->version;
+    a->applied_text_ = lkg->yaml;
+  }
+
   // The policy to enforce first: the file, or else the last-known-good one.
   std::optional<PolicyUpdate> initial;
   auto from_file = LoadPolicyFile(options.policy_file);
   if (from_file.ok()) {
     initial = *std::move(from_file);
   } else {
-    ASSIGN_OR_RETURN(std::optional<AppliedPolicy> lkg, a->state_->LastApplied());
     if (!lkg) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the policy file is not valid and there is no last-known-good policy in ",
-          options.state_dir, ":\n", from_file.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the policy file is not valid and there is no last-known-good policy in ",
+                       options.state_dir, ":\n", from_file.status().message()));
     }
     LogError("the policy file is not valid; enforcing the last-known-good policy instead",
              {{"file", options.policy_file},
@@ -111,10 +116,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                                               checked.Format("policy.yaml")));
     }
     initial = PolicyUpdate{checked.loaded->policy, lkg->yaml, options.state_dir};
-  }
-  if (auto lkg = a->state_->LastApplied(); lkg.ok() && *lkg) {
-    a->version_ = (*lkg)->version;
-    a->applied_text_ = (*lkg)->yaml;
   }
 
   RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
@@ -143,9 +144,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   a->metrics_ = std::make_unique<AgentMetrics>(*a->registry_);
   a->collector_ = std::make_shared<DatapathCollector>(*a->dp_);
   if (!options.metrics_addr.empty()) {
-    ASSIGN_OR_RETURN(a->http_,
-                     HttpServer::Start(options.metrics_addr, {a->registry_, a->collector_},
-                                       &a->ready_));
+    ASSIGN_OR_RETURN(a->http_, HttpServer::Start(options.metrics_addr,
+                                                 {a->registry_, a->collector_}, &a->ready_));
   }
 
   // Policy before programs: a new program never runs without one.
@@ -161,32 +161,37 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options.pin_dir}});
   }
   if (!options.tc_interfaces.empty()) {
-    ASSIGN_OR_RETURN(a->links_, LinkWatcher::Start(options.tc_interfaces,
-                                                   [agent = a.get()](const std::string& ifname) {
-                                                     agent->AttachTcIngress(ifname).IgnoreError();
-                                                   }));
+    ASSIGN_OR_RETURN(
+        a->links_,
+        LinkWatcher::Start(options.tc_interfaces, [agent = a.get()](const std::string& ifname) {
+          agent
+              ->AttachTcFilter(agent->dp_->tc_ingress_prog_fd(), ifname,
+                               datapath::TcDirection::kIngress)
+              .IgnoreError();
+        }));
   }
 
   // A policed interface that is deleted takes our XDP link with it; when it
   // comes back, attach again. Until then the node is not ready.
-  ASSIGN_OR_RETURN(
-      a->policed_links_,
-      LinkWatcher::Start(
-          options.interfaces,
-          [agent = a.get()](const std::string& ifname) {
-            if (agent->EnsurePoliced(ifname).ok()) agent->SetInterfacePresent(ifname, true);
-          },
-          [agent = a.get()](const std::string& ifname) {
-            LogError("a policed interface disappeared", {{"iface", ifname}});
-            agent->SetInterfacePresent(ifname, false);
-          }));
+  ASSIGN_OR_RETURN(a->policed_links_,
+                   LinkWatcher::Start(
+                       options.interfaces,
+                       [agent = a.get()](const std::string& ifname) {
+                         if (agent->EnsurePoliced(ifname).ok())
+                           agent->SetInterfacePresent(ifname, true);
+                       },
+                       [agent = a.get()](const std::string& ifname) {
+                         LogError("a policed interface disappeared", {{"iface", ifname}});
+                         agent->SetInterfacePresent(ifname, false);
+                       }));
 
   auto samples = DropSampleLogger::Start(a->dp_->drop_samples_fd(), /*per_second=*/20,
                                          /*burst=*/50, &a->metrics_->samples_suppressed);
   if (samples.ok()) {
     a->samples_ = *std::move(samples);
   } else {
-    LogWarning("drop samples will not be logged", {{"error", std::string(samples.status().message())}});
+    LogWarning("drop samples will not be logged",
+               {{"error", std::string(samples.status().message())}});
   }
 
   a->source_ = NewFilePolicySource(options.policy_file);
@@ -197,7 +202,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
         LogError("policy file rejected; the previous policy stays",
                  {{"file", agent->options_.policy_file}, {"error", why}});
       }));
-  a->ready_ = true;
+  a->started_ = true;
+  a->UpdateReady();
   LogInfo("ready", {{"node", options.node}, {"version", a->version_}});
   return a;
 }
@@ -209,7 +215,8 @@ Agent::~Agent() {
 
 void Agent::Shutdown() {
   // Leave every kernel object in place (fail-static).
-  ready_ = false;
+  started_ = false;
+  UpdateReady();
   if (source_) source_->Stop();
   links_.reset();
   policed_links_.reset();
@@ -237,39 +244,46 @@ absl::Status Agent::EnsurePoliced(const std::string& ifname) {
   auto xdp = datapath::AttachXdp(dp_->xdp_prog_fd(), ifname, options_.xdp_mode, pin);
   if (!xdp.ok()) {
     metrics_->sync_errors.Add({{"kind", "attach"}}).Increment();
-    LogError("cannot attach XDP", {{"iface", ifname}, {"error", std::string(xdp.status().message())}});
+    LogError("cannot attach XDP",
+             {{"iface", ifname}, {"error", std::string(xdp.status().message())}});
     return xdp.status();
   }
   metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
-  auto created = datapath::AttachTc(dp_->tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress);
-  if (!created.ok()) return created.status();
-  if (*created) RecordQdisc(options_.state_dir, ifname);
+  RETURN_IF_ERROR(AttachTcFilter(dp_->tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress));
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});
   return absl::OkStatus();
 }
 
 void Agent::SetInterfacePresent(const std::string& ifname, bool present) {
-  std::lock_guard<std::mutex> lock(missing_mu_);
-  if (present) {
-    missing_.erase(ifname);
-  } else {
-    missing_.insert(ifname);
+  {
+    std::lock_guard<std::mutex> lock(missing_mu_);
+    if (present) {
+      missing_.erase(ifname);
+    } else {
+      missing_.insert(ifname);
+    }
   }
-  if (source_ != nullptr) ready_ = missing_.empty();  // only once start-up is done
+  UpdateReady();
 }
 
-absl::Status Agent::AttachTcIngress(const std::string& ifname) {
-  auto created = datapath::AttachTc(dp_->tc_ingress_prog_fd(), ifname,
-                                    datapath::TcDirection::kIngress);
+void Agent::UpdateReady() {
+  std::lock_guard<std::mutex> lock(missing_mu_);
+  ready_ = started_ && missing_.empty();
+}
+
+absl::Status Agent::AttachTcFilter(int prog_fd, const std::string& ifname,
+                                   datapath::TcDirection direction) {
+  const char* what = direction == datapath::TcDirection::kIngress ? "TC ingress" : "TC egress";
+  auto created = datapath::AttachTc(prog_fd, ifname, direction);
   if (!created.ok()) {
     metrics_->sync_errors.Add({{"kind", "attach"}}).Increment();
-    LogError("cannot attach TC ingress", {{"iface", ifname},
-                                           {"error", std::string(created.status().message())}});
+    LogError(absl::StrCat("cannot attach ", what),
+             {{"iface", ifname}, {"error", std::string(created.status().message())}});
     return created.status();
   }
   if (*created) RecordQdisc(options_.state_dir, ifname);
-  LogInfo("attached TC ingress", {{"iface", ifname}});
+  LogInfo(absl::StrCat("attached ", what), {{"iface", ifname}});
   return absl::OkStatus();
 }
 
@@ -330,12 +344,15 @@ absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir)
         auto found = datapath::DetachTc(static_cast<int>(i->if_index), dir, false);
         if (found.ok() && *found) ++detached;
       }
-      if (ours) datapath::DetachTc(static_cast<int>(i->if_index), datapath::TcDirection::kIngress, true).IgnoreError();
+      if (ours)
+        datapath::DetachTc(static_cast<int>(i->if_index), datapath::TcDirection::kIngress, true)
+            .IgnoreError();
     }
     if_freenameindex(list);
   }
   fs::remove_all(pin_dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot remove ", pin_dir, ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot remove ", pin_dir, ": ", ec.message()));
   for (const char* name : {"tc-qdiscs", "policy.yaml", "policy.version"}) {
     fs::remove(absl::StrCat(state_dir, "/", name), ec);
   }

@@ -58,12 +58,17 @@ class Agent {
 
  private:
   explicit Agent(AgentOptions options) : options_(std::move(options)) {}
-  absl::Status AttachTcIngress(const std::string& ifname);
+  // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
+  // we created and counting a failure.
+  absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
+                              datapath::TcDirection direction);
   // (Re)attaches XDP and the TC egress recorder to a policed interface
   // unless our program is on it already.
   absl::Status EnsurePoliced(const std::string& ifname);
   // Not ready while a policed interface is missing.
   void SetInterfacePresent(const std::string& ifname, bool present);
+  // ready_ = start-up finished and no policed interface missing.
+  void UpdateReady();
 
   AgentOptions options_;
   std::optional<StateDir> state_;
@@ -77,7 +82,8 @@ class Agent {
   std::unique_ptr<LinkWatcher> links_;          // pod veths (--tc-interfaces)
   std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   std::unique_ptr<DropSampleLogger> samples_;
-  std::atomic<bool> ready_{false};
+  std::atomic<bool> ready_{false};   // read by /readyz
+  std::atomic<bool> started_{false};
   std::mutex missing_mu_;
   std::set<std::string> missing_;  // policed interfaces that are gone
   std::mutex apply_mu_;
