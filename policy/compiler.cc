@@ -54,14 +54,6 @@ absl::Status AddPrefixes(const google::protobuf::RepeatedPtrField<std::string>& 
   return absl::OkStatus();
 }
 
-// Whole-policy view of one (proto, port).
-struct PortView {
-  pc_set_mask allow_from = 0;
-  pc_set_mask failsafe_from = 0;
-  uint32_t flags = 0;
-  int override_rule = -1;  // index into spec.ports of the rule whose rates apply
-};
-
 bool HasOverride(const v1::PortRule& rule) { return rule.has_syn_rate() || rule.has_conn_rate(); }
 
 bool SameOverride(const v1::PortRule& a, const v1::PortRule& b) {
@@ -173,8 +165,11 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     }
   }
 
-  // Ports: what every rule says about every (proto, port).
-  std::vector<PortView> views(PC_PORT_ENTRIES);
+  // Ports: what every rule says about every (proto, port), written straight
+  // into the port entries; override_rule[i] is the rule (index into
+  // spec.ports) whose rates apply to entry i, -1 for none.
+  out.ports.resize(PC_PORT_ENTRIES);
+  std::vector<int> override_rule(PC_PORT_ENTRIES, -1);
   auto for_each_port = [](const v1::PortRule& rule, auto&& fn) -> absl::Status {
     const int l4 = L4Index(rule.proto());
     if (l4 < 0) return absl::InvalidArgumentError("a rule has no proto");
@@ -192,9 +187,9 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   for (const v1::PortRule& rule : spec.failsafe()) {
     ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
-      views[i].flags |= PC_PORT_HAS_FAILSAFE | PC_PORT_NAMED;
-      if (rule.from().any()) views[i].flags |= PC_PORT_FAILSAFE_ANY;
-      views[i].failsafe_from |= mask;
+      out.ports[i].flags |= PC_PORT_HAS_FAILSAFE | PC_PORT_NAMED;
+      if (rule.from().any()) out.ports[i].flags |= PC_PORT_FAILSAFE_ANY;
+      out.ports[i].failsafe_from |= mask;
     }));
   }
   for (int r = 0; r < spec.ports_size(); ++r) {
@@ -202,16 +197,16 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
     absl::Status conflict;
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
-      PortView& v = views[i];
-      v.flags |= PC_PORT_HAS_RULE | PC_PORT_NAMED;
-      if (rule.from().any()) v.flags |= PC_PORT_ALLOW_ANY;
-      v.allow_from |= mask;
+      pc_port_policy& port = out.ports[i];
+      port.flags |= PC_PORT_HAS_RULE | PC_PORT_NAMED;
+      if (rule.from().any()) port.flags |= PC_PORT_ALLOW_ANY;
+      port.allow_from |= mask;
       if (!HasOverride(rule)) return;
-      if (v.override_rule < 0) {
-        v.override_rule = r;
-      } else if (!SameOverride(spec.ports(v.override_rule), rule) && conflict.ok()) {
+      if (override_rule[i] < 0) {
+        override_rule[i] = r;
+      } else if (!SameOverride(spec.ports(override_rule[i]), rule) && conflict.ok()) {
         conflict = absl::InvalidArgumentError(absl::StrCat(
-            "rules ", v.override_rule, " and ", r, " set different rate overrides for ",
+            "rules ", override_rule[i], " and ", r, " set different rate overrides for ",
             i / PC_PORTS_PER_PROTO == PC_L4_TCP ? "tcp/" : "udp/", i % PC_PORTS_PER_PROTO));
       }
     }));
@@ -238,15 +233,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
         rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default});
   }
 
-  out.ports.resize(PC_PORT_ENTRIES);
-  for (size_t i = 0; i < views.size(); ++i) {
-    const PortView& v = views[i];
-    out.ports[i] = pc_port_policy{
-        .allow_from = v.allow_from,
-        .failsafe_from = v.failsafe_from,
-        .flags = v.flags,
-        .rate_override_id = v.override_rule >= 0 ? override_of_rule[v.override_rule] : 0,
-    };
+  for (size_t i = 0; i < out.ports.size(); ++i) {
+    if (override_rule[i] >= 0) out.ports[i].rate_override_id = override_of_rule[override_rule[i]];
   }
 
   pc_config& cfg = out.config;
