@@ -124,13 +124,16 @@ void CheckOverlaps(const google::protobuf::RepeatedPtrField<v1::PortRule>& rules
     int last_rule = -1;
   };
   absl::flat_hash_map<uint32_t, Cover> covered;
+  std::vector<std::vector<uint32_t>> ports_of;  // each rule's ports, expanded once
+  ports_of.reserve(rules.size());
+  for (const v1::PortRule& rule : rules) ports_of.push_back(RulePorts(rule));
   for (int r = 0; r < rules.size(); ++r) {
     const v1::PortRule& rule = rules[r];
-    const std::vector<uint32_t> ports = RulePorts(rule);
+    const std::vector<uint32_t>& ports = ports_of[r];
     if (ports.empty()) continue;
     for (int q = 0; q < r; ++q) {
       const v1::PortRule& earlier = rules[q];
-      if (earlier.proto() == rule.proto() && RulePorts(earlier) == ports &&
+      if (earlier.proto() == rule.proto() && ports_of[q] == ports &&
           earlier.from().any() == rule.from().any() &&
           std::set<std::string>(earlier.from().sets().begin(), earlier.from().sets().end()) ==
               std::set<std::string>(rule.from().sets().begin(), rule.from().sets().end())) {
