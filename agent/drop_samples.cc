@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "agent/labels.h"
 #include "agent/log.h"
 
 namespace portcullis::agent {
@@ -29,24 +30,13 @@ int64_t MonotonicNs() {
 }  // namespace
 
 std::string FormatDropSample(const pc_sample& s) {
-  char ifname[IF_NAMESIZE] = {};
-  const std::string iface =
-      if_indextoname(s.ifindex, ifname) ? ifname : absl::StrCat("ifindex", s.ifindex);
-  std::string proto;
-  switch (s.proto) {
-    case IPPROTO_TCP: proto = "tcp"; break;
-    case IPPROTO_UDP: proto = "udp"; break;
-    case IPPROTO_ICMP: proto = "icmp"; break;
-    case IPPROTO_ICMPV6: proto = "icmpv6"; break;
-    default: proto = absl::StrCat(s.proto);
-  }
-  LogFields fields = {{"iface", iface},
+  LogFields fields = {{"iface", IfaceName(s.ifindex)},
                       {"hook", std::string(HookName(s.hook))},
                       {"verdict", std::string(VerdictName(s.verdict))},
                       {"reason", std::string(ReasonName(s.reason))},
                       {"src", Address(s.family, s.src)},
                       {"dst", Address(s.family, s.dst)},
-                      {"proto", proto}};
+                      {"proto", ProtoName(s.proto)}};
   if (s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) {
     fields.push_back({"sport", static_cast<uint64_t>(s.sport)});
     fields.push_back({"dport", static_cast<uint64_t>(s.dport)});

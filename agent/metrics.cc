@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "absl/strings/str_cat.h"
+#include "agent/labels.h"
 #include "common/abi.h"
 #include "datapath/counters.h"
 
@@ -15,22 +16,6 @@ namespace {
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
-
-std::string IfaceName(uint32_t ifindex) {
-  char name[IF_NAMESIZE] = {};
-  if (if_indextoname(ifindex, name) != nullptr) return name;
-  return absl::StrCat("ifindex", ifindex);
-}
-
-std::string ProtoName(uint8_t proto) {
-  switch (proto) {
-    case IPPROTO_TCP: return "tcp";
-    case IPPROTO_UDP: return "udp";
-    case IPPROTO_ICMP: return "icmp";
-    case IPPROTO_ICMPV6: return "icmpv6";
-    default: return absl::StrCat(proto);
-  }
-}
 
 ClientMetric Value(std::vector<prometheus::ClientMetric::Label> labels, double v, bool counter) {
   ClientMetric m;

@@ -1,0 +1,32 @@
+// How interfaces and protocols are named in metric labels and log lines.
+#pragma once
+
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace portcullis::agent {
+
+// The interface's name, or "ifindexN" when it is gone.
+inline std::string IfaceName(uint32_t ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (if_indextoname(ifindex, name) != nullptr) return name;
+  return absl::StrCat("ifindex", ifindex);
+}
+
+// "tcp", "udp", "icmp", "icmpv6", or the protocol number.
+inline std::string ProtoName(uint8_t proto) {
+  switch (proto) {
+    case IPPROTO_TCP: return "tcp";
+    case IPPROTO_UDP: return "udp";
+    case IPPROTO_ICMP: return "icmp";
+    case IPPROTO_ICMPV6: return "icmpv6";
+    default: return absl::StrCat(proto);
+  }
+}
+
+}  // namespace portcullis::agent
