@@ -4,7 +4,6 @@
 #pragma once
 
 #include <array>
-#include <optional>
 
 #include "absl/strings/string_view.h"
 #include "portcullis/abi.h"
@@ -51,12 +50,5 @@ inline absl::string_view HookName(unsigned hook) {
   return hook < kHookNames.size() ? kHookNames[hook] : "unknown";
 }
 inline bool IsDropReason(unsigned reason) { return reason >= PC_FIRST_DROP_REASON; }
-
-inline std::optional<pc_reason> ParseReason(absl::string_view name) {
-  for (size_t i = 0; i < kReasonNames.size(); ++i) {
-    if (kReasonNames[i] == name) return static_cast<pc_reason>(i);
-  }
-  return std::nullopt;
-}
 
 }  // namespace portcullis

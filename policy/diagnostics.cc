@@ -28,10 +28,6 @@ bool Diagnostics::has_errors() const { return error_count() > 0; }
 
 int Diagnostics::error_count() const { return CountErrors(diagnostics_); }
 
-int Diagnostics::warning_count() const {
-  return static_cast<int>(diagnostics_.size()) - error_count();
-}
-
 std::string Diagnostics::Format(absl::string_view file) const {
   return FormatDiagnostics(file, diagnostics_);
 }

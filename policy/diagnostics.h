@@ -46,7 +46,6 @@ class Diagnostics {
 
   bool has_errors() const;
   int error_count() const;
-  int warning_count() const;
   const std::vector<Diagnostic>& all() const { return diagnostics_; }
 
   // One line per finding, in the order found: "FILE:LINE:COL: error: PATH: MESSAGE".
