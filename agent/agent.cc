@@ -20,9 +20,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "agent/log.h"
+#include "common/log.h"
 #include "common/status_macros.h"
+#include "common/abi.h"
+#include "datapath/counters.h"
 #include "policy/compiler.h"
+#include "policy/text.h"
 #include "policy/validator.h"
 
 namespace portcullis::agent {
@@ -78,6 +81,17 @@ absl::Status PreparePinDir(const std::string& pin_dir) {
   return absl::OkStatus();
 }
 
+// The last-known-good policy, checked.
+absl::StatusOr<PolicyUpdate> LastKnownGood(const AppliedPolicy& lkg, const std::string& state_dir) {
+  policy::CheckedPolicyFile checked = policy::CheckPolicyText(lkg.yaml);
+  if (!checked.ok()) {
+    return absl::DataLossError(absl::StrCat("the last-known-good policy in ", state_dir,
+                                            " is not valid:\n", checked.Format("policy.yaml")));
+  }
+  return PolicyUpdate{checked.loaded->policy, lkg.yaml,
+                      absl::StrCat(state_dir, " (last-known-good)"), lkg.version};
+}
+
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options) {
   std::unique_ptr<Agent> a(new Agent(options));
   for (const std::string& ifname : options.interfaces) {
@@ -94,41 +108,46 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     a->applied_text_ = lkg->yaml;
   }
 
-  // The policy to enforce first: the file, or else the last-known-good one.
+  // The policy to enforce first. From a file: the file, or else the
+  // last-known-good one. From the control service: the last-known-good one
+  // (the service may be unreachable); without it, programs wait for the
+  // first version.
   std::optional<PolicyUpdate> initial;
-  auto from_file = LoadPolicyFile(options.policy_file);
-  if (from_file.ok()) {
-    initial = *std::move(from_file);
+  if (!options.control) {
+    auto from_file = LoadPolicyFile(options.policy_file);
+    if (from_file.ok()) {
+      initial = *std::move(from_file);
+    } else {
+      if (!lkg) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the policy file is not valid and there is no last-known-good policy in ",
+            options.state_dir, ":\n", from_file.status().message()));
+      }
+      LogError("the policy file is not valid; enforcing the last-known-good policy instead",
+               {{"file", options.policy_file},
+                {"error", std::string(from_file.status().message())},
+                {"version", lkg->version}});
+      ASSIGN_OR_RETURN(initial, LastKnownGood(*lkg, options.state_dir));
+    }
+  } else if (lkg) {
+    ASSIGN_OR_RETURN(initial, LastKnownGood(*lkg, options.state_dir));
+    LogInfo("enforcing the last-known-good policy until the control service answers",
+            {{"version", lkg->version}});
   } else {
-    if (!lkg) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the policy file is not valid and there is no last-known-good policy in ",
-                       options.state_dir, ":\n", from_file.status().message()));
-    }
-    LogError("the policy file is not valid; enforcing the last-known-good policy instead",
-             {{"file", options.policy_file},
-              {"error", std::string(from_file.status().message())},
-              {"version", lkg->version}});
-    policy::CheckedPolicyFile checked = policy::CheckPolicyText(lkg->yaml);
-    if (!checked.ok()) {
-      return absl::DataLossError(absl::StrCat("the last-known-good policy in ", options.state_dir,
-                                              " is not valid either:\n",
-                                              checked.Format("policy.yaml")));
-    }
-    initial = PolicyUpdate{checked.loaded->policy, lkg->yaml, options.state_dir};
+    LogInfo("no last-known-good policy: programs are attached once the control service sends "
+            "the first version");
   }
 
   RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
   auto dp = datapath::Datapath::Load({.pin_dir = MapsDir(options.pin_dir)});
-  bool repin = false;
   if (absl::IsFailedPrecondition(dp.status())) {
     // Pins from an incompatible build: start on fresh maps, and swap the
-    // programs under the live attachments below (link update, tc replace),
-    // so that enforcement never stops; then pin the new maps.
+    // programs under the live attachments (link update, tc replace), so that
+    // enforcement never stops; then pin the new maps.
     LogWarning("pinned maps are from an incompatible build; replacing them",
                {{"detail", std::string(dp.status().message())}});
     dp = datapath::Datapath::Load({});
-    repin = true;
+    a->repin_ = true;
   }
   if (!dp.ok()) {
     if (absl::IsPermissionDenied(dp.status())) {
@@ -148,43 +167,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                                                  {a->registry_, a->collector_}, &a->ready_));
   }
 
-  // Policy before programs: a new program never runs without one.
-  RETURN_IF_ERROR(a->Apply(*initial));
-
-  for (const std::string& ifname : options.interfaces) {
-    RETURN_IF_ERROR(a->EnsurePoliced(ifname));
-  }
-  if (repin) {
-    // New programs run everywhere now; the old maps go with the old pins.
-    // TC ingress on pod veths is replaced as the link watcher re-attaches.
-    RETURN_IF_ERROR(a->dp_->PinMaps(MapsDir(options.pin_dir)));
-    LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options.pin_dir}});
-  }
-  if (!options.tc_interfaces.empty()) {
-    ASSIGN_OR_RETURN(
-        a->links_,
-        LinkWatcher::Start(options.tc_interfaces, [agent = a.get()](const std::string& ifname) {
-          agent
-              ->AttachTcFilter(agent->dp_->tc_ingress_prog_fd(), ifname,
-                               datapath::TcDirection::kIngress)
-              .IgnoreError();
-        }));
-  }
-
-  // A policed interface that is deleted takes our XDP link with it; when it
-  // comes back, attach again. Until then the node is not ready.
-  ASSIGN_OR_RETURN(a->policed_links_,
-                   LinkWatcher::Start(
-                       options.interfaces,
-                       [agent = a.get()](const std::string& ifname) {
-                         if (agent->EnsurePoliced(ifname).ok())
-                           agent->SetInterfacePresent(ifname, true);
-                       },
-                       [agent = a.get()](const std::string& ifname) {
-                         LogError("a policed interface disappeared", {{"iface", ifname}});
-                         agent->SetInterfacePresent(ifname, false);
-                       }));
-
   auto samples = DropSampleLogger::Start(a->dp_->drop_samples_fd(), /*per_second=*/20,
                                          /*burst=*/50, &a->metrics_->samples_suppressed);
   if (samples.ok()) {
@@ -194,18 +176,113 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                {{"error", std::string(samples.status().message())}});
   }
 
-  a->source_ = NewFilePolicySource(options.policy_file);
-  RETURN_IF_ERROR(a->source_->Start(
-      [agent = a.get()](PolicyUpdate update) { agent->Apply(update).IgnoreError(); },
-      [agent = a.get()](std::string why) {
-        agent->metrics_->sync_errors.Add({{"kind", "invalid_policy"}}).Increment();
-        LogError("policy file rejected; the previous policy stays",
-                 {{"file", agent->options_.policy_file}, {"error", why}});
-      }));
+  // Policy before programs: a new program never runs without one.
+  if (initial) {
+    RETURN_IF_ERROR(a->Apply(*initial));
+    RETURN_IF_ERROR(a->Attach());
+  }
+
+  auto on_update = [agent = a.get()](PolicyUpdate update) {
+    absl::Status s = agent->Apply(update);
+    if (s.ok() && !agent->attached_) s = agent->Attach();
+    return s;
+  };
+  if (options.control) {
+    ControlSourceHooks hooks;
+    hooks.status = [agent = a.get()] { return agent->StatusSnapshot(); };
+    hooks.connected = [agent = a.get()](bool up) {
+      agent->metrics_->control_connected.Set(up ? 1 : 0);
+    };
+    hooks.sync_error = [agent = a.get()](absl::string_view kind) {
+      agent->metrics_->sync_errors.Add({{"kind", std::string(kind)}}).Increment();
+    };
+    a->source_ = NewControlPolicySource(
+        {.client = *options.control, .report_interval = options.report_interval},
+        std::move(hooks));
+  } else {
+    a->source_ = NewFilePolicySource(options.policy_file);
+  }
+  RETURN_IF_ERROR(a->source_->Start(on_update, [agent = a.get()](std::string why) {
+    agent->metrics_->sync_errors.Add({{"kind", "invalid_policy"}}).Increment();
+    agent->SetLastError(why);
+    LogError("policy rejected; the previous policy stays", {{"error", why}});
+  }));
   a->started_ = true;
   a->UpdateReady();
-  LogInfo("ready", {{"node", options.node}, {"version", a->version_}});
+  LogInfo(a->attached_ ? "ready" : "started; waiting for the first policy",
+          {{"node", options.node}, {"version", a->version_}});
   return a;
+}
+
+absl::Status Agent::Attach() {
+  for (const std::string& ifname : options_.interfaces) {
+    RETURN_IF_ERROR(EnsurePoliced(ifname));
+  }
+  if (repin_) {
+    // New programs run everywhere now; the old maps go with the old pins.
+    // TC ingress on pod veths is replaced as the link watcher re-attaches.
+    RETURN_IF_ERROR(dp_->PinMaps(MapsDir(options_.pin_dir)));
+    LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options_.pin_dir}});
+    repin_ = false;
+  }
+  if (!options_.tc_interfaces.empty()) {
+    ASSIGN_OR_RETURN(links_, LinkWatcher::Start(options_.tc_interfaces,
+                                                [this](const std::string& ifname) {
+                                                  AttachTcFilter(dp_->tc_ingress_prog_fd(), ifname,
+                                                                 datapath::TcDirection::kIngress)
+                                                      .IgnoreError();
+                                                }));
+  }
+  // A policed interface that is deleted takes our XDP link with it; when it
+  // comes back, attach again. Until then the node is not ready.
+  ASSIGN_OR_RETURN(policed_links_,
+                   LinkWatcher::Start(
+                       options_.interfaces,
+                       [this](const std::string& ifname) {
+                         if (EnsurePoliced(ifname).ok()) SetInterfacePresent(ifname, true);
+                       },
+                       [this](const std::string& ifname) {
+                         LogError("a policed interface disappeared", {{"iface", ifname}});
+                         SetInterfacePresent(ifname, false);
+                       }));
+  attached_ = true;
+  UpdateReady();
+  return absl::OkStatus();
+}
+
+void Agent::SetLastError(std::string error) {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  last_error_ = std::move(error);
+}
+
+v1::AgentStatus Agent::StatusSnapshot() const {
+  v1::AgentStatus status;
+  status.set_node(options_.node);
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status.set_applied_version(version_);
+    status.set_applied_hash(applied_hash_);
+    status.set_last_error(last_error_);
+    status.set_xdp_mode(xdp_mode_);
+  }
+  for (const std::string& ifname : options_.interfaces) status.add_interfaces(ifname);
+  status.set_ready(ready_);
+  if (dp_) {
+    if (auto counters = datapath::ReadVerdictCounters(*dp_); counters.ok()) {
+      std::map<std::pair<std::string, std::string>, uint64_t> sums;
+      for (const datapath::VerdictCount& c : *counters) {
+        sums[{std::string(VerdictName(c.key.verdict)), std::string(ReasonName(c.key.reason))}] +=
+            c.total.packets;
+      }
+      for (const auto& [key, packets] : sums) {
+        v1::CounterSummary* summary = status.add_counters();
+        summary->set_verdict(key.first);
+        summary->set_reason(key.second);
+        summary->set_packets(packets);
+      }
+    }
+  }
+  return status;
 }
 
 Agent::~Agent() {
@@ -249,6 +326,10 @@ absl::Status Agent::EnsurePoliced(const std::string& ifname) {
     return xdp.status();
   }
   metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    xdp_mode_ = xdp->mode;
+  }
   RETURN_IF_ERROR(AttachTcFilter(dp_->tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress));
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});
@@ -269,7 +350,7 @@ void Agent::SetInterfacePresent(const std::string& ifname, bool present) {
 
 void Agent::UpdateReady() {
   std::lock_guard<std::mutex> lock(missing_mu_);
-  ready_ = started_ && missing_.empty();
+  ready_ = started_ && attached_ && missing_.empty();
 }
 
 absl::Status Agent::AttachTcFilter(int prog_fd, const std::string& ifname,
@@ -292,24 +373,33 @@ absl::Status Agent::Apply(const PolicyUpdate& update) {
   const auto start = std::chrono::steady_clock::now();
   auto fail = [&](absl::string_view kind, const absl::Status& s) {
     metrics_->sync_errors.Add({{"kind", std::string(kind)}}).Increment();
+    SetLastError(absl::StrCat(update.origin, ": ", s.message()));
     LogError("policy not applied; the previous policy stays",
              {{"origin", update.origin}, {"error", std::string(s.message())}});
     return s;
   };
   auto compiled = policy::Compile(update.policy);
   if (!compiled.ok()) return fail("compile", compiled.status());
-  // A restart re-applies the same text: same version.
-  const uint64_t version = update.text == applied_text_ && version_ > 0 ? version_ : version_ + 1;
+  // The control service numbers its versions; a file's are counted here, and
+  // a restart re-applies the same text as the same version.
+  const uint64_t version = update.version               ? update.version
+                           : update.text == applied_text_ && version_ > 0 ? version_
+                                                                          : version_ + 1;
   if (absl::Status s = installer_->Install(*compiled, version); !s.ok()) return fail("apply", s);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (version != version_ || applied_text_.empty()) {
+  if (version != version_ || update.text != applied_text_) {
     if (absl::Status s = state_->SaveApplied({update.text, version}); !s.ok()) {
       LogWarning("policy applied but not saved as last-known-good",
                  {{"error", std::string(s.message())}});
     }
   }
-  version_ = version;
+  {
+    std::lock_guard<std::mutex> status_lock(status_mu_);
+    version_ = version;
+    applied_hash_ = policy::ContentHash(update.policy);
+    last_error_.clear();
+  }
   applied_text_ = update.text;
   metrics_->policy_version.Set(static_cast<double>(version));
   metrics_->apply_seconds.Observe(seconds);

@@ -17,12 +17,14 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "agent/drop_samples.h"
-#include "agent/http_server.h"
 #include "agent/link_watcher.h"
 #include "agent/metrics.h"
 #include "agent/policy_source.h"
 #include "agent/state_dir.h"
+#include "common/http_server.h"
+#include "control/client.h"
 #include "datapath/attach.h"
 #include "datapath/datapath.h"
 #include "datapath/policy_installer.h"
@@ -30,7 +32,9 @@
 namespace portcullis::agent {
 
 struct AgentOptions {
-  std::string policy_file;
+  std::string policy_file;                        // standalone mode, or
+  std::optional<control::ClientOptions> control;  // control-service mode
+  absl::Duration report_interval = absl::Seconds(10);
   std::vector<std::string> interfaces;     // XDP + TC egress
   std::vector<std::string> tc_interfaces;  // globs: TC ingress
   datapath::XdpMode xdp_mode = datapath::XdpMode::kAuto;
@@ -56,8 +60,15 @@ class Agent {
   // Validated policy -> compiled -> installed -> saved as last-known-good.
   absl::Status Apply(const PolicyUpdate& update);
 
+  // What this agent enforces, for the control service.
+  v1::AgentStatus StatusSnapshot() const;
+
  private:
   explicit Agent(AgentOptions options) : options_(std::move(options)) {}
+  // Attaches the programs to the policed interfaces and starts watching
+  // links; once, after the first policy is applied.
+  absl::Status Attach();
+  void SetLastError(std::string error);
   // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
   // we created and counting a failure.
   absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
@@ -84,11 +95,17 @@ class Agent {
   std::unique_ptr<DropSampleLogger> samples_;
   std::atomic<bool> ready_{false};   // read by /readyz
   std::atomic<bool> started_{false};
+  std::atomic<bool> attached_{false};
+  bool repin_ = false;  // the pinned maps were incompatible: pin ours once attached
   std::mutex missing_mu_;
   std::set<std::string> missing_;  // policed interfaces that are gone
   std::mutex apply_mu_;
+  std::string applied_text_;  // under apply_mu_
+  mutable std::mutex status_mu_;  // what StatusSnapshot reads
   uint64_t version_ = 0;
-  std::string applied_text_;
+  std::string applied_hash_;
+  std::string last_error_;
+  std::string xdp_mode_;
 };
 
 // Detaches every program this agent installs and removes its pins and state

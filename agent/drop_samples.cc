@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/labels.h"
-#include "agent/log.h"
+#include "common/log.h"
 
 namespace portcullis::agent {
 namespace {

@@ -34,7 +34,7 @@ class FilePolicySource : public PolicySource {
   explicit FilePolicySource(std::string path) : path_(std::move(path)) {}
   ~FilePolicySource() override { Stop(); }
 
-  absl::Status Start(std::function<void(PolicyUpdate)> on_update,
+  absl::Status Start(std::function<absl::Status(PolicyUpdate)> on_update,
                      std::function<void(std::string)> on_rejected) override {
     const int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (fd < 0) {
@@ -63,7 +63,7 @@ class FilePolicySource : public PolicySource {
     }
   }
 
-  void OnChange(const std::function<void(PolicyUpdate)>& on_update,
+  void OnChange(const std::function<absl::Status(PolicyUpdate)>& on_update,
                 const std::function<void(std::string)>& on_rejected) {
     Drain();
     // Writers often touch a file several times in a row; let them finish.
@@ -74,7 +74,7 @@ class FilePolicySource : public PolicySource {
     last_text_ = *text;
     auto update = LoadPolicyFile(path_);
     if (update.ok()) {
-      on_update(*std::move(update));
+      on_update(*std::move(update)).IgnoreError();  // the agent logs and counts it
     } else {
       on_rejected(std::string(update.status().message()));
     }

@@ -1,6 +1,7 @@
 // portcullis-agent: see agent.h and PRODUCT.md "Command-line contract".
 #include <bpf/libbpf.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdarg>
 
@@ -13,7 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/agent.h"
-#include "agent/log.h"
+#include "common/log.h"
 #include "common/flags.h"
 
 ABSL_FLAG(std::string, policy_file, "",
@@ -31,13 +32,22 @@ ABSL_FLAG(std::string, state_dir, "/var/lib/portcullis",
           "Where the last applied policy is kept (enforced at start if the file is invalid).");
 ABSL_FLAG(std::string, pin_dir, "/sys/fs/bpf/portcullis",
           "bpffs directory for pinned maps and links (mounts /sys/fs/bpf if needed).");
-ABSL_FLAG(std::string, node, "", "Node name, for logs and status.");
+ABSL_FLAG(std::string, node, "", "Node name, for logs and status (default: the host name).");
 ABSL_FLAG(bool, uninstall, false,
           "Detach every program the agent installed and remove its pins and state, then exit.");
-ABSL_FLAG(std::string, control, "", "Control service HOST:PORT (not available in this build).");
-ABSL_FLAG(std::string, ca, "", "CA certificate for --control.");
-ABSL_FLAG(std::string, cert, "", "Client certificate for --control.");
-ABSL_FLAG(std::string, key, "", "Client key for --control.");
+ABSL_FLAG(std::string, control, "",
+          "Control service HOST:PORT: watch it for policy instead of --policy-file (needs --ca, "
+          "--cert, --key).");
+ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) of the control service, for --control.");
+ABSL_FLAG(std::string, cert, "", "This agent's client certificate (PEM), for --control.");
+ABSL_FLAG(std::string, key, "", "This agent's client key (PEM), for --control.");
+ABSL_FLAG(std::string, server_name, "",
+          "Name to expect in the control service's certificate (default: the host of "
+          "--control).");
+ABSL_FLAG(int, report_interval_seconds, 10,
+          "How often to report status to the control service (also after every apply).");
+ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
+          "Talk to a control service started with the same flag (no TLS). Never in production.");
 
 namespace {
 
@@ -54,14 +64,14 @@ int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   vsnprintf(buf, sizeof(buf), format, args);
   std::string line = absl::StripTrailingAsciiWhitespace(buf).data();
   if (absl::StrContains(line, "Kernel error message")) return 0;
-  portcullis::agent::Log(level == LIBBPF_WARN ? portcullis::agent::LogLevel::kWarning
-                                              : portcullis::agent::LogLevel::kInfo,
+  portcullis::Log(level == LIBBPF_WARN ? portcullis::LogLevel::kWarning
+                                              : portcullis::LogLevel::kInfo,
                          "libbpf", {{"detail", line}});
   return 0;
 }
 
 int Fail(const std::string& message) {
-  portcullis::agent::LogError(message);
+  portcullis::LogError(message);
   return 1;
 }
 
@@ -72,10 +82,12 @@ int main(int argc, char** argv) {
       argc, argv,
       "portcullis-agent: enforces an ingress policy in the kernel with XDP and TC.\n\n"
       "  portcullis-agent --policy-file POLICY.yaml --interfaces IF[,IF...] [options]\n"
+      "  portcullis-agent --control HOST:PORT --ca FILE --cert FILE --key FILE "
+      "--interfaces IF[,IF...] [options]\n"
       "  portcullis-agent --uninstall [--pin-dir DIR] [--state-dir DIR]\n\n"
       "On SIGTERM the agent exits and leaves enforcement in place; a new agent adopts it.",
       "agent/main.cc");
-  using portcullis::agent::LogInfo;
+  using portcullis::LogInfo;
   libbpf_set_print(LibbpfPrint);
 
   if (absl::GetFlag(FLAGS_uninstall)) {
@@ -83,11 +95,25 @@ int main(int argc, char** argv) {
                                                   absl::GetFlag(FLAGS_state_dir));
     return s.ok() ? 0 : Fail(std::string(s.message()));
   }
-  if (!absl::GetFlag(FLAGS_control).empty()) {
-    return Fail("--control: the control-service mode is not available in this build; use "
-                "--policy-file");
-  }
   portcullis::agent::AgentOptions options;
+  if (const std::string control = absl::GetFlag(FLAGS_control); !control.empty()) {
+    if (!absl::GetFlag(FLAGS_policy_file).empty()) {
+      return Fail("--control and --policy-file are exclusive: the policy comes from one of them");
+    }
+    portcullis::control::ClientOptions client;
+    client.target = control;
+    client.tls = {absl::GetFlag(FLAGS_ca), absl::GetFlag(FLAGS_cert), absl::GetFlag(FLAGS_key)};
+    client.server_name = absl::GetFlag(FLAGS_server_name);
+    client.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
+    if (client.insecure_plaintext) {
+      portcullis::LogWarning("INSECURE: talking to the control service without TLS "
+                             "(--insecure-plaintext-for-testing)");
+    } else if (client.tls.ca.empty() || client.tls.cert.empty() || client.tls.key.empty()) {
+      return Fail("--control needs --ca, --cert and --key");
+    }
+    options.control = client;
+    options.report_interval = absl::Seconds(absl::GetFlag(FLAGS_report_interval_seconds));
+  }
   options.policy_file = absl::GetFlag(FLAGS_policy_file);
   options.interfaces = List(absl::GetFlag(FLAGS_interfaces));
   options.tc_interfaces = List(absl::GetFlag(FLAGS_tc_interfaces));
@@ -95,7 +121,14 @@ int main(int argc, char** argv) {
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.pin_dir = absl::GetFlag(FLAGS_pin_dir);
   options.node = absl::GetFlag(FLAGS_node);
-  if (options.policy_file.empty()) return Fail("--policy-file is required");
+  if (options.node.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    options.node = host;
+  }
+  if (options.policy_file.empty() && !options.control) {
+    return Fail("--policy-file or --control is required");
+  }
   if (options.interfaces.empty()) return Fail("--interfaces is required");
   auto mode = portcullis::datapath::ParseXdpMode(absl::GetFlag(FLAGS_xdp_mode));
   if (!mode.ok()) return Fail(std::string(mode.status().message()));

@@ -75,7 +75,7 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                             .Add({})),
       sync_errors(prometheus::BuildCounter()
                       .Name("portcullis_sync_errors_total")
-                      .Help("Policies that could not be applied, by kind")
+                      .Help("Policy sync failures, by kind: invalid_policy, compile, apply, attach, stream (the control service unreachable or the stream broken), report")
                       .Register(r)),
       samples_suppressed(prometheus::BuildCounter()
                              .Name("portcullis_drop_samples_suppressed_total")

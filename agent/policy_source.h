@@ -1,5 +1,6 @@
-// Where the agent's policy comes from. The file source is the standalone
-// mode; the control service will be a second implementation beside it.
+// Where the agent's policy comes from: a local file (standalone mode) or the
+// control service's policy stream. The agent applies what either delivers
+// the same way.
 #pragma once
 
 #include <functional>
@@ -8,6 +9,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "control/client.h"
+#include "portcullis/v1/control.pb.h"
 #include "portcullis/v1/policy.pb.h"
 
 namespace portcullis::agent {
@@ -16,14 +20,16 @@ struct PolicyUpdate {
   v1::Policy policy;  // validated
   std::string text;   // the YAML it came from, kept as last-known-good
   std::string origin;  // e.g. the file path
+  uint64_t version = 0;  // the control service's version; 0: the agent numbers it
 };
 
 class PolicySource {
  public:
   virtual ~PolicySource() = default;
   // Delivers every later change on the source's own thread: valid policies to
-  // `on_update`, rejected ones (with why) to `on_rejected`.
-  virtual absl::Status Start(std::function<void(PolicyUpdate)> on_update,
+  // `on_update` (which says whether it could apply them), rejected ones (with
+  // why) to `on_rejected`.
+  virtual absl::Status Start(std::function<absl::Status(PolicyUpdate)> on_update,
                              std::function<void(std::string why)> on_rejected) = 0;
   // Stops delivering; returns after the thread has finished.
   virtual void Stop() = 0;
@@ -32,6 +38,24 @@ class PolicySource {
 // Watches a policy file with inotify (its directory, so that editors' and
 // ConfigMaps' rename-into-place updates are seen).
 std::unique_ptr<PolicySource> NewFilePolicySource(std::string path);
+
+struct ControlSourceOptions {
+  control::ClientOptions client;
+  absl::Duration report_interval = absl::Seconds(10);
+};
+
+struct ControlSourceHooks {
+  std::function<v1::AgentStatus()> status;  // what the agent enforces now
+  std::function<void(bool)> connected;      // the policy stream went up or down
+  std::function<void(absl::string_view kind)> sync_error;
+};
+
+// Watches the control service's policy stream, resuming from the version the
+// agent enforces, and reports the agent's status after each apply and every
+// report_interval. When the stream breaks it reconnects with exponential
+// backoff (0.25 s to 30 s) and jitter; enforcement is untouched meanwhile.
+std::unique_ptr<PolicySource> NewControlPolicySource(ControlSourceOptions options,
+                                                     ControlSourceHooks hooks);
 
 // Reads and validates a policy file once. InvalidArgument carries the
 // findings, one per line, as `validate` prints them.

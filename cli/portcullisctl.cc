@@ -1,6 +1,6 @@
-// portcullisctl: the security team's command line. This build has the
-// offline commands (validate, simulate); the control-service commands come
-// with the control service.
+// portcullisctl: the security team's command line. The offline commands
+// (validate, simulate) are here; those that talk to the control service are
+// in remote.cc.
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/remote.h"
 #include "cli/simulate.h"
 #include "common/flags.h"
 #include "policy/compiler.h"
@@ -22,13 +23,12 @@ ABSL_FLAG(std::string, format, "table", "simulate: output format, json or table"
 
 namespace {
 
-// Exit codes a CI pipeline can rely on.
-constexpr int kExitOk = 0;
-constexpr int kExitInvalid = 1;  // the policy or capture is bad
-constexpr int kExitUsage = 2;    // the command line is bad
-constexpr int kExitSystem = 3;   // the machine would not do it (BPF permission, ...)
+using portcullis::cli::kExitInvalid;
+using portcullis::cli::kExitOk;
+using portcullis::cli::kExitSystem;
+using portcullis::cli::kExitUsage;
 
-constexpr char kUsage[] = R"(portcullisctl: validate and simulate Portcullis policies.
+constexpr char kUsage[] = R"(portcullisctl: validate, simulate, push and inspect Portcullis policies.
 
 Usage:
   portcullisctl validate POLICY.yaml
@@ -40,8 +40,24 @@ Usage:
       capture's own timestamps. Exit 0 when simulated, 1 for a bad policy or
       capture, 3 when BPF is not available.
 
-The control-service commands (diff, push, rollback, history, audit, status)
-need portcullis-control, which this build does not include yet.
+Commands that talk to the control service take
+  --control HOST:PORT --ca CA.crt --cert YOU.crt --key YOU.key
+  portcullisctl diff POLICY.yaml [--exit-code]
+      What a push would change against the live version: CIDRs and rules
+      added (+) and removed (-), settings changed (~). --exit-code: exit 1
+      when there are differences.
+  portcullisctl push POLICY.yaml --reason "..." [--allow-failsafe-change]
+      Validates locally, then pushes. Prints the new version on stdout.
+  portcullisctl rollback --to VERSION --reason "..." [--allow-failsafe-change]
+      Makes VERSION's policy live again, as a new version (admin only).
+  portcullisctl history | audit [--verify] | status | get [VERSION]
+      Versions; the audit log (--verify checks its hash chain); the agents,
+      their applied version, drift and staleness; one version as YAML.
+
+Exit codes: 0 done; 1 invalid or refused policy, differences (diff
+--exit-code), broken audit chain; 2 bad command line; 3 the service or the
+machine could not do it (unreachable, TLS failure, BPF unavailable); 4 not
+authenticated, or the role does not allow it.
 )";
 
 int Fail(int code, const std::string& message) {
@@ -118,7 +134,7 @@ int Simulate(const std::vector<char*>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> args = portcullis::ParseFlags(argc, argv, kUsage, "cli/portcullisctl.cc");
+  std::vector<char*> args = portcullis::ParseFlags(argc, argv, kUsage, "cli/");
   if (args.size() < 2) {
     std::cerr << kUsage;
     return kExitUsage;
@@ -130,12 +146,6 @@ int main(int argc, char** argv) {
     std::cout << kUsage;
     return kExitOk;
   }
-  for (const char* later : {"diff", "push", "rollback", "history", "audit", "status"}) {
-    if (command == later) {
-      return Fail(kExitUsage, absl::StrCat("\"", command,
-                                           "\" needs portcullis-control, which this build does "
-                                           "not include yet"));
-    }
-  }
+  if (portcullis::cli::IsRemoteCommand(command.c_str())) return portcullis::cli::RunRemote(args);
   return Fail(kExitUsage, absl::StrCat("unknown command \"", command, "\"; see --help"));
 }

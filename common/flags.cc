@@ -14,11 +14,11 @@
 namespace portcullis {
 namespace {
 
-void PrintHelp(absl::string_view usage, absl::string_view main_file) {
+void PrintHelp(absl::string_view usage, absl::string_view flags_from) {
   std::printf("%s\n\nFlags:\n", std::string(usage).c_str());
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::EndsWith(flag->Filename(), main_file)) flags.push_back(flag);
+    if (absl::StrContains(flag->Filename(), flags_from)) flags.push_back(flag);
   }
   std::sort(flags.begin(), flags.end(),
             [](auto* a, auto* b) { return a->Name() < b->Name(); });
@@ -35,7 +35,7 @@ void PrintHelp(absl::string_view usage, absl::string_view main_file) {
 }  // namespace
 
 std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
-                              absl::string_view main_file) {
+                              absl::string_view flags_from) {
   absl::SetProgramUsageMessage(usage);
   // Dashes in flag names become underscores; values are left alone.
   static std::vector<std::string> storage;
@@ -48,7 +48,7 @@ std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
       const size_t end = std::min(arg.find('='), arg.size());
       std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
       if (arg == "--help" || arg == "--helpshort") {
-        PrintHelp(usage, main_file);
+        PrintHelp(usage, flags_from);
         std::exit(0);
       }
       // Abseil exits 1 on an unknown flag; a usage error is 2 here, and the

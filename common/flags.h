@@ -10,9 +10,10 @@
 namespace portcullis {
 
 // Parses argv and returns the positional arguments, argv[0] first. Exits 2
-// on an unknown flag (naming it), 0 after --help. `main_file` is the path suffix of the
-// file defining the binary's flags, e.g. "agent/main.cc".
+// on an unknown flag (naming it), 0 after --help. --help lists the flags
+// defined in files whose path contains `flags_from`, e.g. "agent/main.cc" or
+// "cli/".
 std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
-                              absl::string_view main_file);
+                              absl::string_view flags_from);
 
 }  // namespace portcullis

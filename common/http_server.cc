@@ -1,11 +1,11 @@
-#include "agent/http_server.h"
+#include "common/http_server.h"
 
 #include <CivetServer.h>
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
 
-namespace portcullis::agent {
+namespace portcullis {
 namespace {
 
 void Reply(struct mg_connection* conn, int code, const char* reason, const std::string& body,
@@ -43,7 +43,7 @@ class StaticHandler : public CivetHandler {
     if (ready_ == nullptr || ready_->load()) {
       Reply(conn, 200, "OK", "ok\n");
     } else {
-      Reply(conn, 503, "Service Unavailable", "not ready: programs not attached or no policy\n");
+      Reply(conn, 503, "Service Unavailable", "not ready\n");
     }
     return true;
   }
@@ -85,4 +85,4 @@ HttpServer::~HttpServer() {
   if (server_) server_->close();
 }
 
-}  // namespace portcullis::agent
+}  // namespace portcullis

@@ -1,4 +1,4 @@
-#include "agent/log.h"
+#include "common/log.h"
 
 #include <cstdio>
 #include <mutex>
@@ -8,7 +8,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace portcullis::agent {
+namespace portcullis {
 
 std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
@@ -61,4 +61,4 @@ void Log(LogLevel level, absl::string_view msg, const LogFields& fields) {
   std::fflush(stderr);
 }
 
-}  // namespace portcullis::agent
+}  // namespace portcullis

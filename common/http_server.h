@@ -1,5 +1,6 @@
-// The agent's HTTP endpoints: /metrics (Prometheus text format), /healthz
-// (process alive) and /readyz (programs attached and a policy applied).
+// The HTTP endpoints of the agent and the control service: /metrics
+// (Prometheus text format), /healthz (process alive) and /readyz (ready to
+// serve: for the agent, programs attached and a policy applied).
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -13,7 +14,7 @@
 
 class CivetServer;
 
-namespace portcullis::agent {
+namespace portcullis {
 
 class HttpServer {
  public:
@@ -30,4 +31,4 @@ class HttpServer {
   std::unique_ptr<CivetServer> server_;
 };
 
-}  // namespace portcullis::agent
+}  // namespace portcullis

@@ -10,7 +10,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace portcullis::agent {
+namespace portcullis {
 
 using LogValue = std::variant<std::string, int64_t, uint64_t, double, bool>;
 using LogFields = std::vector<std::pair<std::string, LogValue>>;
@@ -30,4 +30,4 @@ inline void LogError(absl::string_view msg, const LogFields& f = {}) {
 std::string FormatLogLine(LogLevel level, absl::string_view msg, const LogFields& fields);
 std::string JsonQuote(absl::string_view s);
 
-}  // namespace portcullis::agent
+}  // namespace portcullis

@@ -1,0 +1,328 @@
+#include "cli/remote.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "control/audit_chain.h"
+#include "control/client.h"
+#include "policy/diff.h"
+#include "policy/text.h"
+#include "policy/validator.h"
+#include "portcullis/v1/control.grpc.pb.h"
+
+ABSL_FLAG(std::string, control, "", "HOST:PORT of portcullis-control");
+ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) of the control service");
+ABSL_FLAG(std::string, cert, "", "your client certificate (PEM)");
+ABSL_FLAG(std::string, key, "", "your client key (PEM)");
+ABSL_FLAG(std::string, server_name, "",
+          "name to expect in the control service's certificate (default: the host of --control)");
+ABSL_FLAG(std::string, reason, "", "push, rollback: why (recorded in the history and audit log)");
+ABSL_FLAG(uint64_t, to, 0, "rollback: the version to restore");
+ABSL_FLAG(bool, allow_failsafe_change, false,
+          "push, rollback: allow removing failsafe rules that the live version has");
+ABSL_FLAG(bool, exit_code, false, "diff: exit 1 when there are differences");
+ABSL_FLAG(bool, verify, false, "audit: check the audit log's hash chain, exit 1 when broken");
+ABSL_FLAG(uint32_t, limit, 0, "history, audit: show at most this many (newest); 0 = all");
+ABSL_FLAG(int, timeout_seconds, 30, "how long to wait for the control service");
+ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
+          "talk to a control service started with the same flag (no TLS)");
+
+namespace portcullis::cli {
+namespace {
+
+int Fail(int code, absl::string_view message) {
+  std::cerr << "portcullisctl: " << message << "\n";
+  return code;
+}
+
+int ExitFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+      return kExitInvalid;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return kExitDenied;
+    default:
+      return kExitSystem;
+  }
+}
+
+std::string Time(int64_t unix_nanos) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixNanos(unix_nanos), absl::UTCTimeZone());
+}
+
+std::string ShortHash(const std::string& hash) {
+  return hash.size() > 19 ? hash.substr(0, 19) : hash;  // "sha256:" + 12 hex digits
+}
+
+class Remote {
+ public:
+  static absl::StatusOr<Remote> Connect() {
+    control::ClientOptions options;
+    options.target = absl::GetFlag(FLAGS_control);
+    options.tls = {absl::GetFlag(FLAGS_ca), absl::GetFlag(FLAGS_cert), absl::GetFlag(FLAGS_key)};
+    options.server_name = absl::GetFlag(FLAGS_server_name);
+    options.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
+    auto channel = control::MakeChannel(options);
+    if (!channel.ok()) return channel.status();
+    return Remote(options.target, v1::Control::NewStub(*channel));
+  }
+
+  // Runs one unary call with the deadline.
+  template <typename Request, typename Response, typename Method>
+  absl::Status Call(Method method, const Request& request, Response* response) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(absl::GetFlag(FLAGS_timeout_seconds)));
+    return control::FromGrpc(((*stub_).*method)(&ctx, request, response), target_);
+  }
+
+ private:
+  Remote(std::string target, std::unique_ptr<v1::Control::Stub> stub)
+      : target_(std::move(target)), stub_(std::move(stub)) {}
+  std::string target_;
+  std::shared_ptr<v1::Control::Stub> stub_;
+};
+
+// Reads and validates a policy file, printing findings with line:column.
+std::optional<v1::Policy> LoadPolicy(const std::string& path) {
+  policy::CheckedPolicyFile checked = policy::CheckPolicyFile(path);
+  std::cerr << checked.Format(path);
+  if (!checked.ok()) {
+    std::cerr << path << ": invalid (" << checked.errors() << " error"
+              << (checked.errors() == 1 ? "" : "s") << ")\n";
+    return std::nullopt;
+  }
+  return checked.loaded->policy;
+}
+
+int Push(Remote& remote, const std::vector<char*>& args) {
+  if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl push POLICY.yaml --reason \"...\"");
+  const std::string reason = absl::GetFlag(FLAGS_reason);
+  if (reason.empty()) return Fail(kExitUsage, "push needs --reason \"why\"");
+  auto policy = LoadPolicy(args[2]);
+  if (!policy) return kExitInvalid;
+  v1::PushRequest request;
+  *request.mutable_policy() = *policy;
+  request.set_reason(reason);
+  request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
+  v1::PushResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Push, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), absl::StrCat("push refused: ", s.message()));
+  }
+  if (response.unchanged()) {
+    std::cerr << args[2] << " equals the live version " << response.version()
+              << "; nothing was pushed\n";
+  } else {
+    std::cerr << "pushed " << args[2] << " as version " << response.version() << " ("
+              << response.content_hash() << ")\n";
+  }
+  std::cout << response.version() << "\n";
+  return kExitOk;
+}
+
+int Diff(Remote& remote, const std::vector<char*>& args) {
+  if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl diff POLICY.yaml");
+  auto policy = LoadPolicy(args[2]);
+  if (!policy) return kExitInvalid;
+  v1::DiffRequest request;
+  *request.mutable_policy() = *policy;
+  v1::DiffResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Diff, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  std::vector<policy::Change> changes;
+  for (const v1::DiffLine& l : response.lines()) {
+    changes.push_back({l.op() == v1::DiffLine::OP_ADDED     ? policy::Change::Op::kAdded
+                       : l.op() == v1::DiffLine::OP_REMOVED ? policy::Change::Op::kRemoved
+                                                            : policy::Change::Op::kChanged,
+                       l.section(), l.text()});
+  }
+  const std::string base = response.live_version()
+                               ? absl::StrCat("live version ", response.live_version())
+                               : std::string("an empty store (nothing pushed yet)");
+  if (changes.empty()) {
+    std::cout << args[2] << ": no changes against " << base << "\n";
+    return kExitOk;
+  }
+  std::cout << args[2] << " against " << base << ": " << changes.size() << " change"
+            << (changes.size() == 1 ? "" : "s") << "\n"
+            << policy::FormatChanges(changes, isatty(STDOUT_FILENO));
+  return absl::GetFlag(FLAGS_exit_code) ? kExitInvalid : kExitOk;
+}
+
+int Rollback(Remote& remote, const std::vector<char*>& args) {
+  if (args.size() != 2) {
+    return Fail(kExitUsage, "usage: portcullisctl rollback --to VERSION --reason \"...\"");
+  }
+  v1::RollbackRequest request;
+  request.set_to_version(absl::GetFlag(FLAGS_to));
+  request.set_reason(absl::GetFlag(FLAGS_reason));
+  request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
+  if (request.to_version() == 0) return Fail(kExitUsage, "rollback needs --to VERSION");
+  if (request.reason().empty()) return Fail(kExitUsage, "rollback needs --reason \"why\"");
+  v1::PushResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Rollback, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), absl::StrCat("rollback refused: ", s.message()));
+  }
+  if (response.unchanged()) {
+    std::cerr << "version " << request.to_version() << "'s policy is live already (version "
+              << response.version() << ")\n";
+  } else {
+    std::cerr << "rolled back to version " << request.to_version() << "'s policy as version "
+              << response.version() << "\n";
+  }
+  std::cout << response.version() << "\n";
+  return kExitOk;
+}
+
+int History(Remote& remote, const std::vector<char*>&) {
+  v1::HistoryRequest request;
+  request.set_limit(absl::GetFlag(FLAGS_limit));
+  v1::HistoryResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::History, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  std::cout << absl::StrFormat("%-8s %-19s %-16s %-19s %s\n", "VERSION", "TIME (UTC)", "AUTHOR",
+                               "HASH", "REASON");
+  for (const v1::PolicyVersion& v : response.versions()) {
+    std::string reason = v.reason();
+    if (v.rollback_of()) reason = absl::StrCat("[rollback to ", v.rollback_of(), "] ", reason);
+    std::cout << absl::StrFormat("%-8s %-19s %-16s %-19s %s\n",
+                                 absl::StrCat(v.version(),
+                                              v.version() == response.live_version() ? "*" : ""),
+                                 Time(v.created_unix_nanos()), v.author(),
+                                 ShortHash(v.content_hash()), reason);
+  }
+  return kExitOk;
+}
+
+int Get(Remote& remote, const std::vector<char*>& args) {
+  uint64_t version = 0;
+  if (args.size() > 3 || (args.size() == 3 && !absl::SimpleAtoi(args[2], &version))) {
+    return Fail(kExitUsage, "usage: portcullisctl get [VERSION]   (default: the live one)");
+  }
+  v1::GetRequest request;
+  request.set_version(version);
+  v1::PolicyVersion response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Get, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  std::cout << "# version " << response.version() << " by " << response.author() << " at "
+            << Time(response.created_unix_nanos()) << " UTC: " << response.reason() << "\n# "
+            << response.content_hash() << "\n"
+            << policy::ToYaml(response.policy());
+  return kExitOk;
+}
+
+int Audit(Remote& remote, const std::vector<char*>&) {
+  std::vector<v1::AuditEntry> all;
+  for (uint64_t after = 0;;) {
+    v1::AuditRequest request;
+    request.set_after_seq(after);
+    v1::AuditResponse response;
+    if (absl::Status s = remote.Call(&v1::Control::Stub::Audit, request, &response); !s.ok()) {
+      return Fail(ExitFor(s), s.message());
+    }
+    all.insert(all.end(), response.entries().begin(), response.entries().end());
+    if (!response.more() || response.entries().empty()) break;
+    after = all.back().seq();
+  }
+  if (absl::GetFlag(FLAGS_verify)) {
+    if (absl::Status s = control::VerifyAuditChain(all, ""); !s.ok()) {
+      return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: ", s.message()));
+    }
+    std::cout << "audit chain verified: " << all.size() << " entries"
+              << (all.empty() ? "" : absl::StrCat(", head ", all.back().hash())) << "\n";
+    return kExitOk;
+  }
+  const uint32_t limit = absl::GetFlag(FLAGS_limit);
+  const size_t first = limit && all.size() > limit ? all.size() - limit : 0;
+  std::cout << absl::StrFormat("%-6s %-19s %-12s %-7s %-12s %-8s %-7s %s\n", "SEQ", "TIME (UTC)",
+                               "PRINCIPAL", "ROLE", "METHOD", "OUTCOME", "VERSION", "DETAIL");
+  for (size_t i = first; i < all.size(); ++i) {
+    const v1::AuditEntry& e = all[i];
+    std::string detail = e.detail();
+    std::replace(detail.begin(), detail.end(), '\n', ' ');
+    std::cout << absl::StrFormat("%-6d %-19s %-12s %-7s %-12s %-8s %-7s %s\n", e.seq(),
+                                 Time(e.time_unix_nanos()),
+                                 e.principal().empty() ? "-" : e.principal(),
+                                 e.role().empty() ? "-" : e.role(), e.method(), e.outcome(),
+                                 e.version() ? absl::StrCat(e.version()) : "-", detail);
+  }
+  return kExitOk;
+}
+
+int Status(Remote& remote, const std::vector<char*>&) {
+  v1::StatusResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Status, v1::StatusRequest(), &response);
+      !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  std::cout << "live version: "
+            << (response.live_version() ? absl::StrCat(response.live_version(), " (",
+                                                       ShortHash(response.live_hash()), ")")
+                                        : std::string("none"))
+            << "\n";
+  std::cout << absl::StrFormat("%-20s %-8s %-19s %-16s %-19s %-8s %-6s %s\n", "NODE", "VERSION",
+                               "HASH", "STATE", "LAST SEEN (UTC)", "XDP", "READY", "INTERFACES");
+  int drifted = 0, stale = 0;
+  for (const v1::AgentState& a : response.agents()) {
+    std::string state = a.stale() && a.drifted() ? "stale, drifted"
+                        : a.stale()              ? "stale"
+                        : a.drifted()            ? "drifted"
+                                                 : "in sync";
+    drifted += a.drifted();
+    stale += a.stale();
+    std::cout << absl::StrFormat("%-20s %-8d %-19s %-16s %-19s %-8s %-6s %s\n", a.status().node(),
+                                 a.status().applied_version(), ShortHash(a.status().applied_hash()),
+                                 state, Time(a.last_seen_unix_nanos()), a.status().xdp_mode(),
+                                 a.status().ready() ? "yes" : "no",
+                                 absl::StrJoin(a.status().interfaces(), ","));
+    if (!a.status().last_error().empty()) {
+      std::cout << "    last error: " << a.status().last_error() << "\n";
+    }
+  }
+  std::cout << response.agents_size() << " agents: " << drifted << " drifted, " << stale
+            << " stale\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+bool IsRemoteCommand(const char* command) {
+  for (const char* c : {"push", "diff", "rollback", "history", "get", "audit", "status"}) {
+    if (std::strcmp(command, c) == 0) return true;
+  }
+  return false;
+}
+
+int RunRemote(const std::vector<char*>& args) {
+  const std::string command = args[1];
+  auto remote = Remote::Connect();
+  if (!remote.ok()) return Fail(kExitUsage, remote.status().message());
+  if (command == "push") return Push(*remote, args);
+  if (command == "diff") return Diff(*remote, args);
+  if (command == "rollback") return Rollback(*remote, args);
+  if (command == "get") return Get(*remote, args);
+  if (args.size() != 2) {
+    return Fail(kExitUsage, absl::StrCat(command, " takes no positional arguments"));
+  }
+  if (command == "history") return History(*remote, args);
+  if (command == "audit") return Audit(*remote, args);
+  return Status(*remote, args);
+}
+
+}  // namespace portcullis::cli

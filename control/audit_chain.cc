@@ -1,0 +1,59 @@
+#include "control/audit_chain.h"
+
+#include <openssl/sha.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace portcullis::control {
+namespace {
+
+// Length-prefixed, so that no two different entries encode the same.
+void Field(std::string& out, absl::string_view value) {
+  absl::StrAppend(&out, value.size(), ":", value, ";");
+}
+
+}  // namespace
+
+std::string AuditEntryHash(const v1::AuditEntry& e) {
+  std::string canonical;
+  Field(canonical, e.prev_hash());
+  Field(canonical, absl::StrCat(e.seq()));
+  Field(canonical, absl::StrCat(e.time_unix_nanos()));
+  Field(canonical, e.principal());
+  Field(canonical, e.role());
+  Field(canonical, e.method());
+  Field(canonical, e.outcome());
+  Field(canonical, e.detail());
+  Field(canonical, absl::StrCat(e.version()));
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(canonical.data()), canonical.size(), digest);
+  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
+                                     reinterpret_cast<const char*>(digest), sizeof(digest))));
+}
+
+absl::Status VerifyAuditChain(const std::vector<v1::AuditEntry>& entries, std::string prev_hash) {
+  uint64_t expected_seq = prev_hash.empty() ? 1 : entries.empty() ? 0 : entries.front().seq();
+  for (const v1::AuditEntry& e : entries) {
+    if (e.seq() != expected_seq) {
+      return absl::DataLossError(absl::StrCat("audit entry ", expected_seq,
+                                              " is missing (the next one is ", e.seq(), ")"));
+    }
+    if (e.prev_hash() != prev_hash) {
+      return absl::DataLossError(absl::StrCat(
+          "audit entry ", e.seq(), " does not link to the entry before it (prev_hash ",
+          e.prev_hash(), ", expected ", prev_hash, ")"));
+    }
+    const std::string hash = AuditEntryHash(e);
+    if (e.hash() != hash) {
+      return absl::DataLossError(
+          absl::StrCat("audit entry ", e.seq(), " was altered: its hash is ", e.hash(),
+                       " but its content hashes to ", hash));
+    }
+    prev_hash = e.hash();
+    ++expected_seq;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace portcullis::control

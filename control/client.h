@@ -1,0 +1,31 @@
+// The client side of the control API, shared by the agent and portcullisctl:
+// an mTLS channel to the control service, and gRPC errors turned into
+// messages that say what to check.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "control/tls.h"
+
+namespace portcullis::control {
+
+struct ClientOptions {
+  std::string target;       // HOST:PORT
+  TlsPaths tls;             // --ca, --cert, --key
+  std::string server_name;  // name expected in the server certificate; default: HOST
+  bool insecure_plaintext = false;
+};
+
+// Reads the certificate files (errors name the flag) and makes the channel.
+// Keepalive pings let a watch notice a dead peer within ~20 s.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options);
+
+// A gRPC status as an absl one, explaining transport and TLS failures.
+absl::Status FromGrpc(const grpc::Status& status, absl::string_view target);
+
+}  // namespace portcullis::control

@@ -1,0 +1,163 @@
+// portcullis-control: see service.h and PRODUCT.md "Command-line contract".
+#include <signal.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "control/baseline.h"
+#include "control/service.h"
+#include "control/store.h"
+#include "control/tls.h"
+#include "policy/yaml_loader.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:9443", "HOST:PORT for the gRPC API (mTLS).");
+ABSL_FLAG(std::string, state_dir, "/var/lib/portcullis-control",
+          "Where the store (control.db), the role map (roles.yaml) and --dev's certificates live.");
+ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) that client certificates must chain to.");
+ABSL_FLAG(std::string, cert, "", "The service's certificate (PEM).");
+ABSL_FLAG(std::string, key, "", "The service's private key (PEM).");
+ABSL_FLAG(bool, dev, false,
+          "Create, once, a throwaway CA, a server certificate and a client certificate per role "
+          "(admin, editor, viewer, agent) under STATE_DIR/tls/, with a role map; use them "
+          "instead of --ca/--cert/--key.");
+ABSL_FLAG(std::string, protected_ports, "10254,10250,2379-2380,6443",
+          "Ports no policy may open to every source (ingress admin, kubelet, etcd, API server).");
+ABSL_FLAG(std::string, management_ports, "22,10250",
+          "Node-management ports that a defaultAction: deny policy must cover with a failsafe "
+          "rule (ssh, kubelet).");
+ABSL_FLAG(std::string, metrics_addr, "0.0.0.0:9470",
+          "HOST:PORT for /metrics, /healthz and /readyz; empty to disable.");
+ABSL_FLAG(int, stale_after_seconds, 45,
+          "An agent that has not reported for this long is stale (agents report every 10 s).");
+ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
+          "Serve without TLS and let every caller do everything. Never in production.");
+
+namespace {
+
+int Fail(const std::string& message) {
+  portcullis::LogError(message);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace portcullis;
+  ParseFlags(argc, argv,
+             "portcullis-control: the policy control service.\n\n"
+             "  portcullis-control --listen HOST:PORT --state-dir DIR "
+             "(--ca FILE --cert FILE --key FILE | --dev)",
+             "control/main.cc");
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  const bool plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
+  const bool dev = absl::GetFlag(FLAGS_dev);
+
+  control::ServiceOptions options;
+  options.insecure_plaintext = plaintext;
+  options.role_map_path = state_dir + "/roles.yaml";
+  options.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_seconds));
+  auto protected_ports = control::PortList::Parse(absl::GetFlag(FLAGS_protected_ports));
+  if (!protected_ports.ok()) {
+    return Fail(absl::StrCat("--protected-ports: ", protected_ports.status().message()));
+  }
+  auto management_ports = control::PortList::Parse(absl::GetFlag(FLAGS_management_ports));
+  if (!management_ports.ok()) {
+    return Fail(absl::StrCat("--management-ports: ", management_ports.status().message()));
+  }
+  options.baseline = {*protected_ports, *management_ports};
+
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (plaintext) {
+    if (dev || !absl::GetFlag(FLAGS_ca).empty()) {
+      return Fail("--insecure-plaintext-for-testing cannot be combined with --dev or --ca");
+    }
+    LogWarning(
+        "INSECURE: serving without TLS and without authentication "
+        "(--insecure-plaintext-for-testing); anyone who can connect may change the policy");
+    credentials = grpc::InsecureServerCredentials();
+  } else {
+    control::TlsPaths paths{absl::GetFlag(FLAGS_ca), absl::GetFlag(FLAGS_cert),
+                            absl::GetFlag(FLAGS_key)};
+    if (dev) {
+      if (!paths.ca.empty() || !paths.cert.empty() || !paths.key.empty()) {
+        return Fail("--dev makes its own certificates; drop --ca, --cert and --key");
+      }
+      auto made = control::EnsureDevCertificates(state_dir);
+      if (!made.ok()) return Fail(std::string(made.status().message()));
+      paths = *made;
+      if (access(options.role_map_path.c_str(), F_OK) != 0) {
+        FILE* f = fopen(options.role_map_path.c_str(), "wx");
+        if (f) {
+          fputs(std::string(control::kDevRoleMap).c_str(), f);
+          fclose(f);
+        }
+      }
+      LogWarning("--dev: using throwaway certificates; not for production",
+                 {{"tls_dir", state_dir + "/tls"}});
+    } else if (paths.ca.empty() || paths.cert.empty() || paths.key.empty()) {
+      return Fail("--ca, --cert and --key are required (or --dev for throwaway certificates)");
+    }
+    auto tls = control::ReadTlsFiles(paths);
+    if (!tls.ok()) return Fail(std::string(tls.status().message()));
+    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = tls->ca;
+    ssl.pem_key_cert_pairs.push_back({tls->key, tls->cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+
+  auto store = control::Store::Open(state_dir);
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto service = control::ControlService::Create(**store, options, *registry);
+  if (!service.ok()) return Fail(std::string(service.status().message()));
+
+  std::atomic<bool> ready{false};
+  std::unique_ptr<HttpServer> http;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_addr); !addr.empty()) {
+    auto started = HttpServer::Start(addr, {registry, (*service)->agents()}, &ready);
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    http = *std::move(started);
+  }
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, credentials, &port);
+  builder.RegisterService(service->get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxSendMessageSize(64 << 20);
+  // Agents ping every 10 s to notice dead connections; allow it.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return Fail(absl::StrCat("--listen ", listen, ": cannot listen"));
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ready = true;
+  LogInfo("serving", {{"listen", listen},
+                      {"port", static_cast<int64_t>(port)},
+                      {"state_dir", state_dir},
+                      {"tls", !plaintext}});
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LogInfo("shutting down", {{"signal", static_cast<int64_t>(sig)}});
+  ready = false;
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  service->reset();
+  std::fflush(nullptr);
+  std::_Exit(0);
+}

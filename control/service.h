@@ -1,0 +1,123 @@
+// portcullis-control's gRPC service (control.proto). Every call is checked
+// against the caller's role; every change, attempted change and refusal is
+// audited. Pushes are serialised, validated with the validator that
+// `portcullisctl validate` uses, compiled (so that what no agent could load
+// is refused), checked against the baseline, stored durably, and only then
+// acknowledged and streamed to the watching agents.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "control/agent_registry.h"
+#include "control/baseline.h"
+#include "control/roles.h"
+#include "control/store.h"
+#include "portcullis/v1/control.grpc.pb.h"
+
+namespace portcullis::control {
+
+struct ServiceOptions {
+  Baseline baseline;
+  std::string role_map_path;         // STATE_DIR/roles.yaml, re-read when it changes
+  bool insecure_plaintext = false;   // every caller may do everything
+  absl::Duration stale_after = absl::Seconds(45);
+  uint32_t max_watch_streams = 20000;
+};
+
+class WatchReactor;
+
+class ControlService final : public v1::Control::CallbackService {
+ public:
+  static absl::StatusOr<std::unique_ptr<ControlService>> Create(
+      Store& store, ServiceOptions options, prometheus::Registry& registry);
+  ~ControlService() override;
+
+  std::shared_ptr<AgentRegistry> agents() const { return agents_; }
+
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx, const v1::PushRequest* request,
+                                 v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* Validate(grpc::CallbackServerContext* ctx,
+                                     const v1::ValidateRequest* request,
+                                     v1::ValidateResponse* response) override;
+  grpc::ServerUnaryReactor* Diff(grpc::CallbackServerContext* ctx, const v1::DiffRequest* request,
+                                 v1::DiffResponse* response) override;
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
+                                    const v1::HistoryRequest* request,
+                                    v1::HistoryResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
+                                v1::PolicyVersion* response) override;
+  grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* ctx,
+                                     const v1::RollbackRequest* request,
+                                     v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* Audit(grpc::CallbackServerContext* ctx,
+                                  const v1::AuditRequest* request,
+                                  v1::AuditResponse* response) override;
+  grpc::ServerWriteReactor<v1::PolicyVersion>* Watch(grpc::CallbackServerContext* ctx,
+                                                    const v1::WatchRequest* request) override;
+  grpc::ServerUnaryReactor* ReportStatus(grpc::CallbackServerContext* ctx,
+                                         const v1::AgentStatus* request,
+                                         v1::ReportStatusResponse* response) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
+                                   const v1::StatusRequest* request,
+                                   v1::StatusResponse* response) override;
+
+ private:
+  friend class WatchReactor;
+  struct Caller {
+    std::string principal;
+    std::string role;
+  };
+
+  ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry);
+
+  // The caller, if it may do `permission`; else the refusal, audited.
+  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* ctx, absl::string_view method,
+                                   Permission permission);
+  // Audits (and counts) a refused change.
+  void Refuse(const Caller& caller, absl::string_view method, absl::string_view reason,
+              const absl::Status& why);
+  // Validation, compilation and the baseline against `live`: the findings.
+  std::vector<v1::Finding> Check(const v1::Policy& policy, const v1::Policy* live,
+                                 bool allow_failsafe_change) const;
+  // Push and Rollback: check, store, stream. Under push_mu_.
+  absl::StatusOr<v1::PushResponse> MakeLive(const Caller& caller, absl::string_view method,
+                                            const v1::Policy& policy, std::string reason,
+                                            bool allow_failsafe_change, uint64_t rollback_of);
+  void Publish(std::shared_ptr<const v1::PolicyVersion> version);
+  grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, absl::string_view method,
+                                 const absl::Status& status);
+
+  Store& store_;
+  const ServiceOptions options_;
+  std::shared_ptr<AgentRegistry> agents_;
+
+  std::mutex roles_mu_;
+  std::optional<RoleMap> roles_;
+  int64_t roles_mtime_ = -1;
+
+  std::mutex push_mu_;  // one push or rollback at a time
+
+  std::mutex watch_mu_;
+  std::shared_ptr<const v1::PolicyVersion> live_;
+  std::set<WatchReactor*> watchers_;
+
+  prometheus::Family<prometheus::Counter>& requests_;  // method, code
+  prometheus::Family<prometheus::Counter>& refusals_;  // method, reason
+  prometheus::Gauge& live_version_;
+  prometheus::Gauge& watch_streams_;
+  prometheus::Gauge& audit_chain_valid_;
+};
+
+}  // namespace portcullis::control

@@ -1,0 +1,329 @@
+#include "control/store.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "control/audit_chain.h"
+
+namespace portcullis::control {
+namespace {
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS versions (
+  version INTEGER PRIMARY KEY,
+  created_unix_nanos INTEGER NOT NULL,
+  author TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  content_hash TEXT NOT NULL,
+  rollback_of INTEGER NOT NULL,
+  policy BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  time_unix_nanos INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  role TEXT NOT NULL,
+  method TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+  BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+)sql";
+
+// One prepared statement, finalized on scope exit.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return stmt_ != nullptr; }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  int Step() { return sqlite3_step(stmt_); }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col)) : "";
+  }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+constexpr char kVersionColumns[] =
+    "version, created_unix_nanos, author, reason, content_hash, rollback_of";
+
+v1::PolicyVersion ReadVersion(const Stmt& s) {
+  v1::PolicyVersion v;
+  v.set_version(s.Int(0));
+  v.set_created_unix_nanos(s.Int(1));
+  v.set_author(s.Text(2));
+  v.set_reason(s.Text(3));
+  v.set_content_hash(s.Text(4));
+  v.set_rollback_of(s.Int(5));
+  return v;
+}
+
+int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("--state-dir ", state_dir, ": cannot create: ", ec.message()));
+  }
+  const std::string path = state_dir + "/control.db";
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    std::string why = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", why));
+  }
+  std::unique_ptr<Store> store(new Store(db, path));
+  sqlite3_busy_timeout(db, 5000);
+  const std::string restore = absl::StrCat(
+      "; the store is damaged. Stop the service, move ", path,
+      " (with its -wal and -shm files) aside, and restore the latest backup of it; or, to start "
+      "empty, remove it and push the policy again");
+  // A damaged file fails here or in the check below; say how to recover.
+  if (absl::Status s = store->Exec("PRAGMA journal_mode=WAL"); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(s.message(), restore));
+  }
+  {
+    Stmt check(db, "PRAGMA quick_check");
+    if (!check.ok() || check.Step() != SQLITE_ROW || check.Text(0) != "ok") {
+      return absl::DataLossError(absl::StrCat(path, ": integrity check failed (",
+                                              check.ok() ? check.Text(0) : sqlite3_errmsg(db), ")",
+                                              restore));
+    }
+  }
+  if (absl::Status s = store->Exec("PRAGMA synchronous=FULL"); !s.ok()) return s;
+  if (absl::Status s = store->Exec(kSchema); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(s.message(), restore));
+  }
+  return store;
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+absl::Status Store::Error(absl::string_view what) const {
+  const int code = sqlite3_errcode(db_);
+  const std::string message = absl::StrCat(what, ": ", sqlite3_errmsg(db_), " (", path_, ")");
+  if (code == SQLITE_FULL) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(message, ": the state directory's disk is full; nothing was stored"));
+  }
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) return absl::DataLossError(message);
+  return absl::UnavailableError(message);
+}
+
+absl::Status Store::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string message = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Error(message);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<v1::PolicyVersion>> Store::Live() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, absl::StrCat("SELECT ", kVersionColumns,
+                           ", policy FROM versions ORDER BY version DESC LIMIT 1")
+                  .c_str());
+  if (!s.ok()) return Error("cannot read the live version");
+  const int rc = s.Step();
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return Error("cannot read the live version");
+  v1::PolicyVersion v = ReadVersion(s);
+  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
+    return absl::DataLossError(absl::StrCat("version ", v.version(), " cannot be decoded"));
+  }
+  return v;
+}
+
+absl::StatusOr<v1::PolicyVersion> Store::Get(uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, absl::StrCat("SELECT ", kVersionColumns, ", policy FROM versions WHERE version = ?")
+                  .c_str());
+  if (!s.ok()) return Error("cannot read a version");
+  s.Bind(1, static_cast<int64_t>(version));
+  const int rc = s.Step();
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("there is no version ", version));
+  if (rc != SQLITE_ROW) return Error("cannot read a version");
+  v1::PolicyVersion v = ReadVersion(s);
+  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
+    return absl::DataLossError(absl::StrCat("version ", version, " cannot be decoded"));
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<v1::PolicyVersion>> Store::History(uint32_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, absl::StrCat("SELECT ", kVersionColumns,
+                           " FROM versions ORDER BY version DESC LIMIT ?")
+                  .c_str());
+  if (!s.ok()) return Error("cannot read the history");
+  s.Bind(1, limit == 0 ? int64_t{-1} : int64_t{limit});
+  std::vector<v1::PolicyVersion> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadVersion(s));
+  if (rc != SQLITE_DONE) return Error("cannot read the history");
+  return out;
+}
+
+absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now_ns) {
+  v1::AuditEntry e;
+  {
+    Stmt last(db_, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+    if (!last.ok()) return Error("cannot read the audit log");
+    const int rc = last.Step();
+    if (rc == SQLITE_ROW) {
+      e.set_seq(last.Int(0) + 1);
+      e.set_prev_hash(last.Text(1));
+    } else if (rc == SQLITE_DONE) {
+      e.set_seq(1);
+    } else {
+      return Error("cannot read the audit log");
+    }
+  }
+  e.set_time_unix_nanos(now_ns);
+  e.set_principal(std::move(audit.principal));
+  e.set_role(std::move(audit.role));
+  e.set_method(std::move(audit.method));
+  e.set_outcome(std::move(audit.outcome));
+  e.set_detail(std::move(audit.detail));
+  e.set_version(audit.version);
+  e.set_hash(AuditEntryHash(e));
+  Stmt ins(db_,
+           "INSERT INTO audit (seq, time_unix_nanos, principal, role, method, outcome, detail, "
+           "version, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!ins.ok()) return Error("cannot append to the audit log");
+  ins.Bind(1, static_cast<int64_t>(e.seq()))
+      .Bind(2, e.time_unix_nanos())
+      .Bind(3, e.principal())
+      .Bind(4, e.role())
+      .Bind(5, e.method())
+      .Bind(6, e.outcome())
+      .Bind(7, e.detail())
+      .Bind(8, static_cast<int64_t>(e.version()))
+      .Bind(9, e.prev_hash())
+      .Bind(10, e.hash());
+  if (ins.Step() != SQLITE_DONE) return Error("cannot append to the audit log");
+  return e;
+}
+
+absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto rollback = [&](absl::Status s) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return s;
+  };
+  {
+    Stmt last(db_, "SELECT COALESCE(MAX(version), 0) FROM versions");
+    if (!last.ok() || last.Step() != SQLITE_ROW) return rollback(Error("cannot number a version"));
+    version.set_version(last.Int(0) + 1);
+  }
+  const int64_t now = NowNanos();
+  version.set_created_unix_nanos(now);
+  std::string body;
+  version.policy().SerializeToString(&body);
+  Stmt ins(db_,
+           "INSERT INTO versions (version, created_unix_nanos, author, reason, content_hash, "
+           "rollback_of, policy) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  if (!ins.ok()) return rollback(Error("cannot store the version"));
+  ins.Bind(1, static_cast<int64_t>(version.version()))
+      .Bind(2, now)
+      .Bind(3, version.author())
+      .Bind(4, version.reason())
+      .Bind(5, version.content_hash())
+      .Bind(6, static_cast<int64_t>(version.rollback_of()))
+      .BindBlob(7, body);
+  if (ins.Step() != SQLITE_DONE) return rollback(Error("cannot store the version"));
+  audit.version = version.version();
+  if (auto e = InsertAudit(std::move(audit), now); !e.ok()) return rollback(e.status());
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) return rollback(s);
+  return version;
+}
+
+absl::Status Store::AppendAudit(AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  if (auto e = InsertAudit(std::move(audit), NowNanos()); !e.ok()) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return e.status();
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uint32_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "SELECT seq, time_unix_nanos, principal, role, method, outcome, detail, version, "
+         "prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
+  if (!s.ok()) return Error("cannot read the audit log");
+  s.Bind(1, static_cast<int64_t>(after_seq)).Bind(2, limit == 0 ? int64_t{-1} : int64_t{limit});
+  std::vector<v1::AuditEntry> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    v1::AuditEntry& e = out.emplace_back();
+    e.set_seq(s.Int(0));
+    e.set_time_unix_nanos(s.Int(1));
+    e.set_principal(s.Text(2));
+    e.set_role(s.Text(3));
+    e.set_method(s.Text(4));
+    e.set_outcome(s.Text(5));
+    e.set_detail(s.Text(6));
+    e.set_version(s.Int(7));
+    e.set_prev_hash(s.Text(8));
+    e.set_hash(s.Text(9));
+  }
+  if (rc != SQLITE_DONE) return Error("cannot read the audit log");
+  return out;
+}
+
+absl::Status Store::VerifyAudit() {
+  std::string prev;
+  uint64_t after = 0;
+  for (;;) {
+    auto page = Audit(after, 10000);
+    if (!page.ok()) return page.status();
+    if (page->empty()) return absl::OkStatus();
+    if (absl::Status s = VerifyAuditChain(*page, prev); !s.ok()) return s;
+    prev = page->back().hash();
+    after = page->back().seq();
+  }
+}
+
+}  // namespace portcullis::control

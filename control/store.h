@@ -1,0 +1,64 @@
+// The control service's embedded store: policy versions and the audit log in
+// one SQLite database (WAL, synchronous=FULL) in the state directory. A write
+// returns only once it is durable, so an acknowledged push survives kill -9
+// and power loss. The audit table is append-only: triggers refuse UPDATE and
+// DELETE, and each entry is hash-chained to the one before (audit_chain.h).
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "portcullis/v1/control.pb.h"
+
+namespace portcullis::control {
+
+// An audit entry before the store numbers, times and chains it.
+struct AuditRecord {
+  std::string principal, role, method, outcome, detail;
+  uint64_t version = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) STATE_DIR/control.db. A database that fails
+  // SQLite's integrity check is refused with a message that says how to
+  // restore it.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& state_dir);
+  ~Store();
+
+  // The newest version; nullopt before the first push.
+  absl::StatusOr<std::optional<v1::PolicyVersion>> Live();
+  absl::StatusOr<v1::PolicyVersion> Get(uint64_t version);
+  // Newest first, without policy bodies; `limit` 0 = all.
+  absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit);
+
+  // Stores `version` (its number is assigned: live + 1) with its audit
+  // entry, in one durable transaction. Returns it as stored.
+  absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version, AuditRecord audit);
+  absl::Status AppendAudit(AuditRecord audit);
+  // Entries with seq > after_seq, oldest first, at most `limit`.
+  absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);
+  // Walks the whole chain.
+  absl::Status VerifyAudit();
+
+ private:
+  explicit Store(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  absl::Status Exec(const char* sql);
+  absl::Status Error(absl::string_view what) const;
+  // Under mu_, inside a transaction.
+  absl::StatusOr<v1::AuditEntry> InsertAudit(AuditRecord audit, int64_t now_ns);
+
+  std::mutex mu_;
+  sqlite3* db_;
+  std::string path_;
+};
+
+}  // namespace portcullis::control
