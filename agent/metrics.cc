@@ -75,7 +75,9 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                             .Add({})),
       sync_errors(prometheus::BuildCounter()
                       .Name("portcullis_sync_errors_total")
-                      .Help("Policy sync failures, by kind: invalid_policy, compile, apply, attach, stream (the control service unreachable or the stream broken), report")
+                      .Help("Policy sync failures, by kind: invalid_policy, compile, apply, "
+                            "attach, stream (control service unreachable or stream broken), "
+                            "report")
                       .Register(r)),
       samples_suppressed(prometheus::BuildCounter()
                              .Name("portcullis_drop_samples_suppressed_total")
@@ -88,7 +90,7 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                        .Register(r)) {
   // Every kind exists from the start, at 0, so that rates and alerts on it
   // work before the first error.
-  for (const char* kind : {"invalid_policy", "compile", "apply", "attach"}) {
+  for (const char* kind : {"invalid_policy", "compile", "apply", "attach", "stream", "report"}) {
     sync_errors.Add({{"kind", kind}});
   }
 }

@@ -92,11 +92,10 @@ absl::StatusOr<PortList> PortList::Parse(absl::string_view text) {
   PortList list;
   for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     item = absl::StripAsciiWhitespace(item);
-    std::pair<absl::string_view, absl::string_view> bounds = absl::StrSplit(item, '-');
+    const std::vector<absl::string_view> bounds = absl::StrSplit(item, '-');
     uint32_t first = 0, last = 0;
-    if (!absl::SimpleAtoi(bounds.first, &first) ||
-        !absl::SimpleAtoi(bounds.second.empty() ? bounds.first : bounds.second, &last) ||
-        first == 0 || last > 65535 || first > last) {
+    if (bounds.size() > 2 || !absl::SimpleAtoi(bounds.front(), &first) ||
+        !absl::SimpleAtoi(bounds.back(), &last) || first == 0 || last > 65535 || first > last) {
       return absl::InvalidArgumentError(
           absl::StrCat("\"", item, "\" is not a port (1-65535) or a FIRST-LAST range"));
     }

@@ -1,0 +1,309 @@
+// The control service's parts without the network: the store (durable
+// numbering, history, an append-only hash-chained audit log that detects
+// tampering), the safety baseline, the role map and port lists.
+#include <sqlite3.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "control/audit_chain.h"
+#include "control/baseline.h"
+#include "control/roles.h"
+#include "control/store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "policy/text.h"
+#include "policy/validator.h"
+#include "tests/support/temp_dir.h"
+
+namespace portcullis::control {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
+kind: IngressPolicy
+metadata: {name: edge}
+spec:
+  defaultAction: deny
+  sets:
+    admins: [198.18.1.0/28]
+    world: [0.0.0.0/0]
+  failsafe:
+    - {ports: [22, 10250], proto: tcp, from: [admins]}
+  ports:
+    - {ports: [80, 443], proto: tcp, from: any}
+    - {ports: [10254], proto: tcp, from: [admins]}
+)";
+
+v1::Policy Load(const std::string& text) {
+  policy::CheckedPolicyFile checked = policy::CheckPolicyText(text);
+  EXPECT_TRUE(checked.ok()) << checked.Format("p.yaml");
+  return checked.ok() ? checked.loaded->policy : v1::Policy();
+}
+
+std::string Edit(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+v1::PolicyVersion Version(const std::string& text, const std::string& reason) {
+  v1::PolicyVersion v;
+  *v.mutable_policy() = Load(text);
+  v.set_content_hash(policy::ContentHash(v.policy()));
+  v.set_author("editor");
+  v.set_reason(reason);
+  return v;
+}
+
+// --- Store ----------------------------------------------------------------
+
+TEST(StoreTest, NumbersVersionsAndKeepsThemAcrossReopen) {
+  testing::TempDir dir;
+  {
+    auto store = Store::Open(dir.path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_FALSE(*(*store)->Live());
+    auto v1 = (*store)->AddVersion(Version(kPolicy, "first"), {"editor", "editor", "Push", "ok", "d1"});
+    auto v2 = (*store)->AddVersion(Version(Edit(kPolicy, "[80, 443]", "[80]"), "second"),
+                                   {"editor", "editor", "Push", "ok", "d2"});
+    ASSERT_TRUE(v1.ok() && v2.ok());
+    EXPECT_EQ(v1->version(), 1u);
+    EXPECT_EQ(v2->version(), 2u);
+  }
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  auto live = (*store)->Live();
+  ASSERT_TRUE(live.ok() && *live);
+  EXPECT_EQ((*live)->version(), 2u);
+  EXPECT_EQ((*live)->reason(), "second");
+  EXPECT_EQ(policy::ContentHash((*live)->policy()), (*live)->content_hash());
+  auto first = (*store)->Get(1);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->policy().SerializeAsString(), Load(kPolicy).SerializeAsString());
+  EXPECT_TRUE(absl::IsNotFound((*store)->Get(3).status()));
+  auto history = (*store)->History(0);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0].version(), 2u);  // newest first
+  EXPECT_FALSE((*history)[0].has_policy());
+  auto audit = (*store)->Audit(0, 0);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_EQ(audit->size(), 2u);
+  EXPECT_EQ((*audit)[1].version(), 2u);  // the audit entry names the version it made
+  EXPECT_EQ((*audit)[1].prev_hash(), (*audit)[0].hash());
+  EXPECT_TRUE((*store)->VerifyAudit().ok());
+}
+
+// Runs SQL on the store's file behind its back, as an attacker with the file would.
+void Tamper(const std::string& dir, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir + "/control.db").c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+TEST(StoreTest, AuditLogRefusesUpdateAndDelete) {
+  testing::TempDir dir;
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->AppendAudit({"viewer", "viewer", "Push", "refused", "no"}).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir.path() + "/control.db").c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_NE(sqlite3_exec(db, "UPDATE audit SET detail = 'x'", nullptr, nullptr, &err), SQLITE_OK);
+  EXPECT_THAT(std::string(err ? err : ""), HasSubstr("append-only"));
+  sqlite3_free(err);
+  EXPECT_NE(sqlite3_exec(db, "DELETE FROM audit", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+TEST(StoreTest, VerifyDetectsAnAlteredEntryAndAMissingOne) {
+  for (const char* attack :
+       {"DROP TRIGGER audit_no_update; UPDATE audit SET detail = 'nothing' WHERE seq = 2",
+        "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 2"}) {
+    SCOPED_TRACE(attack);
+    testing::TempDir dir;
+    {
+      auto store = Store::Open(dir.path());
+      ASSERT_TRUE(store.ok());
+      for (int i = 1; i <= 3; ++i) {
+        ASSERT_TRUE((*store)->AppendAudit({"admin", "admin", "Push", "ok", absl::StrCat(i)}).ok());
+      }
+      ASSERT_TRUE((*store)->VerifyAudit().ok());
+    }
+    Tamper(dir.path(), attack);
+    auto store = Store::Open(dir.path());
+    ASSERT_TRUE(store.ok());
+    absl::Status verified = (*store)->VerifyAudit();
+    EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
+    EXPECT_THAT(std::string(verified.message()), HasSubstr("audit entry 2"));
+  }
+}
+
+TEST(StoreTest, ACorruptFileIsRefusedWithHowToRestore) {
+  testing::TempDir dir;
+  dir.Write("control.db", std::string(8192, 'x'));
+  auto store = Store::Open(dir.path());
+  ASSERT_FALSE(store.ok());
+  EXPECT_TRUE(absl::IsDataLoss(store.status())) << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("restore"));
+}
+
+TEST(AuditChainTest, HashCoversEveryField) {
+  v1::AuditEntry e;
+  e.set_seq(1);
+  e.set_principal("admin");
+  e.set_method("Push");
+  const std::string h = AuditEntryHash(e);
+  for (auto mutate : std::vector<std::function<void(v1::AuditEntry&)>>{
+           [](v1::AuditEntry& x) { x.set_seq(2); },
+           [](v1::AuditEntry& x) { x.set_time_unix_nanos(1); },
+           [](v1::AuditEntry& x) { x.set_principal("admin2"); },
+           [](v1::AuditEntry& x) { x.set_role("r"); },
+           [](v1::AuditEntry& x) { x.set_method("Rollback"); },
+           [](v1::AuditEntry& x) { x.set_outcome("ok"); },
+           [](v1::AuditEntry& x) { x.set_detail("d"); },
+           [](v1::AuditEntry& x) { x.set_version(3); },
+           [](v1::AuditEntry& x) { x.set_prev_hash("p"); }}) {
+    v1::AuditEntry changed = e;
+    mutate(changed);
+    EXPECT_NE(AuditEntryHash(changed), h) << changed.ShortDebugString();
+  }
+  // Field boundaries count: "ab"+"c" is not "a"+"bc".
+  v1::AuditEntry a = e, b = e;
+  a.set_principal("ab");
+  a.set_role("c");
+  b.set_principal("a");
+  b.set_role("bc");
+  EXPECT_NE(AuditEntryHash(a), AuditEntryHash(b));
+}
+
+// --- Baseline ---------------------------------------------------------------
+
+std::vector<std::string> Refusals(const std::string& text, const std::string* live_text = nullptr,
+                                  bool allow_failsafe_change = false) {
+  const Baseline baseline{*PortList::Parse(kDefaultProtectedPorts),
+                          *PortList::Parse(kDefaultManagementPorts)};
+  const v1::Policy candidate = Load(text);
+  v1::Policy live;
+  if (live_text) live = Load(*live_text);
+  policy::Diagnostics diags;
+  CheckBaseline(candidate, live_text ? &live : nullptr, allow_failsafe_change, baseline, diags);
+  std::vector<std::string> out;
+  for (const policy::Diagnostic& d : diags.all()) out.push_back(d.path + ": " + d.message);
+  return out;
+}
+
+TEST(BaselineTest, AcceptsASafePolicy) { EXPECT_THAT(Refusals(kPolicy), IsEmpty()); }
+
+TEST(BaselineTest, RefusesAProtectedPortOpenToAny) {
+  EXPECT_THAT(Refusals(Edit(kPolicy, "{ports: [10254], proto: tcp, from: [admins]}",
+                            "{ports: [10000-10300], proto: tcp, from: any}")),
+              ElementsAre("spec.ports[1]: rule \"tcp 10000-10300 from any\" opens protected "
+                          "ports 10254, 10250 to every source (from: any); admit only the "
+                          "networks that manage it"));
+}
+
+TEST(BaselineTest, RefusesAProtectedPortOpenToASetHoldingEveryAddress) {
+  EXPECT_THAT(Refusals(Edit(kPolicy, "{ports: [10254], proto: tcp, from: [admins]}",
+                            "{ports: [6443], proto: tcp, from: [admins, world]}")),
+              ElementsAre("spec.ports[1]: rule \"tcp 6443 from [admins, world]\" opens protected "
+                          "port 6443 to every source (set \"world\" holds 0.0.0.0/0 or ::/0); "
+                          "admit only the networks that manage it"));
+}
+
+TEST(BaselineTest, RefusesAFailsafeRuleOpenToAny) {
+  EXPECT_THAT(Refusals(Edit(kPolicy, "{ports: [22, 10250], proto: tcp, from: [admins]}",
+                            "{ports: [22, 10250], proto: tcp, from: any}")),
+              ElementsAre(HasSubstr("spec.failsafe[0]: rule \"tcp 22,10250 from any\" opens "
+                                    "protected port 10250")));
+}
+
+TEST(BaselineTest, RefusesDenyWithoutFailsafeForManagementPorts) {
+  EXPECT_THAT(Refusals(Edit(kPolicy, "ports: [22, 10250]", "ports: [10250]")),
+              ElementsAre("spec.failsafe: defaultAction: deny needs a failsafe rule for the "
+                          "node-management port 22/tcp, so that a mistake in the port rules "
+                          "cannot lock the operators out of the nodes"));
+}
+
+TEST(BaselineTest, RefusesAllowThatLeavesProtectedPortsOpen) {
+  EXPECT_THAT(Refusals(Edit(kPolicy, "defaultAction: deny", "defaultAction: allow")),
+              ElementsAre("spec.defaultAction: defaultAction: allow leaves protected ports "
+                          "2379-2380, 6443 open to every source; add rules that admit only the "
+                          "networks that manage them"));
+}
+
+TEST(BaselineTest, RefusesRemovingALiveFailsafeRuleUnlessAllowed) {
+  const std::string live = Edit(kPolicy, "    - {ports: [22, 10250], proto: tcp, from: [admins]}\n",
+                                "    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
+                                "    - {ports: [2222], proto: tcp, from: [admins]}\n");
+  EXPECT_THAT(Refusals(kPolicy, &live),
+              ElementsAre("live version's spec.failsafe[1]: removes the live failsafe rule "
+                          "\"tcp 2222 from [admins]\"; push with --allow-failsafe-change if that "
+                          "is intended"));
+  EXPECT_THAT(Refusals(kPolicy, &live, /*allow_failsafe_change=*/true), IsEmpty());
+  EXPECT_THAT(Refusals(live, &live), IsEmpty());
+}
+
+TEST(PortListTest, ParsesPortsAndRangesAndRejectsNonsense) {
+  auto list = PortList::Parse("10254, 2379-2380,6443");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->ToString(), "10254,2379-2380,6443");
+  EXPECT_TRUE(list->Overlaps(2380, 2400));
+  EXPECT_FALSE(list->Overlaps(2381, 6442));
+  for (const char* bad : {"0", "65536", "10-5", "http", "1-2-3x"}) {
+    EXPECT_FALSE(PortList::Parse(bad).ok()) << bad;
+  }
+}
+
+// --- Roles ------------------------------------------------------------------
+
+TEST(RoleMapTest, FirstMatchingGlobDecides) {
+  auto map = RoleMap::Parse(
+      "roles:\n  - {subject: alice, role: admin}\n  - {subject: \"node-*\", role: agent}\n"
+      "  - {subject: \"*\", role: viewer}\n",
+      "roles.yaml");
+  ASSERT_TRUE(map.ok()) << map.status();
+  EXPECT_EQ(map->RoleOf("alice"), Role::kAdmin);
+  EXPECT_EQ(map->RoleOf("node-7"), Role::kAgent);
+  EXPECT_EQ(map->RoleOf("bob"), Role::kViewer);
+  auto strict = RoleMap::Parse("roles:\n  - {subject: alice, role: admin}\n", "roles.yaml");
+  EXPECT_EQ(strict->RoleOf("bob"), std::nullopt);
+}
+
+TEST(RoleMapTest, ErrorsNameFileLineAndColumn) {
+  auto bad = RoleMap::Parse("roles:\n  - {subject: alice, role: root}\n", "roles.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(std::string(bad.status().message()),
+            "roles.yaml:2:28: \"root\" is not one of: viewer, editor, admin, agent");
+  EXPECT_TRUE(RoleMap::Parse(kDevRoleMap, "dev").ok());
+}
+
+TEST(RolesTest, PermissionsFollowTheProductRoles) {
+  struct Case {
+    Role role;
+    bool read, edit, rollback, agent;
+  };
+  for (const Case& c : {Case{Role::kViewer, true, false, false, false},
+                        Case{Role::kEditor, true, true, false, false},
+                        Case{Role::kAdmin, true, true, true, false},
+                        Case{Role::kAgent, false, false, false, true}}) {
+    SCOPED_TRACE(std::string(RoleName(c.role)));
+    EXPECT_EQ(Allows(c.role, Permission::kRead), c.read);
+    EXPECT_EQ(Allows(c.role, Permission::kEdit), c.edit);
+    EXPECT_EQ(Allows(c.role, Permission::kRollback), c.rollback);
+    EXPECT_EQ(Allows(c.role, Permission::kAgent), c.agent);
+  }
+}
+
+}  // namespace
+}  // namespace portcullis::control
