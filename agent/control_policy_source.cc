@@ -43,7 +43,8 @@ class ControlPolicySource : public PolicySource {
                      std::function<void(std::string)> on_rejected) override {
     auto channel = control::MakeChannel(options_.client);
     if (!channel.ok()) return channel.status();
-    stub_ = v1::Control::NewStub(*channel);
+    channel_ = *channel;
+    stub_ = v1::Control::NewStub(channel_);
     watcher_ = std::thread([this, on_update = std::move(on_update),
                             on_rejected = std::move(on_rejected)] {
       WatchLoop(on_update, on_rejected);
@@ -75,6 +76,13 @@ class ControlPolicySource : public PolicySource {
         if (stopping_) return;
         watch_ctx_ = ctx;
       }
+      // A sync client moves a connection attempt forward only while a thread
+      // waits on it (else gRPC's backup poller does, every 5 s): wait here.
+      if (!channel_->WaitForConnected(std::chrono::system_clock::now() +
+                                      std::chrono::seconds(5))) {
+        if (!Retry(backoff, false, "not connected within 5 s")) return;
+        continue;
+      }
       const v1::AgentStatus now = hooks_.status();
       v1::WatchRequest request;
       request.set_node(now.node());
@@ -96,20 +104,29 @@ class ControlPolicySource : public PolicySource {
       while (reader->Read(&version)) Deliver(version, on_update, on_rejected);
       const grpc::Status status = reader->Finish();
       if (up) hooks_.connected(false);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) return;
+      if (!Retry(backoff, up,
+                 control::FromGrpc(status, options_.client.target).message())) {
+        return;
       }
-      hooks_.sync_error("stream");
-      const auto wait = backoff.Next();
-      LogWarning(up ? "the policy stream broke; enforcing the last applied policy, reconnecting"
-                    : "cannot reach the control service; enforcing the last applied policy",
-                 {{"control", options_.client.target},
-                  {"error", std::string(control::FromGrpc(status, options_.client.target).message())},
-                  {"retry_in_ms", static_cast<int64_t>(wait.count())}});
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, wait, [this] { return stopping_; });
     }
+  }
+
+  // Counts and logs a lost or failed stream, then waits out the backoff.
+  // False when stopping.
+  bool Retry(Backoff& backoff, bool was_up, absl::string_view error) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return false;
+    }
+    hooks_.sync_error("stream");
+    const auto wait = backoff.Next();
+    LogWarning(was_up ? "the policy stream broke; enforcing the last applied policy, reconnecting"
+                      : "cannot reach the control service; enforcing the last applied policy",
+               {{"control", options_.client.target},
+                {"error", std::string(error)},
+                {"retry_in_ms", static_cast<int64_t>(wait.count())}});
+    std::unique_lock<std::mutex> lock(mu_);
+    return !cv_.wait_for(lock, wait, [this] { return stopping_; });
   }
 
   void Deliver(const v1::PolicyVersion& version,
@@ -160,6 +177,7 @@ class ControlPolicySource : public PolicySource {
 
   const ControlSourceOptions options_;
   const ControlSourceHooks hooks_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Control::Stub> stub_;
   std::mutex mu_;
   std::condition_variable cv_;

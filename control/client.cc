@@ -12,13 +12,16 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Reconnection is the caller's (with jitter); keep gRPC's own short.
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  // Reconnection pacing is the caller's (with jitter); keep gRPC's own
+  // short. (Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: it is also the connect
+  // timeout, and a short one fails handshakes with a busy service.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
   if (options.insecure_plaintext) {
     return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
   }
-  auto tls = ReadTlsFiles(options.tls);
+  auto tls = ReadTlsFiles(options.tls, /*identity_optional=*/true);
   if (!tls.ok()) return tls.status();
   if (!options.server_name.empty()) {
     args.SetSslTargetNameOverride(options.server_name);
@@ -35,13 +38,14 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view target) {
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   std::string message = status.error_message();
   if (code == absl::StatusCode::kUnavailable) {
-    if (absl::StrContains(message, "handshake") || absl::StrContains(message, "SSL") ||
-        absl::StrContains(message, "ssl") || absl::StrContains(message, "certificate")) {
-      absl::StrAppend(&message, " (the TLS handshake with ", target,
-                      " failed: is --ca the service's CA, and is --cert issued by it? "
-                      "does the service's certificate name this host? see --server-name)");
-    } else {
-      message = absl::StrCat("cannot reach the control service at ", target, ": ", message);
+    message = absl::StrCat("cannot reach the control service at ", target, ": ", message);
+    // A refused handshake shows only as a closed socket on this side.
+    if (absl::StrContains(message, "Socket closed") || absl::StrContains(message, "andshake") ||
+        absl::StrContains(message, "SSL") || absl::StrContains(message, "certificate")) {
+      absl::StrAppend(&message,
+                      " (if the service is up, the TLS handshake failed: is --ca the service's "
+                      "CA, and was --cert issued by it? does the service's certificate name "
+                      "the host you dial? see --server-name)");
     }
   } else if (code == absl::StatusCode::kDeadlineExceeded) {
     message = absl::StrCat("the control service at ", target, " did not answer in time: ", message);

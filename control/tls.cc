@@ -112,14 +112,22 @@ absl::Status WritePair(const fs::path& dir, const std::string& name, X509* cert,
 
 }  // namespace
 
-absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths) {
+absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional) {
+  if (paths.cert.empty() != paths.key.empty()) {
+    return absl::InvalidArgumentError("--cert and --key go together");
+  }
   TlsMaterial m;
   for (auto [flag, path, out] : {std::tuple{"--ca", &paths.ca, &m.ca},
                                  std::tuple{"--cert", &paths.cert, &m.cert},
                                  std::tuple{"--key", &paths.key, &m.key}}) {
-    if (path->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, " is required"));
+    if (path->empty()) {
+      if (identity_optional && out != &m.ca) continue;
+      return absl::InvalidArgumentError(absl::StrCat(flag, " is required"));
+    }
     auto text = policy::ReadTextFile(*path);
-    if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat(flag, ": ", text.status().message()));
+    if (!text.ok()) {
+      return absl::Status(text.status().code(), absl::StrCat(flag, ": ", text.status().message()));
+    }
     if (text->find("-----BEGIN") == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat(flag, " ", *path, ": not a PEM file"));
     }

@@ -17,8 +17,10 @@ struct TlsMaterial {
   std::string ca, cert, key;  // PEM
 };
 
-// Reads the three files; errors name the flag and the file.
-absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths);
+// Reads the three files; errors name the flag and the file. With
+// `identity_optional`, cert and key may both be absent (a client that
+// presents no certificate, and is told by the service why it is refused).
+absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional = false);
 
 // STATE_DIR/tls/{ca,server,admin,editor,viewer,agent}.{crt,key}, created on
 // the first call (all at once: a crash leaves all or none) and reused after.

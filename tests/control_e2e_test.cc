@@ -1,0 +1,437 @@
+// The control service end to end: portcullis-control with --dev certificates
+// in its own namespace (the CLI reaches it on loopback), two real agents each
+// enforcing on its own veth in its own namespace (they reach the service
+// through those veths, past their own XDP programs), nginx behind each, and
+// real clients.
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/lab.h"
+
+namespace portcullis::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using Clock = std::chrono::steady_clock;
+
+const std::string kAgent = PORTCULLIS_AGENT_PATH;
+const std::string kControl = PORTCULLIS_CONTROL_PATH;
+const std::string kCtl = PORTCULLISCTL_PATH;
+
+// Port 8080 is the office's under A, everyone's under B.
+constexpr char kPolicyA[] = R"(apiVersion: portcullis/v1
+kind: IngressPolicy
+metadata: {name: a}
+spec:
+  defaultAction: deny
+  sets:
+    office: [198.18.2.0/24]
+    admins: [198.18.1.0/28]
+  failsafe:
+    - {ports: [22, 10250], proto: tcp, from: [admins]}
+  ports:
+    - {ports: [80], proto: tcp, from: any}
+    - {ports: [8080], proto: tcp, from: [office]}
+)";
+
+std::string PolicyB() {
+  std::string b = kPolicyA;
+  b.replace(b.find("{ports: [8080], proto: tcp, from: [office]}"),
+            std::string("{ports: [8080], proto: tcp, from: [office]}").size(),
+            "{ports: [8080], proto: tcp, from: any}");
+  return b;
+}
+
+constexpr int kGrpcPort = 9443;
+
+class ControlE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    lab_ = new Lab({{"node2", "198.18.0.11"},
+                    {"ctl", "198.18.0.2"},
+                    {"cli", "198.18.2.9"},
+                    {"out", "198.18.30.9"}});
+    nginx1_ = new Process(lab_->StartNginx("ing", {80, 8080}));
+    nginx2_ = new Process(lab_->StartNginx("node2", {80, 8080}));
+  }
+  static void TearDownTestSuite() {
+    delete nginx1_;
+    delete nginx2_;
+    delete lab_;
+    lab_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";
+    ASSERT_NE(lab_, nullptr);
+    ++test_number_;
+    dir_ = absl::StrCat(lab_->tmp(), "/t", test_number_);
+    std::filesystem::create_directories(dir_);
+    tls_ = dir_ + "/control/tls";
+  }
+
+  void TearDown() override {
+    if (lab_ == nullptr) return;
+    control_.Kill(SIGKILL);
+    for (const std::string node : {"ing", "node2"}) {
+      agents_[node].Kill(SIGKILL);
+      RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns(node), " ", kAgent,
+                              " --uninstall --pin-dir ", PinDir(node), " --state-dir ",
+                              StateDir(node)));
+      std::error_code ec;
+      std::filesystem::remove_all(PinDir(node), ec);
+    }
+    if (HasFailure()) {
+      for (const std::string log : {"control", "agent-ing", "agent-node2"}) {
+        std::ifstream in(absl::StrCat(dir_, "/", log, ".log"));
+        std::cerr << "---- " << log << " log ----\n" << in.rdbuf();
+      }
+    }
+  }
+
+  std::string PinDir(const std::string& node) const {
+    return absl::StrCat("/sys/fs/bpf/", lab_->prefix(), "c", test_number_, node);
+  }
+  std::string StateDir(const std::string& node) const { return dir_ + "/state-" + node; }
+
+  void StartControl() {
+    control_ = Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ctl"), kControl, "--dev",
+                        "--state-dir", dir_ + "/control", "--listen",
+                        absl::StrCat("0.0.0.0:", kGrpcPort), "--metrics-addr", "127.0.0.1:9470",
+                        "--stale-after-seconds", "5"},
+                       dir_ + "/control.log");
+    ASSERT_TRUE(WaitFor([&] { return CtlHttp("/readyz") == "200"; }, std::chrono::seconds(10)))
+        << "the control service did not start";
+  }
+
+  void StartAgent(const std::string& node) {
+    agents_[node] = Process(
+        {"nsenter", "--net=/run/netns/" + lab_->Ns(node), kAgent, "--control",
+         absl::StrCat("198.18.0.2:", kGrpcPort), "--ca", tls_ + "/ca.crt", "--cert",
+         tls_ + "/agent.crt", "--key", tls_ + "/agent.key", "--server-name", "portcullis-control",
+         "--interfaces", lab_->Link(node), "--pin-dir", PinDir(node), "--state-dir",
+         StateDir(node), "--metrics-addr", "127.0.0.1:9469", "--node", node,
+         "--report-interval-seconds", "1"},
+        dir_ + "/agent-" + node + ".log");
+  }
+
+  std::string CtlHttp(const std::string& path) {
+    return lab_->In("ctl", "curl -s -o /dev/null -w %{http_code} --max-time 1 http://127.0.0.1:9470" +
+                               path)
+        .out;
+  }
+
+  // portcullisctl on the control service's loopback, as `role` ("" = no certificate).
+  CommandResult Ctl(const std::string& role, const std::string& args) {
+    std::string identity;
+    if (!role.empty()) {
+      identity = absl::StrCat(" --cert ", tls_, "/", role, ".crt --key ", tls_, "/", role, ".key");
+    }
+    return RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl,
+                                   " --control 127.0.0.1:", kGrpcPort, " --ca ", tls_, "/ca.crt",
+                                   identity, " ", args));
+  }
+
+  std::string WritePolicy(const std::string& name, const std::string& text) {
+    const std::string path = absl::StrCat(dir_, "/", name);
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  // Pushes as editor; returns the acknowledged version (0 on failure).
+  uint64_t Push(const std::string& text, const std::string& reason) {
+    const CommandResult r =
+        Ctl("editor", absl::StrCat("push ", WritePolicy("push.yaml", text), " --reason '", reason,
+                                   "'"));
+    uint64_t version = 0;
+    if (r.exit_code != 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &version)) {
+      ADD_FAILURE() << "push failed: " << r.exit_code << " " << r.err;
+      return 0;
+    }
+    return version;
+  }
+
+  double Metric(const std::string& ns, const std::string& url, const std::string& name) {
+    const std::string text = lab_->In(ns, "curl -s --max-time 1 " + url).out;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (absl::StartsWith(line, name + " ")) {
+        double v = 0;
+        if (absl::SimpleAtod(line.substr(name.size() + 1), &v)) return v;
+      }
+    }
+    return -1;
+  }
+  double AgentMetric(const std::string& node, const std::string& name) {
+    return Metric(node, "http://127.0.0.1:9469/metrics", name);
+  }
+  bool Enforces(const std::string& node, uint64_t version) {
+    return AgentMetric(node, "portcullis_policy_version") == static_cast<double>(version);
+  }
+  bool BothEnforce(uint64_t version) { return Enforces("ing", version) && Enforces("node2", version); }
+
+  // "200" when `from` reaches port 8080 on `node`, "000" when dropped.
+  std::string Get8080(const std::string& from, const std::string& node) {
+    return lab_->Get(from, absl::StrCat("http://", lab_->Address(node), ":8080/"), 0.5);
+  }
+
+  template <typename Pred>
+  static bool WaitFor(Pred pred, Clock::duration limit) {
+    const auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+  }
+
+  // Control service, both agents, policy A live and enforced: its version.
+  uint64_t StartWithPolicyA() {
+    StartControl();
+    const uint64_t v = Push(kPolicyA, "start");
+    StartAgent("ing");
+    StartAgent("node2");
+    EXPECT_TRUE(WaitFor([&] { return BothEnforce(v); }, std::chrono::seconds(10)));
+    EXPECT_EQ(Get8080("out", "ing"), "000");
+    EXPECT_EQ(Get8080("cli", "ing"), "200");
+    return v;
+  }
+
+  static inline Lab* lab_ = nullptr;
+  static inline Process *nginx1_ = nullptr, *nginx2_ = nullptr;
+  static inline int test_number_ = 0;
+  std::string dir_, tls_;
+  Process control_;
+  std::map<std::string, Process> agents_;
+};
+
+TEST_F(ControlE2eTest, PushReachesBothAgentsWithinASecondAndRollbackRestores) {
+  const uint64_t a = StartWithPolicyA();
+  ASSERT_GT(a, 0u);
+
+  const auto start = Clock::now();
+  const uint64_t b = Push(PolicyB(), "open 8080");
+  ASSERT_EQ(b, a + 1);
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(b); }, std::chrono::seconds(5)));
+  const auto elapsed = Clock::now() - start;
+  EXPECT_LT(elapsed, std::chrono::seconds(1))
+      << std::chrono::duration<double>(elapsed).count() << " s from push to enforced";
+  RecordProperty("push_to_enforced_ms",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+
+  // Both agents report the live hash: in sync, not drifted.
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Ctl("viewer", "status").out, "2 agents: 0 drifted, 0 stale"); },
+                      std::chrono::seconds(3)))
+      << Ctl("viewer", "status").out;
+  EXPECT_EQ(Metric("ctl", "http://127.0.0.1:9470/metrics",
+                   "portcullis_control_agents{state=\"in_sync\"}"),
+            2);
+
+  const CommandResult rollback = Ctl("admin", absl::StrCat("rollback --to ", a, " --reason revert"));
+  ASSERT_EQ(rollback.exit_code, 0) << rollback.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(rollback.out), absl::StrCat(b + 1));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(b + 1); }, std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "ing"), "000");
+  EXPECT_EQ(Get8080("out", "node2"), "000");
+  EXPECT_EQ(Get8080("cli", "node2"), "200");
+
+  const CommandResult history = Ctl("viewer", "history");
+  EXPECT_THAT(history.out, HasSubstr(absl::StrCat("[rollback to ", a, "] revert")));
+  const CommandResult verify = Ctl("viewer", "audit --verify");
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_THAT(verify.out, HasSubstr("audit chain verified: 3 entries"));
+}
+
+TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCertificates) {
+  StartControl();
+  const std::string policy = WritePolicy("a.yaml", kPolicyA);
+
+  const CommandResult viewer = Ctl("viewer", "push " + policy + " --reason x");
+  EXPECT_EQ(viewer.exit_code, 4);
+  EXPECT_THAT(viewer.err, HasSubstr("Push needs the role editor or admin; \"viewer\" is viewer"));
+
+  const CommandResult anonymous = Ctl("", "history");
+  EXPECT_EQ(anonymous.exit_code, 4);
+  EXPECT_THAT(anonymous.err, HasSubstr("no client certificate"));
+
+  // A certificate named "admin", from a CA the service does not trust.
+  const CommandResult made = RunCommand(absl::StrCat(
+      "cd ", dir_, " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-subj /CN=admin -days 1 -keyout rogue.key -out rogue.crt"));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const CommandResult rogue = RunCommand(absl::StrCat(
+      "nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl, " --control 127.0.0.1:", kGrpcPort,
+      " --ca ", tls_, "/ca.crt --cert ", dir_, "/rogue.crt --key ", dir_, "/rogue.key push ",
+      policy, " --reason x"));
+  EXPECT_EQ(rogue.exit_code, 3);
+  EXPECT_THAT(rogue.err, HasSubstr("the TLS handshake failed"));
+
+  // Nothing was pushed; the refusals the service saw are audited.
+  EXPECT_THAT(Ctl("viewer", "history").out, Not(HasSubstr("\n1")));
+  const CommandResult audit = Ctl("viewer", "audit");
+  EXPECT_THAT(audit.out, HasSubstr("viewer       viewer  Push         refused"));
+  EXPECT_THAT(audit.out, HasSubstr("-            -       History      refused"));
+  EXPECT_EQ(Metric("ctl", "http://127.0.0.1:9470/metrics",
+                   "portcullis_control_refusals_total{method=\"Push\",reason=\"permission_denied\"}"),
+            1);
+}
+
+TEST_F(ControlE2eTest, RefusesAProtectedPortOpenToAnyNamingTheRule) {
+  StartControl();
+  std::string bad = kPolicyA;
+  bad.replace(bad.find("{ports: [80], proto: tcp, from: any}"),
+              std::string("{ports: [80], proto: tcp, from: any}").size(),
+              "{ports: [80, 10254], proto: tcp, from: any}");
+  const CommandResult r = Ctl("editor", "push " + WritePolicy("bad.yaml", bad) + " --reason x");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("spec.ports[0]: rule \"tcp 80,10254 from any\" opens protected "
+                               "port 10254 to every source (from: any)"));
+  EXPECT_THAT(Ctl("viewer", "audit").out, HasSubstr("Push         refused  -       policy refused"));
+}
+
+TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
+  StartControl();
+  auto handshake = [&](const std::string& options) {
+    return lab_->In("ctl", absl::StrCat("echo | timeout 5 openssl s_client -connect 127.0.0.1:",
+                                        kGrpcPort, " ", options, " 2>&1"))
+        .out;
+  };
+  // s_client prints "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", or
+  // "Cipher is (NONE)" when the server refused the handshake.
+  EXPECT_THAT(handshake(""), HasSubstr("New, TLSv1.3, Cipher is TLS_AES"));
+  EXPECT_THAT(handshake("-tls1_1"), HasSubstr("Cipher is (NONE)"));
+  EXPECT_THAT(handshake("-tls1_2 -cipher AES128-SHA:AES256-SHA256:AES128-SHA256"),
+              HasSubstr("Cipher is (NONE)"));
+  EXPECT_THAT(handshake("-tls1_2"), ::testing::ContainsRegex("New, TLSv1.2, Cipher is [A-Z0-9-]*GCM"));
+}
+
+TEST_F(ControlE2eTest, KillDuringPushesLosesNoAcknowledgedVersionAndAgentsConverge) {
+  StartWithPolicyA();
+  // A stream of pushes, each a different blocklist; the service is killed
+  // in the middle of it.
+  std::mutex mu;
+  std::vector<uint64_t> acknowledged;
+  auto acked = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return acknowledged;
+  };
+  std::atomic<bool> stop{false};
+  std::thread pusher([&] {
+    for (int i = 1; i <= 400 && !stop; ++i) {
+      std::string p = kPolicyA;
+      p.replace(p.find("  failsafe:"), 0, absl::StrCat("  blocklist: [198.18.77.", i, "]\n"));
+      const CommandResult r = Ctl("editor", absl::StrCat("push ", WritePolicy("s.yaml", p),
+                                                         " --reason stream --timeout-seconds 2"));
+      uint64_t v = 0;
+      if (r.exit_code == 0 && absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &v)) {
+        std::lock_guard<std::mutex> lock(mu);
+        acknowledged.push_back(v);
+      }
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return acked().size() >= 8; }, std::chrono::seconds(20)));
+  control_.Kill(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  pusher.join();
+  const std::vector<uint64_t> before_kill = acked();
+  ASSERT_GE(before_kill.size(), 8u);
+
+  // Enforcement goes on while the service is down.
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("ing", "portcullis_control_connected") == 0; },
+                      std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "ing"), "000");
+  EXPECT_EQ(Get8080("cli", "node2"), "200");
+
+  StartControl();
+  const CommandResult history = Ctl("viewer", "history");
+  for (uint64_t v : before_kill) {
+    EXPECT_THAT(history.out, ::testing::ContainsRegex(absl::StrCat("\n", v, "[ *]")))
+        << "version " << v << " lost";
+    EXPECT_EQ(Ctl("viewer", absl::StrCat("get ", v)).exit_code, 0);
+  }
+  EXPECT_EQ(Ctl("viewer", "audit --verify").exit_code, 0);
+  // The live version: the last acknowledged one, or one stored just as the
+  // service died (durable, but its acknowledgement was lost).
+  uint64_t live = 0;
+  const CommandResult get = Ctl("viewer", "get");
+  ASSERT_TRUE(absl::SimpleAtoi(
+      get.out.substr(std::string("# version ").size(), get.out.find(" by ") - 10), &live))
+      << get.out;
+  EXPECT_GE(live, before_kill.back());
+  // The agents reconnect and converge on it.
+  EXPECT_TRUE(WaitFor([&] { return BothEnforce(live); }, std::chrono::seconds(20)));
+  for (const std::string node : {"ing", "node2"}) {
+    EXPECT_TRUE(WaitFor([&] { return AgentMetric(node, "portcullis_control_connected") == 1; },
+                        std::chrono::seconds(20)))
+        << node << " did not reconnect";
+  }
+}
+
+TEST_F(ControlE2eTest, StatusShowsDriftedAndStaleAgentsUntilTheyCatchUp) {
+  StartWithPolicyA();
+  auto status = [&] { return Ctl("viewer", "status").out; };
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(status(), "2 agents: 0 drifted, 0 stale"); },
+                      std::chrono::seconds(5)))
+      << status();
+  // node2 goes away and misses a push: it is stale (no report within 5 s)
+  // and drifted (its applied hash is not the live one).
+  agents_["node2"].Kill(SIGKILL);
+  const uint64_t b = Push(PolicyB(), "open 8080");
+  ASSERT_TRUE(WaitFor([&] { return Enforces("ing", b); }, std::chrono::seconds(5)));
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(status(), "2 agents: 1 drifted, 1 stale"); },
+                      std::chrono::seconds(10)))
+      << status();
+  EXPECT_THAT(status(), ::testing::ContainsRegex("node2 +1 +sha256:[0-9a-f]+ +stale, drifted"));
+  const std::string metrics = lab_->In("ctl", "curl -s http://127.0.0.1:9470/metrics").out;
+  EXPECT_THAT(metrics, HasSubstr("portcullis_control_agents{state=\"stale\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("portcullis_control_agents{state=\"in_sync\"} 1"));
+  // Back, it catches up from its last-known-good version.
+  StartAgent("node2");
+  ASSERT_TRUE(WaitFor([&] { return Enforces("node2", b); }, std::chrono::seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(status(), "2 agents: 0 drifted, 0 stale"); },
+                      std::chrono::seconds(5)))
+      << status();
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+}
+
+TEST_F(ControlE2eTest, AgentRestartedWhileControlIsDownEnforcesLastKnownGood) {
+  StartWithPolicyA();
+  const uint64_t b = Push(PolicyB(), "open 8080");
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(b); }, std::chrono::seconds(5)));
+
+  control_.Stop();  // SIGTERM: stopping the service changes no enforcement
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("ing", "portcullis_control_connected") == 0; },
+                      std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_GT(AgentMetric("ing", "portcullis_sync_errors_total{kind=\"stream\"}"), 0);
+
+  agents_["node2"].Kill(SIGKILL);
+  StartAgent("node2");
+  ASSERT_TRUE(WaitFor([&] { return Enforces("node2", b); }, std::chrono::seconds(10)));
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+  EXPECT_EQ(AgentMetric("node2", "portcullis_control_connected"), 0);
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(
+                              *std::make_unique<std::ifstream>(dir_ + "/agent-node2.log")),
+                          {}),
+              HasSubstr("enforcing the last-known-good policy until the control service answers"));
+}
+
+}  // namespace
+}  // namespace portcullis::testing
