@@ -206,10 +206,28 @@ TEST_F(PortcullisctlTest, SimulateRejectsAnInvalidPolicy) {
                                 p, ": invalid (1 error)\n"));
 }
 
-TEST_F(PortcullisctlTest, ControlCommandsSayTheyNeedTheControlService) {
-  CommandResult r = Ctl("push " + Quote(kExample));
+TEST_F(PortcullisctlTest, ControlCommandsExplainWhatIsMissing) {
+  CommandResult r = Ctl("push " + Quote(kExample) + " --reason x");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("\"push\" needs portcullis-control"));
+  EXPECT_EQ(r.err, "portcullisctl: --control HOST:PORT is required\n");
+
+  r = Ctl("history --control 127.0.0.1:1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "portcullisctl: --ca is required\n");
+
+  const std::string ca = dir_.Write("ca.crt", "-----BEGIN CERTIFICATE-----\n");
+  const std::string remote = " --control 127.0.0.1:1 --ca " + ca;
+  r = Ctl("push " + Quote(kExample) + remote);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "portcullisctl: push needs --reason \"why\"\n");
+
+  r = Ctl("rollback --reason x" + remote);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "portcullisctl: rollback needs --to VERSION\n");
+
+  r = Ctl("history --timeout-seconds 2" + remote);  // nothing listens on port 1
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("cannot reach the control service at 127.0.0.1:1"));
 }
 
 }  // namespace
