@@ -71,6 +71,7 @@ class Process {
   }
 
   bool running() const { return pid_ > 0 && kill(pid_, 0) == 0; }
+  pid_t pid() const { return pid_; }
   // Waits for the process to end by itself; returns its exit code.
   int Wait() {
     if (pid_ <= 0) return -1;
