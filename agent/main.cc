@@ -110,6 +110,8 @@ int main(int argc, char** argv) {
                              "(--insecure-plaintext-for-testing)");
     } else if (client.tls.ca.empty() || client.tls.cert.empty() || client.tls.key.empty()) {
       return Fail("--control needs --ca, --cert and --key");
+    } else if (auto tls = portcullis::control::ReadTlsFiles(client.tls); !tls.ok()) {
+      return Fail(std::string(tls.status().message()));  // before touching the kernel
     }
     options.control = client;
     options.report_interval = absl::Seconds(absl::GetFlag(FLAGS_report_interval_seconds));
