@@ -33,7 +33,9 @@ constexpr char kUsage[] = R"(portcullisctl: validate, simulate, push and inspect
 Usage:
   portcullisctl validate POLICY.yaml
       Checks a policy. Errors and warnings name FILE:LINE:COLUMN.
-      Exit 0 when valid (warnings allowed), 1 when invalid.
+      Exit 0 when valid (warnings allowed), 1 when invalid. With --control,
+      also asks the control service whether it would accept the policy
+      (the baseline, against the live version).
   portcullisctl simulate --policy POLICY.yaml --pcap TRAFFIC.pcap [--format json|table]
       Judges every packet of an Ethernet capture with the real datapath
       program (BPF_PROG_TEST_RUN, needs root or CAP_BPF), rate limits on the
@@ -140,12 +142,12 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const std::string command = args[1];
+  if (portcullis::cli::IsRemoteCommand(command.c_str())) return portcullis::cli::RunRemote(args);
   if (command == "validate") return Validate(args);
   if (command == "simulate") return Simulate(args);
   if (command == "help") {
     std::cout << kUsage;
     return kExitOk;
   }
-  if (portcullis::cli::IsRemoteCommand(command.c_str())) return portcullis::cli::RunRemote(args);
   return Fail(kExitUsage, absl::StrCat("unknown command \"", command, "\"; see --help"));
 }

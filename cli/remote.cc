@@ -133,6 +133,35 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   return kExitOk;
 }
 
+// validate --control: the local checks, then the service's (the baseline
+// against the live version).
+int Validate(Remote& remote, const std::vector<char*>& args) {
+  if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl validate POLICY.yaml");
+  auto policy = LoadPolicy(args[2]);
+  if (!policy) return kExitInvalid;
+  v1::ValidateRequest request;
+  *request.mutable_policy() = *policy;
+  request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
+  v1::ValidateResponse response;
+  if (absl::Status s = remote.Call(&v1::Control::Stub::Validate, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  int errors = 0;
+  for (const v1::Finding& f : response.findings()) {
+    if (f.warning()) continue;  // the local check printed the validator's warnings
+    ++errors;
+    std::cerr << args[2] << ": refused by the control service: " << f.path() << ": "
+              << f.message() << "\n";
+  }
+  if (!response.valid()) {
+    std::cerr << args[2] << ": invalid (" << errors << " error" << (errors == 1 ? "" : "s")
+              << ")\n";
+    return kExitInvalid;
+  }
+  std::cout << args[2] << ": valid, and the control service would accept it\n";
+  return kExitOk;
+}
+
 int Diff(Remote& remote, const std::vector<char*>& args) {
   if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl diff POLICY.yaml");
   auto policy = LoadPolicy(args[2]);
@@ -306,13 +335,15 @@ bool IsRemoteCommand(const char* command) {
   for (const char* c : {"push", "diff", "rollback", "history", "get", "audit", "status"}) {
     if (std::strcmp(command, c) == 0) return true;
   }
-  return false;
+  // validate is local, and also asks the service when one is named.
+  return std::strcmp(command, "validate") == 0 && !absl::GetFlag(FLAGS_control).empty();
 }
 
 int RunRemote(const std::vector<char*>& args) {
   const std::string command = args[1];
   auto remote = Remote::Connect();
   if (!remote.ok()) return Fail(kExitUsage, remote.status().message());
+  if (command == "validate") return Validate(*remote, args);
   if (command == "push") return Push(*remote, args);
   if (command == "diff") return Diff(*remote, args);
   if (command == "rollback") return Rollback(*remote, args);

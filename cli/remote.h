@@ -1,5 +1,5 @@
 // portcullisctl's commands that talk to the control service: push, diff,
-// rollback, history, get, audit, status.
+// rollback, history, get, audit, status, and validate --control.
 #pragma once
 
 #include <vector>
@@ -14,6 +14,7 @@ inline constexpr int kExitUsage = 2;     // the command line is bad
 inline constexpr int kExitSystem = 3;    // unreachable service, TLS failure, BPF unavailable
 inline constexpr int kExitDenied = 4;    // no valid certificate, or the role does not allow it
 
+// push, diff, ...; and validate when --control is given.
 bool IsRemoteCommand(const char* command);
 // args[0] is the program, args[1] the command.
 int RunRemote(const std::vector<char*>& args);

@@ -298,7 +298,13 @@ TEST_F(ControlE2eTest, RefusesAProtectedPortOpenToAnyNamingTheRule) {
   bad.replace(bad.find("{ports: [80], proto: tcp, from: any}"),
               std::string("{ports: [80], proto: tcp, from: any}").size(),
               "{ports: [80, 10254], proto: tcp, from: any}");
-  const CommandResult r = Ctl("editor", "push " + WritePolicy("bad.yaml", bad) + " --reason x");
+  const std::string file = WritePolicy("bad.yaml", bad);
+  // validate --control asks the service, and changes nothing.
+  const CommandResult v = Ctl("editor", "validate " + file);
+  EXPECT_EQ(v.exit_code, 1);
+  EXPECT_THAT(v.err, HasSubstr("bad.yaml: refused by the control service: spec.ports[0]: rule "
+                               "\"tcp 80,10254 from any\" opens protected port 10254"));
+  const CommandResult r = Ctl("editor", "push " + file + " --reason x");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("spec.ports[0]: rule \"tcp 80,10254 from any\" opens protected "
                                "port 10254 to every source (from: any)"));
