@@ -45,10 +45,10 @@ class ControlPolicySource : public PolicySource {
     if (!channel.ok()) return channel.status();
     channel_ = *channel;
     stub_ = v1::Control::NewStub(channel_);
-    watcher_ = std::thread([this, on_update = std::move(on_update),
-                            on_rejected = std::move(on_rejected)] {
-      WatchLoop(on_update, on_rejected);
-    });
+    watcher_ =
+        std::thread([this, on_update = std::move(on_update), on_rejected = std::move(on_rejected)] {
+          WatchLoop(on_update, on_rejected);
+        });
     reporter_ = std::thread([this] { ReportLoop(); });
     return absl::OkStatus();
   }
@@ -78,8 +78,7 @@ class ControlPolicySource : public PolicySource {
       }
       // A sync client moves a connection attempt forward only while a thread
       // waits on it (else gRPC's backup poller does, every 5 s): wait here.
-      if (!channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                      std::chrono::seconds(5))) {
+      if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
         if (!Retry(backoff, false, "not connected within 5 s")) return;
         continue;
       }
@@ -104,8 +103,7 @@ class ControlPolicySource : public PolicySource {
       while (reader->Read(&version)) Deliver(version, on_update, on_rejected);
       const grpc::Status status = reader->Finish();
       if (up) hooks_.connected(false);
-      if (!Retry(backoff, up,
-                 control::FromGrpc(status, options_.client.target).message())) {
+      if (!Retry(backoff, up, control::FromGrpc(status, options_.client.target).message())) {
         return;
       }
     }
@@ -169,8 +167,9 @@ class ControlPolicySource : public PolicySource {
       if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
         // Unavailable is the broken stream's to report; this is something else.
         hooks_.sync_error("report");
-        LogWarning("cannot report status to the control service",
-                   {{"error", std::string(control::FromGrpc(s, options_.client.target).message())}});
+        LogWarning(
+            "cannot report status to the control service",
+            {{"error", std::string(control::FromGrpc(s, options_.client.target).message())}});
       }
     }
   }

@@ -9,26 +9,25 @@
 //       agents in network namespaces; PUSHES pushes each of a 1k-prefix and
 //       a 100k-prefix policy with portcullisctl; the time from starting the
 //       push until both agents have applied it, p50/p99/max.
+#include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <map>
-#include <optional>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -61,8 +60,8 @@ std::string PolicyWithPrefixes(int prefixes, int variant) {
       "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n    office:\n");
   for (int i = 0; i < prefixes; ++i) {
     const uint32_t n = static_cast<uint32_t>(i) * 2 + static_cast<uint32_t>(variant % 2);
-    absl::StrAppend(&out, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".",
-                    (n & 15) << 4, "/28\n");
+    absl::StrAppend(&out, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".", (n & 15) << 4,
+                    "/28\n");
   }
   absl::StrAppend(&out,
                   "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
@@ -89,7 +88,8 @@ long RssKb(pid_t pid) {
   for (std::string line; std::getline(in, line);) {
     long kb = 0;
     if (absl::StartsWith(line, "VmRSS:") &&
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kb)) {
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")),
+                         &kb)) {
       return kb;
     }
   }
@@ -196,7 +196,8 @@ int Fanout(int streams) {
                    "--metrics-addr", ""},
                   dir.File("control.log"));
   const std::string tls = dir.path() + "/tls";
-  if (!WaitFor([&] { return std::filesystem::exists(tls + "/ca.crt"); }, std::chrono::seconds(10))) {
+  if (!WaitFor([&] { return std::filesystem::exists(tls + "/ca.crt"); },
+               std::chrono::seconds(10))) {
     std::cerr << "the control service did not start\n";
     return 1;
   }
@@ -232,9 +233,9 @@ int Fanout(int streams) {
   const std::string policy = dir.Write("p.yaml", PolicyWithPrefixes(1000, 0));
   state.target = 1;
   state.push_start = Clock::now();
-  const CommandResult push = RunCommand(absl::StrCat(
-      kCtl, " --control 127.0.0.1:", port, " --ca ", tls, "/ca.crt --cert ", tls,
-      "/editor.crt --key ", tls, "/editor.key push ", policy, " --reason fanout"));
+  const CommandResult push = RunCommand(
+      absl::StrCat(kCtl, " --control 127.0.0.1:", port, " --ca ", tls, "/ca.crt --cert ", tls,
+                   "/editor.crt --key ", tls, "/editor.key push ", policy, " --reason fanout"));
   const double push_ms = Ms(Clock::now() - state.push_start);
   if (push.exit_code != 0) {
     std::cerr << "push failed: " << push.err;
@@ -256,8 +257,9 @@ int Fanout(int streams) {
               received.p99, received.max, state.received.load(), streams);
   std::printf("  acked     p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (%d of %d)%s\n", acked.p50,
               acked.p99, acked.max, state.acked.load(), streams, all ? "" : "  INCOMPLETE");
-  std::printf("  control service RSS: %ld MB idle, %ld MB with the streams, %ld MB after the push\n",
-              rss_idle / 1024, rss_streams / 1024, rss_after / 1024);
+  std::printf(
+      "  control service RSS: %ld MB idle, %ld MB with the streams, %ld MB after the push\n",
+      rss_idle / 1024, rss_streams / 1024, rss_after / 1024);
   std::printf("  target: all acknowledged within 2000 ms: %s\n",
               all && acked.max < 2000 ? "met" : "NOT met");
   return 0;
@@ -268,8 +270,8 @@ int Fanout(int streams) {
 // The wall-clock times at which an agent's log says it applied `version`.
 std::optional<absl::Time> AppliedAt(const std::string& log, uint64_t version) {
   std::ifstream in(log);
-  const std::string needle = absl::StrCat("\"msg\":\"policy applied\",\"origin\":\"control version ",
-                                          version, "\"");
+  const std::string needle =
+      absl::StrCat("\"msg\":\"policy applied\",\"origin\":\"control version ", version, "\"");
   for (std::string line; std::getline(in, line);) {
     if (!absl::StrContains(line, needle)) continue;
     const size_t at = line.find("\"ts\":\"");
@@ -287,11 +289,11 @@ int Latency(int pushes) {
   Lab lab({{"node2", "198.18.0.11"}, {"ctl", "198.18.0.2"}});
   const std::string dir = lab.tmp();
   const std::string tls = dir + "/control/tls";
-  Process control({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev",
-                   "--state-dir", dir + "/control", "--listen", "0.0.0.0:9443", "--metrics-addr",
-                   ""},
+  Process control({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev", "--state-dir",
+                   dir + "/control", "--listen", "0.0.0.0:9443", "--metrics-addr", ""},
                   dir + "/control.log");
-  if (!WaitFor([&] { return std::filesystem::exists(tls + "/ca.crt"); }, std::chrono::seconds(10))) {
+  if (!WaitFor([&] { return std::filesystem::exists(tls + "/ca.crt"); },
+               std::chrono::seconds(10))) {
     std::cerr << "the control service did not start\n";
     return 1;
   }
@@ -304,22 +306,40 @@ int Latency(int pushes) {
   std::map<std::string, Process> agents;
   std::vector<std::string> nodes = {"ing", "node2"};
   for (const std::string& node : nodes) {
-    agents[node] = Process(
-        {"nsenter", "--net=/run/netns/" + lab.Ns(node), kAgent, "--control", "198.18.0.2:9443",
-         "--ca", tls + "/ca.crt", "--cert", tls + "/agent.crt", "--key", tls + "/agent.key",
-         "--server-name", "portcullis-control", "--interfaces", lab.Link(node), "--pin-dir",
-         absl::StrCat("/sys/fs/bpf/", lab.prefix(), "b", node), "--state-dir",
-         dir + "/state-" + node, "--metrics-addr", "", "--node", node},
-        dir + "/agent-" + node + ".log");
+    agents[node] = Process({"nsenter",
+                            "--net=/run/netns/" + lab.Ns(node),
+                            kAgent,
+                            "--control",
+                            "198.18.0.2:9443",
+                            "--ca",
+                            tls + "/ca.crt",
+                            "--cert",
+                            tls + "/agent.crt",
+                            "--key",
+                            tls + "/agent.key",
+                            "--server-name",
+                            "portcullis-control",
+                            "--interfaces",
+                            lab.Link(node),
+                            "--pin-dir",
+                            absl::StrCat("/sys/fs/bpf/", lab.prefix(), "b", node),
+                            "--state-dir",
+                            dir + "/state-" + node,
+                            "--metrics-addr",
+                            "",
+                            "--node",
+                            node},
+                           dir + "/agent-" + node + ".log");
   }
-  std::printf("push-to-enforced: portcullisctl push until both agents (own namespaces, own "
-              "veths) have applied the version, %d pushes per size\n",
-              pushes);
+  std::printf(
+      "push-to-enforced: portcullisctl push until both agents (own namespaces, own "
+      "veths) have applied the version, %d pushes per size\n",
+      pushes);
   int status = 0;
   for (int prefixes : {1000, 100000}) {
     std::vector<double> ms;
-    const std::string files[2] = {
-        absl::StrCat(dir, "/p", prefixes, "a.yaml"), absl::StrCat(dir, "/p", prefixes, "b.yaml")};
+    const std::string files[2] = {absl::StrCat(dir, "/p", prefixes, "a.yaml"),
+                                  absl::StrCat(dir, "/p", prefixes, "b.yaml")};
     std::ofstream(files[0]) << PolicyWithPrefixes(prefixes, 0);
     std::ofstream(files[1]) << PolicyWithPrefixes(prefixes, 1);
     for (int i = 0; i < pushes + 1; ++i) {

@@ -60,7 +60,8 @@ int ExitFor(const absl::Status& s) {
 }
 
 std::string Time(int64_t unix_nanos) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixNanos(unix_nanos), absl::UTCTimeZone());
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixNanos(unix_nanos),
+                          absl::UTCTimeZone());
 }
 
 std::string ShortHash(const std::string& hash) {
@@ -109,7 +110,8 @@ std::optional<v1::Policy> LoadPolicy(const std::string& path) {
 }
 
 int Push(Remote& remote, const std::vector<char*>& args) {
-  if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl push POLICY.yaml --reason \"...\"");
+  if (args.size() != 3)
+    return Fail(kExitUsage, "usage: portcullisctl push POLICY.yaml --reason \"...\"");
   const std::string reason = absl::GetFlag(FLAGS_reason);
   if (reason.empty()) return Fail(kExitUsage, "push needs --reason \"why\"");
   auto policy = LoadPolicy(args[2]);
@@ -150,8 +152,8 @@ int Validate(Remote& remote, const std::vector<char*>& args) {
   for (const v1::Finding& f : response.findings()) {
     if (f.warning()) continue;  // the local check printed the validator's warnings
     ++errors;
-    std::cerr << args[2] << ": refused by the control service: " << f.path() << ": "
-              << f.message() << "\n";
+    std::cerr << args[2] << ": refused by the control service: " << f.path() << ": " << f.message()
+              << "\n";
   }
   if (!response.valid()) {
     std::cerr << args[2] << ": invalid (" << errors << " error" << (errors == 1 ? "" : "s")
@@ -229,11 +231,10 @@ int History(Remote& remote, const std::vector<char*>&) {
   for (const v1::PolicyVersion& v : response.versions()) {
     std::string reason = v.reason();
     if (v.rollback_of()) reason = absl::StrCat("[rollback to ", v.rollback_of(), "] ", reason);
-    std::cout << absl::StrFormat("%-8s %-19s %-16s %-19s %s\n",
-                                 absl::StrCat(v.version(),
-                                              v.version() == response.live_version() ? "*" : ""),
-                                 Time(v.created_unix_nanos()), v.author(),
-                                 ShortHash(v.content_hash()), reason);
+    std::cout << absl::StrFormat(
+        "%-8s %-19s %-16s %-19s %s\n",
+        absl::StrCat(v.version(), v.version() == response.live_version() ? "*" : ""),
+        Time(v.created_unix_nanos()), v.author(), ShortHash(v.content_hash()), reason);
   }
   return kExitOk;
 }
@@ -285,11 +286,10 @@ int Audit(Remote& remote, const std::vector<char*>&) {
     const v1::AuditEntry& e = all[i];
     std::string detail = e.detail();
     std::replace(detail.begin(), detail.end(), '\n', ' ');
-    std::cout << absl::StrFormat("%-6d %-19s %-12s %-7s %-12s %-8s %-7s %s\n", e.seq(),
-                                 Time(e.time_unix_nanos()),
-                                 e.principal().empty() ? "-" : e.principal(),
-                                 e.role().empty() ? "-" : e.role(), e.method(), e.outcome(),
-                                 e.version() ? absl::StrCat(e.version()) : "-", detail);
+    std::cout << absl::StrFormat(
+        "%-6d %-19s %-12s %-7s %-12s %-8s %-7s %s\n", e.seq(), Time(e.time_unix_nanos()),
+        e.principal().empty() ? "-" : e.principal(), e.role().empty() ? "-" : e.role(), e.method(),
+        e.outcome(), e.version() ? absl::StrCat(e.version()) : "-", detail);
   }
   return kExitOk;
 }

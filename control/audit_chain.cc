@@ -40,15 +40,14 @@ absl::Status VerifyAuditChain(const std::vector<v1::AuditEntry>& entries, std::s
                                               " is missing (the next one is ", e.seq(), ")"));
     }
     if (e.prev_hash() != prev_hash) {
-      return absl::DataLossError(absl::StrCat(
-          "audit entry ", e.seq(), " does not link to the entry before it (prev_hash ",
-          e.prev_hash(), ", expected ", prev_hash, ")"));
+      return absl::DataLossError(absl::StrCat("audit entry ", e.seq(),
+                                              " does not link to the entry before it (prev_hash ",
+                                              e.prev_hash(), ", expected ", prev_hash, ")"));
     }
     const std::string hash = AuditEntryHash(e);
     if (e.hash() != hash) {
-      return absl::DataLossError(
-          absl::StrCat("audit entry ", e.seq(), " was altered: its hash is ", e.hash(),
-                       " but its content hashes to ", hash));
+      return absl::DataLossError(absl::StrCat("audit entry ", e.seq(), " was altered: its hash is ",
+                                              e.hash(), " but its content hashes to ", hash));
     }
     prev_hash = e.hash();
     ++expected_seq;

@@ -57,11 +57,11 @@ void CheckRules(const google::protobuf::RepeatedPtrField<v1::PortRule>& rules,
     if (why.empty()) continue;
     const std::vector<std::string> ports = ProtectedIn(rules[i], baseline.protected_ports);
     if (ports.empty()) continue;
-    diags.Error(absl::StrCat("spec.", section, "[", i, "]"),
-                absl::StrCat("rule \"", policy::RuleText(rules[i]), "\" opens protected port",
-                             ports.size() == 1 ? " " : "s ", absl::StrJoin(ports, ", "),
-                             " to every source (", why,
-                             "); admit only the networks that manage it"));
+    diags.Error(
+        absl::StrCat("spec.", section, "[", i, "]"),
+        absl::StrCat("rule \"", policy::RuleText(rules[i]), "\" opens protected port",
+                     ports.size() == 1 ? " " : "s ", absl::StrJoin(ports, ", "),
+                     " to every source (", why, "); admit only the networks that manage it"));
   }
 }
 
@@ -118,9 +118,8 @@ std::string PortList::ToString() const {
   });
 }
 
-void CheckBaseline(const v1::Policy& candidate, const v1::Policy* live,
-                   bool allow_failsafe_change, const Baseline& baseline,
-                   policy::Diagnostics& diags) {
+void CheckBaseline(const v1::Policy& candidate, const v1::Policy* live, bool allow_failsafe_change,
+                   const Baseline& baseline, policy::Diagnostics& diags) {
   const v1::PolicySpec& spec = candidate.spec();
   const std::set<std::string> every_source = EverySourceSets(candidate);
   CheckRules(spec.failsafe(), "failsafe", every_source, baseline, diags);

@@ -43,8 +43,7 @@ inline constexpr absl::string_view kDefaultManagementPorts = "22,10250";
 
 // Appends one error per violation, each naming the rule (by path and text)
 // and why. `live` is the live version's policy, or null.
-void CheckBaseline(const v1::Policy& candidate, const v1::Policy* live,
-                   bool allow_failsafe_change, const Baseline& baseline,
-                   policy::Diagnostics& diags);
+void CheckBaseline(const v1::Policy& candidate, const v1::Policy* live, bool allow_failsafe_change,
+                   const Baseline& baseline, policy::Diagnostics& diags);
 
 }  // namespace portcullis::control

@@ -1,11 +1,10 @@
 // portcullis-control: see service.h and PRODUCT.md "Command-line contract".
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
 #include <signal.h>
 
 #include <cstdlib>
 #include <iostream>
-
-#include <grpcpp/grpcpp.h>
-#include <prometheus/registry.h>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"

@@ -10,30 +10,42 @@ namespace portcullis::control {
 
 absl::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kViewer: return "viewer";
-    case Role::kEditor: return "editor";
-    case Role::kAdmin: return "admin";
-    case Role::kAgent: return "agent";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kEditor:
+      return "editor";
+    case Role::kAdmin:
+      return "admin";
+    case Role::kAgent:
+      return "agent";
   }
   return "?";
 }
 
 bool Allows(Role role, Permission permission) {
   switch (permission) {
-    case Permission::kRead: return role != Role::kAgent;
-    case Permission::kEdit: return role == Role::kEditor || role == Role::kAdmin;
-    case Permission::kRollback: return role == Role::kAdmin;
-    case Permission::kAgent: return role == Role::kAgent;
+    case Permission::kRead:
+      return role != Role::kAgent;
+    case Permission::kEdit:
+      return role == Role::kEditor || role == Role::kAdmin;
+    case Permission::kRollback:
+      return role == Role::kAdmin;
+    case Permission::kAgent:
+      return role == Role::kAgent;
   }
   return false;
 }
 
 std::string RolesWith(Permission permission) {
   switch (permission) {
-    case Permission::kRead: return "viewer, editor or admin";
-    case Permission::kEdit: return "editor or admin";
-    case Permission::kRollback: return "admin";
-    case Permission::kAgent: return "agent";
+    case Permission::kRead:
+      return "viewer, editor or admin";
+    case Permission::kEdit:
+      return "editor or admin";
+    case Permission::kRollback:
+      return "admin";
+    case Permission::kAgent:
+      return "agent";
   }
   return "";
 }

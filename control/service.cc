@@ -26,8 +26,8 @@ absl::StatusCode CodeOf(absl::string_view reason) {
 std::string FormatFindings(const std::vector<v1::Finding>& findings) {
   std::vector<std::string> lines;
   for (const v1::Finding& f : findings) {
-    if (!f.warning()) lines.push_back(absl::StrCat(f.path().empty() ? "policy" : f.path(), ": ",
-                                                   f.message()));
+    if (!f.warning())
+      lines.push_back(absl::StrCat(f.path().empty() ? "policy" : f.path(), ": ", f.message()));
   }
   return absl::StrJoin(lines, "\n");
 }
@@ -125,8 +125,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   std::shared_ptr<const v1::PolicyVersion> current_, pending_;
 };
 
-ControlService::ControlService(Store& store, ServiceOptions options,
-                               prometheus::Registry& registry)
+ControlService::ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry)
     : store_(store),
       options_(std::move(options)),
       agents_(std::make_shared<AgentRegistry>(options_.stale_after)),
@@ -205,10 +204,10 @@ absl::StatusOr<ControlService::Caller> ControlService::Authorize(grpc::CallbackS
   {
     std::lock_guard<std::mutex> lock(roles_mu_);
     struct stat st;
-    const int64_t mtime = stat(options_.role_map_path.c_str(), &st) == 0
-                              ? static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
-                                    st.st_mtim.tv_nsec
-                              : -1;
+    const int64_t mtime =
+        stat(options_.role_map_path.c_str(), &st) == 0
+            ? static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec
+            : -1;
     if (mtime != roles_mtime_ || !roles_) {
       auto loaded = RoleMap::Load(options_.role_map_path);
       if (loaded.ok()) {
@@ -222,17 +221,16 @@ absl::StatusOr<ControlService::Caller> ControlService::Authorize(grpc::CallbackS
     if (roles_) role = roles_->RoleOf(caller.principal);
   }
   if (!role) {
-    absl::Status why = absl::PermissionDeniedError(
-        absl::StrCat("certificate \"", caller.principal, "\" has no role in ",
-                     options_.role_map_path));
+    absl::Status why = absl::PermissionDeniedError(absl::StrCat(
+        "certificate \"", caller.principal, "\" has no role in ", options_.role_map_path));
     Refuse(caller, method, "permission_denied", why);
     return why;
   }
   caller.role = std::string(RoleName(*role));
   if (!Allows(*role, permission)) {
-    absl::Status why = absl::PermissionDeniedError(
-        absl::StrCat(method, " needs the role ", RolesWith(permission), "; \"", caller.principal,
-                     "\" is ", caller.role));
+    absl::Status why =
+        absl::PermissionDeniedError(absl::StrCat(method, " needs the role ", RolesWith(permission),
+                                                 "; \"", caller.principal, "\" is ", caller.role));
     Refuse(caller, method, "permission_denied", why);
     return why;
   }
@@ -254,8 +252,9 @@ void ControlService::Refuse(const Caller& caller, absl::string_view method,
 grpc::ServerUnaryReactor* ControlService::Done(grpc::CallbackServerContext* ctx,
                                                absl::string_view method,
                                                const absl::Status& status) {
-  requests_.Add({{"method", std::string(method)},
-                 {"code", std::string(absl::StatusCodeToString(status.code()))}})
+  requests_
+      .Add({{"method", std::string(method)},
+            {"code", std::string(absl::StatusCodeToString(status.code()))}})
       .Increment();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(status));
@@ -290,12 +289,9 @@ void ControlService::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
   for (WatchReactor* w : watchers_) w->Offer(version);
 }
 
-absl::StatusOr<v1::PushResponse> ControlService::MakeLive(const Caller& caller,
-                                                          absl::string_view method,
-                                                          const v1::Policy& policy,
-                                                          std::string reason,
-                                                          bool allow_failsafe_change,
-                                                          uint64_t rollback_of) {
+absl::StatusOr<v1::PushResponse> ControlService::MakeLive(
+    const Caller& caller, absl::string_view method, const v1::Policy& policy, std::string reason,
+    bool allow_failsafe_change, uint64_t rollback_of) {
   std::lock_guard<std::mutex> lock(push_mu_);
   auto live = store_.Live();
   if (!live.ok()) return live.status();
@@ -303,8 +299,8 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(const Caller& caller,
   const std::vector<v1::Finding> findings = Check(policy, live_policy, allow_failsafe_change);
   if (HasErrors(findings)) {
     // Validation errors and baseline refusals read alike: each names the rule.
-    absl::Status why = absl::FailedPreconditionError(
-        absl::StrCat("policy refused:\n", FormatFindings(findings)));
+    absl::Status why =
+        absl::FailedPreconditionError(absl::StrCat("policy refused:\n", FormatFindings(findings)));
     Refuse(caller, method, "policy", why);
     return why;
   }
@@ -328,17 +324,16 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(const Caller& caller,
   version.set_author(caller.principal);
   version.set_reason(reason);
   version.set_rollback_of(rollback_of);
-  std::string detail = rollback_of ? absl::StrCat("rolled back to version ", rollback_of, "; ")
-                                   : std::string();
+  std::string detail =
+      rollback_of ? absl::StrCat("rolled back to version ", rollback_of, "; ") : std::string();
   if (live_policy) {
     const auto changes = policy::DiffPolicies(*live_policy, policy);
     absl::StrAppend(&detail, changes.size(), " change", changes.size() == 1 ? "" : "s",
                     " from version ", (*live)->version(), "; ");
   }
   absl::StrAppend(&detail, "reason: ", reason);
-  auto stored = store_.AddVersion(std::move(version),
-                                  {caller.principal, caller.role, std::string(method), "ok",
-                                   detail, 0});
+  auto stored = store_.AddVersion(
+      std::move(version), {caller.principal, caller.role, std::string(method), "ok", detail, 0});
   if (!stored.ok()) {
     LogError("cannot store a version", {{"error", std::string(stored.status().message())}});
     return stored.status();
@@ -397,9 +392,8 @@ grpc::ServerUnaryReactor* ControlService::Validate(grpc::CallbackServerContext* 
   if (!caller.ok()) return Done(ctx, "Validate", caller.status());
   auto live = store_.Live();
   if (!live.ok()) return Done(ctx, "Validate", live.status());
-  for (v1::Finding& f :
-       Check(request->policy(), *live ? &(*live)->policy() : nullptr,
-             request->allow_failsafe_change())) {
+  for (v1::Finding& f : Check(request->policy(), *live ? &(*live)->policy() : nullptr,
+                              request->allow_failsafe_change())) {
     *response->add_findings() = std::move(f);
   }
   response->set_valid(!HasErrors({response->findings().begin(), response->findings().end()}));
@@ -462,8 +456,8 @@ grpc::ServerUnaryReactor* ControlService::Audit(grpc::CallbackServerContext* ctx
   auto caller = Authorize(ctx, "Audit", Permission::kRead);
   if (!caller.ok()) return Done(ctx, "Audit", caller.status());
   constexpr uint32_t kPage = 1000;
-  const uint32_t limit = request->limit() == 0 || request->limit() > kPage ? kPage
-                                                                           : request->limit();
+  const uint32_t limit =
+      request->limit() == 0 || request->limit() > kPage ? kPage : request->limit();
   auto entries = store_.Audit(request->after_seq(), limit + 1);
   if (!entries.ok()) return Done(ctx, "Audit", entries.status());
   response->set_more(entries->size() > limit);
@@ -483,7 +477,8 @@ grpc::ServerWriteReactor<v1::PolicyVersion>* ControlService::Watch(
           absl::StrCat("too many policy streams (", options_.max_watch_streams, ")"));
     }
   }
-  requests_.Add({{"method", "Watch"}, {"code", std::string(absl::StatusCodeToString(refused.code()))}})
+  requests_
+      .Add({{"method", "Watch"}, {"code", std::string(absl::StatusCodeToString(refused.code()))}})
       .Increment();
   if (!refused.ok()) {
     class Refused : public grpc::ServerWriteReactor<v1::PolicyVersion> {

@@ -30,8 +30,8 @@ namespace portcullis::control {
 
 struct ServiceOptions {
   Baseline baseline;
-  std::string role_map_path;         // STATE_DIR/roles.yaml, re-read when it changes
-  bool insecure_plaintext = false;   // every caller may do everything
+  std::string role_map_path;        // STATE_DIR/roles.yaml, re-read when it changes
+  bool insecure_plaintext = false;  // every caller may do everything
   absl::Duration stale_after = absl::Seconds(45);
   uint32_t max_watch_streams = 20000;
 };
@@ -40,8 +40,9 @@ class WatchReactor;
 
 class ControlService final : public v1::Control::CallbackService {
  public:
-  static absl::StatusOr<std::unique_ptr<ControlService>> Create(
-      Store& store, ServiceOptions options, prometheus::Registry& registry);
+  static absl::StatusOr<std::unique_ptr<ControlService>> Create(Store& store,
+                                                                ServiceOptions options,
+                                                                prometheus::Registry& registry);
   ~ControlService() override;
 
   std::shared_ptr<AgentRegistry> agents() const { return agents_; }
@@ -61,11 +62,10 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* ctx,
                                      const v1::RollbackRequest* request,
                                      v1::PushResponse* response) override;
-  grpc::ServerUnaryReactor* Audit(grpc::CallbackServerContext* ctx,
-                                  const v1::AuditRequest* request,
+  grpc::ServerUnaryReactor* Audit(grpc::CallbackServerContext* ctx, const v1::AuditRequest* request,
                                   v1::AuditResponse* response) override;
   grpc::ServerWriteReactor<v1::PolicyVersion>* Watch(grpc::CallbackServerContext* ctx,
-                                                    const v1::WatchRequest* request) override;
+                                                     const v1::WatchRequest* request) override;
   grpc::ServerUnaryReactor* ReportStatus(grpc::CallbackServerContext* ctx,
                                          const v1::AgentStatus* request,
                                          v1::ReportStatusResponse* response) override;

@@ -170,8 +170,9 @@ absl::StatusOr<std::optional<v1::PolicyVersion>> Store::Live() {
 
 absl::StatusOr<v1::PolicyVersion> Store::Get(uint64_t version) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kVersionColumns, ", policy FROM versions WHERE version = ?")
-                  .c_str());
+  Stmt s(
+      db_,
+      absl::StrCat("SELECT ", kVersionColumns, ", policy FROM versions WHERE version = ?").c_str());
   if (!s.ok()) return Error("cannot read a version");
   s.Bind(1, static_cast<int64_t>(version));
   const int rc = s.Step();
@@ -186,9 +187,9 @@ absl::StatusOr<v1::PolicyVersion> Store::Get(uint64_t version) {
 
 absl::StatusOr<std::vector<v1::PolicyVersion>> Store::History(uint32_t limit) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, absl::StrCat("SELECT ", kVersionColumns,
-                           " FROM versions ORDER BY version DESC LIMIT ?")
-                  .c_str());
+  Stmt s(db_,
+         absl::StrCat("SELECT ", kVersionColumns, " FROM versions ORDER BY version DESC LIMIT ?")
+             .c_str());
   if (!s.ok()) return Error("cannot read the history");
   s.Bind(1, limit == 0 ? int64_t{-1} : int64_t{limit});
   std::vector<v1::PolicyVersion> out;

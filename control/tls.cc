@@ -4,8 +4,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,9 +117,9 @@ absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_op
     return absl::InvalidArgumentError("--cert and --key go together");
   }
   TlsMaterial m;
-  for (auto [flag, path, out] : {std::tuple{"--ca", &paths.ca, &m.ca},
-                                 std::tuple{"--cert", &paths.cert, &m.cert},
-                                 std::tuple{"--key", &paths.key, &m.key}}) {
+  for (auto [flag, path, out] :
+       {std::tuple{"--ca", &paths.ca, &m.ca}, std::tuple{"--cert", &paths.cert, &m.cert},
+        std::tuple{"--key", &paths.key, &m.key}}) {
     if (path->empty()) {
       if (identity_optional && out != &m.ca) continue;
       return absl::InvalidArgumentError(absl::StrCat(flag, " is required"));
@@ -165,10 +165,9 @@ absl::StatusOr<TlsPaths> EnsureDevCertificates(const std::string& state_dir) {
   struct Leaf {
     std::string file, cn, kind, san;
   };
-  std::vector<Leaf> leaves = {
-      {"server", "portcullis-control", "server",
-       absl::StrCat("DNS:portcullis-control,DNS:localhost,DNS:", host,
-                    ",IP:127.0.0.1,IP:0:0:0:0:0:0:0:1")}};
+  std::vector<Leaf> leaves = {{"server", "portcullis-control", "server",
+                               absl::StrCat("DNS:portcullis-control,DNS:localhost,DNS:", host,
+                                            ",IP:127.0.0.1,IP:0:0:0:0:0:0:0:1")}};
   for (const char* role : kRoles) leaves.push_back({role, role, "client", ""});
   for (const Leaf& leaf : leaves) {
     KeyPtr key(EVP_EC_gen("P-256"));

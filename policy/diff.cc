@@ -99,10 +99,9 @@ std::vector<Change> DiffPolicies(const v1::Policy& from, const v1::Policy& to) {
   DiffValue("rateLimits.syn.global", RateText(ra.syn().has_global(), ra.syn().global()),
             RateText(rb.syn().has_global(), rb.syn().global()), out);
   auto prefix = [](const v1::SynLimits& s) {
-    return s.has_source_prefix()
-               ? absl::StrCat("ipv4 /", s.source_prefix().ipv4(), ", ipv6 /",
-                              s.source_prefix().ipv6())
-               : std::string("(unset)");
+    return s.has_source_prefix() ? absl::StrCat("ipv4 /", s.source_prefix().ipv4(), ", ipv6 /",
+                                                s.source_prefix().ipv6())
+                                 : std::string("(unset)");
   };
   DiffValue("rateLimits.syn.sourcePrefix", prefix(ra.syn()), prefix(rb.syn()), out);
   DiffValue("rateLimits.connections.perSource",
@@ -115,7 +114,7 @@ std::string FormatChanges(const std::vector<Change>& changes, bool color) {
   std::string out;
   for (const Change& c : changes) {
     const char* mark = c.op == Op::kAdded ? "+" : c.op == Op::kRemoved ? "-" : "~";
-    const char* on = !color                ? ""
+    const char* on = !color                 ? ""
                      : c.op == Op::kAdded   ? "\033[32m"
                      : c.op == Op::kRemoved ? "\033[31m"
                                             : "\033[33m";

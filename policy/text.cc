@@ -1,10 +1,9 @@
 #include "policy/text.h"
 
-#include <openssl/sha.h>
-#include <yaml-cpp/yaml.h>
-
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <openssl/sha.h>
+#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -86,7 +85,8 @@ std::string ToYaml(const v1::Policy& p) {
     const v1::PolicySpec& s = p.spec();
     out << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
     if (s.mode() != v1::MODE_UNSPECIFIED) {
-      out << YAML::Key << "mode" << YAML::Value << (s.mode() == v1::MODE_AUDIT ? "audit" : "enforce");
+      out << YAML::Key << "mode" << YAML::Value
+          << (s.mode() == v1::MODE_AUDIT ? "audit" : "enforce");
     }
     if (s.default_action() != v1::ACTION_UNSPECIFIED) {
       out << YAML::Key << "defaultAction" << YAML::Value << ActionWord(s.default_action());
@@ -124,9 +124,8 @@ std::string ToYaml(const v1::Policy& p) {
         if (rl.syn().has_global()) EmitRate(out, "global", rl.syn().global());
         if (rl.syn().has_source_prefix()) {
           out << YAML::Key << "sourcePrefix" << YAML::Value << YAML::Flow << YAML::BeginMap
-              << YAML::Key << "ipv4" << YAML::Value << rl.syn().source_prefix().ipv4()
-              << YAML::Key << "ipv6" << YAML::Value << rl.syn().source_prefix().ipv6()
-              << YAML::EndMap;
+              << YAML::Key << "ipv4" << YAML::Value << rl.syn().source_prefix().ipv4() << YAML::Key
+              << "ipv6" << YAML::Value << rl.syn().source_prefix().ipv6() << YAML::EndMap;
         }
         out << YAML::EndMap;
       }
@@ -146,8 +145,8 @@ std::string ToYaml(const v1::Policy& p) {
 }
 
 std::string RuleText(const v1::PortRule& rule) {
-  std::string text = absl::StrCat(rule.proto() == v1::PROTOCOL_UDP ? "udp " : "tcp ",
-                                  PortsText(rule), " from ");
+  std::string text =
+      absl::StrCat(rule.proto() == v1::PROTOCOL_UDP ? "udp " : "tcp ", PortsText(rule), " from ");
   if (rule.from().any()) {
     absl::StrAppend(&text, "any");
   } else {

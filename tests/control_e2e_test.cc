@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <mutex>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -110,29 +110,48 @@ class ControlE2eTest : public ::testing::Test {
   std::string StateDir(const std::string& node) const { return dir_ + "/state-" + node; }
 
   void StartControl() {
-    control_ = Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ctl"), kControl, "--dev",
-                        "--state-dir", dir_ + "/control", "--listen",
-                        absl::StrCat("0.0.0.0:", kGrpcPort), "--metrics-addr", "127.0.0.1:9470",
-                        "--stale-after-seconds", "5"},
-                       dir_ + "/control.log");
+    control_ =
+        Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ctl"), kControl, "--dev", "--state-dir",
+                 dir_ + "/control", "--listen", absl::StrCat("0.0.0.0:", kGrpcPort),
+                 "--metrics-addr", "127.0.0.1:9470", "--stale-after-seconds", "5"},
+                dir_ + "/control.log");
     ASSERT_TRUE(WaitFor([&] { return CtlHttp("/readyz") == "200"; }, std::chrono::seconds(10)))
         << "the control service did not start";
   }
 
   void StartAgent(const std::string& node) {
-    agents_[node] = Process(
-        {"nsenter", "--net=/run/netns/" + lab_->Ns(node), kAgent, "--control",
-         absl::StrCat("198.18.0.2:", kGrpcPort), "--ca", tls_ + "/ca.crt", "--cert",
-         tls_ + "/agent.crt", "--key", tls_ + "/agent.key", "--server-name", "portcullis-control",
-         "--interfaces", lab_->Link(node), "--pin-dir", PinDir(node), "--state-dir",
-         StateDir(node), "--metrics-addr", "127.0.0.1:9469", "--node", node,
-         "--report-interval-seconds", "1"},
-        dir_ + "/agent-" + node + ".log");
+    agents_[node] = Process({"nsenter",
+                             "--net=/run/netns/" + lab_->Ns(node),
+                             kAgent,
+                             "--control",
+                             absl::StrCat("198.18.0.2:", kGrpcPort),
+                             "--ca",
+                             tls_ + "/ca.crt",
+                             "--cert",
+                             tls_ + "/agent.crt",
+                             "--key",
+                             tls_ + "/agent.key",
+                             "--server-name",
+                             "portcullis-control",
+                             "--interfaces",
+                             lab_->Link(node),
+                             "--pin-dir",
+                             PinDir(node),
+                             "--state-dir",
+                             StateDir(node),
+                             "--metrics-addr",
+                             "127.0.0.1:9469",
+                             "--node",
+                             node,
+                             "--report-interval-seconds",
+                             "1"},
+                            dir_ + "/agent-" + node + ".log");
   }
 
   std::string CtlHttp(const std::string& path) {
-    return lab_->In("ctl", "curl -s -o /dev/null -w %{http_code} --max-time 1 http://127.0.0.1:9470" +
-                               path)
+    return lab_
+        ->In("ctl",
+             "curl -s -o /dev/null -w %{http_code} --max-time 1 http://127.0.0.1:9470" + path)
         .out;
   }
 
@@ -155,9 +174,8 @@ class ControlE2eTest : public ::testing::Test {
 
   // Pushes as editor; returns the acknowledged version (0 on failure).
   uint64_t Push(const std::string& text, const std::string& reason) {
-    const CommandResult r =
-        Ctl("editor", absl::StrCat("push ", WritePolicy("push.yaml", text), " --reason '", reason,
-                                   "'"));
+    const CommandResult r = Ctl("editor", absl::StrCat("push ", WritePolicy("push.yaml", text),
+                                                       " --reason '", reason, "'"));
     uint64_t version = 0;
     if (r.exit_code != 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &version)) {
       ADD_FAILURE() << "push failed: " << r.exit_code << " " << r.err;
@@ -182,7 +200,9 @@ class ControlE2eTest : public ::testing::Test {
   bool Enforces(const std::string& node, uint64_t version) {
     return AgentMetric(node, "portcullis_policy_version") == static_cast<double>(version);
   }
-  bool BothEnforce(uint64_t version) { return Enforces("ing", version) && Enforces("node2", version); }
+  bool BothEnforce(uint64_t version) {
+    return Enforces("ing", version) && Enforces("node2", version);
+  }
 
   // "200" when `from` reaches port 8080 on `node`, "000" when dropped.
   std::string Get8080(const std::string& from, const std::string& node) {
@@ -236,14 +256,18 @@ TEST_F(ControlE2eTest, PushReachesBothAgentsWithinASecondAndRollbackRestores) {
   EXPECT_EQ(Get8080("out", "node2"), "200");
 
   // Both agents report the live hash: in sync, not drifted.
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Ctl("viewer", "status").out, "2 agents: 0 drifted, 0 stale"); },
-                      std::chrono::seconds(3)))
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(Ctl("viewer", "status").out, "2 agents: 0 drifted, 0 stale");
+      },
+      std::chrono::seconds(3)))
       << Ctl("viewer", "status").out;
   EXPECT_EQ(Metric("ctl", "http://127.0.0.1:9470/metrics",
                    "portcullis_control_agents{state=\"in_sync\"}"),
             2);
 
-  const CommandResult rollback = Ctl("admin", absl::StrCat("rollback --to ", a, " --reason revert"));
+  const CommandResult rollback =
+      Ctl("admin", absl::StrCat("rollback --to ", a, " --reason revert"));
   ASSERT_EQ(rollback.exit_code, 0) << rollback.err;
   EXPECT_EQ(absl::StripAsciiWhitespace(rollback.out), absl::StrCat(b + 1));
   ASSERT_TRUE(WaitFor([&] { return BothEnforce(b + 1); }, std::chrono::seconds(5)));
@@ -271,14 +295,15 @@ TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCer
   EXPECT_THAT(anonymous.err, HasSubstr("no client certificate"));
 
   // A certificate named "admin", from a CA the service does not trust.
-  const CommandResult made = RunCommand(absl::StrCat(
-      "cd ", dir_, " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      "-subj /CN=admin -days 1 -keyout rogue.key -out rogue.crt"));
+  const CommandResult made = RunCommand(
+      absl::StrCat("cd ", dir_,
+                   " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                   "-subj /CN=admin -days 1 -keyout rogue.key -out rogue.crt"));
   ASSERT_EQ(made.exit_code, 0) << made.err;
-  const CommandResult rogue = RunCommand(absl::StrCat(
-      "nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl, " --control 127.0.0.1:", kGrpcPort,
-      " --ca ", tls_, "/ca.crt --cert ", dir_, "/rogue.crt --key ", dir_, "/rogue.key push ",
-      policy, " --reason x"));
+  const CommandResult rogue = RunCommand(
+      absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl,
+                   " --control 127.0.0.1:", kGrpcPort, " --ca ", tls_, "/ca.crt --cert ", dir_,
+                   "/rogue.crt --key ", dir_, "/rogue.key push ", policy, " --reason x"));
   EXPECT_EQ(rogue.exit_code, 3);
   EXPECT_THAT(rogue.err, HasSubstr("the TLS handshake failed"));
 
@@ -287,9 +312,10 @@ TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCer
   const CommandResult audit = Ctl("viewer", "audit");
   EXPECT_THAT(audit.out, HasSubstr("viewer       viewer  Push         refused"));
   EXPECT_THAT(audit.out, HasSubstr("-            -       History      refused"));
-  EXPECT_EQ(Metric("ctl", "http://127.0.0.1:9470/metrics",
-                   "portcullis_control_refusals_total{method=\"Push\",reason=\"permission_denied\"}"),
-            1);
+  EXPECT_EQ(
+      Metric("ctl", "http://127.0.0.1:9470/metrics",
+             "portcullis_control_refusals_total{method=\"Push\",reason=\"permission_denied\"}"),
+      1);
 }
 
 TEST_F(ControlE2eTest, RefusesAProtectedPortOpenToAnyNamingTheRule) {
@@ -308,14 +334,16 @@ TEST_F(ControlE2eTest, RefusesAProtectedPortOpenToAnyNamingTheRule) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("spec.ports[0]: rule \"tcp 80,10254 from any\" opens protected "
                                "port 10254 to every source (from: any)"));
-  EXPECT_THAT(Ctl("viewer", "audit").out, HasSubstr("Push         refused  -       policy refused"));
+  EXPECT_THAT(Ctl("viewer", "audit").out,
+              HasSubstr("Push         refused  -       policy refused"));
 }
 
 TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
   StartControl();
   auto handshake = [&](const std::string& options) {
-    return lab_->In("ctl", absl::StrCat("echo | timeout 5 openssl s_client -connect 127.0.0.1:",
-                                        kGrpcPort, " ", options, " 2>&1"))
+    return lab_
+        ->In("ctl", absl::StrCat("echo | timeout 5 openssl s_client -connect 127.0.0.1:", kGrpcPort,
+                                 " ", options, " 2>&1"))
         .out;
   };
   // s_client prints "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", or
@@ -324,7 +352,8 @@ TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
   EXPECT_THAT(handshake("-tls1_1"), HasSubstr("Cipher is (NONE)"));
   EXPECT_THAT(handshake("-tls1_2 -cipher AES128-SHA:AES256-SHA256:AES128-SHA256"),
               HasSubstr("Cipher is (NONE)"));
-  EXPECT_THAT(handshake("-tls1_2"), ::testing::ContainsRegex("New, TLSv1.2, Cipher is [A-Z0-9-]*GCM"));
+  EXPECT_THAT(handshake("-tls1_2"),
+              ::testing::ContainsRegex("New, TLSv1.2, Cipher is [A-Z0-9-]*GCM"));
 }
 
 TEST_F(ControlE2eTest, KillDuringPushesLosesNoAcknowledgedVersionAndAgentsConverge) {

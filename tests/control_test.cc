@@ -69,7 +69,8 @@ TEST(StoreTest, NumbersVersionsAndKeepsThemAcrossReopen) {
     auto store = Store::Open(dir.path());
     ASSERT_TRUE(store.ok()) << store.status();
     EXPECT_FALSE(*(*store)->Live());
-    auto v1 = (*store)->AddVersion(Version(kPolicy, "first"), {"editor", "editor", "Push", "ok", "d1"});
+    auto v1 =
+        (*store)->AddVersion(Version(kPolicy, "first"), {"editor", "editor", "Push", "ok", "d1"});
     auto v2 = (*store)->AddVersion(Version(Edit(kPolicy, "[80, 443]", "[80]"), "second"),
                                    {"editor", "editor", "Push", "ok", "d2"});
     ASSERT_TRUE(v1.ok() && v2.ok());
@@ -293,10 +294,10 @@ TEST(RolesTest, PermissionsFollowTheProductRoles) {
     Role role;
     bool read, edit, rollback, agent;
   };
-  for (const Case& c : {Case{Role::kViewer, true, false, false, false},
-                        Case{Role::kEditor, true, true, false, false},
-                        Case{Role::kAdmin, true, true, true, false},
-                        Case{Role::kAgent, false, false, false, true}}) {
+  for (const Case& c :
+       {Case{Role::kViewer, true, false, false, false},
+        Case{Role::kEditor, true, true, false, false}, Case{Role::kAdmin, true, true, true, false},
+        Case{Role::kAgent, false, false, false, true}}) {
     SCOPED_TRACE(std::string(RoleName(c.role)));
     EXPECT_EQ(Allows(c.role, Permission::kRead), c.read);
     EXPECT_EQ(Allows(c.role, Permission::kEdit), c.edit);

@@ -109,8 +109,9 @@ TEST(DiffTest, NamesAddedAndRemovedCidrsPerSet) {
 }
 
 TEST(DiffTest, NamesRulesSetsAndSettings) {
-  std::string after = Edit(kFull, "    - {ports: [443], proto: udp, from: [admins, \"odd name\"], "
-                                  "connRate: {rate: 1, burst: 2}}\n",
+  std::string after = Edit(kFull,
+                           "    - {ports: [443], proto: udp, from: [admins, \"odd name\"], "
+                           "connRate: {rate: 1, burst: 2}}\n",
                            "    - {ports: [8443], proto: tcp, from: [admins]}\n");
   after = Edit(after, "    \"odd name\": [\"2001:db8:1::/64\"]\n", "");
   after = Edit(after, "defaultAction: allow", "defaultAction: deny");
