@@ -14,7 +14,7 @@ PACKAGES=(
   protobuf-compiler-grpc libyaml-cpp-dev libpcap-dev libsqlite3-dev libssl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   # tests, benchmarks and demo
-  iproute2 xdp-tools nftables util-linux nginx-light curl ethtool
+  iproute2 xdp-tools nftables util-linux nginx-light curl ethtool openssl
 )
 
 missing=()
