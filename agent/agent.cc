@@ -351,6 +351,7 @@ void Agent::SetInterfacePresent(const std::string& ifname, bool present) {
 void Agent::UpdateReady() {
   std::lock_guard<std::mutex> lock(missing_mu_);
   ready_ = started_ && attached_ && missing_.empty();
+  if (metrics_) metrics_->ready.Set(ready_ ? 1 : 0);
 }
 
 absl::Status Agent::AttachTcFilter(int prog_fd, const std::string& ifname,

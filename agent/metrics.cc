@@ -73,6 +73,11 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                             .Help("1 while the policy stream from the control service is up")
                             .Register(r)
                             .Add({})),
+      ready(prometheus::BuildGauge()
+                .Name("portcullis_ready")
+                .Help("1 when programs are attached and a policy is applied (what /readyz says)")
+                .Register(r)
+                .Add({})),
       sync_errors(prometheus::BuildCounter()
                       .Name("portcullis_sync_errors_total")
                       .Help("Policy sync failures, by kind: invalid_policy, compile, apply, "

@@ -27,6 +27,12 @@ ABSL_FLAG(bool, dev, false,
           "Create, once, a throwaway CA, a server certificate and a client certificate per role "
           "(admin, editor, viewer, agent) under STATE_DIR/tls/, with a role map; use them "
           "instead of --ca/--cert/--key.");
+ABSL_FLAG(bool, dev_certs_only, false,
+          "With --dev: create the certificates and the role map, print where, and exit (for "
+          "deploy/overlays/dev, which hands them to the agents as Secrets).");
+ABSL_FLAG(std::string, role_map, "",
+          "The role map (YAML: certificate common name -> role); default STATE_DIR/roles.yaml. "
+          "Re-read when it changes.");
 ABSL_FLAG(std::string, protected_ports, "10254,10250,2379-2380,6443",
           "Ports no policy may open to every source (ingress admin, kubelet, etcd, API server).");
 ABSL_FLAG(std::string, management_ports, "22,10250",
@@ -61,7 +67,8 @@ int main(int argc, char** argv) {
 
   control::ServiceOptions options;
   options.insecure_plaintext = plaintext;
-  options.role_map_path = state_dir + "/roles.yaml";
+  options.role_map_path = absl::GetFlag(FLAGS_role_map).empty() ? state_dir + "/roles.yaml"
+                                                                : absl::GetFlag(FLAGS_role_map);
   options.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_seconds));
   auto protected_ports = control::PortList::Parse(absl::GetFlag(FLAGS_protected_ports));
   if (!protected_ports.ok()) {
@@ -99,8 +106,14 @@ int main(int argc, char** argv) {
           fclose(f);
         }
       }
+      if (absl::GetFlag(FLAGS_dev_certs_only)) {
+        std::cout << state_dir << "/tls\n";
+        return 0;
+      }
       LogWarning("--dev: using throwaway certificates; not for production",
                  {{"tls_dir", state_dir + "/tls"}});
+    } else if (absl::GetFlag(FLAGS_dev_certs_only)) {
+      return Fail("--dev-certs-only needs --dev");
     } else if (paths.ca.empty() || paths.cert.empty() || paths.key.empty()) {
       return Fail("--ca, --cert and --key are required (or --dev for throwaway certificates)");
     }

@@ -1,0 +1,194 @@
+// Observability end to end: a real Prometheus (Debian's) scrapes a real
+// agent (control mode, in front of nginx) and the control service, all in
+// test namespaces. After traffic, a query through Prometheus's HTTP API
+// returns exactly the drops the test sent; and every metric that the
+// Grafana dashboard and the alert rules use is one Prometheus received.
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/lab.h"
+
+namespace portcullis::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const std::string kAgent = PORTCULLIS_AGENT_PATH;
+const std::string kControl = PORTCULLIS_CONTROL_PATH;
+const std::string kCtl = PORTCULLISCTL_PATH;
+const std::string kSynSend = PORTCULLIS_SYNSEND_PATH;
+const std::string kSource = PORTCULLIS_SOURCE_DIR;
+
+// Prometheus (in the control namespace, 198.18.0.2) may scrape the node's
+// metrics port; 8080 is the office's; 198.18.200.0/24 is blocklisted.
+constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
+kind: IngressPolicy
+metadata: {name: observe}
+spec:
+  defaultAction: deny
+  sets:
+    office: [198.18.2.0/24]
+    admins: [198.18.1.0/28]
+    monitoring: [198.18.0.2/32]
+  blocklist: [198.18.200.0/24]
+  failsafe:
+    - {ports: [22, 10250], proto: tcp, from: [admins]}
+  ports:
+    - {ports: [80], proto: tcp, from: any}
+    - {ports: [8080], proto: tcp, from: [office]}
+    - {ports: [9469], proto: tcp, from: [monitoring]}
+)";
+
+template <typename Pred>
+bool WaitFor(Pred pred, Clock::duration limit) {
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return pred();
+}
+
+TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";
+  Lab lab({{"ctl", "198.18.0.2"}, {"out", "198.18.30.9"}, {"blk", "198.18.200.9"}});
+  Process nginx = lab.StartNginx("ing", {80, 8080});
+  const std::string dir = lab.tmp();
+  const std::string tls = dir + "/control/tls";
+  const std::string pin_dir = absl::StrCat("/sys/fs/bpf/", lab.prefix(), "obs");
+  auto in_ctl = [&](const std::string& command) { return lab.In("ctl", command); };
+
+  Process control({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev",
+                   "--state-dir", dir + "/control", "--listen", "0.0.0.0:9443",
+                   "--metrics-addr", "127.0.0.1:9470"},
+                  dir + "/control.log");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return in_ctl("curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9470/readyz").out ==
+               "200";
+      },
+      std::chrono::seconds(10)));
+  auto ctl = [&](const std::string& role, const std::string& args) {
+    return RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns("ctl"), " ", kCtl,
+                                   " --control 127.0.0.1:9443 --ca ", tls, "/ca.crt --cert ", tls,
+                                   "/", role, ".crt --key ", tls, "/", role, ".key ", args));
+  };
+  std::ofstream(dir + "/policy.yaml") << kPolicy;
+  ASSERT_EQ(ctl("editor", "push " + dir + "/policy.yaml --reason observe").exit_code, 0);
+  // A refused push, so that the refusal counter has a series.
+  ASSERT_EQ(ctl("viewer", "push " + dir + "/policy.yaml --reason nope").exit_code, 4);
+
+  Process agent({"nsenter", "--net=/run/netns/" + lab.Ns("ing"), kAgent, "--control",
+                 "198.18.0.2:9443", "--ca", tls + "/ca.crt", "--cert", tls + "/agent.crt", "--key",
+                 tls + "/agent.key", "--server-name", "portcullis-control", "--interfaces",
+                 lab.Link("ing"), "--pin-dir", pin_dir, "--state-dir", dir + "/agent-state",
+                 "--metrics-addr", "0.0.0.0:9469", "--node", "ing"},
+                dir + "/agent.log");
+  struct Cleanup {
+    ~Cleanup() { fn(); }
+    std::function<void()> fn;
+  } cleanup{[&] {
+    agent.Kill(SIGKILL);
+    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns("ing"), " ", kAgent,
+                            " --uninstall --pin-dir ", pin_dir, " --state-dir ", dir,
+                            "/agent-state"));
+  }};
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return lab.In("ing", "curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9469/readyz")
+                   .out == "200";
+      },
+      std::chrono::seconds(10)));
+
+  // The node's metrics port is reachable from the monitoring address only.
+  std::ofstream(dir + "/prometheus.yml") << R"(global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: portcullis-agent
+    static_configs:
+      - targets: ["198.18.0.10:9469"]
+        labels: {node: ing}
+  - job_name: portcullis-control
+    static_configs:
+      - targets: ["127.0.0.1:9470"]
+)";
+  Process prometheus({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), "prometheus",
+                      "--config.file=" + dir + "/prometheus.yml",
+                      "--storage.tsdb.path=" + dir + "/tsdb", "--web.listen-address=127.0.0.1:9090",
+                      "--log.level=warn"},
+                     dir + "/prometheus.log");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return in_ctl("curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9090/-/ready").out ==
+               "200";
+      },
+      std::chrono::seconds(30)))
+      << "Prometheus did not become ready";
+  auto query = [&](const std::string& promql) {
+    return in_ctl("curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode \"query=" + promql +
+                  "\"")
+        .out;
+  };
+  // Both targets are up (the first scrape comes about a second after start).
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(query("sum(up)"), "\"2\"]"); },
+                      std::chrono::seconds(30)))
+      << query("up");
+
+  constexpr int kNotAllowlisted = 37, kBlocklisted = 23;
+  for (const auto& [host, port, count] :
+       {std::tuple{"out", 8080, kNotAllowlisted}, std::tuple{"blk", 80, kBlocklisted}}) {
+    const CommandResult r = lab.In(host, absl::StrCat(kSynSend, " ", lab.Address(host),
+                                                      " 198.18.0.10 ", port, " ", count, " 20"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // Exactly what was sent, by reason, as Prometheus stored it.
+  const std::string drops =
+      "sum by (reason) (portcullis_packets_total{verdict=\\\"drop\\\","
+      "reason=~\\\"not_allowlisted|blocklist\\\"})";
+  auto value = [&](const std::string& result, const std::string& reason) {
+    std::smatch m;
+    const std::regex re("\"reason\":\"" + reason + "\"\\},\"value\":\\[[0-9.]+,\"([0-9.]+)\"\\]");
+    double v = -1;
+    if (std::regex_search(result, m, re)) absl::SimpleAtod(m[1].str(), &v);
+    return v;
+  };
+  std::string result;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        result = query(drops);
+        return value(result, "not_allowlisted") == kNotAllowlisted &&
+               value(result, "blocklist") == kBlocklisted;
+      },
+      std::chrono::seconds(20)))
+      << result;
+
+  // Every metric name Prometheus received, for the dashboard and alerts check.
+  const std::string names = in_ctl("curl -s http://127.0.0.1:9090/api/v1/label/__name__/values").out;
+  std::set<std::string> portcullis;
+  const std::regex name_re("\"(portcullis_[a-z0-9_]+)\"");
+  for (std::sregex_iterator it(names.begin(), names.end(), name_re), end; it != end; ++it) {
+    portcullis.insert((*it)[1].str());
+  }
+  EXPECT_GT(portcullis.size(), 15u) << names;
+  std::ofstream(dir + "/names.txt") << absl::StrJoin(portcullis, "\n") << "\n";
+  const CommandResult check = RunCommand(absl::StrCat("node ", kSource,
+                                                      "/deploy/checks/check.mjs metrics ", dir,
+                                                      "/names.txt"));
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+}  // namespace
+}  // namespace portcullis::testing
