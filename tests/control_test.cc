@@ -3,6 +3,7 @@
 // tampering), the safety baseline, the role map and port lists.
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -205,6 +206,19 @@ std::vector<std::string> Refusals(const std::string& text, const std::string* li
 }
 
 TEST(BaselineTest, AcceptsASafePolicy) { EXPECT_THAT(Refusals(kPolicy), IsEmpty()); }
+
+TEST(BaselineTest, AcceptsTheDocumentedExamples) {
+  int examples = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(PORTCULLIS_SOURCE_DIR) + "/docs/examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++examples;
+    auto text = policy::ReadTextFile(entry.path().string());
+    ASSERT_TRUE(text.ok());
+    EXPECT_THAT(Refusals(*text), IsEmpty()) << entry.path();
+  }
+  EXPECT_GE(examples, 3);
+}
 
 TEST(BaselineTest, RefusesAProtectedPortOpenToAny) {
   EXPECT_THAT(Refusals(Edit(kPolicy, "{ports: [10254], proto: tcp, from: [admins]}",

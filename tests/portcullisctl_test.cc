@@ -60,6 +60,20 @@ TEST_F(PortcullisctlTest, ValidateAcceptsTheExample) {
   EXPECT_EQ(r.err, "");
 }
 
+// Every example policy the docs point to is valid, without warnings.
+TEST_F(PortcullisctlTest, EveryDocumentedExampleIsValid) {
+  int examples = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(PORTCULLIS_SOURCE_DIR) +
+                                                               "/docs/examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++examples;
+    const CommandResult r = Ctl("validate " + Quote(entry.path().string()));
+    EXPECT_EQ(r.exit_code, 0) << entry.path() << "\n" << r.err;
+    EXPECT_EQ(r.out, entry.path().string() + ": valid\n");
+  }
+  EXPECT_GE(examples, 3);
+}
+
 TEST_F(PortcullisctlTest, ValidateRejectsWithLineAndColumn) {
   const std::string p = dir_.Write("bad.yaml", absl::StrCat(kPolicy, "  icmp: maybe\n"));
   CommandResult r = Ctl("validate " + Quote(p));
