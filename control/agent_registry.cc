@@ -2,13 +2,20 @@
 
 #include <prometheus/metric_family.h>
 
+#include <chrono>
+
 #include "absl/time/clock.h"
 
 namespace portcullis::control {
 
-void AgentRegistry::Report(const v1::AgentStatus& status, absl::Time now) {
+absl::Duration AgentRegistry::SteadyNow() {
+  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+void AgentRegistry::Report(const v1::AgentStatus& status) {
+  const absl::Duration now = monotonic_();
   std::lock_guard<std::mutex> lock(mu_);
-  agents_[status.node()] = {status, now};
+  agents_[status.node()] = {status, absl::Now(), now};
 }
 
 void AgentRegistry::SetLiveHash(std::string hash) {
@@ -16,22 +23,23 @@ void AgentRegistry::SetLiveHash(std::string hash) {
   live_hash_ = std::move(hash);
 }
 
-std::vector<v1::AgentState> AgentRegistry::States(absl::Time now) const {
+std::vector<v1::AgentState> AgentRegistry::States() const {
+  const absl::Duration now = monotonic_();
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::AgentState> out;
-  for (const auto& [node, entry] : agents_) {
+  for (const auto& [node, seen] : agents_) {
     v1::AgentState& s = out.emplace_back();
-    *s.mutable_status() = entry.first;
-    s.set_last_seen_unix_nanos(absl::ToUnixNanos(entry.second));
-    s.set_drifted(entry.first.applied_hash() != live_hash_);
-    s.set_stale(now - entry.second > stale_after_);
+    *s.mutable_status() = seen.status;
+    s.set_last_seen_unix_nanos(absl::ToUnixNanos(seen.wall));
+    s.set_drifted(seen.status.applied_hash() != live_hash_);
+    s.set_stale(now - seen.monotonic > stale_after_);
   }
   return out;
 }
 
 std::vector<prometheus::MetricFamily> AgentRegistry::Collect() const {
   std::map<std::string, double> counts = {{"in_sync", 0}, {"drifted", 0}, {"stale", 0}};
-  for (const v1::AgentState& s : States(absl::Now())) {
+  for (const v1::AgentState& s : States()) {
     ++counts[s.stale() ? "stale" : s.drifted() ? "drifted" : "in_sync"];
   }
   prometheus::MetricFamily family{"portcullis_control_agents",

@@ -7,6 +7,7 @@
 
 #include <prometheus/collectable.h>
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -17,24 +18,37 @@
 
 namespace portcullis::control {
 
+// Staleness is measured on a monotonic clock, so that a jump of the wall
+// clock (NTP stepping it, a VM resumed) neither marks every agent stale nor
+// hides a stale one; the wall clock only labels "last seen".
 class AgentRegistry : public prometheus::Collectable {
  public:
-  explicit AgentRegistry(absl::Duration stale_after) : stale_after_(stale_after) {}
+  using MonotonicClock = std::function<absl::Duration()>;  // since any fixed point
+  static absl::Duration SteadyNow();
 
-  void Report(const v1::AgentStatus& status, absl::Time now);
+  explicit AgentRegistry(absl::Duration stale_after, MonotonicClock monotonic = SteadyNow)
+      : stale_after_(stale_after), monotonic_(std::move(monotonic)) {}
+
+  void Report(const v1::AgentStatus& status);
   void SetLiveHash(std::string hash);
   // By node name.
-  std::vector<v1::AgentState> States(absl::Time now) const;
+  std::vector<v1::AgentState> States() const;
 
   // portcullis_control_agents{state="in_sync|drifted|stale"}: each agent in
   // one state, stale before drifted.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
+  struct Seen {
+    v1::AgentStatus status;
+    absl::Time wall;
+    absl::Duration monotonic;
+  };
   const absl::Duration stale_after_;
+  const MonotonicClock monotonic_;
   mutable std::mutex mu_;
   std::string live_hash_;
-  std::map<std::string, std::pair<v1::AgentStatus, absl::Time>> agents_;
+  std::map<std::string, Seen> agents_;
 };
 
 }  // namespace portcullis::control

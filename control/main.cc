@@ -42,6 +42,10 @@ ABSL_FLAG(std::string, metrics_addr, "0.0.0.0:9470",
           "HOST:PORT for /metrics, /healthz and /readyz; empty to disable.");
 ABSL_FLAG(int, stale_after_seconds, 45,
           "An agent that has not reported for this long is stale (agents report every 10 s).");
+ABSL_FLAG(int, max_watch_streams, 10000,
+          "Policy streams open at once, at most (one per agent); more are refused.");
+ABSL_FLAG(int, max_memory_mb, 1024,
+          "Memory for gRPC's buffers; above it the service refuses new work instead of growing.");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
           "Serve without TLS and let every caller do everything. Never in production.");
 
@@ -70,6 +74,7 @@ int main(int argc, char** argv) {
   options.role_map_path = absl::GetFlag(FLAGS_role_map).empty() ? state_dir + "/roles.yaml"
                                                                 : absl::GetFlag(FLAGS_role_map);
   options.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_seconds));
+  options.max_watch_streams = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_watch_streams));
   auto protected_ports = control::PortList::Parse(absl::GetFlag(FLAGS_protected_ports));
   if (!protected_ports.ok()) {
     return Fail(absl::StrCat("--protected-ports: ", protected_ports.status().message()));
@@ -146,6 +151,12 @@ int main(int argc, char** argv) {
   builder.RegisterService(service->get());
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
+  // Bounds against hostile clients: buffers, and streams per connection (an
+  // agent needs one stream and a unary call at a time).
+  grpc::ResourceQuota quota("portcullis-control");
+  quota.Resize(static_cast<size_t>(absl::GetFlag(FLAGS_max_memory_mb)) << 20);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
   // Agents ping every 10 s to notice dead connections; allow it.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

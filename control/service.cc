@@ -167,6 +167,15 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
     LogError("the audit log's hash chain is broken: it has been tampered with or damaged",
              {{"error", std::string(chain.message())}});
   }
+  s->refusal_flusher_ = std::thread([svc = s.get()] {
+    std::unique_lock<std::mutex> lock(svc->refusals_mu_);
+    while (!svc->refusals_cv_.wait_for(lock, std::chrono::seconds(1),
+                                       [svc] { return svc->stopping_; })) {
+      lock.unlock();
+      svc->FlushRefusalSummary();
+      lock.lock();
+    }
+  });
   auto live = store.Live();
   if (!live.ok()) return live.status();
   if (*live) {
@@ -178,6 +187,13 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
 }
 
 ControlService::~ControlService() {
+  {
+    std::lock_guard<std::mutex> lock(refusals_mu_);
+    stopping_ = true;
+  }
+  refusals_cv_.notify_all();
+  if (refusal_flusher_.joinable()) refusal_flusher_.join();
+  FlushRefusalSummary();
   std::lock_guard<std::mutex> lock(watch_mu_);
   for (WatchReactor* w : watchers_) w->Close();
 }
@@ -240,6 +256,19 @@ absl::StatusOr<ControlService::Caller> ControlService::Authorize(grpc::CallbackS
 void ControlService::Refuse(const Caller& caller, absl::string_view method,
                             absl::string_view reason, const absl::Status& why) {
   refusals_.Add({{"method", std::string(method)}, {"reason", std::string(reason)}}).Increment();
+  const int64_t second = absl::ToInt64Seconds(AgentRegistry::SteadyNow());
+  {
+    std::lock_guard<std::mutex> lock(refusals_mu_);
+    if (second != refusal_second_) {
+      refusal_second_ = second;
+      itemised_this_second_ = 0;
+    }
+    if (itemised_this_second_ >= options_.itemised_refusals_per_second) {
+      ++not_itemised_[absl::StrCat(method, "/", reason)];
+      return;
+    }
+    ++itemised_this_second_;
+  }
   absl::Status s = store_.AppendAudit({caller.principal, caller.role, std::string(method),
                                        "refused", std::string(why.message()), 0});
   if (!s.ok()) LogError("cannot audit a refusal", {{"error", std::string(s.message())}});
@@ -247,6 +276,27 @@ void ControlService::Refuse(const Caller& caller, absl::string_view method,
                          {"principal", caller.principal},
                          {"reason", std::string(reason)},
                          {"detail", std::string(why.message())}});
+}
+
+void ControlService::FlushRefusalSummary() {
+  std::map<std::string, int64_t> counts;
+  {
+    std::lock_guard<std::mutex> lock(refusals_mu_);
+    counts.swap(not_itemised_);
+  }
+  if (counts.empty()) return;
+  int64_t total = 0;
+  std::vector<std::string> parts;
+  for (const auto& [key, n] : counts) {
+    total += n;
+    parts.push_back(absl::StrCat(key, " x", n));
+  }
+  const std::string detail =
+      absl::StrCat(total, " more refusals, over the itemised rate: ", absl::StrJoin(parts, ", "));
+  if (absl::Status s = store_.AppendAudit({"", "", "(many)", "refused", detail, 0}); !s.ok()) {
+    LogError("cannot audit refusals", {{"error", std::string(s.message())}});
+  }
+  LogWarning("refusals over the itemised rate", {{"detail", detail}});
 }
 
 grpc::ServerUnaryReactor* ControlService::Done(grpc::CallbackServerContext* ctx,
@@ -499,7 +549,7 @@ grpc::ServerUnaryReactor* ControlService::ReportStatus(grpc::CallbackServerConte
   if (request->node().empty()) {
     return Done(ctx, "ReportStatus", absl::InvalidArgumentError("the status names no node"));
   }
-  agents_->Report(*request, absl::Now());
+  agents_->Report(*request);
   return Done(ctx, "ReportStatus", absl::OkStatus());
 }
 
@@ -515,7 +565,7 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
       response->set_live_hash(live_->content_hash());
     }
   }
-  for (v1::AgentState& s : agents_->States(absl::Now())) *response->add_agents() = std::move(s);
+  for (v1::AgentState& s : agents_->States()) *response->add_agents() = std::move(s);
   return Done(ctx, "Status", absl::OkStatus());
 }
 

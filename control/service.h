@@ -12,11 +12,14 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -33,7 +36,11 @@ struct ServiceOptions {
   std::string role_map_path;        // STATE_DIR/roles.yaml, re-read when it changes
   bool insecure_plaintext = false;  // every caller may do everything
   absl::Duration stale_after = absl::Seconds(45);
-  uint32_t max_watch_streams = 20000;
+  uint32_t max_watch_streams = 10000;
+  // Refusals written to the audit log one row each per second; beyond that
+  // they are counted into one summary row a second (a flood of bad calls
+  // costs bounded writes, and every refusal is still accounted for).
+  int itemised_refusals_per_second = 20;
 };
 
 class WatchReactor;
@@ -88,6 +95,8 @@ class ControlService final : public v1::Control::CallbackService {
   // Audits (and counts) a refused change.
   void Refuse(const Caller& caller, absl::string_view method, absl::string_view reason,
               const absl::Status& why);
+  // Writes the summary of the refusals not itemised since the last one.
+  void FlushRefusalSummary();
   // Validation, compilation and the baseline against `live`: the findings.
   std::vector<v1::Finding> Check(const v1::Policy& policy, const v1::Policy* live,
                                  bool allow_failsafe_change) const;
@@ -108,6 +117,14 @@ class ControlService final : public v1::Control::CallbackService {
   int64_t roles_mtime_ = -1;
 
   std::mutex push_mu_;  // one push or rollback at a time
+
+  std::mutex refusals_mu_;
+  std::condition_variable refusals_cv_;
+  bool stopping_ = false;
+  int64_t refusal_second_ = 0;  // the second (monotonic) being counted
+  int itemised_this_second_ = 0;
+  std::map<std::string, int64_t> not_itemised_;  // "method/reason" -> count
+  std::thread refusal_flusher_;
 
   std::mutex watch_mu_;
   std::shared_ptr<const v1::PolicyVersion> live_;

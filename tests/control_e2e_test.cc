@@ -468,5 +468,66 @@ TEST_F(ControlE2eTest, AgentRestartedWhileControlIsDownEnforcesLastKnownGood) {
               HasSubstr("enforcing the last-known-good policy until the control service answers"));
 }
 
+// nftables inside node2's namespace: drop everything to and from the control
+// service (a partition), or stop dropping it.
+void Partition(Lab& lab, const std::string& dir, bool on) {
+  if (!on) {
+    lab.In("node2", "nft delete table inet pcfault 2>/dev/null");
+    return;
+  }
+  std::ofstream(dir + "/partition.nft")
+      << "table inet pcfault {\n"
+         "  chain in { type filter hook input priority -300; ip saddr 198.18.0.2 drop; }\n"
+         "  chain out { type filter hook output priority -300; ip daddr 198.18.0.2 drop; }\n"
+         "}\n";
+  const CommandResult r = lab.In("node2", "nft -f " + dir + "/partition.nft");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(ControlE2eTest, PartitionedAgentKeepsEnforcingReportsItAndConvergesWhenHealed) {
+  const uint64_t a = StartWithPolicyA();
+  Partition(*lab_, dir_, true);
+  const uint64_t b = Push(PolicyB(), "open 8080");
+  ASSERT_TRUE(WaitFor([&] { return Enforces("ing", b); }, std::chrono::seconds(5)));
+  // Keepalive notices the silent partition (about 15 s).
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("node2", "portcullis_control_connected") == 0; },
+                      std::chrono::seconds(30)));
+  EXPECT_TRUE(Enforces("node2", a));
+  EXPECT_EQ(Get8080("out", "node2"), "000");  // still the old policy, enforced
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_GT(AgentMetric("node2", "portcullis_sync_errors_total{kind=\"stream\"}"), 0);
+
+  Partition(*lab_, dir_, false);
+  EXPECT_TRUE(WaitFor([&] { return Enforces("node2", b); }, std::chrono::seconds(40)));
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("node2", "portcullis_control_connected") == 1; },
+                      std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+}
+
+TEST_F(ControlE2eTest, AFlappingLinkCausesNoApplies) {
+  StartWithPolicyA();
+  const double applies = AgentMetric("node2", "portcullis_policy_apply_seconds_count");
+  const double breaks = AgentMetric("node2", "portcullis_sync_errors_total{kind=\"stream\"}");
+  ASSERT_GE(applies, 1);
+  // Eight flaps: the stream is cut (its socket destroyed) and the link down
+  // for a moment, then up again.
+  for (int i = 0; i < 8; ++i) {
+    Partition(*lab_, dir_, true);
+    lab_->In("node2", "ss -K dst 198.18.0.2 >/dev/null 2>&1");
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    Partition(*lab_, dir_, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("node2", "portcullis_control_connected") == 1; },
+                      std::chrono::seconds(40)));
+  // Each reconnect says which version the agent has; the service sends none.
+  EXPECT_EQ(AgentMetric("node2", "portcullis_policy_apply_seconds_count"), applies);
+  const double new_breaks =
+      AgentMetric("node2", "portcullis_sync_errors_total{kind=\"stream\"}") - breaks;
+  EXPECT_GE(new_breaks, 1);
+  EXPECT_LE(new_breaks, 40) << "reconnects are paced by the backoff";
+  EXPECT_EQ(Get8080("out", "node2"), "000");
+}
+
 }  // namespace
 }  // namespace portcullis::testing

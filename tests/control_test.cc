@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "control/agent_registry.h"
 #include "control/audit_chain.h"
 #include "control/baseline.h"
 #include "control/roles.h"
@@ -278,6 +279,32 @@ TEST(PortListTest, ParsesPortsAndRangesAndRejectsNonsense) {
   for (const char* bad : {"0", "65536", "10-5", "http", "1-2-3x"}) {
     EXPECT_FALSE(PortList::Parse(bad).ok()) << bad;
   }
+}
+
+// --- Agents ---------------------------------------------------------------
+
+TEST(AgentRegistryTest, StalenessFollowsTheMonotonicClockAndDriftTheLiveHash) {
+  absl::Duration now = absl::Seconds(1000);
+  AgentRegistry agents(absl::Seconds(45), [&] { return now; });
+  agents.SetLiveHash("sha256:b");
+  v1::AgentStatus a, b;
+  a.set_node("a");
+  a.set_applied_hash("sha256:a");
+  b.set_node("b");
+  b.set_applied_hash("sha256:b");
+  agents.Report(a);
+  now += absl::Seconds(40);
+  agents.Report(b);
+  std::vector<v1::AgentState> states = agents.States();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_TRUE(states[0].drifted());
+  EXPECT_FALSE(states[0].stale());
+  EXPECT_FALSE(states[1].drifted());
+  now += absl::Seconds(10);  // a: 50 s without a report; b: 10 s
+  states = agents.States();
+  EXPECT_TRUE(states[0].stale());
+  EXPECT_FALSE(states[1].stale());
+  // The wall clock plays no part: a registry is only as stale as its clock.
 }
 
 // --- Roles ------------------------------------------------------------------

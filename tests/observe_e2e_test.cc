@@ -70,10 +70,10 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
   const std::string pin_dir = absl::StrCat("/sys/fs/bpf/", lab.prefix(), "obs");
   auto in_ctl = [&](const std::string& command) { return lab.In("ctl", command); };
 
-  Process control({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev",
-                   "--state-dir", dir + "/control", "--listen", "0.0.0.0:9443",
-                   "--metrics-addr", "127.0.0.1:9470"},
-                  dir + "/control.log");
+  Process control(
+      {"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev", "--state-dir",
+       dir + "/control", "--listen", "0.0.0.0:9443", "--metrics-addr", "127.0.0.1:9470"},
+      dir + "/control.log");
   ASSERT_TRUE(WaitFor(
       [&] {
         return in_ctl("curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9470/readyz").out ==
@@ -90,11 +90,29 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
   // A refused push, so that the refusal counter has a series.
   ASSERT_EQ(ctl("viewer", "push " + dir + "/policy.yaml --reason nope").exit_code, 4);
 
-  Process agent({"nsenter", "--net=/run/netns/" + lab.Ns("ing"), kAgent, "--control",
-                 "198.18.0.2:9443", "--ca", tls + "/ca.crt", "--cert", tls + "/agent.crt", "--key",
-                 tls + "/agent.key", "--server-name", "portcullis-control", "--interfaces",
-                 lab.Link("ing"), "--pin-dir", pin_dir, "--state-dir", dir + "/agent-state",
-                 "--metrics-addr", "0.0.0.0:9469", "--node", "ing"},
+  Process agent({"nsenter",
+                 "--net=/run/netns/" + lab.Ns("ing"),
+                 kAgent,
+                 "--control",
+                 "198.18.0.2:9443",
+                 "--ca",
+                 tls + "/ca.crt",
+                 "--cert",
+                 tls + "/agent.crt",
+                 "--key",
+                 tls + "/agent.key",
+                 "--server-name",
+                 "portcullis-control",
+                 "--interfaces",
+                 lab.Link("ing"),
+                 "--pin-dir",
+                 pin_dir,
+                 "--state-dir",
+                 dir + "/agent-state",
+                 "--metrics-addr",
+                 "0.0.0.0:9469",
+                 "--node",
+                 "ing"},
                 dir + "/agent.log");
   struct Cleanup {
     ~Cleanup() { fn(); }
@@ -125,11 +143,11 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:9470"]
 )";
-  Process prometheus({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), "prometheus",
-                      "--config.file=" + dir + "/prometheus.yml",
-                      "--storage.tsdb.path=" + dir + "/tsdb", "--web.listen-address=127.0.0.1:9090",
-                      "--log.level=warn"},
-                     dir + "/prometheus.log");
+  Process prometheus(
+      {"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), "prometheus",
+       "--config.file=" + dir + "/prometheus.yml", "--storage.tsdb.path=" + dir + "/tsdb",
+       "--web.listen-address=127.0.0.1:9090", "--log.level=warn"},
+      dir + "/prometheus.log");
   ASSERT_TRUE(WaitFor(
       [&] {
         return in_ctl("curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9090/-/ready").out ==
@@ -176,7 +194,8 @@ scrape_configs:
       << result;
 
   // Every metric name Prometheus received, for the dashboard and alerts check.
-  const std::string names = in_ctl("curl -s http://127.0.0.1:9090/api/v1/label/__name__/values").out;
+  const std::string names =
+      in_ctl("curl -s http://127.0.0.1:9090/api/v1/label/__name__/values").out;
   std::set<std::string> portcullis;
   const std::regex name_re("\"(portcullis_[a-z0-9_]+)\"");
   for (std::sregex_iterator it(names.begin(), names.end(), name_re), end; it != end; ++it) {
@@ -184,9 +203,8 @@ scrape_configs:
   }
   EXPECT_GT(portcullis.size(), 15u) << names;
   std::ofstream(dir + "/names.txt") << absl::StrJoin(portcullis, "\n") << "\n";
-  const CommandResult check = RunCommand(absl::StrCat("node ", kSource,
-                                                      "/deploy/checks/check.mjs metrics ", dir,
-                                                      "/names.txt"));
+  const CommandResult check = RunCommand(
+      absl::StrCat("node ", kSource, "/deploy/checks/check.mjs metrics ", dir, "/names.txt"));
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
