@@ -20,9 +20,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/abi.h"
 #include "common/log.h"
 #include "common/status_macros.h"
-#include "common/abi.h"
 #include "datapath/counters.h"
 #include "policy/compiler.h"
 #include "policy/text.h"
@@ -119,9 +119,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
       initial = *std::move(from_file);
     } else {
       if (!lkg) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the policy file is not valid and there is no last-known-good policy in ",
-            options.state_dir, ":\n", from_file.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the policy file is not valid and there is no last-known-good policy in ",
+                         options.state_dir, ":\n", from_file.status().message()));
       }
       LogError("the policy file is not valid; enforcing the last-known-good policy instead",
                {{"file", options.policy_file},
@@ -134,8 +134,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     LogInfo("enforcing the last-known-good policy until the control service answers",
             {{"version", lkg->version}});
   } else {
-    LogInfo("no last-known-good policy: programs are attached once the control service sends "
-            "the first version");
+    LogInfo(
+        "no last-known-good policy: programs are attached once the control service sends "
+        "the first version");
   }
 
   RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
@@ -197,8 +198,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
       agent->metrics_->sync_errors.Add({{"kind", std::string(kind)}}).Increment();
     };
     a->source_ = NewControlPolicySource(
-        {.client = *options.control, .report_interval = options.report_interval},
-        std::move(hooks));
+        {.client = *options.control, .report_interval = options.report_interval}, std::move(hooks));
   } else {
     a->source_ = NewFilePolicySource(options.policy_file);
   }
@@ -226,12 +226,11 @@ absl::Status Agent::Attach() {
     repin_ = false;
   }
   if (!options_.tc_interfaces.empty()) {
-    ASSIGN_OR_RETURN(links_, LinkWatcher::Start(options_.tc_interfaces,
-                                                [this](const std::string& ifname) {
-                                                  AttachTcFilter(dp_->tc_ingress_prog_fd(), ifname,
-                                                                 datapath::TcDirection::kIngress)
-                                                      .IgnoreError();
-                                                }));
+    ASSIGN_OR_RETURN(
+        links_, LinkWatcher::Start(options_.tc_interfaces, [this](const std::string& ifname) {
+          AttachTcFilter(dp_->tc_ingress_prog_fd(), ifname, datapath::TcDirection::kIngress)
+              .IgnoreError();
+        }));
   }
   // A policed interface that is deleted takes our XDP link with it; when it
   // comes back, attach again. Until then the node is not ready.
@@ -245,9 +244,75 @@ absl::Status Agent::Attach() {
                          LogError("a policed interface disappeared", {{"iface", ifname}});
                          SetInterfacePresent(ifname, false);
                        }));
+  map_pins_ = static_cast<size_t>(
+      std::distance(fs::directory_iterator(MapsDir(options_.pin_dir)), fs::directory_iterator()));
   attached_ = true;
   UpdateReady();
+  pin_watch_ = std::thread([this] { WatchPins(); });
   return absl::OkStatus();
+}
+
+bool Agent::PinsPresent() {
+  const std::string maps = MapsDir(options_.pin_dir);
+  std::error_code ec;
+  if (!IsBpffs(maps)) return false;
+  size_t n = 0;
+  for (auto it = fs::directory_iterator(maps, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  if (ec || n < map_pins_) return false;
+  std::lock_guard<std::mutex> lock(links_mu_);
+  for (const auto& [ifname, link] : xdp_links_) {
+    if (link.valid() && access(XdpLinkPin(options_.pin_dir, ifname).c_str(), F_OK) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status Agent::RestorePins() {
+  RETURN_IF_ERROR(PreparePinDir(options_.pin_dir));
+  RETURN_IF_ERROR(dp_->PinMaps(MapsDir(options_.pin_dir)));
+  std::lock_guard<std::mutex> lock(links_mu_);
+  for (const auto& [ifname, link] : xdp_links_) {
+    if (!link.valid()) continue;
+    const std::string pin = XdpLinkPin(options_.pin_dir, ifname);
+    unlink(pin.c_str());
+    if (bpf_obj_pin(link.get(), pin.c_str())) {
+      return datapath::ErrnoStatus("bpf_obj_pin", pin, errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Agent::WatchPins() {
+  std::unique_lock<std::mutex> lock(pin_watch_mu_);
+  while (
+      !pin_watch_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_pin_watch_; })) {
+    lock.unlock();
+    if (!PinsPresent()) {
+      if (pins_ok_) {
+        // Enforcement goes on (this process holds the maps and links); a
+        // restarted agent could not adopt it, so: not ready until re-pinned.
+        LogError(
+            "pinned maps or links are gone (bpffs unmounted or the pin dir removed); "
+            "pinning them again",
+            {{"pin_dir", options_.pin_dir}});
+        metrics_->sync_errors.Add({{"kind", "pins"}}).Increment();
+        pins_ok_ = false;
+        UpdateReady();
+      }
+      if (absl::Status s = RestorePins(); s.ok()) {
+        pins_ok_ = true;
+        UpdateReady();
+        LogInfo("pins restored", {{"pin_dir", options_.pin_dir}});
+      } else {
+        LogWarning("cannot restore the pins yet", {{"error", std::string(s.message())}});
+      }
+    }
+    lock.lock();
+  }
 }
 
 void Agent::SetLastError(std::string error) {
@@ -294,6 +359,12 @@ void Agent::Shutdown() {
   // Leave every kernel object in place (fail-static).
   started_ = false;
   UpdateReady();
+  {
+    std::lock_guard<std::mutex> lock(pin_watch_mu_);
+    stop_pin_watch_ = true;
+  }
+  pin_watch_cv_.notify_all();
+  if (pin_watch_.joinable()) pin_watch_.join();
   if (source_) source_->Stop();
   links_.reset();
   policed_links_.reset();
@@ -327,6 +398,10 @@ absl::Status Agent::EnsurePoliced(const std::string& ifname) {
   }
   metrics_->xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
   {
+    std::lock_guard<std::mutex> lock(links_mu_);
+    xdp_links_[ifname] = std::move(xdp->link);
+  }
+  {
     std::lock_guard<std::mutex> lock(status_mu_);
     xdp_mode_ = xdp->mode;
   }
@@ -350,7 +425,7 @@ void Agent::SetInterfacePresent(const std::string& ifname, bool present) {
 
 void Agent::UpdateReady() {
   std::lock_guard<std::mutex> lock(missing_mu_);
-  ready_ = started_ && attached_ && missing_.empty();
+  ready_ = started_ && attached_ && pins_ok_ && missing_.empty();
   if (metrics_) metrics_->ready.Set(ready_ ? 1 : 0);
 }
 
@@ -383,7 +458,7 @@ absl::Status Agent::Apply(const PolicyUpdate& update) {
   if (!compiled.ok()) return fail("compile", compiled.status());
   // The control service numbers its versions; a file's are counted here, and
   // a restart re-applies the same text as the same version.
-  const uint64_t version = update.version               ? update.version
+  const uint64_t version = update.version                                 ? update.version
                            : update.text == applied_text_ && version_ > 0 ? version_
                                                                           : version_ + 1;
   if (absl::Status s = installer_->Install(*compiled, version); !s.ok()) return fail("apply", s);

@@ -5,15 +5,18 @@
 // continues with the last policy (fail-static) until a new agent adopts it.
 #pragma once
 
+#include <prometheus/registry.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <prometheus/registry.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -69,6 +72,11 @@ class Agent {
   // links; once, after the first policy is applied.
   absl::Status Attach();
   void SetLastError(std::string error);
+  // Every second: are the pins (maps and XDP links) still there? If bpffs
+  // was unmounted or the pin dir deleted, report not ready and pin them again.
+  void WatchPins();
+  bool PinsPresent();
+  absl::Status RestorePins();
   // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
   // we created and counting a failure.
   absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
@@ -93,14 +101,23 @@ class Agent {
   std::unique_ptr<LinkWatcher> links_;          // pod veths (--tc-interfaces)
   std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   std::unique_ptr<DropSampleLogger> samples_;
-  std::atomic<bool> ready_{false};   // read by /readyz
+  std::atomic<bool> ready_{false};  // read by /readyz
   std::atomic<bool> started_{false};
   std::atomic<bool> attached_{false};
   bool repin_ = false;  // the pinned maps were incompatible: pin ours once attached
   std::mutex missing_mu_;
   std::set<std::string> missing_;  // policed interfaces that are gone
+  std::mutex links_mu_;
+  // By interface. Held so that a removed pin never detaches XDP.
+  std::map<std::string, datapath::UniqueFd> xdp_links_;
+  size_t map_pins_ = 0;  // entries of PIN_DIR/maps when complete
+  std::atomic<bool> pins_ok_{true};
+  std::mutex pin_watch_mu_;
+  std::condition_variable pin_watch_cv_;
+  bool stop_pin_watch_ = false;
+  std::thread pin_watch_;
   std::mutex apply_mu_;
-  std::string applied_text_;  // under apply_mu_
+  std::string applied_text_;      // under apply_mu_
   mutable std::mutex status_mu_;  // what StatusSnapshot reads
   uint64_t version_ = 0;
   std::string applied_hash_;

@@ -82,7 +82,7 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                       .Name("portcullis_sync_errors_total")
                       .Help("Policy sync failures, by kind: invalid_policy, compile, apply, "
                             "attach, stream (control service unreachable or stream broken), "
-                            "report")
+                            "report, pins (pinned maps or links removed)")
                       .Register(r)),
       samples_suppressed(prometheus::BuildCounter()
                              .Name("portcullis_drop_samples_suppressed_total")
@@ -95,7 +95,8 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                        .Register(r)) {
   // Every kind exists from the start, at 0, so that rates and alerts on it
   // work before the first error.
-  for (const char* kind : {"invalid_policy", "compile", "apply", "attach", "stream", "report"}) {
+  for (const char* kind :
+       {"invalid_policy", "compile", "apply", "attach", "stream", "report", "pins"}) {
     sync_errors.Add({{"kind", kind}});
   }
 }

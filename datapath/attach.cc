@@ -25,10 +25,14 @@ absl::StatusOr<int> IfIndex(const std::string& ifname) {
 
 std::string ModeName(uint8_t attach_mode) {
   switch (attach_mode) {
-    case XDP_ATTACHED_DRV: return "native";
-    case XDP_ATTACHED_SKB: return "generic";
-    case XDP_ATTACHED_HW: return "offload";
-    default: return "unknown";
+    case XDP_ATTACHED_DRV:
+      return "native";
+    case XDP_ATTACHED_SKB:
+      return "generic";
+    case XDP_ATTACHED_HW:
+      return "offload";
+    default:
+      return "unknown";
   }
 }
 
@@ -75,7 +79,7 @@ absl::StatusOr<XdpAttachment> AttachXdp(int prog_fd, const std::string& ifname, 
     }
     auto mode_name = QueryMode(*ifindex, ifname);
     if (!mode_name.ok()) return mode_name.status();
-    return XdpAttachment{*mode_name, true};
+    return XdpAttachment{*mode_name, true, std::move(link)};
   }
 
   absl::Status last;
@@ -89,10 +93,10 @@ absl::StatusOr<XdpAttachment> AttachXdp(int prog_fd, const std::string& ifname, 
     if (fd < 0) {
       const int err = errno;
       if (err == EBUSY || err == EEXIST) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "bpf_link_create(", ifname, "): another XDP program is attached (",
-            std::strerror(err), "); remove it (ip link set dev ", ifname,
-            " xdp off) or run portcullis-agent --uninstall"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("bpf_link_create(", ifname, "): another XDP program is attached (",
+                         std::strerror(err), "); remove it (ip link set dev ", ifname,
+                         " xdp off) or run portcullis-agent --uninstall"));
       }
       last = ErrnoStatus("bpf_link_create", ifname, err);
       continue;
@@ -101,7 +105,8 @@ absl::StatusOr<XdpAttachment> AttachXdp(int prog_fd, const std::string& ifname, 
     if (bpf_obj_pin(link.get(), link_pin.c_str())) {
       return ErrnoStatus("bpf_obj_pin", link_pin, errno);
     }
-    return XdpAttachment{flags == XDP_FLAGS_DRV_MODE ? "native" : "generic", false};
+    return XdpAttachment{flags == XDP_FLAGS_DRV_MODE ? "native" : "generic", false,
+                         std::move(link)};
   }
   return last;
 }
@@ -133,8 +138,8 @@ absl::StatusOr<bool> AttachTc(int prog_fd, const std::string& ifname, TcDirectio
     if (err != -EEXIST) return ErrnoStatus("bpf_tc_hook_create", ifname, err);
     created = false;  // someone's clsact (maybe ours from before): not ours to remove
   }
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
-              .handle = kTcHandle, .priority = kTcPriority);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
   if (const int err = bpf_tc_attach(&hook, &opts)) {
     return ErrnoStatus("bpf_tc_attach", ifname, err);
   }
@@ -146,7 +151,8 @@ absl::StatusOr<bool> DetachTc(int ifindex, TcDirection direction, bool remove_qd
               .attach_point = direction == TcDirection::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   bool found = false;
-  if (bpf_tc_query(&hook, &opts) == 0 && absl::StartsWith(ProgName(opts.prog_id), "portcullis_tc")) {
+  if (bpf_tc_query(&hook, &opts) == 0 &&
+      absl::StartsWith(ProgName(opts.prog_id), "portcullis_tc")) {
     LIBBPF_OPTS(bpf_tc_opts, detach, .handle = kTcHandle, .priority = kTcPriority);
     if (const int err = bpf_tc_detach(&hook, &detach)) {
       return ErrnoStatus("bpf_tc_detach", absl::StrCat("ifindex ", ifindex), err);

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "datapath/bpf_util.h"
 
 namespace portcullis::datapath {
 
@@ -22,6 +23,7 @@ absl::StatusOr<XdpMode> ParseXdpMode(absl::string_view text);
 struct XdpAttachment {
   std::string mode;  // "native" or "generic": what is in effect
   bool replaced;     // an earlier program was swapped out (adoption)
+  UniqueFd link;     // the link; holding it keeps XDP on even if the pin is removed
 };
 
 // Attaches (or, when `link_pin` holds a link already, atomically replaces)

@@ -11,15 +11,24 @@ using policy::PrefixEntry;
 
 MapImage EmptyImage(SlotMap m) {
   switch (m) {
-    case SlotMap::kSrcV4Exact: return MapImage(sizeof(pc_src_v4_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV6Exact: return MapImage(sizeof(pc_src_v6_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV4Prefix: return MapImage(sizeof(pc_lpm_v4_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV6Prefix: return MapImage(sizeof(pc_lpm_v6_key), sizeof(pc_set_mask));
-    case SlotMap::kDstV4: return MapImage(sizeof(pc_lpm_v4_key), 1);
-    case SlotMap::kDstV6: return MapImage(sizeof(pc_lpm_v6_key), 1);
-    case SlotMap::kPortPolicy: return MapImage(4, sizeof(pc_port_policy));
-    case SlotMap::kRateOverrides: return MapImage(4, sizeof(pc_rate_override));
-    case SlotMap::kCount: break;
+    case SlotMap::kSrcV4Exact:
+      return MapImage(sizeof(pc_src_v4_key), sizeof(pc_set_mask));
+    case SlotMap::kSrcV6Exact:
+      return MapImage(sizeof(pc_src_v6_key), sizeof(pc_set_mask));
+    case SlotMap::kSrcV4Prefix:
+      return MapImage(sizeof(pc_lpm_v4_key), sizeof(pc_set_mask));
+    case SlotMap::kSrcV6Prefix:
+      return MapImage(sizeof(pc_lpm_v6_key), sizeof(pc_set_mask));
+    case SlotMap::kDstV4:
+      return MapImage(sizeof(pc_lpm_v4_key), 1);
+    case SlotMap::kDstV6:
+      return MapImage(sizeof(pc_lpm_v6_key), 1);
+    case SlotMap::kPortPolicy:
+      return MapImage(4, sizeof(pc_port_policy));
+    case SlotMap::kRateOverrides:
+      return MapImage(4, sizeof(pc_rate_override));
+    case SlotMap::kCount:
+      break;
   }
   return MapImage(1, 1);
 }
@@ -98,10 +107,10 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   // other slot, which may be live.
   if (policy.ports.size() != PC_PORT_ENTRIES ||
       policy.rate_overrides.size() > PC_MAX_RATE_OVERRIDES) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "compiled policy has ", policy.ports.size(), " port entries (want ", PC_PORT_ENTRIES,
-        ") and ", policy.rate_overrides.size(), " rate overrides (at most ",
-        PC_MAX_RATE_OVERRIDES, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("compiled policy has ", policy.ports.size(), " port entries (want ",
+                     PC_PORT_ENTRIES, ") and ", policy.rate_overrides.size(),
+                     " rate overrides (at most ", PC_MAX_RATE_OVERRIDES, ")"));
   }
   // A writer that went away between a flip and its grace period may have left
   // packets on the slot about to be written; wait them out once.
@@ -128,9 +137,8 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
       MapImage current = EmptyImage(map);
       if (!IsArray(map)) {
         // Arrays are rewritten whole; hashes and tries must lose stale keys.
-        RETURN_IF_ERROR(ReadImage(fd, name, current, [&](const uint8_t* key) {
-          return SlotOfKey(map, key) == slot;
-        }));
+        RETURN_IF_ERROR(ReadImage(fd, name, current,
+                                  [&](const uint8_t* key) { return SlotOfKey(map, key) == slot; }));
       }
       written[m] = std::move(current);
     }
@@ -153,6 +161,66 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
     return ErrnoStatus("bpf_map_update_elem", "active_slot", errno);
   }
   return dp_.WaitForRunningPrograms();
+}
+
+absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp) {
+  const __u32 zero = 0;
+  __u32 active = 0;
+  if (bpf_map_lookup_elem(dp.active_slot_fd(), &zero, &active)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
+  }
+  const uint32_t slot = active & (PC_POLICY_SLOTS - 1);
+  pc_config config{};
+  if (bpf_map_lookup_elem(dp.policy_config_fd(), &slot, &config)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
+  }
+  return std::make_pair(slot, config);
+}
+
+absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::CompiledPolicy& policy) {
+  std::array<MapImage, kSlotMapCount> want = BuildImages(policy, slot);
+  for (int m = 0; m < kSlotMapCount; ++m) {
+    const SlotMap map = static_cast<SlotMap>(m);
+    const int fd = dp.slot_map_fd(map);
+    const std::string name = absl::StrCat(SlotMapName(map), "[slot ", slot, "]");
+    const MapImage& target = want[m];
+    if (IsArray(map)) {
+      std::vector<uint8_t> value(target.value_size());
+      for (size_t i = 0; i < target.size(); ++i) {
+        if (bpf_map_lookup_elem(fd, target.key(i), value.data()) ||
+            std::memcmp(value.data(), target.value(i), value.size()) != 0) {
+          uint32_t index;
+          std::memcpy(&index, target.key(i), sizeof(index));
+          return absl::DataLossError(absl::StrCat(name, ": entry ", index, " differs"));
+        }
+      }
+      continue;
+    }
+    MapImage have = EmptyImage(map);
+    RETURN_IF_ERROR(
+        ReadImage(fd, name, have, [&](const uint8_t* key) { return SlotOfKey(map, key) == slot; }));
+    have.Sort();
+    if (have.size() != target.size()) {
+      return absl::DataLossError(
+          absl::StrCat(name, ": ", have.size(), " entries, the policy has ", target.size()));
+    }
+    for (size_t i = 0; i < target.size(); ++i) {
+      if (std::memcmp(have.key(i), target.key(i), target.key_size()) != 0 ||
+          std::memcmp(have.value(i), target.value(i), target.value_size()) != 0) {
+        return absl::DataLossError(absl::StrCat(name, ": entry ", i, " differs"));
+      }
+    }
+  }
+  pc_config config{};
+  if (bpf_map_lookup_elem(dp.policy_config_fd(), &slot, &config)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
+  }
+  pc_config expected = policy.config;
+  expected.version = config.version;
+  if (std::memcmp(&config, &expected, sizeof(config)) != 0) {
+    return absl::DataLossError(absl::StrCat("policy_config[slot ", slot, "] differs"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace portcullis::datapath

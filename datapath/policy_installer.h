@@ -39,6 +39,14 @@ class PolicyInstaller {
   std::array<SlotImages, PC_POLICY_SLOTS> written_;
 };
 
+// The slot packets are judged by now, and that slot's config.
+absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp);
+
+// OK when `slot` holds exactly `policy`: every entry of every slot map, and
+// the config apart from its version. Otherwise names the first difference.
+// For fault tests: a slot must never hold a mix of two policies.
+absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::CompiledPolicy& policy);
+
 // The map images of a compiled policy in `slot`, in SlotMap order (exposed
 // for tests).
 std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy,

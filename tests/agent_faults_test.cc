@@ -1,0 +1,242 @@
+// The agent under faults: kill -9 in the middle of applies, and its pins
+// removed (the pin dir deleted, bpffs unmounted) under it. The pinned state
+// is always wholly one policy version, a restarted agent converges, and
+// enforcement never stops.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "datapath/datapath.h"
+#include "datapath/policy_installer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "policy/compiler.h"
+#include "policy/validator.h"
+#include "tests/support/lab.h"
+
+namespace portcullis::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const std::string kAgent = PORTCULLIS_AGENT_PATH;
+
+// Two policies that differ in every source prefix and in port 8080.
+std::string PolicyText(int variant, int prefixes) {
+  std::string text = absl::StrCat(
+      "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: v", variant,
+      "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n    many:\n");
+  for (int i = 0; i < prefixes; ++i) {
+    const uint32_t n = static_cast<uint32_t>(i * 2 + variant);
+    absl::StrAppend(&text, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".", (n & 15) << 4,
+                    "/28\n");
+  }
+  absl::StrAppend(&text, "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n",
+                  "  ports:\n    - {ports: [80], proto: tcp, from: any}\n",
+                  variant == 0 ? "    - {ports: [8080], proto: tcp, from: [many]}\n"
+                               : "    - {ports: [8080], proto: tcp, from: any}\n");
+  return text;
+}
+
+policy::CompiledPolicy CompileText(const std::string& text) {
+  auto checked = policy::CheckPolicyText(text);
+  EXPECT_TRUE(checked.ok()) << checked.Format("p.yaml");
+  auto compiled = policy::Compile(checked.loaded->policy);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return *compiled;
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred, Clock::duration limit) {
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+int Iterations() {
+  int n = 0;
+  const char* env = std::getenv("PORTCULLIS_FAULT_ITERATIONS");
+  return env && absl::SimpleAtoi(env, &n) && n > 0 ? n : 12;
+}
+
+class AgentFaultsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    lab_ = new Lab(std::map<std::string, std::string>{{"out", "198.18.30.9"}});
+    nginx_ = new Process(lab_->StartNginx("ing", {80, 8080}));
+  }
+  static void TearDownTestSuite() {
+    delete nginx_;
+    delete lab_;
+    lab_ = nullptr;
+  }
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";
+    ++test_;
+    pin_dir_ = absl::StrCat("/sys/fs/bpf/", lab_->prefix(), "f", test_);
+    state_dir_ = absl::StrCat(lab_->tmp(), "/fstate", test_);
+    file_ = absl::StrCat(lab_->tmp(), "/fpolicy", test_, ".yaml");
+    log_ = absl::StrCat(lab_->tmp(), "/fagent", test_, ".log");
+  }
+  void TearDown() override {
+    if (lab_ == nullptr) return;
+    agent_.Kill(SIGKILL);
+    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
+                            " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+    std::error_code ec;
+    std::filesystem::remove_all(pin_dir_, ec);
+    if (HasFailure()) {
+      std::ifstream in(log_);
+      std::cerr << "---- agent log ----\n" << in.rdbuf();
+    }
+  }
+
+  void Write(const std::string& text) {
+    std::ofstream(file_ + ".new") << text;
+    std::filesystem::rename(file_ + ".new", file_);
+  }
+
+  // `private_mounts`: in a mount namespace of its own, so that the test can
+  // unmount bpffs under it without touching the machine's.
+  void StartAgent(bool private_mounts = false) {
+    std::vector<std::string> argv = {"nsenter", "--net=/run/netns/" + lab_->Ns("ing")};
+    if (private_mounts) argv.insert(argv.end(), {"unshare", "--mount", "--propagation", "private"});
+    argv.insert(argv.end(), {kAgent, "--policy-file", file_, "--interfaces", lab_->Link("ing"),
+                             "--pin-dir", pin_dir_, "--state-dir", state_dir_, "--metrics-addr",
+                             "127.0.0.1:9469", "--node", "faults"});
+    agent_ = Process(argv, log_);
+    ASSERT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(20)))
+        << "the agent did not become ready";
+  }
+  bool Ready() {
+    return lab_->In("ing",
+                    "curl -s -o /dev/null -w %{http_code} --max-time 1 "
+                    "http://127.0.0.1:9469/readyz")
+               .out == "200";
+  }
+  std::string Log() {
+    std::ifstream in(log_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string Get8080() { return lab_->Get("out", "http://198.18.0.10:8080/", 0.5); }
+
+  // Which of `policies` the pinned active slot holds wholly; -1 for none.
+  int PinnedPolicy(const std::vector<policy::CompiledPolicy>& policies) {
+    auto dp = datapath::Datapath::Load({.pin_dir = pin_dir_ + "/maps"});
+    EXPECT_TRUE(dp.ok()) << dp.status();
+    if (!dp.ok()) return -1;
+    auto active = datapath::ReadActiveSlot(**dp);
+    EXPECT_TRUE(active.ok()) << active.status();
+    if (!active.ok()) return -1;
+    int found = -1;
+    for (size_t i = 0; i < policies.size(); ++i) {
+      if (datapath::VerifySlot(**dp, active->first, policies[i]).ok()) {
+        EXPECT_EQ(found, -1) << "the slot matches two policies";
+        found = static_cast<int>(i);
+      }
+    }
+    return found;
+  }
+
+  static inline Lab* lab_ = nullptr;
+  static inline Process* nginx_ = nullptr;
+  static inline int test_ = 0;
+  std::string pin_dir_, state_dir_, file_, log_;
+  Process agent_;
+};
+
+TEST_F(AgentFaultsTest, KillDuringAppliesLeavesOneWholeVersionAndRestartsConverge) {
+  const std::string texts[2] = {PolicyText(0, 30000), PolicyText(1, 30000)};
+  const std::vector<policy::CompiledPolicy> compiled = {CompileText(texts[0]),
+                                                        CompileText(texts[1])};
+  Write(texts[0]);
+  StartAgent();
+  ASSERT_EQ(PinnedPolicy(compiled), 0);
+  // How long a change takes from the file to the switch, so that the kills
+  // fall before, during and after the apply.
+  const auto change = Clock::now();
+  Write(texts[1]);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"name\":\"v1\""); },
+                      std::chrono::seconds(20)));
+  const int apply_ms = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - change).count());
+  std::mt19937 rng(20261126);
+  int current = 1, old_kept = 0, new_taken = 0;
+  const int iterations = Iterations();
+  for (int i = 0; i < iterations; ++i) {
+    SCOPED_TRACE(absl::StrCat("iteration ", i));
+    const int next = 1 - current;
+    Write(texts[next]);  // the agent sees it within milliseconds and applies it
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(0, apply_ms * 4 / 3)(rng)));
+    agent_.Kill(SIGKILL);
+    // Whatever the moment: the pinned maps hold one whole policy.
+    const int pinned = PinnedPolicy(compiled);
+    ASSERT_NE(pinned, -1) << "the active slot holds neither policy wholly";
+    (pinned == next ? new_taken : old_kept)++;
+    // ... and it is enforced, with no agent running.
+    EXPECT_EQ(Get8080(), pinned == 1 ? "200" : "000");
+    // A new agent converges on the file.
+    StartAgent();
+    EXPECT_EQ(PinnedPolicy(compiled), next);
+    current = next;
+  }
+  RecordProperty("apply_ms", apply_ms);
+  RecordProperty("kills_before_switch", old_kept);
+  RecordProperty("kills_after_switch", new_taken);
+  std::cout << iterations << " kills within 0-" << apply_ms * 4 / 3
+            << " ms of a change: " << old_kept << " left the previous policy, " << new_taken
+            << " the new one; all whole\n";
+}
+
+TEST_F(AgentFaultsTest, ADeletedPinDirIsNoticedAndRestoredWithoutAGap) {
+  Write(PolicyText(0, 10));
+  StartAgent();
+  ASSERT_EQ(Get8080(), "000");
+  std::filesystem::remove_all(pin_dir_);
+  // The agent notices within a second or so, says so, and pins everything again.
+  EXPECT_TRUE(
+      WaitFor([&] { return absl::StrContains(Log(), "pins restored"); }, std::chrono::seconds(5)));
+  EXPECT_THAT(Log(), ::testing::HasSubstr("pinned maps or links are gone"));
+  EXPECT_TRUE(std::filesystem::exists(pin_dir_ + "/maps/active_slot"));
+  EXPECT_TRUE(std::filesystem::exists(pin_dir_ + "/links/xdp_" + lab_->Link("ing")));
+  EXPECT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(5)));
+  // XDP never went away (the agent holds the link), so the policy held.
+  EXPECT_EQ(Get8080(), "000");
+  EXPECT_EQ(lab_->Get("out", "http://198.18.0.10:80/"), "200");
+  // And a restarted agent adopts the restored pins.
+  agent_.Kill(SIGKILL);
+  StartAgent();
+  EXPECT_THAT(Log(), ::testing::HasSubstr("adopted XDP attachment"));
+}
+
+TEST_F(AgentFaultsTest, AnUnmountedBpffsIsMountedAgainAndRepinned) {
+  Write(PolicyText(0, 10));
+  StartAgent(/*private_mounts=*/true);
+  const std::string in_agent_mounts =
+      absl::StrCat("nsenter --mount=/proc/", agent_.pid(), "/ns/mnt ");
+  const CommandResult umount = RunCommand(in_agent_mounts + "umount /sys/fs/bpf");
+  ASSERT_EQ(umount.exit_code, 0) << umount.err;
+  EXPECT_TRUE(
+      WaitFor([&] { return absl::StrContains(Log(), "pins restored"); }, std::chrono::seconds(5)));
+  EXPECT_THAT(Log(), ::testing::HasSubstr("mounted bpffs"));
+  EXPECT_EQ(RunCommand(in_agent_mounts + "test -e " + pin_dir_ + "/maps/active_slot").exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080(), "000");
+  EXPECT_EQ(lab_->Get("out", "http://198.18.0.10:80/"), "200");
+}
+
+}  // namespace
+}  // namespace portcullis::testing
