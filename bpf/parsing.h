@@ -74,32 +74,33 @@ struct pc_vlan_hdr {
 #define PC_TCP_SYN 0x02
 #define PC_TCP_ACK 0x10
 
-/* Ethernet plus up to PC_MAX_VLAN_TAGS tags; returns the inner ethertype in
- * network byte order, or 0 when the frame is truncated or over-tagged. */
-static __always_inline __be16 pc_parse_eth(struct pc_cursor *c)
+/* Ethernet plus up to PC_MAX_VLAN_TAGS tags: the inner ethertype (network
+ * byte order) in *proto. Malformed when a tag is cut off, or there are more
+ * tags than the bound. (Any ethertype value is valid, 0 included: an 802.3
+ * length field is simply not IP.) */
+static __always_inline int pc_parse_eth(struct pc_cursor *c, __be16 *proto)
 {
 	struct ethhdr *eth = c->pos;
-	__be16 proto;
 
 	if ((void *)(eth + 1) > c->end)
-		return 0;
-	proto = eth->h_proto;
+		return PC_PARSE_MALFORMED;
+	*proto = eth->h_proto;
 	c->pos = eth + 1;
 
 #pragma unroll
 	for (int i = 0; i < PC_MAX_VLAN_TAGS; i++) {
 		struct pc_vlan_hdr *vlan = c->pos;
 
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+		if (*proto != bpf_htons(ETH_P_8021Q) && *proto != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vlan + 1) > c->end)
-			return 0;
-		proto = vlan->encap_proto;
+			return PC_PARSE_MALFORMED;
+		*proto = vlan->encap_proto;
 		c->pos = vlan + 1;
 	}
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
-		return 0;
-	return proto;
+	if (*proto == bpf_htons(ETH_P_8021Q) || *proto == bpf_htons(ETH_P_8021AD))
+		return PC_PARSE_MALFORMED;
+	return PC_PARSE_OK;
 }
 
 /* IPv4 header with options. Sets *l4_len to the bytes the IP header says
@@ -276,11 +277,9 @@ static __noinline int pc_parse(void *data, void *data_end, struct pc_packet *p)
 	__be16 proto;
 	int ret;
 
-	if (data + sizeof(struct ethhdr) > data_end)
-		return PC_PARSE_MALFORMED;
-	proto = pc_parse_eth(&c);
-	if (!proto)
-		return PC_PARSE_MALFORMED;
+	ret = pc_parse_eth(&c, &proto);
+	if (ret != PC_PARSE_OK)
+		return ret;
 	if (proto == bpf_htons(ETH_P_IP))
 		ret = pc_parse_ipv4(&c, p, &l4_len);
 	else if (proto == bpf_htons(ETH_P_IPV6))

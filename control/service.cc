@@ -1,5 +1,7 @@
 #include "control/service.h"
 
+#include "control/admission.h"
+
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
@@ -18,10 +20,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-absl::StatusCode CodeOf(absl::string_view reason) {
-  return reason == "unauthenticated" ? absl::StatusCode::kUnauthenticated
-                                     : absl::StatusCode::kPermissionDenied;
-}
 
 std::string FormatFindings(const std::vector<v1::Finding>& findings) {
   std::vector<std::string> lines;
@@ -30,13 +28,6 @@ std::string FormatFindings(const std::vector<v1::Finding>& findings) {
       lines.push_back(absl::StrCat(f.path().empty() ? "policy" : f.path(), ": ", f.message()));
   }
   return absl::StrJoin(lines, "\n");
-}
-
-bool HasErrors(const std::vector<v1::Finding>& findings) {
-  for (const v1::Finding& f : findings) {
-    if (!f.warning()) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -311,26 +302,6 @@ grpc::ServerUnaryReactor* ControlService::Done(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
-std::vector<v1::Finding> ControlService::Check(const v1::Policy& policy, const v1::Policy* live,
-                                               bool allow_failsafe_change) const {
-  policy::Diagnostics diags;
-  policy::Validate(policy, diags);
-  if (!diags.has_errors()) {
-    if (auto compiled = policy::Compile(policy); !compiled.ok()) {
-      diags.Error("", compiled.status().message());
-    }
-    CheckBaseline(policy, live, allow_failsafe_change, options_.baseline, diags);
-  }
-  std::vector<v1::Finding> out;
-  for (const policy::Diagnostic& d : diags.all()) {
-    v1::Finding& f = out.emplace_back();
-    f.set_path(d.path);
-    f.set_message(d.message);
-    f.set_warning(d.severity == policy::Severity::kWarning);
-  }
-  return out;
-}
-
 void ControlService::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
   live_version_.Set(static_cast<double>(version->version()));
   agents_->SetLiveHash(version->content_hash());
@@ -346,7 +317,7 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(
   auto live = store_.Live();
   if (!live.ok()) return live.status();
   const v1::Policy* live_policy = *live ? &(*live)->policy() : nullptr;
-  const std::vector<v1::Finding> findings = Check(policy, live_policy, allow_failsafe_change);
+  const std::vector<v1::Finding> findings = Admit(policy, live_policy, allow_failsafe_change, options_.baseline);
   if (HasErrors(findings)) {
     // Validation errors and baseline refusals read alike: each names the rule.
     absl::Status why =
@@ -442,8 +413,8 @@ grpc::ServerUnaryReactor* ControlService::Validate(grpc::CallbackServerContext* 
   if (!caller.ok()) return Done(ctx, "Validate", caller.status());
   auto live = store_.Live();
   if (!live.ok()) return Done(ctx, "Validate", live.status());
-  for (v1::Finding& f : Check(request->policy(), *live ? &(*live)->policy() : nullptr,
-                              request->allow_failsafe_change())) {
+  for (v1::Finding& f : Admit(request->policy(), *live ? &(*live)->policy() : nullptr,
+                              request->allow_failsafe_change(), options_.baseline)) {
     *response->add_findings() = std::move(f);
   }
   response->set_valid(!HasErrors({response->findings().begin(), response->findings().end()}));

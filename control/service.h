@@ -97,9 +97,6 @@ class ControlService final : public v1::Control::CallbackService {
               const absl::Status& why);
   // Writes the summary of the refusals not itemised since the last one.
   void FlushRefusalSummary();
-  // Validation, compilation and the baseline against `live`: the findings.
-  std::vector<v1::Finding> Check(const v1::Policy& policy, const v1::Policy* live,
-                                 bool allow_failsafe_change) const;
   // Push and Rollback: check, store, stream. Under push_mu_.
   absl::StatusOr<v1::PushResponse> MakeLive(const Caller& caller, absl::string_view method,
                                             const v1::Policy& policy, std::string reason,

@@ -59,8 +59,8 @@ class Reader {
       const std::string child = Field(path, name);
       if (std::find(known.begin(), known.end(), name) == known.end()) {
         Fail(key, path,
-             absl::StrCat("unknown key \"", name, "\" (expected one of: ",
-                          absl::StrJoin(known, ", "), ")"));
+             absl::StrCat("unknown key \"", name,
+                          "\" (expected one of: ", absl::StrJoin(known, ", "), ")"));
         continue;
       }
       if (!seen.insert(name).second) {
@@ -104,8 +104,7 @@ class Reader {
     }
     std::vector<absl::string_view> names;
     for (const auto& w : words) names.push_back(w.first);
-    Fail(node, path,
-         absl::StrCat("\"", *text, "\" is not one of: ", absl::StrJoin(names, ", ")));
+    Fail(node, path, absl::StrCat("\"", *text, "\" is not one of: ", absl::StrJoin(names, ", ")));
     return std::nullopt;
   }
 
@@ -123,13 +122,15 @@ class Reader {
   }
 
   void Rate(const YAML::Node& node, const std::string& path, v1::Rate* out) {
-    Fields(node, path, {"rate", "burst"}, [&](const std::string& key, const YAML::Node& v,
-                                              const std::string& p) {
-      auto n = Unsigned(v, p);
-      if (!n) return;
-      if (key == "rate") out->set_rate(*n);
-      else out->set_burst(*n);
-    });
+    Fields(node, path, {"rate", "burst"},
+           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+             auto n = Unsigned(v, p);
+             if (!n) return;
+             if (key == "rate")
+               out->set_rate(*n);
+             else
+               out->set_burst(*n);
+           });
   }
 
   // "80", 80 or "30000-32767".
@@ -201,92 +202,97 @@ class Reader {
   }
 
   void RateLimits(const YAML::Node& node, const std::string& path, v1::RateLimits* out) {
-    Fields(node, path, {"syn", "connections"}, [&](const std::string& key, const YAML::Node& v,
-                                                   const std::string& p) {
-      if (key == "syn") {
-        v1::SynLimits* syn = out->mutable_syn();
-        Fields(v, p, {"perSource", "global", "sourcePrefix"},
-               [&](const std::string& k, const YAML::Node& sv, const std::string& sp) {
-                 if (k == "perSource") {
-                   Rate(sv, sp, syn->mutable_per_source());
-                 } else if (k == "global") {
-                   Rate(sv, sp, syn->mutable_global());
-                 } else {
-                   v1::SourcePrefix* prefix = syn->mutable_source_prefix();
-                   Fields(sv, sp, {"ipv4", "ipv6"},
-                          [&](const std::string& f, const YAML::Node& fv, const std::string& fp) {
-                            auto n = Unsigned(fv, fp);
-                            if (!n) return;
-                            // Out-of-range values are kept for the validator to name.
-                            const uint32_t bits = *n > 255 ? 255 : static_cast<uint32_t>(*n);
-                            if (f == "ipv4") prefix->set_ipv4(bits);
-                            else prefix->set_ipv6(bits);
-                          });
-                 }
-               });
-      } else {
-        v1::ConnectionLimits* conn = out->mutable_connections();
-        Fields(v, p, {"perSource"}, [&](const std::string&, const YAML::Node& cv,
-                                        const std::string& cp) {
-          Rate(cv, cp, conn->mutable_per_source());
-        });
-      }
-    });
+    Fields(node, path, {"syn", "connections"},
+           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+             if (key == "syn") {
+               v1::SynLimits* syn = out->mutable_syn();
+               Fields(v, p, {"perSource", "global", "sourcePrefix"},
+                      [&](const std::string& k, const YAML::Node& sv, const std::string& sp) {
+                        if (k == "perSource") {
+                          Rate(sv, sp, syn->mutable_per_source());
+                        } else if (k == "global") {
+                          Rate(sv, sp, syn->mutable_global());
+                        } else {
+                          v1::SourcePrefix* prefix = syn->mutable_source_prefix();
+                          Fields(sv, sp, {"ipv4", "ipv6"},
+                                 [&](const std::string& f, const YAML::Node& fv,
+                                     const std::string& fp) {
+                                   auto n = Unsigned(fv, fp);
+                                   if (!n) return;
+                                   // Out-of-range values are kept for the validator to name.
+                                   const uint32_t bits = *n > 255 ? 255 : static_cast<uint32_t>(*n);
+                                   if (f == "ipv4")
+                                     prefix->set_ipv4(bits);
+                                   else
+                                     prefix->set_ipv6(bits);
+                                 });
+                        }
+                      });
+             } else {
+               v1::ConnectionLimits* conn = out->mutable_connections();
+               Fields(v, p, {"perSource"},
+                      [&](const std::string&, const YAML::Node& cv, const std::string& cp) {
+                        Rate(cv, cp, conn->mutable_per_source());
+                      });
+             }
+           });
   }
 
   void Spec(const YAML::Node& node, const std::string& path, v1::PolicySpec* spec) {
-    Fields(
-        node, path,
-        {"mode", "defaultAction", "destinations", "sets", "blocklist", "failsafe", "ports",
-         "icmp", "fragments", "rateLimits"},
-        [&](const std::string& key, const YAML::Node& v, const std::string& p) {
-          if (key == "mode") {
-            if (auto m = Word<v1::Mode>(v, p, {{"enforce", v1::MODE_ENFORCE},
-                                               {"audit", v1::MODE_AUDIT}})) {
-              spec->set_mode(*m);
-            }
-          } else if (key == "defaultAction" || key == "icmp" || key == "fragments") {
-            auto a = Word<v1::Action>(v, p, {{"deny", v1::ACTION_DENY},
-                                             {"allow", v1::ACTION_ALLOW}});
-            if (!a) return;
-            if (key == "defaultAction") spec->set_default_action(*a);
-            else if (key == "icmp") spec->set_icmp(*a);
-            else spec->set_fragments(*a);
-          } else if (key == "destinations") {
-            Strings(v, p, spec->mutable_destinations());
-          } else if (key == "blocklist") {
-            Strings(v, p, spec->mutable_blocklist());
-          } else if (key == "sets") {
-            if (!v.IsMap()) {
-              Fail(v, p, "expected a mapping of set names to CIDR lists");
-              return;
-            }
-            absl::flat_hash_set<std::string> seen;
-            for (const auto& kv : v) {
-              if (!kv.first.IsScalar()) {
-                Fail(kv.first, p, "set names must be plain words");
-                continue;
-              }
-              const std::string name = kv.first.Scalar();
-              const std::string sp = Field(p, name);
-              if (!seen.insert(name).second) {
-                Fail(kv.first, sp, absl::StrCat("set \"", name, "\" is defined twice"));
-                continue;
-              }
-              Note(kv.first, sp);
-              v1::CidrSet* set = spec->add_sets();
-              set->set_name(name);
-              Strings(kv.second, sp, set->mutable_cidrs());
-              locations_[sp] = ToLocation(kv.first.Mark());  // the name, not the list
-            }
-          } else if (key == "failsafe") {
-            Rules(v, p, spec->mutable_failsafe());
-          } else if (key == "ports") {
-            Rules(v, p, spec->mutable_ports());
-          } else {
-            RateLimits(v, p, spec->mutable_rate_limits());
-          }
-        });
+    Fields(node, path,
+           {"mode", "defaultAction", "destinations", "sets", "blocklist", "failsafe", "ports",
+            "icmp", "fragments", "rateLimits"},
+           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+             if (key == "mode") {
+               if (auto m = Word<v1::Mode>(
+                       v, p, {{"enforce", v1::MODE_ENFORCE}, {"audit", v1::MODE_AUDIT}})) {
+                 spec->set_mode(*m);
+               }
+             } else if (key == "defaultAction" || key == "icmp" || key == "fragments") {
+               auto a =
+                   Word<v1::Action>(v, p, {{"deny", v1::ACTION_DENY}, {"allow", v1::ACTION_ALLOW}});
+               if (!a) return;
+               if (key == "defaultAction")
+                 spec->set_default_action(*a);
+               else if (key == "icmp")
+                 spec->set_icmp(*a);
+               else
+                 spec->set_fragments(*a);
+             } else if (key == "destinations") {
+               Strings(v, p, spec->mutable_destinations());
+             } else if (key == "blocklist") {
+               Strings(v, p, spec->mutable_blocklist());
+             } else if (key == "sets") {
+               if (!v.IsMap()) {
+                 Fail(v, p, "expected a mapping of set names to CIDR lists");
+                 return;
+               }
+               absl::flat_hash_set<std::string> seen;
+               for (const auto& kv : v) {
+                 if (!kv.first.IsScalar()) {
+                   Fail(kv.first, p, "set names must be plain words");
+                   continue;
+                 }
+                 const std::string name = kv.first.Scalar();
+                 const std::string sp = Field(p, name);
+                 if (!seen.insert(name).second) {
+                   Fail(kv.first, sp, absl::StrCat("set \"", name, "\" is defined twice"));
+                   continue;
+                 }
+                 Note(kv.first, sp);
+                 v1::CidrSet* set = spec->add_sets();
+                 set->set_name(name);
+                 Strings(kv.second, sp, set->mutable_cidrs());
+                 locations_[sp] = ToLocation(kv.first.Mark());  // the name, not the list
+               }
+             } else if (key == "failsafe") {
+               Rules(v, p, spec->mutable_failsafe());
+             } else if (key == "ports") {
+               Rules(v, p, spec->mutable_ports());
+             } else {
+               RateLimits(v, p, spec->mutable_rate_limits());
+             }
+           });
   }
 
   void Document(const YAML::Node& root, v1::Policy* policy) {
@@ -297,10 +303,10 @@ class Reader {
              } else if (key == "kind") {
                if (auto s = String(v, p)) policy->set_kind(*s);
              } else if (key == "metadata") {
-               Fields(v, p, {"name"}, [&](const std::string&, const YAML::Node& nv,
-                                          const std::string& np) {
-                 if (auto s = String(nv, np)) policy->mutable_metadata()->set_name(*s);
-               });
+               Fields(v, p, {"name"},
+                      [&](const std::string&, const YAML::Node& nv, const std::string& np) {
+                        if (auto s = String(nv, np)) policy->mutable_metadata()->set_name(*s);
+                      });
              } else {
                Spec(v, p, policy->mutable_spec());
              }
@@ -312,9 +318,41 @@ class Reader {
   SourceMap& locations_;
 };
 
+// Where the text stops being UTF-8, if it does. Policies become protobuf
+// strings, which must be UTF-8 (found by fuzzing: the wire refused such a
+// policy that validate had accepted).
+std::optional<SourceLocation> FirstInvalidUtf8(absl::string_view text) {
+  SourceLocation at{1, 1};
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<uint8_t>(text[i + k]) >> 6) == 0x2;
+    if (ok && n > 1) {
+      // Overlong forms, surrogates and code points past U+10FFFF.
+      const auto c1 = static_cast<uint8_t>(text[i + 1]);
+      ok = !(c == 0xc0 || c == 0xc1 || (c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) ||
+             (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 >= 0x90) || c > 0xf4);
+    }
+    if (!ok) return at;
+    if (c == '\n') {
+      ++at.line;
+      at.column = 1;
+    } else {
+      ++at.column;
+    }
+    i += n;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics& diags) {
+  if (std::optional<SourceLocation> bad = FirstInvalidUtf8(text)) {
+    diags.ErrorAt(*bad, "", "the file is not valid UTF-8 here");
+    return std::nullopt;
+  }
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(std::string(text));
@@ -327,8 +365,7 @@ std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics&
     return std::nullopt;
   }
   if (docs.size() > 1) {
-    diags.ErrorAt(ToLocation(docs[1].Mark()), "",
-                  "a policy file holds exactly one YAML document");
+    diags.ErrorAt(ToLocation(docs[1].Mark()), "", "a policy file holds exactly one YAML document");
   }
   LoadedPolicy loaded;
   Reader reader(diags, loaded.locations);

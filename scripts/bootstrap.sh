@@ -22,6 +22,8 @@ TEST_PACKAGES=(
   # deployment checks: kustomize (kubectl), promtool and a real Prometheus,
   # Node.js for the schema and type checks
   kubectl prometheus nodejs
+  # the fuzz build (clang with libFuzzer)
+  libclang-rt-14-dev
 )
 
 build_only=false

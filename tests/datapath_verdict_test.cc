@@ -128,6 +128,24 @@ std::vector<Case> Cases() {
       {"not_policed", [](H h) { return Syn(h.blocked, h.unpoliced_dst, 443).Build(); },
        PC_VERDICT_PASS, PC_REASON_NOT_POLICED},
       {"non_ip_arp", [](H) { return Arp(); }, PC_VERDICT_PASS, PC_REASON_NON_IP},
+      // An 802.3 frame whose length field is 0, bare and inside a tag: not
+      // IP, not malformed (found by the differential test).
+      {"non_ip_ethertype_zero",
+       [](H) {
+         std::vector<uint8_t> f = Arp();
+         f[12] = f[13] = 0;
+         return f;
+       },
+       PC_VERDICT_PASS, PC_REASON_NON_IP},
+      {"non_ip_ethertype_zero_in_vlan",
+       [](H) {
+         std::vector<uint8_t> f = Arp();
+         f[12] = 0x81;
+         f[13] = 0x00;
+         f.insert(f.begin() + 14, {0x00, 0x05, 0x00, 0x00});
+         return f;
+       },
+       PC_VERDICT_PASS, PC_REASON_NON_IP},
       {"blocklist", [](H h) { return Syn(h.blocked, h.dst, 443).Build(); }, PC_VERDICT_DROP,
        PC_REASON_BLOCKLIST},
       {"blocklist_inside_allowed_set",

@@ -56,6 +56,16 @@ TEST(ValidateTest, GoodPolicyHasNoFindings) {
   EXPECT_TRUE(CheckPolicyText(kGood).ok());
 }
 
+// Found by fuzzing: protobuf strings must be UTF-8, so a policy that is not
+// would pass validate and then be refused on the wire.
+TEST(ValidateTest, TextThatIsNotUtf8IsAnErrorAtItsPosition) {
+  EXPECT_THAT(Findings("apiVersion: portcullis/v1\nmetadata: {name: ed\xfc\xfcge}\n"),
+              ElementsAre("p.yaml:2:20: error: the file is not valid UTF-8 here"));
+  EXPECT_THAT(Findings("metadata: {name: \xc0\xafx}\n"),  // an overlong '/'
+              ElementsAre("p.yaml:1:18: error: the file is not valid UTF-8 here"));
+  EXPECT_THAT(Findings(Replace(kGood, "name: edge", "name: \xc3\xa9" "dge")), IsEmpty());
+}
+
 TEST(ValidateTest, YamlSyntaxError) {
   EXPECT_THAT(Findings("apiVersion: portcullis/v1\nspec: {mode: [enforce\n"),
               ElementsAre("p.yaml:3:1: error: end of sequence flow not found"));

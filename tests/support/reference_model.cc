@@ -1,0 +1,237 @@
+#include "tests/support/reference_model.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "common/ip_prefix.h"
+
+namespace portcullis::testing {
+namespace {
+
+// IP protocol numbers and ethertypes, as the RFCs give them.
+constexpr uint8_t kTcp = 6, kUdp = 17, kIcmp = 1, kIcmp6 = 58;
+constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kDestOpts = 60;
+constexpr int kMaxVlanTags = 2;        // PRODUCT.md
+constexpr int kMaxIpv6ExtHeaders = 8;  // docs/POLICY.md: "to a fixed bound"
+
+enum class Parse { kOk, kNonIp, kMalformed };
+
+struct Packet {
+  bool v6 = false;
+  std::array<uint8_t, 16> src{}, dst{};
+  uint8_t proto = 0;
+  bool non_first_fragment = false;
+  bool has_ports = false;
+  uint16_t dport = 0;
+  uint8_t tcp_flags = 0;
+  bool icmp = false;  // ICMP in IPv4 or ICMPv6 in IPv6, with type and code
+  uint8_t icmp_type = 0, icmp_code = 0;
+};
+
+uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+bool IsIpv6Ext(uint8_t h) {
+  return h == kHopByHop || h == kRouting || h == kFragment || h == kDestOpts;
+}
+
+Parse ParseFrame(const std::vector<uint8_t>& f, Packet& p) {
+  size_t at = 0;
+  if (f.size() < 14) return Parse::kMalformed;
+  uint16_t type = Be16(&f[12]);
+  at = 14;
+  int tags = 0;
+  while (type == 0x8100 || type == 0x88a8) {
+    if (++tags > kMaxVlanTags) return Parse::kMalformed;
+    if (f.size() < at + 4) return Parse::kMalformed;
+    type = Be16(&f[at + 2]);
+    at += 4;
+  }
+  // The datagram's transport bytes, as the IP layer states them.
+  size_t l4_at = 0, l4_len = 0;
+  if (type == 0x0800) {
+    if (f.size() < at + 20) return Parse::kMalformed;
+    const uint8_t* ip = &f[at];
+    if ((ip[0] >> 4) != 4) return Parse::kMalformed;
+    const size_t ihl = (ip[0] & 15) * 4u, total = Be16(ip + 2);
+    if (ihl < 20 || total < ihl || at + total > f.size()) return Parse::kMalformed;
+    p.v6 = false;
+    p.proto = ip[9];
+    std::memcpy(p.src.data(), ip + 12, 4);
+    std::memcpy(p.dst.data(), ip + 16, 4);
+    p.non_first_fragment = (Be16(ip + 6) & 0x1fff) != 0;
+    l4_at = at + ihl;
+    l4_len = total - ihl;
+  } else if (type == 0x86dd) {
+    if (f.size() < at + 40) return Parse::kMalformed;
+    const uint8_t* ip = &f[at];
+    if ((ip[0] >> 4) != 6) return Parse::kMalformed;
+    size_t remaining = Be16(ip + 4);
+    size_t pos = at + 40;
+    if (pos + remaining > f.size()) return Parse::kMalformed;
+    p.v6 = true;
+    std::memcpy(p.src.data(), ip + 8, 16);
+    std::memcpy(p.dst.data(), ip + 24, 16);
+    uint8_t next = ip[6];
+    for (int i = 0; i < kMaxIpv6ExtHeaders && IsIpv6Ext(next); ++i) {
+      if (next == kFragment) {
+        if (remaining < 8) return Parse::kMalformed;
+        const bool first = (Be16(&f[pos + 2]) & 0xfff8) == 0;
+        next = f[pos];
+        pos += 8;
+        remaining -= 8;
+        if (!first) {
+          p.non_first_fragment = true;
+          break;
+        }
+      } else {
+        if (remaining < 2) return Parse::kMalformed;
+        const size_t len = (f[pos + 1] + 1u) * 8u;
+        if (remaining < len) return Parse::kMalformed;
+        next = f[pos];
+        pos += len;
+        remaining -= len;
+      }
+    }
+    if (!p.non_first_fragment && IsIpv6Ext(next)) return Parse::kMalformed;  // chain too long
+    p.proto = next;
+    l4_at = pos;
+    l4_len = remaining;
+  } else {
+    return Parse::kNonIp;
+  }
+  if (p.non_first_fragment) return Parse::kOk;  // no transport header to read
+  const uint8_t* l4 = &f[std::min(l4_at, f.size() - 1)];
+  if (p.proto == kTcp) {
+    if (l4_len < 20) return Parse::kMalformed;
+    const size_t doff = (l4[12] >> 4) * 4u;
+    if (doff < 20 || doff > l4_len) return Parse::kMalformed;
+    p.has_ports = true;
+    p.dport = Be16(l4 + 2);
+    p.tcp_flags = l4[13];
+  } else if (p.proto == kUdp) {
+    if (l4_len < 8) return Parse::kMalformed;
+    p.has_ports = true;
+    p.dport = Be16(l4 + 2);
+  } else if ((p.proto == kIcmp && !p.v6) || (p.proto == kIcmp6 && p.v6)) {
+    if (l4_len < 8) return Parse::kMalformed;
+    p.icmp = true;
+    p.icmp_type = l4[0];
+    p.icmp_code = l4[1];
+  }
+  return Parse::kOk;
+}
+
+IpPrefix AddressOf(const Packet& p, bool source) {
+  const auto& a = source ? p.src : p.dst;
+  return IpPrefix::FromBytes(p.v6 ? Family::kV6 : Family::kV4, a.data(), p.v6 ? 128 : 32);
+}
+
+bool InAny(const google::protobuf::RepeatedPtrField<std::string>& cidrs, const IpPrefix& addr) {
+  for (const std::string& c : cidrs) {
+    auto prefix = IpPrefix::Parse(c);
+    if (prefix.ok() && prefix->Contains(addr)) return true;
+  }
+  return false;
+}
+
+// The names of the sets that hold the source.
+std::set<std::string> SourceSets(const v1::Policy& policy, const IpPrefix& src) {
+  std::set<std::string> out;
+  for (const v1::CidrSet& set : policy.spec().sets()) {
+    if (InAny(set.cidrs(), src)) out.insert(set.name());
+  }
+  return out;
+}
+
+bool Covers(const v1::PortRule& rule, uint8_t proto, uint16_t port) {
+  if ((rule.proto() == v1::PROTOCOL_TCP) != (proto == kTcp)) return false;
+  for (const v1::PortRange& r : rule.ports()) {
+    if (r.first() <= port && port <= r.last()) return true;
+  }
+  return false;
+}
+
+bool Admits(const v1::PortRule& rule, const std::set<std::string>& sets) {
+  if (rule.from().any()) return true;
+  for (const std::string& s : rule.from().sets()) {
+    if (sets.contains(s)) return true;
+  }
+  return false;
+}
+
+pc_reason Evaluate(const v1::Policy& policy, const Packet& p) {
+  const v1::PolicySpec& spec = policy.spec();
+  // 3. destinations
+  if (spec.destinations_size() > 0 && !InAny(spec.destinations(), AddressOf(p, false))) {
+    return PC_REASON_NOT_POLICED;
+  }
+  // 4. established: the model's node has opened no flows.
+  // 5. ICMPv6 neighbour discovery and packet too big; ICMP fragmentation needed.
+  if (p.icmp && ((!p.v6 && p.icmp_type == 3 && p.icmp_code == 4) ||
+                 (p.v6 && (p.icmp_type == 2 || (p.icmp_type >= 133 && p.icmp_type <= 137))))) {
+    return PC_REASON_ALLOWED;
+  }
+  const IpPrefix src = AddressOf(p, true);
+  const std::set<std::string> sets = SourceSets(policy, src);
+  const bool port_rules_apply = p.has_ports && (p.proto == kTcp || p.proto == kUdp);
+  // 6. failsafe
+  if (port_rules_apply) {
+    for (const v1::PortRule& rule : spec.failsafe()) {
+      if (Covers(rule, p.proto, p.dport) && Admits(rule, sets)) return PC_REASON_FAILSAFE;
+    }
+  }
+  // 7. blocklist
+  if (InAny(spec.blocklist(), src)) return PC_REASON_BLOCKLIST;
+  // 8. non-first fragments (docs/POLICY.md: allowed when fragments: allow)
+  if (p.non_first_fragment) {
+    return spec.fragments() == v1::ACTION_ALLOW ? PC_REASON_ALLOWED : PC_REASON_FRAGMENT;
+  }
+  // 9. ICMP
+  if (p.icmp) return spec.icmp() == v1::ACTION_DENY ? PC_REASON_ICMP_DENIED : PC_REASON_ALLOWED;
+  // 10-11. port rules
+  bool has_rule = false, admitted = false;
+  if (port_rules_apply) {
+    for (const v1::PortRule& rule : spec.ports()) {
+      if (!Covers(rule, p.proto, p.dport)) continue;
+      has_rule = true;
+      admitted = admitted || Admits(rule, sets);
+    }
+  }
+  if (!has_rule) {
+    return spec.default_action() == v1::ACTION_ALLOW ? PC_REASON_ALLOWED : PC_REASON_PORT_CLOSED;
+  }
+  if (!admitted) return PC_REASON_NOT_ALLOWLISTED;
+  // 12-13: no rate limits in the model's policies. 14.
+  return PC_REASON_ALLOWED;
+}
+
+}  // namespace
+
+ModelVerdict ModelJudge(const v1::Policy& policy, const std::vector<uint8_t>& frame) {
+  Packet p;
+  pc_reason reason;
+  switch (ParseFrame(frame, p)) {
+    case Parse::kNonIp:
+      reason = PC_REASON_NON_IP;
+      break;
+    case Parse::kMalformed:
+      reason = PC_REASON_MALFORMED;
+      break;
+    default:
+      reason = Evaluate(policy, p);
+      break;
+  }
+  const bool drop = reason == PC_REASON_BLOCKLIST || reason == PC_REASON_NOT_ALLOWLISTED ||
+                    reason == PC_REASON_PORT_CLOSED || reason == PC_REASON_SYN_RATE_SOURCE ||
+                    reason == PC_REASON_SYN_RATE_GLOBAL || reason == PC_REASON_CONN_RATE_SOURCE ||
+                    reason == PC_REASON_FRAGMENT || reason == PC_REASON_ICMP_DENIED ||
+                    reason == PC_REASON_MALFORMED;
+  if (!drop) return {PC_VERDICT_PASS, reason};
+  return {policy.spec().mode() == v1::MODE_AUDIT ? PC_VERDICT_AUDIT : PC_VERDICT_DROP, reason};
+}
+
+}  // namespace portcullis::testing
