@@ -14,6 +14,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "datapath/datapath.h"
 #include "datapath/policy_installer.h"
 #include "gmock/gmock.h"
@@ -236,6 +238,89 @@ TEST_F(AgentFaultsTest, AnUnmountedBpffsIsMountedAgainAndRepinned) {
   EXPECT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(5)));
   EXPECT_EQ(Get8080(), "000");
   EXPECT_EQ(lab_->Get("out", "http://198.18.0.10:80/"), "200");
+}
+
+// Two policies whose outcomes for the attacker's SYNs to port 80 differ, and
+// whose mix would give a third: A names 80 in a failsafe rule for set s
+// (which holds not the attacker) and has no port rule (port_closed); B puts
+// the attacker in s and allows 80 only from s2 (not_allowlisted). A packet
+// judged by B's IPv4 sets with A's port table (written after the IPv6
+// prefixes) would pass as failsafe.
+// A filler set of 20,000 IPv6 prefixes that differ between the two makes
+// each switch's map writes take milliseconds: a non-atomic switch would then
+// judge many packets by a mix (checked: it does).
+std::string SwitchPolicy(bool b) {
+  std::string filler;
+  for (int i = 0; i < 20000; ++i) {
+    const uint32_t n = static_cast<uint32_t>(i * 2 + (b ? 1 : 0));
+    absl::StrAppend(&filler, "      - \"2001:db8:", absl::Hex(n >> 8), ":", absl::Hex(n & 255),
+                    "::/64\"\n");
+  }
+  // Rules use the sets in the same order in both, so each set has the same
+  // mask bit in both (bits go to sets in order of use).
+  return absl::StrCat(
+      "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: ", b ? "b" : "a",
+      "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n",
+      b ? "    s: [198.18.30.0/24]\n" : "    s: [198.18.99.0/24]\n",
+      "    s2: [198.18.98.0/24]\n    filler:\n", filler,
+      "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n", "    - {ports: [",
+      b ? 7777 : 80, "], proto: tcp, from: [s]}\n",
+      "  ports:\n    - {ports: [9999], proto: tcp, from: [filler]}\n", "    - {ports: [",
+      b ? 80 : 7777, "], proto: tcp, from: [s2]}\n");
+}
+
+TEST_F(AgentFaultsTest, SwitchingUnderFullRateTrafficNeverJudgesByAMix) {
+  Write(SwitchPolicy(false));
+  StartAgent();
+  auto metric = [&](const std::string& series) {
+    const std::string text =
+        lab_->In("ing", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (absl::StartsWith(line, series + " ")) {
+        double v = 0;
+        if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+      }
+    }
+    return 0.0;
+  };
+  const std::string xdp = "iface=\"" + lab_->Link("ing") + "\",hook=\"xdp\"";
+  // The flood, as fast as a raw socket goes, for at most 6 s.
+  constexpr int kSyns = 600000;
+  CommandResult flood;
+  std::thread sender([&] {
+    flood = lab_->In(
+        "out", absl::StrCat(PORTCULLIS_SYNSEND_PATH, " 198.18.30.9 198.18.0.10 80 ", kSyns, " 6"));
+  });
+  // Meanwhile the policy flips, each flip an atomic switch by the agent.
+  int flips = 0;
+  const std::string v_before = absl::StrCat(metric("portcullis_policy_version"));
+  for (const auto end = Clock::now() + std::chrono::seconds(4); Clock::now() < end; ++flips) {
+    Write(SwitchPolicy(flips % 2 == 0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  }
+  sender.join();
+  ASSERT_EQ(flood.exit_code, 0) << flood.err;
+  int64_t sent = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(flood.out), &sent));
+  // Every SYN was judged wholly by A (port_closed) or wholly by B
+  // (not_allowlisted); none by a mix (failsafe, or allowed).
+  const double closed =
+      metric("portcullis_drops_by_port_total{proto=\"tcp\",port=\"80\",reason=\"port_closed\"}");
+  const double refused = metric(
+      "portcullis_drops_by_port_total{proto=\"tcp\",port=\"80\",reason=\"not_allowlisted\"}");
+  const double mixed =
+      metric("portcullis_packets_total{" + xdp + ",verdict=\"pass\",reason=\"failsafe\"}");
+  EXPECT_EQ(mixed, 0);
+  EXPECT_EQ(closed + refused, static_cast<double>(sent));
+  EXPECT_GT(closed, 0);
+  EXPECT_GT(refused, 0);
+  const double applied = metric("portcullis_policy_version");
+  RecordProperty("syns", static_cast<int>(sent));
+  RecordProperty("switches", static_cast<int>(applied));
+  std::cout << sent << " SYNs during " << flips << " policy writes (" << v_before << " -> "
+            << applied << " applied versions): " << closed << " judged by A, " << refused
+            << " by B, " << mixed << " by a mix\n";
+  EXPECT_GE(applied, 6) << "too few switches happened under the flood";
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // messages: a PushRequest through admission (validator, compiler, baseline
 // against a live policy) and the diff against it; the same bytes as an audit
 // page through the chain verifier, and as a role map through its parser.
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstdint>
 #include <string>
 
@@ -32,6 +34,11 @@ spec:
 }
 
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 is expected, and noisy
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const portcullis::control::Baseline baseline{

@@ -1,12 +1,19 @@
 // libFuzzer: a policy as it arrives on the wire (protobuf bytes, unchecked)
 // → validator → compiler. The agent re-validates what the service streams,
 // and the compiler must never crash on anything the validator lets through.
+#include <google/protobuf/stubs/logging.h>
+
 #include <cstdint>
 #include <cstdlib>
 
 #include "policy/compiler.h"
 #include "policy/text.h"
 #include "policy/validator.h"
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 is expected, and noisy
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   portcullis::v1::Policy policy;
