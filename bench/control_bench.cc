@@ -38,6 +38,7 @@
 #include "control/client.h"
 #include "portcullis/v1/control.grpc.pb.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::bench {
 namespace {
@@ -45,7 +46,9 @@ namespace {
 using testing::CommandResult;
 using testing::Lab;
 using testing::Process;
+using testing::RssMb;
 using testing::RunCommand;
+using testing::WaitFor;
 using Clock = std::chrono::steady_clock;
 
 const std::string kControl = PORTCULLIS_CONTROL_PATH;
@@ -58,11 +61,7 @@ std::string PolicyWithPrefixes(int prefixes, int variant) {
   std::string out = absl::StrCat(
       "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: bench-", prefixes,
       "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n    office:\n");
-  for (int i = 0; i < prefixes; ++i) {
-    const uint32_t n = static_cast<uint32_t>(i) * 2 + static_cast<uint32_t>(variant % 2);
-    absl::StrAppend(&out, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".", (n & 15) << 4,
-                    "/28\n");
-  }
+  absl::StrAppend(&out, testing::PrefixItems(prefixes, variant));
   absl::StrAppend(&out,
                   "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
                   "  ports:\n    - {ports: [80], proto: tcp, from: any}\n"
@@ -81,19 +80,6 @@ Summary Summarize(std::vector<double> ms) {
     return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
   };
   return {at(0.5), at(0.99), ms.back()};
-}
-
-long RssKb(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  for (std::string line; std::getline(in, line);) {
-    long kb = 0;
-    if (absl::StartsWith(line, "VmRSS:") &&
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")),
-                         &kb)) {
-      return kb;
-    }
-  }
-  return -1;
 }
 
 // --- fan-out ----------------------------------------------------------------
@@ -179,16 +165,6 @@ class SimAgent : public grpc::ClientReadReactor<v1::PolicyVersion> {
   bool done_ = false;
 };
 
-template <typename Pred>
-bool WaitFor(Pred pred, Clock::duration limit) {
-  const auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
-
 int Fanout(int streams) {
   testing::TempDir dir;
   const std::string port = "19643";
@@ -202,7 +178,7 @@ int Fanout(int streams) {
     return 1;
   }
   const pid_t pid = control.pid();
-  const long rss_idle = RssKb(pid);
+  const long rss_idle = RssMb(pid);
 
   control::ClientOptions options;
   options.target = "127.0.0.1:" + port;
@@ -228,7 +204,7 @@ int Fanout(int streams) {
     return 1;
   }
   const double connect_ms = Ms(Clock::now() - connect_start);
-  const long rss_streams = RssKb(pid);
+  const long rss_streams = RssMb(pid);
 
   const std::string policy = dir.Write("p.yaml", PolicyWithPrefixes(1000, 0));
   state.target = 1;
@@ -242,7 +218,7 @@ int Fanout(int streams) {
     return 1;
   }
   const bool all = WaitFor([&] { return state.acked == streams; }, std::chrono::seconds(30));
-  const long rss_after = RssKb(pid);
+  const long rss_after = RssMb(pid);
   for (auto& a : agents) a->Cancel();
   for (auto& a : agents) a->WaitDone();
 
@@ -259,7 +235,7 @@ int Fanout(int streams) {
               acked.p99, acked.max, state.acked.load(), streams, all ? "" : "  INCOMPLETE");
   std::printf(
       "  control service RSS: %ld MB idle, %ld MB with the streams, %ld MB after the push\n",
-      rss_idle / 1024, rss_streams / 1024, rss_after / 1024);
+      rss_idle, rss_streams, rss_after);
   std::printf("  target: all acknowledged within 2000 ms: %s\n",
               all && acked.max < 2000 ? "met" : "NOT met");
   return 0;

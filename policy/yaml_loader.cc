@@ -1,5 +1,6 @@
 #include "policy/yaml_loader.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -318,6 +319,36 @@ class Reader {
   SourceMap& locations_;
 };
 
+// Where a second YAML document starts, if there is one. Not YAML::LoadAll:
+// on some malformed input (found by fuzzing, 187 bytes) it builds documents
+// without end until memory runs out; the parser is asked for two at most.
+std::optional<YAML::Mark> SecondDocument(absl::string_view text) {
+  class Starts : public YAML::EventHandler {
+   public:
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      if (++documents == 2) second = mark;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+    int documents = 0;
+    std::optional<YAML::Mark> second;
+  } starts;
+  std::stringstream stream{std::string(text)};
+  YAML::Parser parser(stream);
+  for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+  }
+  return starts.second;
+}
+
 // Where the text stops being UTF-8, if it does. Policies become protobuf
 // strings, which must be UTF-8 (found by fuzzing: the wire refused such a
 // policy that validate had accepted).
@@ -353,23 +384,26 @@ std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics&
     diags.ErrorAt(*bad, "", "the file is not valid UTF-8 here");
     return std::nullopt;
   }
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
+  std::optional<YAML::Mark> second_document;
   try {
-    docs = YAML::LoadAll(std::string(text));
+    doc = YAML::Load(std::string(text));
+    second_document = SecondDocument(text);
   } catch (const YAML::Exception& e) {
     diags.ErrorAt(ToLocation(e.mark), "", e.msg);
     return std::nullopt;
   }
-  if (docs.empty() || docs[0].IsNull()) {
+  if (doc.IsNull()) {
     diags.ErrorAt(SourceLocation{1, 1}, "", "the document is empty");
     return std::nullopt;
   }
-  if (docs.size() > 1) {
-    diags.ErrorAt(ToLocation(docs[1].Mark()), "", "a policy file holds exactly one YAML document");
+  if (second_document) {
+    diags.ErrorAt(ToLocation(*second_document), "",
+                  "a policy file holds exactly one YAML document");
   }
   LoadedPolicy loaded;
   Reader reader(diags, loaded.locations);
-  reader.Document(docs[0], &loaded.policy);
+  reader.Document(doc, &loaded.policy);
   return loaded;
 }
 

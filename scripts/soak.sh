@@ -20,7 +20,7 @@ for f in fuzz_policy_yaml fuzz_policy_proto fuzz_pcap fuzz_control_request; do
     tail -30 "$out/$f.log"
     status=1
   fi
-  grep -E '^#[0-9]+ *DONE|Done [0-9]+ runs' "$out/$f.log" | tail -2 | sed 's/^/   /'
+  grep -E '^#[0-9]+ *DONE|Done [0-9]+ runs' "$out/$f.log" | tail -2 | sed 's/^/   /' || true
 done
 echo "== 100 kills of the agent during applies"
 PORTCULLIS_FAULT_ITERATIONS=100 build/tests/agent_faults_tests \

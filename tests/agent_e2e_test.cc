@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::testing {
 namespace {
@@ -97,11 +98,23 @@ class AgentE2eTest : public ::testing::Test {
 
   void StartAgent(const std::vector<std::string>& extra = {}, std::string interfaces = "") {
     if (interfaces.empty()) interfaces = lab_->Link("ing");
-    std::vector<std::string> argv = {
-        "nsenter",     "--net=/run/netns/" + lab_->Ns("ing"), kAgent, "--policy-file",
-        policy_file_,  "--interfaces", interfaces, "--tc-interfaces",
-        lab_->prefix() + "pod*", "--pin-dir", pin_dir_, "--state-dir", state_dir_,
-        "--metrics-addr", "127.0.0.1:9469", "--node", "e2e"};
+    std::vector<std::string> argv = {"nsenter",
+                                     "--net=/run/netns/" + lab_->Ns("ing"),
+                                     kAgent,
+                                     "--policy-file",
+                                     policy_file_,
+                                     "--interfaces",
+                                     interfaces,
+                                     "--tc-interfaces",
+                                     lab_->prefix() + "pod*",
+                                     "--pin-dir",
+                                     pin_dir_,
+                                     "--state-dir",
+                                     state_dir_,
+                                     "--metrics-addr",
+                                     "127.0.0.1:9469",
+                                     "--node",
+                                     "e2e"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     agent_ = Process(argv, log_);
     ASSERT_TRUE(WaitFor([&] { return Http("/readyz") == "200"; }, std::chrono::seconds(10)))
@@ -109,8 +122,9 @@ class AgentE2eTest : public ::testing::Test {
   }
 
   std::string Http(const std::string& path) {
-    return lab_->In("ing", "curl -s -o /dev/null -w %{http_code} --max-time 2 http://127.0.0.1:9469" +
-                               path)
+    return lab_
+        ->In("ing",
+             "curl -s -o /dev/null -w %{http_code} --max-time 2 http://127.0.0.1:9469" + path)
         .out;
   }
 
@@ -138,20 +152,9 @@ class AgentE2eTest : public ::testing::Test {
 
   // Exactly `count` SYNs from host `from` to the ingress.
   void SendSyns(const std::string& from, int port, int count) {
-    const CommandResult r =
-        lab_->In(from, absl::StrCat(kSynSend, " ", lab_->Address(from), " 198.18.0.10 ", port,
-                                    " ", count, " 20"));
+    const CommandResult r = lab_->In(from, absl::StrCat(kSynSend, " ", lab_->Address(from),
+                                                        " 198.18.0.10 ", port, " ", count, " 20"));
     ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-
-  template <typename Pred>
-  static bool WaitFor(Pred pred, Clock::duration limit) {
-    const auto deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pred();
   }
 
   std::string Log() {
@@ -174,27 +177,30 @@ TEST_F(AgentE2eTest, EnforcesThePolicyAndCountsEveryDrop) {
   StartAgent();
   EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
   EXPECT_EQ(lab_->Get("out", kIngress + ":80/"), "200");
-  EXPECT_EQ(lab_->Get("cli", kIngress + ":31000/"), "200");    // office NodePort
-  EXPECT_EQ(lab_->Get("adm", kIngress + ":10254/"), "200");    // admin endpoint
+  EXPECT_EQ(lab_->Get("cli", kIngress + ":31000/"), "200");     // office NodePort
+  EXPECT_EQ(lab_->Get("adm", kIngress + ":10254/"), "200");     // admin endpoint
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");  // segmented
   EXPECT_EQ(lab_->Get("out", kIngress + ":31000/", 1), "000");
-  EXPECT_EQ(lab_->Get("out", kIngress + ":8080/", 1), "000");   // no rule
+  EXPECT_EQ(lab_->Get("out", kIngress + ":8080/", 1), "000");  // no rule
 
   // Counters match the packets sent, by reason and by port.
   const double not_allowlisted = Packets("drop", "not_allowlisted");
   const double port_closed = Packets("drop", "port_closed");
-  const double by_port = Metric("portcullis_drops_by_port_total",
-                                {"port=\"10254\"", "reason=\"not_allowlisted\""});
-  const double other = Metric("portcullis_drops_by_port_total",
-                              {"port=\"other\"", "reason=\"port_closed\""});
+  const double by_port =
+      Metric("portcullis_drops_by_port_total", {"port=\"10254\"", "reason=\"not_allowlisted\""});
+  const double other =
+      Metric("portcullis_drops_by_port_total", {"port=\"other\"", "reason=\"port_closed\""});
   SendSyns("out", 10254, 5);
   SendSyns("out", 8080, 7);
   EXPECT_EQ(Packets("drop", "not_allowlisted") - not_allowlisted, 5);
   EXPECT_EQ(Packets("drop", "port_closed") - port_closed, 7);
-  EXPECT_EQ(Metric("portcullis_drops_by_port_total",
-                   {"port=\"10254\"", "reason=\"not_allowlisted\""}) - by_port, 5);
+  EXPECT_EQ(
+      Metric("portcullis_drops_by_port_total", {"port=\"10254\"", "reason=\"not_allowlisted\""}) -
+          by_port,
+      5);
   EXPECT_EQ(Metric("portcullis_drops_by_port_total", {"port=\"other\"", "reason=\"port_closed\""}) -
-                other, 7);
+                other,
+            7);
   EXPECT_EQ(Metric("portcullis_policy_version"), 1);
   EXPECT_EQ(Metric("portcullis_xdp_attached", {"iface=\"" + lab_->Link("ing") + "\""}), 1);
   // The policy's tables: office and admins are prefixes, nothing exact.
@@ -212,7 +218,8 @@ TEST_F(AgentE2eTest, EnforcesThePolicyAndCountsEveryDrop) {
   // Drops are sampled into the log as JSON lines.
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"reason\":\"not_allowlisted\""); },
                       std::chrono::seconds(2)));
-  EXPECT_THAT(Log(), HasSubstr("\"src\":\"198.18.30.9\",\"dst\":\"198.18.0.10\",\"proto\":\"tcp\""));
+  EXPECT_THAT(Log(),
+              HasSubstr("\"src\":\"198.18.30.9\",\"dst\":\"198.18.0.10\",\"proto\":\"tcp\""));
 }
 
 TEST_F(AgentE2eTest, RepliesToConnectionsTheNodeOpensAreEstablished) {
@@ -231,8 +238,9 @@ TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
                  "443", "200000", "30"},
                 lab_->tmp() + "/flood.log");
   const CommandResult client = lab_->In(
-      "cli", "ok=0; for i in $(seq 200); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
-             "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; echo $ok");
+      "cli",
+      "ok=0; for i in $(seq 200); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
+      "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; echo $ok");
   EXPECT_EQ(flood.Wait(), 0) << "the flood did not send its 200000 SYNs";
   int ok = 0;
   ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(client.out), &ok)) << client.out;
@@ -276,9 +284,9 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
   const auto term = Clock::now();
   agent_.Kill(SIGTERM);
   EXPECT_LT(Clock::now() - term, std::chrono::seconds(2)) << "SIGTERM took 2 s or more";
-  const CommandResult un = RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"),
-                                                   " ", kAgent, " --uninstall --pin-dir ",
-                                                   pin_dir_, " --state-dir ", state_dir_));
+  const CommandResult un =
+      RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
+                              " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
   ASSERT_EQ(un.exit_code, 0) << un.err;
   EXPECT_FALSE(std::filesystem::exists(pin_dir_));
   EXPECT_THAT(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,
@@ -287,7 +295,8 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
     EXPECT_THAT(RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"), " filter show dev ",
                                         lab_->Link("ing"), " ", dir))
                     .out,
-                Not(HasSubstr("portcullis"))) << dir;
+                Not(HasSubstr("portcullis")))
+        << dir;
   }
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "200");  // nothing enforces any more
 }
@@ -339,8 +348,8 @@ TEST_F(AgentE2eTest, PolicyFileChangesApplyWithinASecondAndInvalidOnesChangeNoth
                "{ports: [10254], proto: tcp, from: any}");
   const auto written = Clock::now();
   WritePolicy(open);
-  ASSERT_TRUE(WaitFor([&] { return Metric("portcullis_policy_version") == 2; },
-                      std::chrono::seconds(1)))
+  ASSERT_TRUE(
+      WaitFor([&] { return Metric("portcullis_policy_version") == 2; }, std::chrono::seconds(1)))
       << "the change was not applied within 1 s";
   EXPECT_LE(Clock::now() - written, std::chrono::seconds(1));
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/"), "200");
@@ -364,10 +373,10 @@ TEST_F(AgentE2eTest, NewPodInterfacesGetTheTcProgramWithinASecondAndEnforceIt) {
             0);
   EXPECT_TRUE(WaitFor(
       [&] {
-        return absl::StrContains(
-            RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"), " filter show dev ", pod, " ingress"))
-                .out,
-            "portcullis_tc_i");  // program names are cut to 15 characters
+        return absl::StrContains(RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"),
+                                                         " filter show dev ", pod, " ingress"))
+                                     .out,
+                                 "portcullis_tc_i");  // program names are cut to 15 characters
       },
       std::chrono::seconds(1)));
   EXPECT_LE(Clock::now() - created, std::chrono::milliseconds(1100));
@@ -383,12 +392,12 @@ TEST_F(AgentE2eTest, NewPodInterfacesGetTheTcProgramWithinASecondAndEnforceIt) {
   RunCommand(absl::StrCat("ip -n ", lab_->Ns("out"), " addr add 198.19.0.2/24 dev ", peer));
   RunCommand(absl::StrCat("ip -n ", lab_->Ns("out"), " link set ", peer, " up"));
   auto tc_drops = [&] {
-    return Metric("portcullis_packets_total", {"iface=\"" + pod + "\"", "hook=\"tc\"",
-                                               "reason=\"not_allowlisted\""});
+    return Metric("portcullis_packets_total",
+                  {"iface=\"" + pod + "\"", "hook=\"tc\"", "reason=\"not_allowlisted\""});
   };
   const double before = tc_drops();
-  const CommandResult sent = lab_->In(
-      "out", absl::StrCat(kSynSend, " 198.19.0.2 198.19.0.1 10254 6 20"));
+  const CommandResult sent =
+      lab_->In("out", absl::StrCat(kSynSend, " 198.19.0.2 198.19.0.1 10254 6 20"));
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
   EXPECT_TRUE(WaitFor([&] { return tc_drops() - before == 6; }, std::chrono::seconds(2)))
       << "TC drops on the pod veth: " << tc_drops() - before;
@@ -424,8 +433,8 @@ TEST_F(AgentE2eTest, InvalidPolicyAtStartFallsBackToLastKnownGoodOrRefuses) {
   WritePolicy(std::string(kPolicy) + "  mode: sometimes\n");
   const CommandResult refused = RunCommand(absl::StrCat(
       "nsenter --net=/run/netns/", lab_->Ns("ing"), " timeout 10 ", kAgent, " --policy-file ",
-      policy_file_, " --interfaces ", lab_->Link("ing"), " --pin-dir ", pin_dir_,
-      " --state-dir ", state_dir_, " --metrics-addr 127.0.0.1:9469"));
+      policy_file_, " --interfaces ", lab_->Link("ing"), " --pin-dir ", pin_dir_, " --state-dir ",
+      state_dir_, " --metrics-addr 127.0.0.1:9469"));
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("no last-known-good policy"));
   EXPECT_THAT(refused.err, HasSubstr("spec.mode: \\\"sometimes\\\""));
@@ -442,9 +451,9 @@ TEST_F(AgentE2eTest, InvalidPolicyAtStartFallsBackToLastKnownGoodOrRefuses) {
 }
 
 TEST_F(AgentE2eTest, ClearErrorsForBadInterfacesAndFlags) {
-  const std::string base = absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
-                                        " --policy-file ", policy_file_, " --pin-dir ", pin_dir_,
-                                        " --state-dir ", state_dir_);
+  const std::string base =
+      absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent, " --policy-file ",
+                   policy_file_, " --pin-dir ", pin_dir_, " --state-dir ", state_dir_);
   CommandResult r = RunCommand(base + " --interfaces nosuch0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--interfaces: no such interface: nosuch0"));

@@ -23,6 +23,7 @@
 #include "policy/compiler.h"
 #include "policy/validator.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::testing {
 namespace {
@@ -36,11 +37,7 @@ std::string PolicyText(int variant, int prefixes) {
   std::string text = absl::StrCat(
       "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: v", variant,
       "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n    many:\n");
-  for (int i = 0; i < prefixes; ++i) {
-    const uint32_t n = static_cast<uint32_t>(i * 2 + variant);
-    absl::StrAppend(&text, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".", (n & 15) << 4,
-                    "/28\n");
-  }
+  absl::StrAppend(&text, PrefixItems(prefixes, variant));
   absl::StrAppend(&text, "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n",
                   "  ports:\n    - {ports: [80], proto: tcp, from: any}\n",
                   variant == 0 ? "    - {ports: [8080], proto: tcp, from: [many]}\n"
@@ -54,16 +51,6 @@ policy::CompiledPolicy CompileText(const std::string& text) {
   auto compiled = policy::Compile(checked.loaded->policy);
   EXPECT_TRUE(compiled.ok()) << compiled.status();
   return *compiled;
-}
-
-template <typename Pred>
-bool WaitFor(Pred pred, Clock::duration limit) {
-  const auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
 }
 
 int Iterations() {

@@ -59,10 +59,10 @@ TEST(CompilerTest, SetsBecomeBitsAndEnclosingPrefixesFoldIn) {
   EXPECT_EQ(MaskOf(p, "192.0.2.0/24"), 0u);
   // Exact hosts go to the hashes, shorter prefixes to the tries, and the
   // config says which tables the datapath must look in.
-  EXPECT_EQ(p.config.flags & (PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT |
-                              PC_CFG_SRC_V6_PREFIX),
-            PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT |
-                PC_CFG_SRC_V6_PREFIX);
+  EXPECT_EQ(
+      p.config.flags &
+          (PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT | PC_CFG_SRC_V6_PREFIX),
+      PC_CFG_SRC_V4_EXACT | PC_CFG_SRC_V4_PREFIX | PC_CFG_SRC_V6_EXACT | PC_CFG_SRC_V6_PREFIX);
   EXPECT_EQ(p.src_v4_exact.size(), 1u);
   EXPECT_EQ(p.src_v6_exact.size(), 1u);
   EXPECT_EQ(p.src_v4_prefix.size(), 3u);
@@ -152,8 +152,8 @@ TEST(CompilerTest, ConfigCarriesModeActionsAndRates) {
     connections:
       perSource: {rate: 3, burst: 40}
 )"));
-  EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW |
-                                PC_CFG_ICMP_DENY | PC_CFG_HAS_DESTINATIONS);
+  EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW | PC_CFG_ICMP_DENY |
+                                PC_CFG_HAS_DESTINATIONS);
   EXPECT_EQ(p.config.syn_per_source.interval_ns, 10'000'000u);
   EXPECT_EQ(p.config.syn_per_source.burst, 200u);
   EXPECT_EQ(p.config.syn_global.interval_ns, 5'000u);

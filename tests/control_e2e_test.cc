@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::testing {
 namespace {
@@ -207,16 +208,6 @@ class ControlE2eTest : public ::testing::Test {
   // "200" when `from` reaches port 8080 on `node`, "000" when dropped.
   std::string Get8080(const std::string& from, const std::string& node) {
     return lab_->Get(from, absl::StrCat("http://", lab_->Address(node), ":8080/"), 0.5);
-  }
-
-  template <typename Pred>
-  static bool WaitFor(Pred pred, Clock::duration limit) {
-    const auto deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return pred();
   }
 
   // Control service, both agents, policy A live and enforced: its version.

@@ -26,6 +26,7 @@
 #include "policy/validator.h"
 #include "portcullis/v1/control.grpc.pb.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::testing {
 namespace {
@@ -40,11 +41,7 @@ v1::Policy PolicyWith(int prefixes, int variant = 0) {
   std::string text =
       "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: f}\nspec:\n"
       "  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n    office:\n";
-  for (int i = 0; i < prefixes; ++i) {
-    const uint32_t n = static_cast<uint32_t>(i + variant * prefixes);
-    absl::StrAppend(&text, "      - 10.", (n >> 12) & 255, ".", (n >> 4) & 255, ".", (n & 15) << 4,
-                    "/28\n");
-  }
+  absl::StrAppend(&text, PrefixItems(prefixes, variant));
   absl::StrAppend(&text,
                   "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
                   "  ports:\n    - {ports: [80], proto: tcp, from: any}\n"
@@ -52,29 +49,6 @@ v1::Policy PolicyWith(int prefixes, int variant = 0) {
   auto checked = policy::CheckPolicyText(text);
   EXPECT_TRUE(checked.ok()) << checked.Format("p.yaml");
   return checked.ok() ? checked.loaded->policy : v1::Policy();
-}
-
-long RssMb(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  for (std::string line; std::getline(in, line);) {
-    long kb = 0;
-    if (absl::StartsWith(line, "VmRSS:") &&
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")),
-                         &kb)) {
-      return kb / 1024;
-    }
-  }
-  return -1;
-}
-
-template <typename Pred>
-bool WaitFor(Pred pred, Clock::duration limit) {
-  const auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
 }
 
 class ControlFaultsTest : public ::testing::Test {

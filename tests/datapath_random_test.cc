@@ -44,11 +44,19 @@ std::vector<uint8_t> Seed(std::mt19937& rng) {
   const std::string dst = v6 ? "2001:db8:10::10" : "198.18.0.10";
   Frame f;
   switch (rng() % 4) {
-    case 0: f = Tcp(src, dst, 1024 + rng() % 60000, rng() % 3 ? 443 : rng() % 65536,
-                    static_cast<uint8_t>(rng())); break;
-    case 1: f = Udp(src, dst, 1024 + rng() % 60000, 900 + rng() % 1200); break;
-    case 2: f = Icmp(src, dst, rng() % 256, rng() % 16); break;
-    default: f = Syn(src, dst, 22); break;
+    case 0:
+      f = Tcp(src, dst, 1024 + rng() % 60000, rng() % 3 ? 443 : rng() % 65536,
+              static_cast<uint8_t>(rng()));
+      break;
+    case 1:
+      f = Udp(src, dst, 1024 + rng() % 60000, 900 + rng() % 1200);
+      break;
+    case 2:
+      f = Icmp(src, dst, rng() % 256, rng() % 16);
+      break;
+    default:
+      f = Syn(src, dst, 22);
+      break;
   }
   if (rng() % 4 == 0) f.vlan_tpids.push_back(rng() % 2 ? 0x8100 : 0x88A8);
   if (rng() % 8 == 0) f.vlan_tpids.push_back(0x8100);

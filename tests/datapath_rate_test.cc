@@ -88,9 +88,9 @@ TEST_F(RateLimitTest, Ipv6SourcesAreGroupedBySlash64) {
 }
 
 TEST_F(RateLimitTest, SourcePrefixGroupsIpv4AndIpv6AsConfigured) {
-  Install(Policy(
-      "    syn:\n      perSource: {rate: 1, burst: 2}\n"
-      "      sourcePrefix: {ipv4: 24, ipv6: 48}\n"));
+  Install(
+      Policy("    syn:\n      perSource: {rate: 1, burst: 2}\n"
+             "      sourcePrefix: {ipv4: 24, ipv6: 48}\n"));
   EXPECT_EQ(Syn("198.18.4.1"), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("198.18.4.200"), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("198.18.4.99"), PC_REASON_SYN_RATE_SOURCE);
@@ -101,9 +101,9 @@ TEST_F(RateLimitTest, SourcePrefixGroupsIpv4AndIpv6AsConfigured) {
 }
 
 TEST_F(RateLimitTest, GlobalBucketLimitsAllSourcesTogether) {
-  Install(Policy(
-      "    syn:\n      perSource: {rate: 1000, burst: 1000}\n"
-      "      global: {rate: 1, burst: 3}\n"));
+  Install(
+      Policy("    syn:\n      perSource: {rate: 1000, burst: 1000}\n"
+             "      global: {rate: 1, burst: 3}\n"));
   EXPECT_EQ(Syn("198.18.4.1"), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("198.18.4.2"), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("2001:db8:4::3"), PC_REASON_ALLOWED);
@@ -140,9 +140,9 @@ TEST_F(RateLimitTest, ConnectionBucketCountsNewUdpFlowsOnly) {
 }
 
 TEST_F(RateLimitTest, TcpSynIsANewConnection) {
-  Install(Policy(
-      "    syn:\n      perSource: {rate: 100, burst: 100}\n"
-      "    connections:\n      perSource: {rate: 1, burst: 2}\n"));
+  Install(
+      Policy("    syn:\n      perSource: {rate: 100, burst: 100}\n"
+             "    connections:\n      perSource: {rate: 1, burst: 2}\n"));
   EXPECT_EQ(Syn("198.18.4.1", 443, 1), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("198.18.4.1", 443, 2), PC_REASON_ALLOWED);
   EXPECT_EQ(Syn("198.18.4.1", 443, 3), PC_REASON_CONN_RATE_SOURCE);
@@ -155,8 +155,9 @@ TEST_F(RateLimitTest, DroppedPacketsTakeNoToken) {
 }
 
 TEST_F(RateLimitTest, FailsafeIsNeverRateLimited) {
-  Install(Policy("    syn:\n      perSource: {rate: 1, burst: 1}\n"
-                 "      global: {rate: 1, burst: 1}\n"));
+  Install(
+      Policy("    syn:\n      perSource: {rate: 1, burst: 1}\n"
+             "      global: {rate: 1, burst: 1}\n"));
   for (int i = 0; i < 20; ++i) EXPECT_EQ(Syn("198.18.4.1", 22, 40000 + i), PC_REASON_FAILSAFE);
 }
 

@@ -2,11 +2,11 @@
 // edge case, through the real XDP program (BPF_PROG_TEST_RUN). Each case
 // also checks that exactly one packet was counted, under its verdict and
 // reason.
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <netinet/in.h>
 
 #include <functional>
@@ -50,11 +50,11 @@ struct Hosts {
   std::string dst, unpoliced_dst, client, admin, admin_blocked, office, vip, office_blocked,
       blocked;
 };
-const Hosts kV4 = {"198.18.0.10", "198.18.9.9",  "198.18.4.1", "198.18.1.5", "198.18.1.9",
-                   "198.18.2.9",  "198.18.2.7",  "198.18.2.66", "198.18.3.3"};
-const Hosts kV6 = {"2001:db8:10::10",  "2001:db8:99::1",  "2001:db8:4::1",
-                   "2001:db8:1::5",    "2001:db8:1::9",   "2001:db8:100::9",
-                   "2001:db8:100::7",  "2001:db8:100::66", "2001:db8:bad::3"};
+const Hosts kV4 = {"198.18.0.10", "198.18.9.9", "198.18.4.1",  "198.18.1.5", "198.18.1.9",
+                   "198.18.2.9",  "198.18.2.7", "198.18.2.66", "198.18.3.3"};
+const Hosts kV6 = {"2001:db8:10::10", "2001:db8:99::1",   "2001:db8:4::1",
+                   "2001:db8:1::5",   "2001:db8:1::9",    "2001:db8:100::9",
+                   "2001:db8:100::7", "2001:db8:100::66", "2001:db8:bad::3"};
 
 std::string Variant(absl::string_view from, absl::string_view to) {
   return absl::StrReplaceAll(kPolicy, {{from, to}});
@@ -103,28 +103,25 @@ Frame WithFragment(Frame f, uint16_t offset, bool more) {
 std::vector<Case> Cases() {
   using H = const Hosts&;
   std::vector<Case> c = {
-      {"allowed_any_source", [](H h) { return Syn(h.client, h.dst, 443).Build(); },
-       PC_VERDICT_PASS, PC_REASON_ALLOWED},
-      {"allowed_set_member_in_range",
-       [](H h) { return Syn(h.office, h.dst, 31000).Build(); }, PC_VERDICT_PASS,
+      {"allowed_any_source", [](H h) { return Syn(h.client, h.dst, 443).Build(); }, PC_VERDICT_PASS,
        PC_REASON_ALLOWED},
+      {"allowed_set_member_in_range", [](H h) { return Syn(h.office, h.dst, 31000).Build(); },
+       PC_VERDICT_PASS, PC_REASON_ALLOWED},
       {"allowed_exact_host_rule", [](H h) { return Syn(h.vip, h.dst, 8443).Build(); },
        PC_VERDICT_PASS, PC_REASON_ALLOWED},
-      {"exact_host_keeps_enclosing_sets",
-       [](H h) { return Syn(h.vip, h.dst, 30000).Build(); }, PC_VERDICT_PASS,
-       PC_REASON_ALLOWED},
-      {"allowed_udp", [](H h) { return Udp(h.client, h.dst, 5000, 443).Build(); },
+      {"exact_host_keeps_enclosing_sets", [](H h) { return Syn(h.vip, h.dst, 30000).Build(); },
        PC_VERDICT_PASS, PC_REASON_ALLOWED},
-      {"allowed_icmp_echo", [](H h) {
-         return Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128, 0)
-             .Build();
+      {"allowed_udp", [](H h) { return Udp(h.client, h.dst, 5000, 443).Build(); }, PC_VERDICT_PASS,
+       PC_REASON_ALLOWED},
+      {"allowed_icmp_echo",
+       [](H h) {
+         return Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128, 0).Build();
        },
        PC_VERDICT_PASS, PC_REASON_ALLOWED},
       {"failsafe", [](H h) { return Syn(h.admin, h.dst, 22).Build(); }, PC_VERDICT_PASS,
        PC_REASON_FAILSAFE},
-      {"failsafe_before_blocklist",
-       [](H h) { return Syn(h.admin_blocked, h.dst, 22).Build(); }, PC_VERDICT_PASS,
-       PC_REASON_FAILSAFE},
+      {"failsafe_before_blocklist", [](H h) { return Syn(h.admin_blocked, h.dst, 22).Build(); },
+       PC_VERDICT_PASS, PC_REASON_FAILSAFE},
       {"not_policed", [](H h) { return Syn(h.blocked, h.unpoliced_dst, 443).Build(); },
        PC_VERDICT_PASS, PC_REASON_NOT_POLICED},
       {"non_ip_arp", [](H) { return Arp(); }, PC_VERDICT_PASS, PC_REASON_NON_IP},
@@ -153,28 +150,25 @@ std::vector<Case> Cases() {
        PC_REASON_BLOCKLIST},
       {"blocklist_exact_host", [](H h) { return Syn(h.office_blocked, h.dst, 31000).Build(); },
        PC_VERDICT_DROP, PC_REASON_BLOCKLIST},
-      {"not_allowlisted", [](H h) { return Syn(h.client, h.dst, 10254).Build(); },
-       PC_VERDICT_DROP, PC_REASON_NOT_ALLOWLISTED},
-      {"not_allowlisted_set_member_not_vip",
-       [](H h) { return Syn(h.office, h.dst, 8443).Build(); }, PC_VERDICT_DROP,
+      {"not_allowlisted", [](H h) { return Syn(h.client, h.dst, 10254).Build(); }, PC_VERDICT_DROP,
        PC_REASON_NOT_ALLOWLISTED},
-      {"failsafe_port_other_source",
-       [](H h) { return Syn(h.client, h.dst, 22).Build(); }, PC_VERDICT_DROP,
-       PC_REASON_PORT_CLOSED},
-      {"port_closed_tcp", [](H h) { return Syn(h.client, h.dst, 8080).Build(); },
+      {"not_allowlisted_set_member_not_vip", [](H h) { return Syn(h.office, h.dst, 8443).Build(); },
+       PC_VERDICT_DROP, PC_REASON_NOT_ALLOWLISTED},
+      {"failsafe_port_other_source", [](H h) { return Syn(h.client, h.dst, 22).Build(); },
        PC_VERDICT_DROP, PC_REASON_PORT_CLOSED},
-      {"port_closed_udp_proto_differs",
-       [](H h) { return Udp(h.client, h.dst, 5000, 80).Build(); }, PC_VERDICT_DROP,
+      {"port_closed_tcp", [](H h) { return Syn(h.client, h.dst, 8080).Build(); }, PC_VERDICT_DROP,
        PC_REASON_PORT_CLOSED},
-      {"port_closed_other_protocol", [](H h) {
+      {"port_closed_udp_proto_differs", [](H h) { return Udp(h.client, h.dst, 5000, 80).Build(); },
+       PC_VERDICT_DROP, PC_REASON_PORT_CLOSED},
+      {"port_closed_other_protocol",
+       [](H h) {
          Frame f = Syn(h.client, h.dst, 443);
          f.proto = 47;  // GRE: no ports, no rule
          return f.Build();
        },
        PC_VERDICT_DROP, PC_REASON_PORT_CLOSED},
-      {"default_allow_opens_unlisted_ports",
-       [](H h) { return Syn(h.client, h.dst, 8080).Build(); }, PC_VERDICT_PASS,
-       PC_REASON_ALLOWED, Variant("defaultAction: deny", "defaultAction: allow")},
+      {"default_allow_opens_unlisted_ports", [](H h) { return Syn(h.client, h.dst, 8080).Build(); },
+       PC_VERDICT_PASS, PC_REASON_ALLOWED, Variant("defaultAction: deny", "defaultAction: allow")},
       {"fragment_non_first",
        [](H h) { return WithFragment(Syn(h.client, h.dst, 443), 100, false).Build(); },
        PC_VERDICT_DROP, PC_REASON_FRAGMENT},
@@ -187,12 +181,13 @@ std::vector<Case> Cases() {
       {"fragment_blocklist_first",
        [](H h) { return WithFragment(Syn(h.blocked, h.dst, 443), 100, false).Build(); },
        PC_VERDICT_DROP, PC_REASON_BLOCKLIST},
-      {"icmp_denied", [](H h) {
-         return Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128, 0)
-             .Build();
+      {"icmp_denied",
+       [](H h) {
+         return Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128, 0).Build();
        },
        PC_VERDICT_DROP, PC_REASON_ICMP_DENIED, Variant("icmp: allow", "icmp: deny")},
-      {"icmp_essential_passes_when_denied", [](H h) {
+      {"icmp_essential_passes_when_denied",
+       [](H h) {
          const bool v4 = h.client.find(':') == std::string::npos;
          return Icmp(h.client, h.dst, v4 ? 3 : 2, v4 ? 4 : 0).Build();  // frag needed / PTB
        },
@@ -201,51 +196,59 @@ std::vector<Case> Cases() {
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
       {"malformed_truncated_udp", [](H h) { return ShortL4(Udp(h.client, h.dst, 1, 443), 6); },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"malformed_truncated_icmp", [](H h) {
-         return ShortL4(Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128,
-                             0),
+      {"malformed_truncated_icmp",
+       [](H h) {
+         return ShortL4(Icmp(h.client, h.dst, h.client.find(':') == std::string::npos ? 8 : 128, 0),
                         4);
        },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"malformed_tcp_doff_below_5", [](H h) {
+      {"malformed_tcp_doff_below_5",
+       [](H h) {
          std::vector<uint8_t> f = Syn(h.client, h.dst, 443).Build();
          const size_t l4 = kL3 + (h.client.find(':') == std::string::npos ? 20 : 40);
          f[l4 + 12] = 4 << 4;
          return f;
        },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"malformed_ip_length_beyond_frame", [](H h) {
+      {"malformed_ip_length_beyond_frame",
+       [](H h) {
          std::vector<uint8_t> f = Syn(h.client, h.dst, 443).Build();
          return Truncated(f, f.size() - 1);
        },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"malformed_l3_header_cut", [](H h) { return Truncated(Syn(h.client, h.dst, 443).Build(), kL3 + 10); },
-       PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"vlan_single_tag", [](H h) {
+      {"malformed_l3_header_cut",
+       [](H h) { return Truncated(Syn(h.client, h.dst, 443).Build(), kL3 + 10); }, PC_VERDICT_DROP,
+       PC_REASON_MALFORMED},
+      {"vlan_single_tag",
+       [](H h) {
          Frame f = Syn(h.client, h.dst, 443);
          f.vlan_tpids = {0x8100};
          return f.Build();
        },
        PC_VERDICT_PASS, PC_REASON_ALLOWED},
-      {"vlan_qinq", [](H h) {
+      {"vlan_qinq",
+       [](H h) {
          Frame f = Syn(h.client, h.dst, 10254);
          f.vlan_tpids = {0x88A8, 0x8100};
          return f.Build();
        },
        PC_VERDICT_DROP, PC_REASON_NOT_ALLOWLISTED},
-      {"vlan_three_tags_malformed", [](H h) {
+      {"vlan_three_tags_malformed",
+       [](H h) {
          Frame f = Syn(h.client, h.dst, 443);
          f.vlan_tpids = {0x88A8, 0x8100, 0x8100};
          return f.Build();
        },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"vlan_tag_truncated", [](H h) {
+      {"vlan_tag_truncated",
+       [](H h) {
          Frame f = Syn(h.client, h.dst, 443);
          f.vlan_tpids = {0x8100};
          return Truncated(f.Build(), 16);
        },
        PC_VERDICT_DROP, PC_REASON_MALFORMED},
-      {"trailing_ethernet_padding_ok", [](H h) {
+      {"trailing_ethernet_padding_ok",
+       [](H h) {
          std::vector<uint8_t> f = Syn(h.client, h.dst, 443).Build();
          f.resize(f.size() + 18, 0);
          return f;
@@ -287,11 +290,12 @@ TEST_P(VerdictTest, JudgesAndCountsOnePacket) {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllReasons, VerdictTest, ::testing::Combine(::testing::ValuesIn(Cases()), ::testing::Bool()),
-    [](const ::testing::TestParamInfo<std::tuple<Case, bool>>& info) {
-      return std::get<0>(info.param).name + (std::get<1>(info.param) ? "_v6" : "_v4");
-    });
+INSTANTIATE_TEST_SUITE_P(AllReasons, VerdictTest,
+                         ::testing::Combine(::testing::ValuesIn(Cases()), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<Case, bool>>& info) {
+                           return std::get<0>(info.param).name +
+                                  (std::get<1>(info.param) ? "_v6" : "_v4");
+                         });
 
 // ---- family-specific parser edges ----
 
@@ -423,8 +427,7 @@ TEST_F(ParserTest, TcEgressRecordsFlowsWhoseRepliesAreEstablished) {
     EXPECT_EQ(Run(tcp_reply).reason, PC_REASON_ESTABLISHED);
     EXPECT_EQ(Run(udp_reply).reason, PC_REASON_ESTABLISHED);
     // Only the reverse of the recorded flow: another port of the peer is not.
-    EXPECT_EQ(Run(Tcp(h->client, h->dst, 8081, 42000, kSyn | kAck)).reason,
-              PC_REASON_PORT_CLOSED);
+    EXPECT_EQ(Run(Tcp(h->client, h->dst, 8081, 42000, kSyn | kAck)).reason, PC_REASON_PORT_CLOSED);
     // And a bare SYN from the peer is a new connection, never established.
     EXPECT_EQ(Run(Syn(h->client, h->dst, 42000, 8080)).reason, PC_REASON_PORT_CLOSED);
   }
@@ -538,8 +541,7 @@ TEST_F(ParserTest, DropsAreSampledToTheRingBufferAtABoundedRate) {
     }
     return 0;
   };
-  struct ring_buffer* rb =
-      ring_buffer__new(dp_->drop_samples_fd(), on_sample, &samples, nullptr);
+  struct ring_buffer* rb = ring_buffer__new(dp_->drop_samples_fd(), on_sample, &samples, nullptr);
   ASSERT_NE(rb, nullptr);
   ring_buffer__consume(rb);  // what earlier tests left
   samples.clear();

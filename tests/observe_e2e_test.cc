@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/wait.h"
 
 namespace portcullis::testing {
 namespace {
@@ -50,16 +51,6 @@ spec:
     - {ports: [8080], proto: tcp, from: [office]}
     - {ports: [9469], proto: tcp, from: [monitoring]}
 )";
-
-template <typename Pred>
-bool WaitFor(Pred pred, Clock::duration limit) {
-  const auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
 
 TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse) {
   if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";

@@ -6,9 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/abi.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/abi.h"
 #include "policy/validator.h"
 
 namespace portcullis::policy {
@@ -63,7 +63,22 @@ TEST(ValidateTest, TextThatIsNotUtf8IsAnErrorAtItsPosition) {
               ElementsAre("p.yaml:2:20: error: the file is not valid UTF-8 here"));
   EXPECT_THAT(Findings("metadata: {name: \xc0\xafx}\n"),  // an overlong '/'
               ElementsAre("p.yaml:1:18: error: the file is not valid UTF-8 here"));
-  EXPECT_THAT(Findings(Replace(kGood, "name: edge", "name: \xc3\xa9" "dge")), IsEmpty());
+  EXPECT_THAT(Findings(Replace(kGood, "name: edge",
+                               "name: \xc3\xa9"
+                               "dge")),
+              IsEmpty());
+}
+
+// Found by fuzzing: yaml-cpp's LoadAll builds documents without end on this
+// input (187 bytes) until memory runs out; the loader must answer.
+TEST(ValidateTest, MalformedInputThatMadeLoadAllRunAwayIsAnError) {
+  const std::string text =
+      ",apiVapiVersion: portirst-look\nspec:\n  mode: audZit\n  defaultActiction: d`eny\n"
+      "  se{defaultAcpoersion: portirst-look\nspec:\n  mode: audZit\n  dgfaultActiction: "
+      "d`eny\n  se{defaultAcportsPoy\n\n";
+  CheckedPolicyFile checked = CheckPolicyText(text);
+  EXPECT_FALSE(checked.ok());
+  EXPECT_GE(checked.errors(), 1);
 }
 
 TEST(ValidateTest, YamlSyntaxError) {
@@ -84,12 +99,13 @@ TEST(ValidateTest, DuplicateKey) {
 }
 
 TEST(ValidateTest, WrongTypes) {
-  EXPECT_THAT(Findings(Replace(kGood, "  blocklist: [203.0.113.128/25]",
-                               "  blocklist: 203.0.113.128/25")),
-              ElementsAre("p.yaml:11:14: error: spec.blocklist: expected a list"));
   EXPECT_THAT(
-      Findings(absl::StrCat(kGood, "  rateLimits:\n    syn:\n      perSource: {rate: fast, "
-                                   "burst: 10}\n")),
+      Findings(Replace(kGood, "  blocklist: [203.0.113.128/25]", "  blocklist: 203.0.113.128/25")),
+      ElementsAre("p.yaml:11:14: error: spec.blocklist: expected a list"));
+  EXPECT_THAT(
+      Findings(absl::StrCat(kGood,
+                            "  rateLimits:\n    syn:\n      perSource: {rate: fast, "
+                            "burst: 10}\n")),
       ElementsAre("p.yaml:19:25: error: spec.rateLimits.syn.perSource.rate: expected a whole "
                   "number"));
   EXPECT_THAT(Findings(Replace(kGood, "    - {ports: [22], proto: tcp, from: [admins]}",
@@ -110,8 +126,9 @@ TEST(ValidateTest, UnknownEnumWord) {
 }
 
 TEST(ValidateTest, BadCidrs) {
-  EXPECT_THAT(Findings(Replace(kGood, "[198.51.100.0/28]", "[198.51.100.0/33, 10.1.2.300, "
-                                                           "\"2001:db8::/129\"]")),
+  EXPECT_THAT(Findings(Replace(kGood, "[198.51.100.0/28]",
+                               "[198.51.100.0/33, 10.1.2.300, "
+                               "\"2001:db8::/129\"]")),
               ElementsAre("p.yaml:9:14: error: spec.sets.admins[0]: \"198.51.100.0/33\" has a "
                           "bad prefix length (0 to 32)",
                           "p.yaml:9:31: error: spec.sets.admins[1]: \"10.1.2.300\" is not an "
@@ -159,8 +176,9 @@ TEST(ValidateTest, MissingRequiredFields) {
 
 TEST(ValidateTest, BadRates) {
   EXPECT_THAT(
-      Findings(absl::StrCat(kGood, "  rateLimits:\n    syn:\n      perSource: {rate: 0, burst: "
-                                   "0}\n      sourcePrefix: {ipv4: 33, ipv6: 200}\n")),
+      Findings(absl::StrCat(kGood,
+                            "  rateLimits:\n    syn:\n      perSource: {rate: 0, burst: "
+                            "0}\n      sourcePrefix: {ipv4: 33, ipv6: 200}\n")),
       ElementsAre("p.yaml:19:25: error: spec.rateLimits.syn.perSource.rate: rate must be 1 to "
                   "1000000000 per second",
                   "p.yaml:19:35: error: spec.rateLimits.syn.perSource.burst: burst must be 1 to "
@@ -189,13 +207,13 @@ TEST(ValidateTest, ConflictingRateOverridesOnOnePort) {
 }
 
 TEST(ValidateTest, DuplicateAndShadowedRulesAreWarnings) {
-  const std::string text = Replace(
-      kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
-      "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
-      "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
-      "    - {ports: [443], proto: tcp, from: [office]}\n"
-      "    - {ports: [31000, 443], proto: tcp, from: [office]}\n"
-      "    - {ports: [31000, 8080], proto: tcp, from: [office]}");
+  const std::string text =
+      Replace(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
+              "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
+              "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
+              "    - {ports: [443], proto: tcp, from: [office]}\n"
+              "    - {ports: [31000, 443], proto: tcp, from: [office]}\n"
+              "    - {ports: [31000, 8080], proto: tcp, from: [office]}");
   EXPECT_THAT(Findings(text),
               ElementsAre("p.yaml:17:7: warning: spec.ports[2]: duplicates spec.ports[1]",
                           "p.yaml:18:7: warning: spec.ports[3]: is shadowed: earlier rules (up "
@@ -248,7 +266,7 @@ TEST(ValidateTest, UnreadableFileIsNamed) {
 TEST(ValidateTest, EmptyAndMultiDocumentFiles) {
   EXPECT_THAT(Findings(""), ElementsAre("p.yaml:1:1: error: the document is empty"));
   EXPECT_THAT(Findings(absl::StrCat(kGood, "---\n", kGood)),
-              ElementsAre("p.yaml:18:1: error: a policy file holds exactly one YAML document"));
+              ElementsAre("p.yaml:17:1: error: a policy file holds exactly one YAML document"));
 }
 
 }  // namespace

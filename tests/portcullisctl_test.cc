@@ -63,8 +63,8 @@ TEST_F(PortcullisctlTest, ValidateAcceptsTheExample) {
 // Every example policy the docs point to is valid, without warnings.
 TEST_F(PortcullisctlTest, EveryDocumentedExampleIsValid) {
   int examples = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(PORTCULLIS_SOURCE_DIR) +
-                                                               "/docs/examples")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(PORTCULLIS_SOURCE_DIR) + "/docs/examples")) {
     if (entry.path().extension() != ".yaml") continue;
     ++examples;
     const CommandResult r = Ctl("validate " + Quote(entry.path().string()));
@@ -78,14 +78,15 @@ TEST_F(PortcullisctlTest, ValidateRejectsWithLineAndColumn) {
   const std::string p = dir_.Write("bad.yaml", absl::StrCat(kPolicy, "  icmp: maybe\n"));
   CommandResult r = Ctl("validate " + Quote(p));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, absl::StrCat(p, ":14:9: error: spec.icmp: \"maybe\" is not one of: deny, allow\n",
-                                p, ": invalid (1 error)\n"));
+  EXPECT_EQ(r.err,
+            absl::StrCat(p, ":14:9: error: spec.icmp: \"maybe\" is not one of: deny, allow\n", p,
+                         ": invalid (1 error)\n"));
   EXPECT_EQ(r.out, "");
 }
 
 TEST_F(PortcullisctlTest, ValidateReportsWarningsButPasses) {
-  const std::string p = dir_.Write(
-      "warn.yaml", absl::StrCat(kPolicy, "  sets:\n    spare: [198.18.9.0/24]\n"));
+  const std::string p =
+      dir_.Write("warn.yaml", absl::StrCat(kPolicy, "  sets:\n    spare: [198.18.9.0/24]\n"));
   CommandResult r = Ctl("validate " + Quote(p));
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, p + ": valid (1 warning)\n");
@@ -215,8 +216,9 @@ TEST_F(PortcullisctlTest, SimulateRejectsAnInvalidPolicy) {
   const std::string p = dir_.Write("bad.yaml", absl::StrCat(kPolicy, "  fragments: sometimes\n"));
   CommandResult r = Simulate(p, dir_.File("any.pcap"));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, absl::StrCat(p, ":14:14: error: spec.fragments: \"sometimes\" is not one of: "
-                                   "deny, allow\n",
+  EXPECT_EQ(r.err, absl::StrCat(p,
+                                ":14:14: error: spec.fragments: \"sometimes\" is not one of: "
+                                "deny, allow\n",
                                 p, ": invalid (1 error)\n"));
 }
 
