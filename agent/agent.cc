@@ -462,21 +462,15 @@ absl::Status Agent::Apply(const PolicyUpdate& update) {
                            : update.text == applied_text_ && version_ > 0 ? version_
                                                                           : version_ + 1;
   if (absl::Status s = installer_->Install(*compiled, version); !s.ok()) return fail("apply", s);
+  const uint64_t previous_version = version_;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (version != version_ || update.text != applied_text_) {
-    if (absl::Status s = state_->SaveApplied({update.text, version}); !s.ok()) {
-      LogWarning("policy applied but not saved as last-known-good",
-                 {{"error", std::string(s.message())}});
-    }
-  }
   {
     std::lock_guard<std::mutex> status_lock(status_mu_);
     version_ = version;
     applied_hash_ = policy::ContentHash(update.policy);
     last_error_.clear();
   }
-  applied_text_ = update.text;
   metrics_->policy_version.Set(static_cast<double>(version));
   metrics_->apply_seconds.Observe(seconds);
   metrics_->last_applied_timestamp.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
@@ -485,6 +479,17 @@ absl::Status Agent::Apply(const PolicyUpdate& update) {
                              {"name", update.policy.metadata().name()},
                              {"version", version},
                              {"apply_seconds", seconds}});
+  // Enforced; now kept as last-known-good. A policy from the control
+  // service comes without text: it is written as YAML here, after the
+  // switch, so that a large policy does not wait for it.
+  const std::string text = update.text.empty() ? policy::ToYaml(update.policy) : update.text;
+  if (version != previous_version || text != applied_text_) {
+    if (absl::Status s = state_->SaveApplied({text, version}); !s.ok()) {
+      LogWarning("policy applied but not saved as last-known-good",
+                 {{"error", std::string(s.message())}});
+    }
+  }
+  applied_text_ = text;
   return absl::OkStatus();
 }
 

@@ -136,8 +136,9 @@ class ControlPolicySource : public PolicySource {
     if (diags.has_errors()) {
       on_rejected(absl::StrCat("version ", version.version(), ": ", diags.Format("policy")));
     } else {
-      PolicyUpdate update{version.policy(), policy::ToYaml(version.policy()),
-                          absl::StrCat("control version ", version.version()), version.version()};
+      // No text: the agent writes its last-known-good YAML after the switch.
+      PolicyUpdate update{version.policy(), "", absl::StrCat("control version ", version.version()),
+                          version.version()};
       on_update(std::move(update)).IgnoreError();  // the agent logs, counts and reports it
     }
     Kick();

@@ -1,8 +1,8 @@
 #include "policy/diff.h"
 
 #include <map>
-#include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "policy/text.h"
 
@@ -25,17 +25,20 @@ std::vector<std::string> RuleTexts(const google::protobuf::RepeatedPtrField<v1::
 // Removed (in `from` order), then added (in `to` order); duplicates count.
 void DiffLists(const std::string& section, const std::vector<std::string>& from,
                const std::vector<std::string>& to, std::vector<Change>& out) {
-  std::multiset<std::string> in_to(to.begin(), to.end()), in_from(from.begin(), from.end());
+  // Counts in hash maps: a 100k-entry set is diffed on every push.
+  absl::flat_hash_map<absl::string_view, int> in_to, in_from;
+  for (const std::string& s : to) ++in_to[s];
+  for (const std::string& s : from) ++in_from[s];
   for (const std::string& s : from) {
-    if (auto it = in_to.find(s); it != in_to.end()) {
-      in_to.erase(it);
+    if (auto it = in_to.find(s); it != in_to.end() && it->second > 0) {
+      --it->second;
     } else {
       out.push_back({Op::kRemoved, section, s});
     }
   }
   for (const std::string& s : to) {
-    if (auto it = in_from.find(s); it != in_from.end()) {
-      in_from.erase(it);
+    if (auto it = in_from.find(s); it != in_from.end() && it->second > 0) {
+      --it->second;
     } else {
       out.push_back({Op::kAdded, section, s});
     }

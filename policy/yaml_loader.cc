@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -323,6 +324,16 @@ class Reader {
 // on some malformed input (found by fuzzing, 187 bytes) it builds documents
 // without end until memory runs out; the parser is asked for two at most.
 std::optional<YAML::Mark> SecondDocument(absl::string_view text) {
+  // Documents are separated by "---" or ended by "..." at the start of a
+  // line; without either there is one, and the second parse (which costs as
+  // much as the first on a 100k-line policy) is skipped.
+  bool marker = false;
+  for (size_t at = 0; at < text.size() && !marker;) {
+    marker = absl::StartsWith(text.substr(at), "---") || absl::StartsWith(text.substr(at), "...");
+    const size_t nl = text.find('\n', at);
+    at = nl == absl::string_view::npos ? text.size() : nl + 1;
+  }
+  if (!marker) return std::nullopt;
   class Starts : public YAML::EventHandler {
    public:
     void OnDocumentStart(const YAML::Mark& mark) override {
