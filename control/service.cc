@@ -1,13 +1,12 @@
 #include "control/service.h"
 
-#include "control/admission.h"
-
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "control/admission.h"
 #include "policy/compiler.h"
 #include "policy/diff.h"
 #include "policy/text.h"
@@ -19,7 +18,6 @@ namespace {
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
-
 
 std::string FormatFindings(const std::vector<v1::Finding>& findings) {
   std::vector<std::string> lines;
@@ -169,11 +167,7 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
   });
   auto live = store.Live();
   if (!live.ok()) return live.status();
-  if (*live) {
-    s->live_ = std::make_shared<const v1::PolicyVersion>(**live);
-    s->live_version_.Set(static_cast<double>((*live)->version()));
-    s->agents_->SetLiveHash((*live)->content_hash());
-  }
+  if (*live) s->Publish(std::make_shared<const v1::PolicyVersion>(**std::move(live)));
   return s;
 }
 
@@ -302,6 +296,11 @@ grpc::ServerUnaryReactor* ControlService::Done(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+std::shared_ptr<const v1::PolicyVersion> ControlService::Live() const {
+  std::lock_guard<std::mutex> lock(watch_mu_);
+  return live_;
+}
+
 void ControlService::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
   live_version_.Set(static_cast<double>(version->version()));
   agents_->SetLiveHash(version->content_hash());
@@ -314,10 +313,11 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(
     const Caller& caller, absl::string_view method, const v1::Policy& policy, std::string reason,
     bool allow_failsafe_change, uint64_t rollback_of) {
   std::lock_guard<std::mutex> lock(push_mu_);
-  auto live = store_.Live();
-  if (!live.ok()) return live.status();
-  const v1::Policy* live_policy = *live ? &(*live)->policy() : nullptr;
-  const std::vector<v1::Finding> findings = Admit(policy, live_policy, allow_failsafe_change, options_.baseline);
+  // Only this function (under push_mu_) changes what is live.
+  const std::shared_ptr<const v1::PolicyVersion> live = Live();
+  const v1::Policy* live_policy = live ? &live->policy() : nullptr;
+  const std::vector<v1::Finding> findings =
+      Admit(policy, live_policy, allow_failsafe_change, options_.baseline);
   if (HasErrors(findings)) {
     // Validation errors and baseline refusals read alike: each names the rule.
     absl::Status why =
@@ -327,15 +327,15 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(
   }
   v1::PushResponse response;
   const std::string hash = policy::ContentHash(policy);
-  if (*live && (*live)->content_hash() == hash) {
-    response.set_version((*live)->version());
+  if (live && live->content_hash() == hash) {
+    response.set_version(live->version());
     response.set_content_hash(hash);
     response.set_unchanged(true);
     store_
         .AppendAudit({caller.principal, caller.role, std::string(method), "ok",
-                      absl::StrCat("unchanged: equals the live version ", (*live)->version(),
+                      absl::StrCat("unchanged: equals the live version ", live->version(),
                                    "; reason: ", reason),
-                      (*live)->version()})
+                      live->version()})
         .IgnoreError();
     return response;
   }
@@ -350,7 +350,7 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(
   if (live_policy) {
     const auto changes = policy::DiffPolicies(*live_policy, policy);
     absl::StrAppend(&detail, changes.size(), " change", changes.size() == 1 ? "" : "s",
-                    " from version ", (*live)->version(), "; ");
+                    " from version ", live->version(), "; ");
   }
   absl::StrAppend(&detail, "reason: ", reason);
   auto stored = store_.AddVersion(
@@ -411,9 +411,8 @@ grpc::ServerUnaryReactor* ControlService::Validate(grpc::CallbackServerContext* 
                                                    v1::ValidateResponse* response) {
   auto caller = Authorize(ctx, "Validate", Permission::kEdit);
   if (!caller.ok()) return Done(ctx, "Validate", caller.status());
-  auto live = store_.Live();
-  if (!live.ok()) return Done(ctx, "Validate", live.status());
-  for (v1::Finding& f : Admit(request->policy(), *live ? &(*live)->policy() : nullptr,
+  const std::shared_ptr<const v1::PolicyVersion> live = Live();
+  for (v1::Finding& f : Admit(request->policy(), live ? &live->policy() : nullptr,
                               request->allow_failsafe_change(), options_.baseline)) {
     *response->add_findings() = std::move(f);
   }
@@ -426,12 +425,11 @@ grpc::ServerUnaryReactor* ControlService::Diff(grpc::CallbackServerContext* ctx,
                                                v1::DiffResponse* response) {
   auto caller = Authorize(ctx, "Diff", Permission::kEdit);
   if (!caller.ok()) return Done(ctx, "Diff", caller.status());
-  auto live = store_.Live();
-  if (!live.ok()) return Done(ctx, "Diff", live.status());
+  const std::shared_ptr<const v1::PolicyVersion> live = Live();
   const v1::Policy empty;
-  response->set_live_version(*live ? (*live)->version() : 0);
+  response->set_live_version(live ? live->version() : 0);
   for (const policy::Change& c :
-       policy::DiffPolicies(*live ? (*live)->policy() : empty, request->policy())) {
+       policy::DiffPolicies(live ? live->policy() : empty, request->policy())) {
     v1::DiffLine* line = response->add_lines();
     line->set_op(c.op == policy::Change::Op::kAdded     ? v1::DiffLine::OP_ADDED
                  : c.op == policy::Change::Op::kRemoved ? v1::DiffLine::OP_REMOVED
@@ -460,10 +458,9 @@ grpc::ServerUnaryReactor* ControlService::Get(grpc::CallbackServerContext* ctx,
   auto caller = Authorize(ctx, "Get", Permission::kRead);
   if (!caller.ok()) return Done(ctx, "Get", caller.status());
   if (request->version() == 0) {
-    auto live = store_.Live();
-    if (!live.ok()) return Done(ctx, "Get", live.status());
-    if (!*live) return Done(ctx, "Get", absl::NotFoundError("no policy has been pushed yet"));
-    *response = **std::move(live);
+    const std::shared_ptr<const v1::PolicyVersion> live = Live();
+    if (!live) return Done(ctx, "Get", absl::NotFoundError("no policy has been pushed yet"));
+    *response = *live;
     return Done(ctx, "Get", absl::OkStatus());
   }
   auto version = store_.Get(request->version());
@@ -529,12 +526,9 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
                                                  v1::StatusResponse* response) {
   auto caller = Authorize(ctx, "Status", Permission::kRead);
   if (!caller.ok()) return Done(ctx, "Status", caller.status());
-  {
-    std::lock_guard<std::mutex> lock(watch_mu_);
-    if (live_) {
-      response->set_live_version(live_->version());
-      response->set_live_hash(live_->content_hash());
-    }
+  if (const std::shared_ptr<const v1::PolicyVersion> live = Live()) {
+    response->set_live_version(live->version());
+    response->set_live_hash(live->content_hash());
   }
   for (v1::AgentState& s : agents_->States()) *response->add_agents() = std::move(s);
   return Done(ctx, "Status", absl::OkStatus());

@@ -102,6 +102,9 @@ class ControlService final : public v1::Control::CallbackService {
                                             const v1::Policy& policy, std::string reason,
                                             bool allow_failsafe_change, uint64_t rollback_of);
   void Publish(std::shared_ptr<const v1::PolicyVersion> version);
+  // The live version, as stored; kept in memory from start and each Publish,
+  // so that no call reads and decodes it from the store again.
+  std::shared_ptr<const v1::PolicyVersion> Live() const;
   grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, absl::string_view method,
                                  const absl::Status& status);
 
@@ -123,7 +126,7 @@ class ControlService final : public v1::Control::CallbackService {
   std::map<std::string, int64_t> not_itemised_;  // "method/reason" -> count
   std::thread refusal_flusher_;
 
-  std::mutex watch_mu_;
+  mutable std::mutex watch_mu_;
   std::shared_ptr<const v1::PolicyVersion> live_;
   std::set<WatchReactor*> watchers_;
 

@@ -85,6 +85,15 @@ v1::PolicyVersion ReadVersion(const Stmt& s) {
   return v;
 }
 
+// A row of kVersionColumns followed by the policy blob.
+absl::StatusOr<v1::PolicyVersion> ReadVersionWithPolicy(const Stmt& s) {
+  v1::PolicyVersion v = ReadVersion(s);
+  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
+    return absl::DataLossError(absl::StrCat("version ", v.version(), " cannot be decoded"));
+  }
+  return v;
+}
+
 int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
 
 }  // namespace
@@ -161,11 +170,7 @@ absl::StatusOr<std::optional<v1::PolicyVersion>> Store::Live() {
   const int rc = s.Step();
   if (rc == SQLITE_DONE) return std::nullopt;
   if (rc != SQLITE_ROW) return Error("cannot read the live version");
-  v1::PolicyVersion v = ReadVersion(s);
-  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
-    return absl::DataLossError(absl::StrCat("version ", v.version(), " cannot be decoded"));
-  }
-  return v;
+  return ReadVersionWithPolicy(s);
 }
 
 absl::StatusOr<v1::PolicyVersion> Store::Get(uint64_t version) {
@@ -178,11 +183,7 @@ absl::StatusOr<v1::PolicyVersion> Store::Get(uint64_t version) {
   const int rc = s.Step();
   if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("there is no version ", version));
   if (rc != SQLITE_ROW) return Error("cannot read a version");
-  v1::PolicyVersion v = ReadVersion(s);
-  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
-    return absl::DataLossError(absl::StrCat("version ", version, " cannot be decoded"));
-  }
-  return v;
+  return ReadVersionWithPolicy(s);
 }
 
 absl::StatusOr<std::vector<v1::PolicyVersion>> Store::History(uint32_t limit) {
@@ -240,52 +241,48 @@ absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now
   return e;
 }
 
+absl::Status Store::InTransaction(const std::function<absl::Status()>& body) {
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status s = body();
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return s;
+}
+
 absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, AuditRecord audit) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  auto rollback = [&](absl::Status s) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return s;
-  };
-  {
-    Stmt last(db_, "SELECT COALESCE(MAX(version), 0) FROM versions");
-    if (!last.ok() || last.Step() != SQLITE_ROW) return rollback(Error("cannot number a version"));
-    version.set_version(last.Int(0) + 1);
-  }
-  const int64_t now = NowNanos();
-  version.set_created_unix_nanos(now);
-  std::string body;
-  version.policy().SerializeToString(&body);
-  Stmt ins(db_,
-           "INSERT INTO versions (version, created_unix_nanos, author, reason, content_hash, "
-           "rollback_of, policy) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  if (!ins.ok()) return rollback(Error("cannot store the version"));
-  ins.Bind(1, static_cast<int64_t>(version.version()))
-      .Bind(2, now)
-      .Bind(3, version.author())
-      .Bind(4, version.reason())
-      .Bind(5, version.content_hash())
-      .Bind(6, static_cast<int64_t>(version.rollback_of()))
-      .BindBlob(7, body);
-  if (ins.Step() != SQLITE_DONE) return rollback(Error("cannot store the version"));
-  audit.version = version.version();
-  if (auto e = InsertAudit(std::move(audit), now); !e.ok()) return rollback(e.status());
-  if (absl::Status s = Exec("COMMIT"); !s.ok()) return rollback(s);
+  absl::Status s = InTransaction([&]() -> absl::Status {
+    {
+      Stmt last(db_, "SELECT COALESCE(MAX(version), 0) FROM versions");
+      if (!last.ok() || last.Step() != SQLITE_ROW) return Error("cannot number a version");
+      version.set_version(last.Int(0) + 1);
+    }
+    const int64_t now = NowNanos();
+    version.set_created_unix_nanos(now);
+    std::string body;
+    version.policy().SerializeToString(&body);
+    Stmt ins(db_,
+             "INSERT INTO versions (version, created_unix_nanos, author, reason, content_hash, "
+             "rollback_of, policy) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (!ins.ok()) return Error("cannot store the version");
+    ins.Bind(1, static_cast<int64_t>(version.version()))
+        .Bind(2, now)
+        .Bind(3, version.author())
+        .Bind(4, version.reason())
+        .Bind(5, version.content_hash())
+        .Bind(6, static_cast<int64_t>(version.rollback_of()))
+        .BindBlob(7, body);
+    if (ins.Step() != SQLITE_DONE) return Error("cannot store the version");
+    audit.version = version.version();
+    return InsertAudit(std::move(audit), now).status();
+  });
+  if (!s.ok()) return s;
   return version;
 }
 
 absl::Status Store::AppendAudit(AuditRecord audit) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  if (auto e = InsertAudit(std::move(audit), NowNanos()); !e.ok()) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return e.status();
-  }
-  if (absl::Status s = Exec("COMMIT"); !s.ok()) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return s;
-  }
-  return absl::OkStatus();
+  return InTransaction([&] { return InsertAudit(std::move(audit), NowNanos()).status(); });
 }
 
 absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uint32_t limit) {

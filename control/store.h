@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -53,6 +54,8 @@ class Store {
   explicit Store(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Exec(const char* sql);
   absl::Status Error(absl::string_view what) const;
+  // Under mu_: BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when either fails.
+  absl::Status InTransaction(const std::function<absl::Status()>& body);
   // Under mu_, inside a transaction.
   absl::StatusOr<v1::AuditEntry> InsertAudit(AuditRecord audit, int64_t now_ns);
 
