@@ -27,9 +27,9 @@ absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Open(const std::string& 
   const int link = pcap_datalink(handle);
   if (link != DLT_EN10MB) {
     const char* name = pcap_datalink_val_to_name(link);
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, ": link type ", name ? name : "unknown", " (", link,
-        ") is not Ethernet; capture on the policed interface itself, not on \"any\""));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": link type ", name ? name : "unknown", " (", link,
+                     ") is not Ethernet; capture on the policed interface itself, not on \"any\""));
   }
   return reader;
 }

@@ -11,11 +11,11 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/check_policy.h"
 #include "cli/remote.h"
 #include "cli/simulate.h"
 #include "common/flags.h"
 #include "policy/compiler.h"
-#include "policy/validator.h"
 
 ABSL_FLAG(std::string, policy, "", "simulate: the policy file (YAML)");
 ABSL_FLAG(std::string, pcap, "", "simulate: the capture (pcap or pcapng, Ethernet frames)");
@@ -28,7 +28,8 @@ using portcullis::cli::kExitOk;
 using portcullis::cli::kExitSystem;
 using portcullis::cli::kExitUsage;
 
-constexpr char kUsage[] = R"(portcullisctl: validate, simulate, push and inspect Portcullis policies.
+constexpr char kUsage[] =
+    R"(portcullisctl: validate, simulate, push and inspect Portcullis policies.
 
 Usage:
   portcullisctl validate POLICY.yaml
@@ -67,29 +68,9 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-// Prints the findings; returns the policy when it has no errors.
-std::optional<portcullis::v1::Policy> CheckPolicy(const std::string& path, bool quiet_ok) {
-  portcullis::policy::CheckedPolicyFile checked = portcullis::policy::CheckPolicyFile(path);
-  std::cerr << checked.Format(path);
-  if (!checked.ok()) {
-    std::cerr << path << ": invalid (" << checked.errors() << " error"
-              << (checked.errors() == 1 ? "" : "s") << ")\n";
-    return std::nullopt;
-  }
-  if (!quiet_ok) {
-    std::cout << path << ": valid";
-    if (checked.warnings()) {
-      std::cout << " (" << checked.warnings() << " warning" << (checked.warnings() == 1 ? "" : "s")
-                << ")";
-    }
-    std::cout << "\n";
-  }
-  return checked.loaded->policy;
-}
-
 int Validate(const std::vector<char*>& args) {
   if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl validate POLICY.yaml");
-  return CheckPolicy(args[2], false) ? kExitOk : kExitInvalid;
+  return portcullis::cli::CheckPolicy(args[2], /*report_valid=*/true) ? kExitOk : kExitInvalid;
 }
 
 int Simulate(const std::vector<char*>& args) {
@@ -105,7 +86,7 @@ int Simulate(const std::vector<char*>& args) {
   if (format != "json" && format != "table") {
     return Fail(kExitUsage, absl::StrCat("--format: \"", format, "\" is not json or table"));
   }
-  auto policy = CheckPolicy(policy_path, true);
+  auto policy = portcullis::cli::CheckPolicy(policy_path, /*report_valid=*/false);
   if (!policy) return kExitInvalid;
   auto compiled = portcullis::policy::Compile(*policy);
   if (!compiled.ok()) return Fail(kExitInvalid, std::string(compiled.status().message()));
@@ -118,10 +99,9 @@ int Simulate(const std::vector<char*>& args) {
   if (tty && result.ok() && result->packets.size() >= 100000) std::cerr << "\n";
   if (!result.ok()) {
     const absl::StatusCode code = result.status().code();
-    const bool input = code == absl::StatusCode::kNotFound ||
-                       code == absl::StatusCode::kInvalidArgument ||
-                       code == absl::StatusCode::kFailedPrecondition ||
-                       code == absl::StatusCode::kDataLoss;
+    const bool input =
+        code == absl::StatusCode::kNotFound || code == absl::StatusCode::kInvalidArgument ||
+        code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kDataLoss;
     std::string message(result.status().message());
     if (code == absl::StatusCode::kPermissionDenied) {
       absl::StrAppend(&message, " (simulate loads the datapath: run as root or with CAP_BPF)");

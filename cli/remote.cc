@@ -13,11 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "cli/check_policy.h"
 #include "control/audit_chain.h"
 #include "control/client.h"
 #include "policy/diff.h"
 #include "policy/text.h"
-#include "policy/validator.h"
 #include "portcullis/v1/control.grpc.pb.h"
 
 ABSL_FLAG(std::string, control, "", "HOST:PORT of portcullis-control");
@@ -97,24 +97,12 @@ class Remote {
   std::shared_ptr<v1::Control::Stub> stub_;
 };
 
-// Reads and validates a policy file, printing findings with line:column.
-std::optional<v1::Policy> LoadPolicy(const std::string& path) {
-  policy::CheckedPolicyFile checked = policy::CheckPolicyFile(path);
-  std::cerr << checked.Format(path);
-  if (!checked.ok()) {
-    std::cerr << path << ": invalid (" << checked.errors() << " error"
-              << (checked.errors() == 1 ? "" : "s") << ")\n";
-    return std::nullopt;
-  }
-  return checked.loaded->policy;
-}
-
 int Push(Remote& remote, const std::vector<char*>& args) {
   if (args.size() != 3)
     return Fail(kExitUsage, "usage: portcullisctl push POLICY.yaml --reason \"...\"");
   const std::string reason = absl::GetFlag(FLAGS_reason);
   if (reason.empty()) return Fail(kExitUsage, "push needs --reason \"why\"");
-  auto policy = LoadPolicy(args[2]);
+  auto policy = CheckPolicy(args[2], /*report_valid=*/false);
   if (!policy) return kExitInvalid;
   v1::PushRequest request;
   *request.mutable_policy() = *policy;
@@ -139,7 +127,7 @@ int Push(Remote& remote, const std::vector<char*>& args) {
 // against the live version).
 int Validate(Remote& remote, const std::vector<char*>& args) {
   if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl validate POLICY.yaml");
-  auto policy = LoadPolicy(args[2]);
+  auto policy = CheckPolicy(args[2], /*report_valid=*/false);
   if (!policy) return kExitInvalid;
   v1::ValidateRequest request;
   *request.mutable_policy() = *policy;
@@ -166,7 +154,7 @@ int Validate(Remote& remote, const std::vector<char*>& args) {
 
 int Diff(Remote& remote, const std::vector<char*>& args) {
   if (args.size() != 3) return Fail(kExitUsage, "usage: portcullisctl diff POLICY.yaml");
-  auto policy = LoadPolicy(args[2]);
+  auto policy = CheckPolicy(args[2], /*report_valid=*/false);
   if (!policy) return kExitInvalid;
   v1::DiffRequest request;
   *request.mutable_policy() = *policy;

@@ -15,12 +15,10 @@
 namespace portcullis::cli {
 
 absl::StatusOr<SimulationResult> Simulate(const policy::CompiledPolicy& policy,
-                                          const std::string& pcap_path,
-                                          const Progress& progress) {
+                                          const std::string& pcap_path, const Progress& progress) {
   ASSIGN_OR_RETURN(std::unique_ptr<PcapReader> reader, PcapReader::Open(pcap_path));
   ASSIGN_OR_RETURN(std::unique_ptr<datapath::Datapath> dp,
-                   datapath::Datapath::Load(
-                       {.use_user_clock = true, .record_last_verdict = true}));
+                   datapath::Datapath::Load({.use_user_clock = true, .record_last_verdict = true}));
   datapath::PolicyInstaller installer(*dp);
   RETURN_IF_ERROR(installer.Install(policy, /*version=*/1));
   datapath::TestRunner runner(*dp);
@@ -71,8 +69,7 @@ std::string FormatJson(const SimulationResult& r) {
   bool first = true;
   for (int reason = 0; reason < PC_REASON_COUNT; ++reason) {
     if (r.by_reason[reason] == 0) continue;
-    absl::StrAppend(&out, first ? "" : ", ", "\"", ReasonName(reason), "\": ",
-                    r.by_reason[reason]);
+    absl::StrAppend(&out, first ? "" : ", ", "\"", ReasonName(reason), "\": ", r.by_reason[reason]);
     first = false;
   }
   absl::StrAppend(&out, "}}}\n");
@@ -88,8 +85,7 @@ std::string FormatTable(const SimulationResult& r, const std::string& pcap_path)
     absl::StrAppendFormat(&out, "  %-8s %10d %6.1f%%\n", VerdictName(v), r.by_verdict[v],
                           pct(r.by_verdict[v]));
   }
-  absl::StrAppendFormat(&out, "\n  %-18s %-7s %10s %7s\n", "REASON", "KIND", "PACKETS",
-                        "SHARE");
+  absl::StrAppendFormat(&out, "\n  %-18s %-7s %10s %7s\n", "REASON", "KIND", "PACKETS", "SHARE");
   std::vector<int> reasons;
   for (int reason = 0; reason < PC_REASON_COUNT; ++reason) {
     if (r.by_reason[reason]) reasons.push_back(reason);
