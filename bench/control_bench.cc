@@ -38,6 +38,7 @@
 #include "control/client.h"
 #include "portcullis/v1/control.grpc.pb.h"
 #include "tests/support/lab.h"
+#include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::bench {
@@ -167,7 +168,8 @@ class SimAgent : public grpc::ClientReadReactor<v1::PolicyVersion> {
 
 int Fanout(int streams) {
   testing::TempDir dir;
-  const std::string port = "19643";
+  // Per process: the service refuses a port in use (no SO_REUSEPORT).
+  const std::string port = absl::StrCat(19000 + getpid() % 1000);
   Process control({kControl, "--dev", "--state-dir", dir.path(), "--listen", "127.0.0.1:" + port,
                    "--metrics-addr", ""},
                   dir.File("control.log"));
@@ -183,24 +185,21 @@ int Fanout(int streams) {
   control::ClientOptions options;
   options.target = "127.0.0.1:" + port;
   options.tls = {tls + "/ca.crt", tls + "/agent.crt", tls + "/agent.key"};
+  options.own_connection = true;  // each simulated agent, as real agents are
   FanoutState state;
   std::vector<std::unique_ptr<SimAgent>> agents;
   const auto connect_start = Clock::now();
   for (int i = 0; i < streams; ++i) {
-    // Each simulated agent on its own connection, as real agents are.
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    auto material = control::ReadTlsFiles(options.tls);
-    if (!material.ok()) {
-      std::cerr << material.status() << "\n";
+    auto channel = control::MakeChannel(options);
+    if (!channel.ok()) {
+      std::cerr << channel.status() << "\n";
       return 1;
     }
-    grpc::SslCredentialsOptions ssl{material->ca, material->key, material->cert};
-    auto channel = grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args);
-    agents.push_back(std::make_unique<SimAgent>(channel, i, state));
+    agents.push_back(std::make_unique<SimAgent>(*channel, i, state));
   }
   if (!WaitFor([&] { return state.connected == streams; }, std::chrono::seconds(120))) {
-    std::cerr << "only " << state.connected << " of " << streams << " streams connected\n";
+    std::cerr << "only " << state.connected << " of " << streams << " streams connected ("
+              << state.failed << " failed)\n";
     return 1;
   }
   const double connect_ms = Ms(Clock::now() - connect_start);
@@ -265,9 +264,11 @@ int Latency(int pushes) {
   Lab lab({{"node2", "198.18.0.11"}, {"ctl", "198.18.0.2"}});
   const std::string dir = lab.tmp();
   const std::string tls = dir + "/control/tls";
-  Process control({"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev", "--state-dir",
-                   dir + "/control", "--listen", "0.0.0.0:9443", "--metrics-addr", ""},
-                  dir + "/control.log");
+  Process control(
+      testing::InNamespace(lab, "ctl",
+                           {kControl, "--dev", "--state-dir", dir + "/control", "--listen",
+                            absl::StrCat("0.0.0.0:", testing::kControlPort), "--metrics-addr", ""}),
+      dir + "/control.log");
   if (!WaitFor([&] { return std::filesystem::exists(tls + "/ca.crt"); },
                std::chrono::seconds(10))) {
     std::cerr << "the control service did not start\n";
@@ -275,36 +276,16 @@ int Latency(int pushes) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto ctl = [&](const std::string& args) {
-    return RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns("ctl"), " ", kCtl,
-                                   " --control 127.0.0.1:9443 --ca ", tls, "/ca.crt --cert ", tls,
-                                   "/editor.crt --key ", tls, "/editor.key ", args));
+    return RunCommand(testing::CtlCommand(lab, "ctl", kCtl, tls, "editor", args));
+  };
+  auto pin_dir = [&](const std::string& node) {
+    return absl::StrCat("/sys/fs/bpf/", lab.prefix(), "b", node);
   };
   std::map<std::string, Process> agents;
   std::vector<std::string> nodes = {"ing", "node2"};
   for (const std::string& node : nodes) {
-    agents[node] = Process({"nsenter",
-                            "--net=/run/netns/" + lab.Ns(node),
-                            kAgent,
-                            "--control",
-                            "198.18.0.2:9443",
-                            "--ca",
-                            tls + "/ca.crt",
-                            "--cert",
-                            tls + "/agent.crt",
-                            "--key",
-                            tls + "/agent.key",
-                            "--server-name",
-                            "portcullis-control",
-                            "--interfaces",
-                            lab.Link(node),
-                            "--pin-dir",
-                            absl::StrCat("/sys/fs/bpf/", lab.prefix(), "b", node),
-                            "--state-dir",
-                            dir + "/state-" + node,
-                            "--metrics-addr",
-                            "",
-                            "--node",
-                            node},
+    agents[node] = Process(testing::AgentWithControl(lab, node, kAgent, tls, pin_dir(node),
+                                                     dir + "/state-" + node, ""),
                            dir + "/agent-" + node + ".log");
   }
   std::printf(
@@ -352,9 +333,7 @@ int Latency(int pushes) {
   }
   for (const std::string& node : nodes) {
     agents[node].Kill(SIGKILL);
-    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns(node), " ", kAgent,
-                            " --uninstall --pin-dir /sys/fs/bpf/", lab.prefix(), "b", node,
-                            " --state-dir ", dir, "/state-", node));
+    RunCommand(testing::UninstallCommand(lab, node, kAgent, pin_dir(node), dir + "/state-" + node));
   }
   return status;
 }

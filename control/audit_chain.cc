@@ -1,9 +1,7 @@
 #include "control/audit_chain.h"
 
-#include <openssl/sha.h>
-
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "policy/text.h"
 
 namespace portcullis::control {
 namespace {
@@ -26,10 +24,7 @@ std::string AuditEntryHash(const v1::AuditEntry& e) {
   Field(canonical, e.outcome());
   Field(canonical, e.detail());
   Field(canonical, absl::StrCat(e.version()));
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(canonical.data()), canonical.size(), digest);
-  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
-                                     reinterpret_cast<const char*>(digest), sizeof(digest))));
+  return policy::Sha256Label(canonical);
 }
 
 absl::Status VerifyAuditChain(const std::vector<v1::AuditEntry>& entries, std::string prev_hash) {

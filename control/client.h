@@ -19,6 +19,9 @@ struct ClientOptions {
   TlsPaths tls;             // --ca, --cert, --key
   std::string server_name;  // name expected in the server certificate; default: HOST
   bool insecure_plaintext = false;
+  // A TCP connection of its own, not shared with other channels to the same
+  // target (gRPC shares by default): for simulating many agents in one process.
+  bool own_connection = false;
 };
 
 // Reads the certificate files (errors name the flag) and makes the channel.

@@ -161,6 +161,13 @@ std::string RuleText(const v1::PortRule& rule) {
   return text;
 }
 
+std::string Sha256Label(absl::string_view bytes) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
+                                     reinterpret_cast<const char*>(digest), sizeof(digest))));
+}
+
 std::string ContentHash(const v1::Policy& policy) {
   std::string bytes;
   {
@@ -169,10 +176,7 @@ std::string ContentHash(const v1::Policy& policy) {
     coded.SetSerializationDeterministic(true);
     policy.SerializeToCodedStream(&coded);
   }
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
-  return absl::StrCat("sha256:", absl::BytesToHexString(absl::string_view(
-                                     reinterpret_cast<const char*>(digest), sizeof(digest))));
+  return Sha256Label(bytes);
 }
 
 }  // namespace portcullis::policy

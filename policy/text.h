@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/strings/string_view.h"
 #include "portcullis/v1/policy.pb.h"
 
 namespace portcullis::policy {
@@ -14,6 +15,9 @@ std::string ToYaml(const v1::Policy& policy);
 
 // "tcp 80,443,30000-32767 from [office] synRate 10/20"
 std::string RuleText(const v1::PortRule& rule);
+
+// "sha256:" + the hex SHA-256 of `bytes`: how Portcullis writes every hash.
+std::string Sha256Label(absl::string_view bytes);
 
 // "sha256:" + hex of the policy's deterministic protobuf encoding. Equal
 // policies have equal hashes in every binary of one build.

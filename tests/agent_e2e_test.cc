@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::testing {
@@ -78,8 +79,7 @@ class AgentE2eTest : public ::testing::Test {
     if (lab_ == nullptr) return;
     agent_.Kill(SIGKILL);
     // Remove everything even when the test failed.
-    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
-                            " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+    RunCommand(UninstallCommand(*lab_, "ing", kAgent, pin_dir_, state_dir_));
     std::error_code ec;
     std::filesystem::remove_all(pin_dir_, ec);
     if (HasFailure()) {
@@ -284,9 +284,7 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
   const auto term = Clock::now();
   agent_.Kill(SIGTERM);
   EXPECT_LT(Clock::now() - term, std::chrono::seconds(2)) << "SIGTERM took 2 s or more";
-  const CommandResult un =
-      RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
-                              " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+  const CommandResult un = RunCommand(UninstallCommand(*lab_, "ing", kAgent, pin_dir_, state_dir_));
   ASSERT_EQ(un.exit_code, 0) << un.err;
   EXPECT_FALSE(std::filesystem::exists(pin_dir_));
   EXPECT_THAT(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,

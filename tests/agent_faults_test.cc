@@ -23,6 +23,7 @@
 #include "policy/compiler.h"
 #include "policy/validator.h"
 #include "tests/support/lab.h"
+#include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::testing {
@@ -82,8 +83,7 @@ class AgentFaultsTest : public ::testing::Test {
   void TearDown() override {
     if (lab_ == nullptr) return;
     agent_.Kill(SIGKILL);
-    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"), " ", kAgent,
-                            " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+    RunCommand(UninstallCommand(*lab_, "ing", kAgent, pin_dir_, state_dir_));
     std::error_code ec;
     std::filesystem::remove_all(pin_dir_, ec);
     if (HasFailure()) {

@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::testing {
@@ -57,8 +58,6 @@ std::string PolicyB() {
   return b;
 }
 
-constexpr int kGrpcPort = 9443;
-
 class ControlE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -91,9 +90,7 @@ class ControlE2eTest : public ::testing::Test {
     control_.Kill(SIGKILL);
     for (const std::string node : {"ing", "node2"}) {
       agents_[node].Kill(SIGKILL);
-      RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns(node), " ", kAgent,
-                              " --uninstall --pin-dir ", PinDir(node), " --state-dir ",
-                              StateDir(node)));
+      RunCommand(UninstallCommand(*lab_, node, kAgent, PinDir(node), StateDir(node)));
       std::error_code ec;
       std::filesystem::remove_all(PinDir(node), ec);
     }
@@ -111,42 +108,20 @@ class ControlE2eTest : public ::testing::Test {
   std::string StateDir(const std::string& node) const { return dir_ + "/state-" + node; }
 
   void StartControl() {
-    control_ =
-        Process({"nsenter", "--net=/run/netns/" + lab_->Ns("ctl"), kControl, "--dev", "--state-dir",
-                 dir_ + "/control", "--listen", absl::StrCat("0.0.0.0:", kGrpcPort),
-                 "--metrics-addr", "127.0.0.1:9470", "--stale-after-seconds", "5"},
-                dir_ + "/control.log");
+    control_ = Process(InNamespace(*lab_, "ctl",
+                                   {kControl, "--dev", "--state-dir", dir_ + "/control", "--listen",
+                                    absl::StrCat("0.0.0.0:", kControlPort), "--metrics-addr",
+                                    "127.0.0.1:9470", "--stale-after-seconds", "5"}),
+                       dir_ + "/control.log");
     ASSERT_TRUE(WaitFor([&] { return CtlHttp("/readyz") == "200"; }, std::chrono::seconds(10)))
         << "the control service did not start";
   }
 
   void StartAgent(const std::string& node) {
-    agents_[node] = Process({"nsenter",
-                             "--net=/run/netns/" + lab_->Ns(node),
-                             kAgent,
-                             "--control",
-                             absl::StrCat("198.18.0.2:", kGrpcPort),
-                             "--ca",
-                             tls_ + "/ca.crt",
-                             "--cert",
-                             tls_ + "/agent.crt",
-                             "--key",
-                             tls_ + "/agent.key",
-                             "--server-name",
-                             "portcullis-control",
-                             "--interfaces",
-                             lab_->Link(node),
-                             "--pin-dir",
-                             PinDir(node),
-                             "--state-dir",
-                             StateDir(node),
-                             "--metrics-addr",
-                             "127.0.0.1:9469",
-                             "--node",
-                             node,
-                             "--report-interval-seconds",
-                             "1"},
-                            dir_ + "/agent-" + node + ".log");
+    agents_[node] =
+        Process(AgentWithControl(*lab_, node, kAgent, tls_, PinDir(node), StateDir(node),
+                                 "127.0.0.1:9469", {"--report-interval-seconds", "1"}),
+                dir_ + "/agent-" + node + ".log");
   }
 
   std::string CtlHttp(const std::string& path) {
@@ -158,13 +133,7 @@ class ControlE2eTest : public ::testing::Test {
 
   // portcullisctl on the control service's loopback, as `role` ("" = no certificate).
   CommandResult Ctl(const std::string& role, const std::string& args) {
-    std::string identity;
-    if (!role.empty()) {
-      identity = absl::StrCat(" --cert ", tls_, "/", role, ".crt --key ", tls_, "/", role, ".key");
-    }
-    return RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl,
-                                   " --control 127.0.0.1:", kGrpcPort, " --ca ", tls_, "/ca.crt",
-                                   identity, " ", args));
+    return RunCommand(CtlCommand(*lab_, "ctl", kCtl, tls_, role, args));
   }
 
   std::string WritePolicy(const std::string& name, const std::string& text) {
@@ -291,10 +260,10 @@ TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCer
                    " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
                    "-subj /CN=admin -days 1 -keyout rogue.key -out rogue.crt"));
   ASSERT_EQ(made.exit_code, 0) << made.err;
-  const CommandResult rogue = RunCommand(
-      absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl,
-                   " --control 127.0.0.1:", kGrpcPort, " --ca ", tls_, "/ca.crt --cert ", dir_,
-                   "/rogue.crt --key ", dir_, "/rogue.key push ", policy, " --reason x"));
+  const CommandResult rogue =
+      RunCommand(CtlCommand(*lab_, "ctl", kCtl, tls_, "",
+                            absl::StrCat("--cert ", dir_, "/rogue.crt --key ", dir_,
+                                         "/rogue.key push ", policy, " --reason x")));
   EXPECT_EQ(rogue.exit_code, 3);
   EXPECT_THAT(rogue.err, HasSubstr("the TLS handshake failed"));
 
@@ -333,8 +302,8 @@ TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
   StartControl();
   auto handshake = [&](const std::string& options) {
     return lab_
-        ->In("ctl", absl::StrCat("echo | timeout 5 openssl s_client -connect 127.0.0.1:", kGrpcPort,
-                                 " ", options, " 2>&1"))
+        ->In("ctl", absl::StrCat("echo | timeout 5 openssl s_client -connect 127.0.0.1:",
+                                 kControlPort, " ", options, " 2>&1"))
         .out;
   };
   // s_client prints "New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", or

@@ -89,15 +89,10 @@ class ControlFaultsTest : public ::testing::Test {
     const std::string tls = state_ + "/tls/";
     options.tls = {tls + "ca.crt", role.empty() ? "" : tls + role + ".crt",
                    role.empty() ? "" : tls + role + ".key"};
+    options.own_connection = true;
     if (!std::filesystem::exists(options.tls.ca)) return nullptr;
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetMaxSendMessageSize(-1);
-    auto material = control::ReadTlsFiles(options.tls, /*identity_optional=*/true);
-    if (!material.ok()) return nullptr;
-    grpc::SslCredentialsOptions ssl{material->ca, material->key, material->cert};
-    return v1::Control::NewStub(
-        grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args));
+    auto channel = control::MakeChannel(options);
+    return channel.ok() ? v1::Control::NewStub(*channel) : nullptr;
   }
 
   absl::StatusOr<v1::PolicyVersion> Live() {

@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
+#include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::testing {
@@ -62,8 +63,9 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
   auto in_ctl = [&](const std::string& command) { return lab.In("ctl", command); };
 
   Process control(
-      {"nsenter", "--net=/run/netns/" + lab.Ns("ctl"), kControl, "--dev", "--state-dir",
-       dir + "/control", "--listen", "0.0.0.0:9443", "--metrics-addr", "127.0.0.1:9470"},
+      InNamespace(lab, "ctl",
+                  {kControl, "--dev", "--state-dir", dir + "/control", "--listen",
+                   absl::StrCat("0.0.0.0:", kControlPort), "--metrics-addr", "127.0.0.1:9470"}),
       dir + "/control.log");
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -72,47 +74,22 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
       },
       std::chrono::seconds(10)));
   auto ctl = [&](const std::string& role, const std::string& args) {
-    return RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns("ctl"), " ", kCtl,
-                                   " --control 127.0.0.1:9443 --ca ", tls, "/ca.crt --cert ", tls,
-                                   "/", role, ".crt --key ", tls, "/", role, ".key ", args));
+    return RunCommand(CtlCommand(lab, "ctl", kCtl, tls, role, args));
   };
   std::ofstream(dir + "/policy.yaml") << kPolicy;
   ASSERT_EQ(ctl("editor", "push " + dir + "/policy.yaml --reason observe").exit_code, 0);
   // A refused push, so that the refusal counter has a series.
   ASSERT_EQ(ctl("viewer", "push " + dir + "/policy.yaml --reason nope").exit_code, 4);
 
-  Process agent({"nsenter",
-                 "--net=/run/netns/" + lab.Ns("ing"),
-                 kAgent,
-                 "--control",
-                 "198.18.0.2:9443",
-                 "--ca",
-                 tls + "/ca.crt",
-                 "--cert",
-                 tls + "/agent.crt",
-                 "--key",
-                 tls + "/agent.key",
-                 "--server-name",
-                 "portcullis-control",
-                 "--interfaces",
-                 lab.Link("ing"),
-                 "--pin-dir",
-                 pin_dir,
-                 "--state-dir",
-                 dir + "/agent-state",
-                 "--metrics-addr",
-                 "0.0.0.0:9469",
-                 "--node",
-                 "ing"},
-                dir + "/agent.log");
+  Process agent(
+      AgentWithControl(lab, "ing", kAgent, tls, pin_dir, dir + "/agent-state", "0.0.0.0:9469"),
+      dir + "/agent.log");
   struct Cleanup {
     ~Cleanup() { fn(); }
     std::function<void()> fn;
   } cleanup{[&] {
     agent.Kill(SIGKILL);
-    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab.Ns("ing"), " ", kAgent,
-                            " --uninstall --pin-dir ", pin_dir, " --state-dir ", dir,
-                            "/agent-state"));
+    RunCommand(UninstallCommand(lab, "ing", kAgent, pin_dir, dir + "/agent-state"));
   }};
   ASSERT_TRUE(WaitFor(
       [&] {
