@@ -9,6 +9,13 @@
 // of its own. Every filter is measured in every round, interleaved; the
 // figure is the receiving kthread's CPU time (/proc/PID/schedstat) per
 // packet the filter dropped, and its inverse as Mpps of one CPU.
+//
+// Two regimes, both printed: "overload" (the sender as fast as it goes, the
+// issue's method) and "equal offered load" (the sender paced to the same
+// rate for every filter, below every filter's capacity). Each row also shows
+// the overrun: the share of frames the receiver's full veth ring refused.
+// Refused frames go back to the sender's page pool under the same lock the
+// receiver's drops take, so an overrun filter also pays for the contention.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <dirent.h>
@@ -25,6 +32,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -33,6 +41,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "datapath/attach.h"
 #include "datapath/counters.h"
@@ -51,6 +60,10 @@ using testing::RunCommand;
 
 constexpr uint32_t kFramesPerRun = 3'000'000;
 constexpr int kRounds = 3;
+// Equal offered load: below the capacity of the slowest filter here (nftables
+// inet input, about 2.5 Mpps), so that no filter is overrun.
+constexpr double kPacedMpps = 1.5;
+constexpr uint32_t kPacedFramesPerRun = 1'500'000;
 
 constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
 kind: IngressPolicy
@@ -156,6 +169,36 @@ int LoadReadThenDrop() {
     std::exit(1);
   }
   return fd;
+}
+
+// XDP_TX after `spins` iterations of an empty loop: a sender paced by its
+// own per-frame work (live-frames runs cannot sleep between frames).
+int LoadPacedTx(int spins) {
+  const struct bpf_insn insns[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = spins},
+      {.code = BPF_ALU64 | BPF_SUB | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+      {.code = BPF_JMP | BPF_JSGT | BPF_K, .dst_reg = BPF_REG_0, .off = -2, .imm = 0},
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_TX},
+      {.code = BPF_JMP | BPF_EXIT},
+  };
+  const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "xdp_paced_tx", "GPL", insns, 5, nullptr);
+  if (fd < 0) {
+    std::perror("bpf_prog_load(xdp_paced_tx)");
+    std::exit(1);
+  }
+  return fd;
+}
+
+// One counter of `ethtool -S dev` in namespace `ns` (0 if absent).
+uint64_t EthtoolStat(const std::string& ns, const std::string& dev, absl::string_view name) {
+  const std::string stats = RunCommand("ip netns exec " + ns + " ethtool -S " + dev).out;
+  for (absl::string_view line : absl::StrSplit(stats, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, ":")) continue;
+    uint64_t v = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &v)) return v;
+  }
+  return 0;
 }
 
 uint64_t NftDropped(const std::string& ns) {
@@ -297,12 +340,13 @@ int Main(const std::string& only) {
     };
   };
   auto nft_off = [&] { RunCommand("ip netns exec " + rx_ns + " nft flush ruleset"); };
-  uint64_t bare_drops = 0;
+  // The bare programs count nothing; the veth counts their XDP drops.
+  auto veth_xdp_drops = [&] { return EthtoolStat(rx_ns, rx_if, "rx_queue_0_xdp_drops"); };
   const std::vector<Mode> modes = {
       {"bare XDP_DROP (native)", attach(drop_prog, datapath::XdpMode::kNative), detach,
-       [&] { return bare_drops; }},
+       veth_xdp_drops},
       {"XDP_DROP after a header read", attach(read_drop_prog, datapath::XdpMode::kNative), detach,
-       [&] { return bare_drops; }},
+       veth_xdp_drops},
       {"portcullis XDP native", attach((*dp)->xdp_prog_fd(), datapath::XdpMode::kNative), detach,
        our_drops},
       {"portcullis XDP generic", attach((*dp)->xdp_prog_fd(), datapath::XdpMode::kGeneric), detach,
@@ -310,70 +354,118 @@ int Main(const std::string& only) {
       {"nftables netdev ingress", nft("netdev"), nft_off, [&] { return NftDropped(rx_ns); }},
       {"nftables inet input", nft("inet"), nft_off, [&] { return NftDropped(rx_ns); }},
   };
+  const int tx_ifindex = [&] {
+    setns(tx_fd, CLONE_NEWNET);
+    const int i = static_cast<int>(if_nametoindex(tx_if.c_str()));
+    setns(rx_fd, CLONE_NEWNET);
+    return i;
+  }();
 
-  std::printf("Flood benchmark: %u frames a run, %d rounds, receiver NAPI kthread on CPU 1\n",
-              kFramesPerRun, kRounds);
-  // results[scenario][mode] = ns per dropped packet, per round
-  std::map<std::string, std::map<std::string, std::vector<double>>> results;
+  struct Run {
+    double ns_per_drop;  // receiver CPU per dropped packet
+    double offered_mpps;
+    double overrun;  // share of frames the receiver's ring refused
+  };
+  // Sends `frames` copies of `frame` with `tx_prog` while `mode` filters.
+  auto measure = [&](const Mode& mode, const std::vector<uint8_t>& frame, int tx_prog,
+                     uint32_t frames) -> std::optional<Run> {
+    mode.setup();
+    const uint64_t before = mode.dropped();
+    const uint64_t sent0 = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit");
+    const uint64_t refused0 = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit_errors");
+    const uint64_t cpu_before = ThreadRuntimeNs(napi);
+    const auto start = std::chrono::steady_clock::now();
+    std::thread sender([&] {
+      setns(tx_fd, CLONE_NEWNET);
+      PinToCpu(0);
+      Inject(tx_prog, tx_ifindex, frame, frames);
+    });
+    sender.join();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let NAPI drain
+    const uint64_t cpu = ThreadRuntimeNs(napi) - cpu_before;
+    const uint64_t dropped = mode.dropped() - before;
+    const uint64_t sent = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit") - sent0;
+    const uint64_t refused = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit_errors") - refused0;
+    mode.teardown();
+    if (dropped == 0) return std::nullopt;
+    return Run{double(cpu) / double(dropped), frames / seconds / 1e6,
+               sent + refused ? double(refused) / double(sent + refused) : 0.0};
+  };
+
+  // The paced sender's loop count for kPacedMpps, from two calibration runs
+  // against the bare program (time per frame is linear in the count).
+  auto frame_time_ns = [&](int spins) {
+    const int prog = LoadPacedTx(spins);
+    auto run = measure(modes[0], scenarios.begin()->second, prog, 300'000);
+    close(prog);
+    return run ? 1000.0 / run->offered_mpps : 0.0;
+  };
+  const int lo_spins = 500, hi_spins = 4000;
+  const double lo_ns = frame_time_ns(lo_spins), hi_ns = frame_time_ns(hi_spins);
+  const double ns_per_spin = (hi_ns - lo_ns) / (hi_spins - lo_spins);
+  const int paced_spins =
+      ns_per_spin > 0
+          ? std::clamp(static_cast<int>(lo_spins + (1000.0 / kPacedMpps - lo_ns) / ns_per_spin),
+                       1, 100'000)
+          : hi_spins;
+  const int paced_tx_prog = LoadPacedTx(paced_spins);
+
+  struct Regime {
+    std::string title;
+    int tx_prog;
+    uint32_t frames;
+  };
+  const std::vector<Regime> regimes = {
+      {"overload: the sender as fast as it goes", tx_prog, kFramesPerRun},
+      {absl::StrFormat("equal offered load: the sender paced to about %.1f Mpps for every filter",
+                       kPacedMpps),
+       paced_tx_prog, kPacedFramesPerRun},
+  };
+  std::printf("Flood benchmark: %d rounds, all filters interleaved in each; receiver NAPI "
+              "kthread on CPU 1, sender on CPU 0\n",
+              kRounds);
+  // runs[regime][scenario][mode], one per round
+  std::map<std::string, std::map<std::string, std::map<std::string, std::vector<Run>>>> runs;
   for (int round = 0; round < kRounds; ++round) {
-    for (const auto& [scenario, frame] : scenarios) {
-      for (const Mode& mode : modes) {
-        if (!only.empty() && !absl::StrContains(mode.name, only)) continue;
-        mode.setup();
-        const uint64_t before = mode.dropped();
-        const uint64_t cpu_before = ThreadRuntimeNs(napi);
-        std::thread sender([&] {
-          setns(tx_fd, CLONE_NEWNET);
-          PinToCpu(0);
-          Inject(tx_prog, static_cast<int>(if_nametoindex(tx_if.c_str())), frame, kFramesPerRun);
-        });
-        sender.join();
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let NAPI drain
-        const uint64_t cpu = ThreadRuntimeNs(napi) - cpu_before;
-        uint64_t dropped;
-        if (mode.name.rfind("bare", 0) == 0 || mode.name.rfind("XDP_DROP after", 0) == 0) {
-          // A bare XDP_DROP counts nothing; the veth counts its XDP drops.
-          const std::string stats = RunCommand("ip netns exec " + rx_ns + " ethtool -S " + rx_if).out;
-          uint64_t n = 0;
-          for (absl::string_view line : absl::StrSplit(stats, '\n')) {
-            if (absl::StrContains(line, "rx_xdp_drops:") || absl::StrContains(line, "xdp_drops:")) {
-              uint64_t v = 0;
-              if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)), &v)) n = std::max(n, v);
-            }
+    for (const Regime& regime : regimes) {
+      for (const auto& [scenario, frame] : scenarios) {
+        for (const Mode& mode : modes) {
+          if (!only.empty() && !absl::StrContains(mode.name, only)) continue;
+          if (auto run = measure(mode, frame, regime.tx_prog, regime.frames)) {
+            runs[regime.title][scenario][mode.name].push_back(*run);
           }
-          dropped = n - bare_drops;
-          bare_drops = n;
-        } else {
-          dropped = mode.dropped() - before;
         }
-        mode.teardown();
-        if (dropped > 0) results[scenario][mode.name].push_back(double(cpu) / double(dropped));
       }
     }
   }
 
-  for (const auto& [scenario, by_mode] : results) {
-    std::printf("\n%s: receiver CPU ns per dropped packet (median of rounds), Mpps of one CPU\n",
-                scenario.c_str());
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v.empty() ? 0.0 : v[v.size() / 2];
-    };
-    const double nft_ingress = median(by_mode.count("nftables netdev ingress")
-                                          ? by_mode.at("nftables netdev ingress")
-                                          : std::vector<double>{});
-    for (const Mode& mode : modes) {
-      auto it = by_mode.find(mode.name);
-      if (it == by_mode.end()) {
-        std::printf("  %-26s (no packets reached it)\n", mode.name.c_str());
-        continue;
+  // The round with the median ns per drop stands for the filter.
+  auto median = [](std::vector<Run> v) {
+    std::sort(v.begin(), v.end(),
+              [](const Run& a, const Run& b) { return a.ns_per_drop < b.ns_per_drop; });
+    return v[v.size() / 2];
+  };
+  for (const Regime& regime : regimes) {
+    std::printf("\n== %s (%u frames a run)\n", regime.title.c_str(), regime.frames);
+    for (const auto& [scenario, by_mode] : runs[regime.title]) {
+      std::printf("%s: receiver CPU ns per dropped packet (median of rounds), Mpps of one CPU\n",
+                  scenario.c_str());
+      const auto nft = by_mode.find("nftables netdev ingress");
+      const double nft_ingress = nft == by_mode.end() ? 0 : median(nft->second).ns_per_drop;
+      for (const Mode& mode : modes) {
+        auto it = by_mode.find(mode.name);
+        if (it == by_mode.end()) continue;
+        const Run m = median(it->second);
+        std::printf("  %-29s %6.1f ns %6.2f Mpps", mode.name.c_str(), m.ns_per_drop,
+                    1000.0 / m.ns_per_drop);
+        if (nft_ingress > 0) std::printf("  %5.2fx nft ingress", nft_ingress / m.ns_per_drop);
+        std::printf("  offered %5.2f Mpps, overrun %4.1f%%  rounds:", m.offered_mpps,
+                    100.0 * m.overrun);
+        for (const Run& r : it->second) std::printf(" %.0f", r.ns_per_drop);
+        std::printf("\n");
       }
-      const double ns = median(it->second);
-      std::printf("  %-26s %7.1f ns  %6.2f Mpps", mode.name.c_str(), ns, 1000.0 / ns);
-      if (nft_ingress > 0) std::printf("   %5.2fx nft ingress", nft_ingress / ns);
-      std::printf("   rounds:");
-      for (double r : it->second) std::printf(" %.1f", r);
-      std::printf("\n");
     }
   }
   return 0;
