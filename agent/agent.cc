@@ -158,6 +158,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     return dp.status();
   }
   a->dp_ = *std::move(dp);
+  if (!a->repin_) RETURN_IF_ERROR(a->RemoveStalePins());
   a->installer_ = std::make_unique<datapath::PolicyInstaller>(*a->dp_);
 
   a->registry_ = std::make_shared<prometheus::Registry>();
@@ -222,6 +223,7 @@ absl::Status Agent::Attach() {
     // New programs run everywhere now; the old maps go with the old pins.
     // TC ingress on pod veths is replaced as the link watcher re-attaches.
     RETURN_IF_ERROR(dp_->PinMaps(MapsDir(options_.pin_dir)));
+    RETURN_IF_ERROR(RemoveStalePins());
     LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options_.pin_dir}});
     repin_ = false;
   }
@@ -269,6 +271,15 @@ bool Agent::PinsPresent() {
     }
   }
   return true;
+}
+
+absl::Status Agent::RemoveStalePins() {
+  ASSIGN_OR_RETURN(const std::vector<std::string> removed,
+                   dp_->RemoveStalePins(MapsDir(options_.pin_dir)));
+  if (!removed.empty()) {
+    LogInfo("unpinned maps an older build left", {{"maps", absl::StrJoin(removed, ",")}});
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Agent::RestorePins() {

@@ -76,6 +76,8 @@ class Agent {
   // was unmounted or the pin dir deleted, report not ready and pin them again.
   void WatchPins();
   bool PinsPresent();
+  // Unpins maps of names this build does not use (left by an older build).
+  absl::Status RemoveStalePins();
   absl::Status RestorePins();
   // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
   // we created and counting a failure.

@@ -189,27 +189,32 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   // Buckets: how many sources exist, and how many are out of tokens now.
   const int64_t now = CoarseNowNs();
   uint64_t syn_over = 0, conn_over = 0;
-  const int buckets_fd = dp_.source_buckets_fd();
-  const uint64_t bucket_entries =
-      CountKeys<pc_bucket_key>(buckets_fd, "source_buckets", [&](const pc_bucket_key& k) {
+  // A bucket refills within milliseconds, so "empty right now" would show
+  // nothing to a scrape; count the buckets that ran dry within the window.
+  auto count_over = [&](int fd, const void* key) {
     pc_bucket b;
-    if (bpf_map_lookup_elem(buckets_fd, &k, &b)) return;
-    // A bucket refills within milliseconds, so "empty right now" would show
-    // nothing to a scrape; count the buckets that ran dry within the window.
+    if (bpf_map_lookup_elem(fd, key, &b)) return;
     const int64_t syn_interval = static_cast<int64_t>(config_.syn_per_source.interval_ns);
     const int64_t conn_interval = static_cast<int64_t>(config_.conn_per_source.interval_ns);
     if (syn_interval && now - b.syn_empty_at < syn_interval + kRateLimitedWindowNs) ++syn_over;
     if (conn_interval && now - b.conn_empty_at < conn_interval + kRateLimitedWindowNs) {
       ++conn_over;
     }
-  });
+  };
+  // One map per family in the datapath; one "source_buckets" for users.
+  const int v4_fd = dp_.source_buckets_v4_fd(), v6_fd = dp_.source_buckets_v6_fd();
+  const uint64_t bucket_entries =
+      CountKeys<pc_bucket_key_v4>(v4_fd, "source_buckets_v4",
+                                  [&](const pc_bucket_key_v4& k) { count_over(v4_fd, &k); }) +
+      CountKeys<pc_bucket_key_v6>(v6_fd, "source_buckets_v6",
+                                  [&](const pc_bucket_key_v6& k) { count_over(v6_fd, &k); });
   const std::pair<const char*, std::pair<int, uint64_t>> lru[] = {
-      {"source_buckets", {buckets_fd, PC_MAX_BUCKETS}},
+      {"source_buckets", {v4_fd, PC_MAX_BUCKETS_V4 + PC_MAX_BUCKETS_V6}},
       {"egress_flows", {dp_.egress_flows_fd(), PC_MAX_FLOWS}},
       {"ingress_flows", {dp_.ingress_flows_fd(), PC_MAX_FLOWS}},
   };
   for (const auto& [name, fd_cap] : lru) {
-    const uint64_t n = fd_cap.first == buckets_fd
+    const uint64_t n = fd_cap.first == v4_fd
                            ? bucket_entries
                            : CountKeys<pc_flow_key>(fd_cap.first, name, [](const pc_flow_key&) {});
     entries.metric.push_back(Value({{"map", name}}, static_cast<double>(n), false));

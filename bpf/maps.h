@@ -104,10 +104,17 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PC_MAX_BUCKETS);
-	__type(key, struct pc_bucket_key);
+	__uint(max_entries, PC_MAX_BUCKETS_V4);
+	__type(key, struct pc_bucket_key_v4);
 	__type(value, struct pc_bucket);
-} source_buckets SEC(".maps");
+} source_buckets_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_MAX_BUCKETS_V6);
+	__type(key, struct pc_bucket_key_v6);
+	__type(value, struct pc_bucket);
+} source_buckets_v6 SEC(".maps");
 
 /* [0]: global SYN bucket (syn_empty_at); [1]: drop-sample bucket. */
 enum { PC_GLOBAL_SYN_BUCKET = 0, PC_SAMPLE_BUCKET = 1, PC_GLOBAL_BUCKETS = 2 };

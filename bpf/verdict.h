@@ -61,38 +61,56 @@ static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *
 	return 0;
 }
 
-/* The per-source bucket pair of a source prefix, created full on first use. */
+/* The bucket pair of `key` in `map`, created full on first use. Another CPU
+ * may create it first (EEXIST); either way, it is looked up again. */
+static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key)
+{
+	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
+	struct pc_bucket *b = bpf_map_lookup_elem(map, key);
+
+	if (b)
+		return b;
+	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* The per-source bucket pair of the packet's source prefix. */
 static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet *p,
 							  const struct pc_config *cfg,
 							  __u32 override_id)
 {
-	struct pc_bucket_key key = { .family = p->family, .rate_override_id = override_id };
-	struct pc_bucket *b;
-	__u32 bits = p->family == PC_FAMILY_V4 ? cfg->source_prefix_v4 : cfg->source_prefix_v6;
-	__u64 hi, lo;
+	if (p->family == PC_FAMILY_V4) {
+		struct pc_bucket_key_v4 key = { .rate_override_id = override_id };
+		__u32 bits = cfg->source_prefix_v4;
+		__u32 addr;
 
-	/* The source masked to `bits`, as two big-endian words (IPv4 fills the
-	 * first four bytes; the rest of p->src is zero). */
-	__builtin_memcpy(&hi, p->src, 8);
-	__builtin_memcpy(&lo, p->src + 8, 8);
-	hi = bpf_be64_to_cpu(hi);
-	lo = bpf_be64_to_cpu(lo);
-	if (bits < 64)
-		hi &= bits ? ~0ULL << (64 - bits) : 0;
-	if (bits < 128)
-		lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
-	hi = bpf_cpu_to_be64(hi);
-	lo = bpf_cpu_to_be64(lo);
-	__builtin_memcpy(key.addr, &hi, 8);
-	__builtin_memcpy(key.addr + 8, &lo, 8);
-	b = bpf_map_lookup_elem(&source_buckets, &key);
-	if (b)
-		return b;
-	/* Another CPU may create it first (EEXIST); either way, look it up again. */
-	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
+		__builtin_memcpy(&addr, p->src, 4);
+		addr = bpf_ntohl(addr);
+		if (bits < 32)
+			addr &= bits ? ~0U << (32 - bits) : 0;
+		addr = bpf_htonl(addr);
+		__builtin_memcpy(key.addr, &addr, 4);
+		return pc_bucket_of(&source_buckets_v4, &key);
+	} else {
+		struct pc_bucket_key_v6 key = { .rate_override_id = override_id };
+		__u32 bits = cfg->source_prefix_v6;
+		__u64 hi, lo;
 
-	bpf_map_update_elem(&source_buckets, &key, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&source_buckets, &key);
+		/* The source masked to `bits`, as two big-endian words. */
+		__builtin_memcpy(&hi, p->src, 8);
+		__builtin_memcpy(&lo, p->src + 8, 8);
+		hi = bpf_be64_to_cpu(hi);
+		lo = bpf_be64_to_cpu(lo);
+		if (bits < 64)
+			hi &= bits ? ~0ULL << (64 - bits) : 0;
+		if (bits < 128)
+			lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
+		hi = bpf_cpu_to_be64(hi);
+		lo = bpf_cpu_to_be64(lo);
+		__builtin_memcpy(key.addr, &hi, 8);
+		__builtin_memcpy(key.addr + 8, &lo, 8);
+		return pc_bucket_of(&source_buckets_v6, &key);
+	}
 }
 
 /* Which sets (and the blocklist) hold the source: exact hosts first, then the

@@ -4,6 +4,9 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <set>
+
 #include "common/abi.h"
 #include "common/status_macros.h"
 #include "portcullis_bpf.skel.h"
@@ -45,6 +48,28 @@ absl::Status Datapath::PinMaps(const std::string& dir) {
     if (bpf_obj_pin(bpf_map__fd(map), path.c_str())) return ErrnoStatus("bpf_obj_pin", path, errno);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(
+    const std::string& dir) const {
+  std::vector<std::string> removed;
+  std::set<std::string> ours;
+  struct bpf_map* map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    if (!bpf_map__is_internal(map)) ours.insert(bpf_map__name(map));
+  }
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename();
+    if (ours.count(name)) continue;
+    if (unlink(it->path().c_str()) && errno != ENOENT) {
+      return ErrnoStatus("unlink", it->path().string(), errno);
+    }
+    removed.push_back(name);
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  return removed;
 }
 
 absl::string_view SlotMapName(SlotMap m) {
@@ -137,7 +162,12 @@ int Datapath::verdict_counters_fd() const { return bpf_map__fd(skel_->maps.verdi
 int Datapath::port_drop_counters_fd() const {
   return bpf_map__fd(skel_->maps.port_drop_counters);
 }
-int Datapath::source_buckets_fd() const { return bpf_map__fd(skel_->maps.source_buckets); }
+int Datapath::source_buckets_v4_fd() const {
+  return bpf_map__fd(skel_->maps.source_buckets_v4);
+}
+int Datapath::source_buckets_v6_fd() const {
+  return bpf_map__fd(skel_->maps.source_buckets_v6);
+}
 int Datapath::global_buckets_fd() const { return bpf_map__fd(skel_->maps.global_buckets); }
 int Datapath::egress_flows_fd() const { return bpf_map__fd(skel_->maps.egress_flows); }
 int Datapath::served_flows_fd() const { return bpf_map__fd(skel_->maps.served_flows); }

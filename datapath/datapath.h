@@ -59,6 +59,11 @@ class Datapath {
   const DatapathOptions& options() const { return options_; }
   // Pins every map in `dir`, replacing pins of the same name.
   absl::Status PinMaps(const std::string& dir);
+  // Unpins what an older build left in `dir` under names this build does
+  // not use (a renamed map would otherwise stay pinned, and allocated, for
+  // ever). Programs still using such a map keep it alive until they go.
+  // Returns the names removed.
+  absl::StatusOr<std::vector<std::string>> RemoveStalePins(const std::string& dir) const;
 
   int xdp_prog_fd() const;
   int tc_ingress_prog_fd() const;
@@ -77,7 +82,8 @@ class Datapath {
   int verdict_counters_fast_fd() const;
   int verdict_counters_fd() const;
   int port_drop_counters_fd() const;
-  int source_buckets_fd() const;
+  int source_buckets_v4_fd() const;
+  int source_buckets_v6_fd() const;
   int global_buckets_fd() const;
   int egress_flows_fd() const;
   int ingress_flows_fd() const;

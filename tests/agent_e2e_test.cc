@@ -274,9 +274,19 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
   // Fail-static: the last policy goes on being enforced without an agent.
   EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");
+  // A map an older build pinned under a name this build no longer uses
+  // (builds before the per-family buckets had one "source_buckets").
+  const std::string stale = pin_dir_ + "/maps/source_buckets";
+  ASSERT_EQ(RunCommand("bpftool map create " + stale +
+                       " type lru_hash key 24 value 16 entries 16 name source_buckets")
+                .exit_code,
+            0);
 
   StartAgent();  // adopts the pinned maps and link
   EXPECT_THAT(Log(), HasSubstr("adopted XDP attachment, program replaced"));
+  EXPECT_FALSE(std::filesystem::exists(stale)) << "the stale pin was left behind";
+  EXPECT_THAT(Log(), HasSubstr("unpinned maps an older build left"));
+  EXPECT_TRUE(std::filesystem::exists(pin_dir_ + "/maps/source_buckets_v4"));
   EXPECT_GE(Packets("pass", "allowed"), allowed + 1) << "counters did not carry on";
   EXPECT_EQ(lab_->Get("cli", kIngress + ":443/"), "200");
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "000");

@@ -64,7 +64,8 @@ class DatapathTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
     ASSERT_NE(dp_, nullptr);
-    ClearMap(dp_->source_buckets_fd(), sizeof(pc_bucket_key));
+    ClearMap(dp_->source_buckets_v4_fd(), sizeof(pc_bucket_key_v4));
+    ClearMap(dp_->source_buckets_v6_fd(), sizeof(pc_bucket_key_v6));
     ClearMap(dp_->egress_flows_fd(), sizeof(pc_flow_key));
     ClearMap(dp_->ingress_flows_fd(), sizeof(pc_flow_key));
     ClearMap(dp_->served_flows_fd(), sizeof(pc_flow_key));
