@@ -18,6 +18,11 @@ inline std::string IfaceName(uint32_t ifindex) {
   return absl::StrCat("ifindex", ifindex);
 }
 
+// The port label of a policy's port range: "443", or "30000-32767".
+inline std::string PortRangeLabel(uint32_t first, uint32_t last) {
+  return first == last ? absl::StrCat(first) : absl::StrCat(first, "-", last);
+}
+
 // "tcp", "udp", "icmp", "icmpv6", or the protocol number.
 inline std::string ProtoName(uint8_t proto) {
   switch (proto) {

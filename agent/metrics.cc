@@ -107,9 +107,7 @@ PortLabels PortLabelsOf(const v1::Policy& policy) {
     for (const v1::PortRule& rule : *rules) {
       const uint8_t proto = rule.proto() == v1::PROTOCOL_UDP ? IPPROTO_UDP : IPPROTO_TCP;
       for (const v1::PortRange& r : rule.ports()) {
-        const std::string label = r.first() == r.last()
-                                      ? absl::StrCat(r.first())
-                                      : absl::StrCat(r.first(), "-", r.last());
+        const std::string label = PortRangeLabel(r.first(), r.last());
         for (uint32_t p = r.first(); p <= r.last() && p <= 65535; ++p) {
           labels.try_emplace({proto, static_cast<uint16_t>(p)}, label);
         }
@@ -161,10 +159,16 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   MetricFamily by_port{"portcullis_drops_by_port_total",
                        "Dropped (or audited) packets by protocol, destination port and reason",
                        MetricType::Counter, {}};
-  if (auto counts = datapath::ReadPortDropCounters(dp_.port_drop_counters_fd()); counts.ok()) {
+  if (auto counts = datapath::ReadPortDropCounters(dp_); counts.ok()) {
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> sums;
     for (const datapath::PortDropCount& c : *counts) {
       auto it = labels_.find({c.key.proto, c.key.port});
+      if (c.from_row) {
+        // A row counts one range; it shows while the live policy names that
+        // range (a row kept from an older policy stays out of "other", which
+        // would go down again when the row is reclaimed).
+        if (it == labels_.end() || it->second != PortRangeLabel(c.key.port, c.last_port)) continue;
+      }
       const std::string port = it == labels_.end() ? "other" : it->second;
       sums[{ProtoName(c.key.proto), port, std::string(ReasonName(c.key.reason))}] += c.packets;
     }

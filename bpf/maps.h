@@ -181,6 +181,21 @@ struct {
 } port_drop_counters SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_MAX_COUNTED_PORTS);
+	__type(key, __u32);
+	__type(value, struct pc_counted_port);
+} counted_ports SEC(".maps");
+
+/* Row r, reason n: index r * PC_REASON_COUNT + n. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PC_MAX_COUNTED_PORTS * PC_REASON_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} named_port_drops SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, PC_SAMPLE_RINGBUF_BYTES);
 } drop_samples SEC(".maps");

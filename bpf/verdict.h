@@ -214,11 +214,18 @@ static __always_inline int pc_rule_l4(__u8 proto)
 	return -1;
 }
 
+/* Where a drop is counted by port: in a counted_ports row (row = 1 + the
+ * row), or in the hash under the real port (named) or under 0. */
+struct pc_port_count {
+	__u16 row;
+	__u8 named;
+	__u8 pad;
+};
+
 /* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet judged
- * by the policy in `slot`. *port_named is set when drops should be counted
- * under the real port. */
+ * by the policy in `slot`. *count says where a drop is counted by port. */
 static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg,
-					__u32 slot, __u8 *port_named)
+					__u32 slot, struct pc_port_count *count)
 {
 	static const struct pc_port_policy no_rule = {};
 	const struct pc_port_policy *port = &no_rule;
@@ -257,7 +264,8 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 		if (pp)
 			port = pp;
 	}
-	*port_named = (port->flags & PC_PORT_NAMED) != 0;
+	count->named = (port->flags & PC_PORT_NAMED) != 0;
+	count->row = port->counter_row;
 
 	sets = pc_source_sets(p, slot, cfg->flags);
 
@@ -384,13 +392,25 @@ static __always_inline void pc_count(__u32 ifindex, __u8 hook, __u8 verdict, __u
 	c->bytes += bytes;
 }
 
-static __always_inline void pc_count_port(const struct pc_packet *p, __u8 reason, __u8 named)
+static __always_inline void pc_count_port(const struct pc_packet *p, __u8 reason,
+					  const struct pc_port_count *count)
 {
 	struct pc_port_key key = {
-		.port = named ? bpf_ntohs(p->dport) : 0, .proto = p->proto, .reason = reason
+		.port = count->named ? bpf_ntohs(p->dport) : 0, .proto = p->proto, .reason = reason
 	};
-	__u64 *c = bpf_map_lookup_elem(&port_drop_counters, &key);
+	__u64 *c;
 
+	if (count->row) {
+		/* Named port with a row: an inlined per-CPU array increment. */
+		__u32 idx = ((__u32)count->row - 1) % PC_MAX_COUNTED_PORTS * PC_REASON_COUNT +
+			    reason % PC_REASON_COUNT;
+
+		c = bpf_map_lookup_elem(&named_port_drops, &idx);
+		if (c)
+			(*c)++;
+		return;
+	}
+	c = bpf_map_lookup_elem(&port_drop_counters, &key);
 	if (!c) {
 		__u64 zero = 0;
 
@@ -437,7 +457,7 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	struct pc_packet p = {};
 	struct pc_result r = { .reason = PC_REASON_NOT_POLICED, .verdict = PC_VERDICT_PASS };
 	const struct pc_config *cfg = NULL;
-	__u8 port_named = 0;
+	struct pc_port_count port_count = {};
 	__u32 zero = 0, slot = 0;
 	__u32 *active;
 	int parsed;
@@ -459,7 +479,7 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	else if (parsed == PC_PARSE_MALFORMED)
 		r.reason = PC_REASON_MALFORMED;
 	else
-		r.reason = pc_evaluate(&p, cfg, slot, &port_named);
+		r.reason = pc_evaluate(&p, cfg, slot, &port_count);
 
 	if (r.reason >= PC_FIRST_DROP_REASON)
 		r.verdict = (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
@@ -468,7 +488,7 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 
 	pc_count(ifindex, hook, r.verdict, r.reason, data_end - data);
 	if (r.verdict != PC_VERDICT_PASS) {
-		pc_count_port(&p, r.reason, port_named);
+		pc_count_port(&p, r.reason, &port_count);
 		pc_sample(&p, ifindex, hook, r.verdict, r.reason);
 	}
 	if (record_last_verdict) {

@@ -25,6 +25,7 @@ static_assert(sizeof(pc_flow_key) == 40);
 static_assert(sizeof(pc_verdict_key) == 8);
 static_assert(sizeof(pc_counter) == 16);
 static_assert(sizeof(pc_port_key) == 4);
+static_assert(sizeof(pc_counted_port) == 8);
 static_assert(sizeof(pc_sample) == 56);
 static_assert(sizeof(pc_last_verdict) == 16);
 

@@ -69,26 +69,49 @@ absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd
   return out;
 }
 
-absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd) {
-  std::vector<PortDropCount> out;
-  absl::Status s = ForEachPerCpu<pc_port_key, uint64_t>(
-      map_fd, "port_drop_counters", [&](const pc_port_key& k, uint64_t v) {
-        if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
-          out.push_back(PortDropCount{k, 0});
-        }
-        out.back().packets += v;
-      });
-  if (!s.ok()) return s;
-  return out;
-}
-
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp) {
   return ReadVerdictCounters(dp.iface_slots_fd(), dp.verdict_counters_fast_fd(),
                              dp.verdict_counters_fd());
 }
 
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp) {
-  return ReadPortDropCounters(dp.port_drop_counters_fd());
+  std::vector<PortDropCount> out;
+  absl::Status s = ForEachPerCpu<pc_port_key, uint64_t>(
+      dp.port_drop_counters_fd(), "port_drop_counters", [&](const pc_port_key& k, uint64_t v) {
+        if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
+          out.push_back(PortDropCount{k, k.port, false, 0});
+        }
+        out.back().packets += v;
+      });
+  if (!s.ok()) return s;
+
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", "named_port_drops", cpus);
+  std::vector<uint64_t> values(static_cast<size_t>(cpus));
+  for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
+    pc_counted_port range;
+    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &range)) {
+      return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
+    }
+    if (!range.in_use) continue;
+    // Drops only: the reasons before the first drop reason never count here.
+    for (uint32_t reason = PC_FIRST_DROP_REASON; reason < PC_REASON_COUNT; ++reason) {
+      const uint32_t index = row * PC_REASON_COUNT + reason;
+      if (bpf_map_lookup_elem(dp.named_port_drops_fd(), &index, values.data())) {
+        return ErrnoStatus("bpf_map_lookup_elem", "named_port_drops", errno);
+      }
+      uint64_t n = 0;
+      for (uint64_t v : values) n += v;
+      if (n == 0) continue;
+      out.push_back(PortDropCount{{.port = range.first,
+                                   .proto = range.proto,
+                                   .reason = static_cast<__u8>(reason)},
+                                  range.last,
+                                  true,
+                                  n});
+    }
+  }
+  return out;
 }
 
 }  // namespace portcullis::datapath

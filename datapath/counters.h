@@ -14,8 +14,13 @@ struct VerdictCount {
   pc_counter total;
 };
 
+// Drops by (proto, port, reason). From a counted_ports row, key.port is the
+// first port of the range the row counts and last_port its last; from the
+// hash, key.port is the port (0 for ports not named) and last_port equals it.
 struct PortDropCount {
   pc_port_key key;
+  uint16_t last_port;
+  bool from_row;
   uint64_t packets;
 };
 
@@ -24,10 +29,9 @@ struct PortDropCount {
 // counted nothing are left out.
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd,
                                                               int fast_array_fd, int hash_fd);
-absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(int map_fd);
-
 // The same, from a loaded datapath's maps.
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp);
+// The hash, then the named_port_drops rows of every counted_ports range.
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp);
 
 }  // namespace portcullis::datapath

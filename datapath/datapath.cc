@@ -159,6 +159,10 @@ int Datapath::verdict_counters_fast_fd() const {
   return bpf_map__fd(skel_->maps.verdict_counters_fast);
 }
 int Datapath::verdict_counters_fd() const { return bpf_map__fd(skel_->maps.verdict_counters); }
+int Datapath::counted_ports_fd() const { return bpf_map__fd(skel_->maps.counted_ports); }
+int Datapath::named_port_drops_fd() const {
+  return bpf_map__fd(skel_->maps.named_port_drops);
+}
 int Datapath::port_drop_counters_fd() const {
   return bpf_map__fd(skel_->maps.port_drop_counters);
 }

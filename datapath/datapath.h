@@ -82,6 +82,8 @@ class Datapath {
   int verdict_counters_fast_fd() const;
   int verdict_counters_fd() const;
   int port_drop_counters_fd() const;
+  int counted_ports_fd() const;
+  int named_port_drops_fd() const;
   int source_buckets_v4_fd() const;
   int source_buckets_v6_fd() const;
   int global_buckets_fd() const;

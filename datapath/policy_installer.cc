@@ -1,6 +1,7 @@
 #include "datapath/policy_installer.h"
 
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 
 #include "common/status_macros.h"
 
@@ -75,9 +76,107 @@ void AddPrefixes(MapImage& image, const std::vector<PrefixEntry>& entries, uint3
   }
 }
 
+// The counter rows the port_policy entries of `slot` refer to.
+absl::StatusOr<std::vector<bool>> RowsUsedBySlot(const Datapath& dp, uint32_t slot) {
+  std::vector<bool> used(PC_MAX_COUNTED_PORTS, false);
+  std::vector<uint32_t> keys(PC_PORT_ENTRIES);
+  std::vector<pc_port_policy> values(PC_PORT_ENTRIES);
+  // Array batches resume after in_batch; slot 0 starts at the first entry.
+  uint32_t before = slot * PC_PORT_ENTRIES - 1, next = 0;
+  __u32 count = PC_PORT_ENTRIES;
+  if (bpf_map_lookup_batch(dp.slot_map_fd(SlotMap::kPortPolicy), slot ? &before : nullptr, &next,
+                           keys.data(), values.data(), &count, nullptr) &&
+      errno != ENOENT) {
+    return ErrnoStatus("bpf_map_lookup_batch", "port_policy", errno);
+  }
+  for (__u32 i = 0; i < count; ++i) {
+    const uint16_t row = values[i].counter_row;
+    if (row && row <= PC_MAX_COUNTED_PORTS) used[row - 1] = true;
+  }
+  return used;
+}
+
+// 1 + the registered row that counts `range`, 0 if none does.
+uint16_t RowOf(const std::vector<pc_counted_port>& registry, const pc_counted_port& range) {
+  for (size_t row = 0; row < registry.size(); ++row) {
+    const pc_counted_port& r = registry[row];
+    if (r.in_use && r.first == range.first && r.last == range.last && r.proto == range.proto) {
+      return static_cast<uint16_t>(row + 1);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p, uint32_t slot) {
+absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp) {
+  std::vector<pc_counted_port> rows(PC_MAX_COUNTED_PORTS);
+  for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
+    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &rows[row])) {
+      return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
+    }
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<uint16_t>> PolicyInstaller::RegisterCountedPorts(
+    const policy::CompiledPolicy& policy, uint32_t live_slot) {
+  if (!counted_) {
+    ASSIGN_OR_RETURN(counted_, ReadCountedPorts(dp_));
+  }
+  std::vector<pc_counted_port>& registry = *counted_;
+  std::vector<uint16_t> rows(policy.counted_ports.size(), 0);
+  std::vector<bool> taken(PC_MAX_COUNTED_PORTS, false);  // by this policy
+  std::vector<size_t> unplaced;
+  for (size_t k = 0; k < policy.counted_ports.size(); ++k) {
+    rows[k] = RowOf(registry, policy.counted_ports[k]);
+    if (rows[k]) {
+      taken[rows[k] - 1] = true;
+    } else {
+      unplaced.push_back(k);
+    }
+  }
+  if (unplaced.empty()) return rows;
+
+  std::optional<std::vector<bool>> live_uses;  // read only if a row must be reclaimed
+  uint32_t row = 0;
+  for (size_t k : unplaced) {
+    for (; row < PC_MAX_COUNTED_PORTS; ++row) {
+      if (taken[row]) continue;
+      if (!registry[row].in_use) break;
+      if (!live_uses) {
+        ASSIGN_OR_RETURN(live_uses, RowsUsedBySlot(dp_, live_slot));
+      }
+      if (!(*live_uses)[row]) break;
+    }
+    if (row == PC_MAX_COUNTED_PORTS) break;  // full: the rest count in the hash
+    // A reclaimed row starts again from zero: its range is in neither the
+    // live policy nor this one, so no metric shows it.
+    const int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", "named_port_drops", cpus);
+    const std::vector<uint64_t> zeros(static_cast<size_t>(cpus), 0);
+    if (registry[row].in_use) {
+      for (uint32_t reason = 0; reason < PC_REASON_COUNT; ++reason) {
+        const uint32_t index = row * PC_REASON_COUNT + reason;
+        if (bpf_map_update_elem(dp_.named_port_drops_fd(), &index, zeros.data(), BPF_ANY)) {
+          counted_.reset();
+          return ErrnoStatus("bpf_map_update_elem", "named_port_drops", errno);
+        }
+      }
+    }
+    if (bpf_map_update_elem(dp_.counted_ports_fd(), &row, &policy.counted_ports[k], BPF_ANY)) {
+      counted_.reset();
+      return ErrnoStatus("bpf_map_update_elem", "counted_ports", errno);
+    }
+    registry[row] = policy.counted_ports[k];
+    taken[row] = true;
+    rows[k] = static_cast<uint16_t>(row + 1);
+  }
+  return rows;
+}
+
+std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p, uint32_t slot,
+                                                const std::vector<uint16_t>& rows) {
   std::array<MapImage, kSlotMapCount> images = {
       EmptyImage(SlotMap::kSrcV4Exact),  EmptyImage(SlotMap::kSrcV6Exact),
       EmptyImage(SlotMap::kSrcV4Prefix), EmptyImage(SlotMap::kSrcV6Prefix),
@@ -92,7 +191,11 @@ std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p,
   AddPrefixes<pc_lpm_v6_key>(at(SlotMap::kDstV6), p.dst_v6, slot, true);
   for (uint32_t i = 0; i < p.ports.size(); ++i) {
     const uint32_t index = slot * PC_PORT_ENTRIES + i;
-    at(SlotMap::kPortPolicy).Add(&index, &p.ports[i]);
+    pc_port_policy port = p.ports[i];
+    if (port.counter_row) {
+      port.counter_row = port.counter_row <= rows.size() ? rows[port.counter_row - 1] : 0;
+    }
+    at(SlotMap::kPortPolicy).Add(&index, &port);
   }
   for (uint32_t i = 0; i < p.rate_overrides.size(); ++i) {
     const uint32_t index = slot * PC_MAX_RATE_OVERRIDES + i;
@@ -126,7 +229,8 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   // The slot packets do not select, even when its config is not valid yet:
   // its config may then be rewritten freely.
   const uint32_t slot = (active & (PC_POLICY_SLOTS - 1)) ^ 1;
-  std::array<MapImage, kSlotMapCount> target = BuildImages(policy, slot);
+  ASSIGN_OR_RETURN(const std::vector<uint16_t> rows, RegisterCountedPorts(policy, slot ^ 1));
+  std::array<MapImage, kSlotMapCount> target = BuildImages(policy, slot, rows);
   SlotImages& written = written_[slot];
 
   for (int m = 0; m < kSlotMapCount; ++m) {
@@ -178,7 +282,11 @@ absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp
 }
 
 absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::CompiledPolicy& policy) {
-  std::array<MapImage, kSlotMapCount> want = BuildImages(policy, slot);
+  // The rows the installer registered the policy's ranges in (0 if none).
+  ASSIGN_OR_RETURN(const std::vector<pc_counted_port> registry, ReadCountedPorts(dp));
+  std::vector<uint16_t> rows;
+  for (const pc_counted_port& range : policy.counted_ports) rows.push_back(RowOf(registry, range));
+  std::array<MapImage, kSlotMapCount> want = BuildImages(policy, slot, rows);
   for (int m = 0; m < kSlotMapCount; ++m) {
     const SlotMap map = static_cast<SlotMap>(m);
     const int fd = dp.slot_map_fd(map);

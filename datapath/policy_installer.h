@@ -11,6 +11,7 @@
 
 #include <array>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "datapath/datapath.h"
@@ -37,7 +38,20 @@ class PolicyInstaller {
   // What each slot holds, as far as this installer knows: unknown at first
   // and after a failed write, and then read back from the kernel.
   std::array<SlotImages, PC_POLICY_SLOTS> written_;
+  // The counted_ports rows as last read or written (read at first use).
+  std::optional<std::vector<pc_counted_port>> counted_;
+
+  // Registers the policy's port ranges in counted_ports, before the slot
+  // that refers to them is written: reuses a range's row, else takes a free
+  // one, else reclaims (zeroes) one that neither the live slot nor this
+  // policy uses. Returns 1 + the row of each range, 0 where none was left
+  // (those ranges count in the hash, by port number).
+  absl::StatusOr<std::vector<uint16_t>> RegisterCountedPorts(const policy::CompiledPolicy& policy,
+                                                             uint32_t live_slot);
 };
+
+// The counted_ports rows in the kernel.
+absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp);
 
 // The slot packets are judged by now, and that slot's config.
 absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp);
@@ -47,9 +61,10 @@ absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp
 // For fault tests: a slot must never hold a mix of two policies.
 absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::CompiledPolicy& policy);
 
-// The map images of a compiled policy in `slot`, in SlotMap order (exposed
-// for tests).
+// The map images of a compiled policy in `slot`, in SlotMap order, with
+// each port range's counter row taken from `rows` (1 + row, by the policy's
+// counted_ports index; see RegisterCountedPorts).
 std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy,
-                                                uint32_t slot);
+                                                uint32_t slot, const std::vector<uint16_t>& rows);
 
 }  // namespace portcullis::datapath

@@ -1,7 +1,10 @@
 #include "policy/compiler.h"
 
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -170,7 +173,11 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   // spec.ports) whose rates apply to entry i, -1 for none.
   out.ports.resize(PC_PORT_ENTRIES);
   std::vector<int> override_rule(PC_PORT_ENTRIES, -1);
-  auto for_each_port = [](const v1::PortRule& rule, auto&& fn) -> absl::Status {
+  // Each (proto, range) a rule names is one entry of counted_ports; a port
+  // counts its drops under the first range that names it (failsafe rules
+  // first, then port rules: the order of the agent's metric labels).
+  absl::flat_hash_map<std::tuple<uint8_t, uint16_t, uint16_t>, uint16_t> counted_index;
+  auto for_each_port = [&](const v1::PortRule& rule, auto&& fn) -> absl::Status {
     const int l4 = L4Index(rule.proto());
     if (l4 < 0) return absl::InvalidArgumentError("a rule has no proto");
     for (const v1::PortRange& r : rule.ports()) {
@@ -178,8 +185,21 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
         return absl::InvalidArgumentError(
             absl::StrCat("bad port range ", r.first(), "-", r.last()));
       }
+      const pc_counted_port counted = {
+          .first = static_cast<__u16>(r.first()),
+          .last = static_cast<__u16>(r.last()),
+          .proto = static_cast<__u8>(l4 == PC_L4_UDP ? IPPROTO_UDP : IPPROTO_TCP),
+          .in_use = 1};
+      auto [it, added] = counted_index.try_emplace(
+          std::make_tuple(counted.proto, counted.first, counted.last), 0);
+      if (added && out.counted_ports.size() < 0xffff) {
+        out.counted_ports.push_back(counted);
+        it->second = static_cast<uint16_t>(out.counted_ports.size());
+      }
       for (uint32_t port = r.first(); port <= r.last(); ++port) {
-        fn(static_cast<size_t>(l4) * PC_PORTS_PER_PROTO + port);
+        const size_t i = static_cast<size_t>(l4) * PC_PORTS_PER_PROTO + port;
+        if (out.ports[i].counter_row == 0) out.ports[i].counter_row = it->second;
+        fn(i);
       }
     }
     return absl::OkStatus();

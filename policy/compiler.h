@@ -30,6 +30,10 @@ struct CompiledPolicy {
   std::vector<PrefixEntry> dst_v6;
   std::vector<pc_port_policy> ports;       // PC_PORT_ENTRIES, index pc_l4 * 65536 + port
   std::vector<pc_rate_override> rate_overrides;  // by rate_override_id; [0] unused
+  // The (proto, port range)s the rules name, in rule order. Here
+  // ports[i].counter_row is 1 + an index into this list; the installer
+  // replaces it with 1 + the counted_ports row it registers the range in.
+  std::vector<pc_counted_port> counted_ports;
   std::vector<std::string> set_bits;       // set name of each mask bit, by bit
 };
 

@@ -1,7 +1,10 @@
 // The compiler's translation of a policy into map contents, without a kernel.
 #include "policy/compiler.h"
 
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -122,6 +125,40 @@ TEST(CompilerTest, PortsGetTheUnionOfTheirRules) {
   EXPECT_EQ(p.rate_overrides[1].conn_per_source.interval_ns, 0u);  // nothing to inherit
   EXPECT_EQ(port(PC_L4_TCP, 80).rate_override_id, 0u);
   EXPECT_EQ(port(PC_L4_UDP, 443).flags, PC_PORT_HAS_RULE | PC_PORT_ALLOW_ANY | PC_PORT_NAMED);
+}
+
+// Each (proto, range) a rule names is one counted range, once; a port counts
+// under the first range that names it (failsafe rules first, then port
+// rules), as the agent labels it.
+TEST(CompilerTest, EachNamedRangeIsCountedOnceUnderTheFirstRuleThatNamesIt) {
+  const CompiledPolicy p = MustCompile(Spec(R"(
+  sets:
+    office: [198.18.2.0/24]
+  failsafe:
+    - {ports: [22], proto: tcp, from: [office]}
+  ports:
+    - {ports: ["30000-30010", 22], proto: tcp, from: [office]}
+    - {ports: ["30005"], proto: tcp, from: any}
+    - {ports: [22], proto: udp, from: any}
+)"));
+  auto range = [](uint16_t first, uint16_t last, uint8_t proto) {
+    return std::make_tuple(first, last, proto);
+  };
+  std::vector<std::tuple<uint16_t, uint16_t, uint8_t>> ranges;
+  for (const pc_counted_port& c : p.counted_ports) {
+    EXPECT_EQ(c.in_use, 1);
+    ranges.push_back(range(c.first, c.last, c.proto));
+  }
+  EXPECT_THAT(ranges, ElementsAre(range(22, 22, IPPROTO_TCP), range(30000, 30010, IPPROTO_TCP),
+                                  range(30005, 30005, IPPROTO_TCP), range(22, 22, IPPROTO_UDP)));
+  auto row = [&](int l4, int port) { return p.ports[l4 * PC_PORTS_PER_PROTO + port].counter_row; };
+  EXPECT_EQ(row(PC_L4_TCP, 22), 1);
+  EXPECT_EQ(row(PC_L4_TCP, 30000), 2);
+  EXPECT_EQ(row(PC_L4_TCP, 30005), 2);  // the range named it first
+  EXPECT_EQ(row(PC_L4_TCP, 30010), 2);
+  EXPECT_EQ(row(PC_L4_UDP, 22), 4);
+  EXPECT_EQ(row(PC_L4_TCP, 30011), 0);
+  EXPECT_EQ(row(PC_L4_UDP, 30000), 0);
 }
 
 TEST(CompilerTest, ConfigDefaultsAreSecure) {

@@ -464,7 +464,7 @@ TEST_F(ParserTest, AuditModePassesWouldBeDropsUnderTheirReason) {
 
 TEST_F(ParserTest, DropsAreCountedByNamedPortOrOther) {
   auto port_counts = [&](uint16_t port, pc_reason reason) {
-    auto counts = datapath::ReadPortDropCounters(dp_->port_drop_counters_fd());
+    auto counts = datapath::ReadPortDropCounters(*dp_);
     EXPECT_TRUE(counts.ok()) << counts.status();
     uint64_t n = 0;
     for (const auto& c : counts.value_or(std::vector<datapath::PortDropCount>{})) {

@@ -98,6 +98,12 @@ enum pc_l4 {
 #define PC_FAST_COUNTER_INDEX(slot, hook, verdict, reason) \
 	((((slot) * PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + (reason))
 #define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
+/* Drops at named ports are counted in rows of a per-CPU array, one row of
+ * PC_REASON_COUNT counters per (proto, port range) the policy names: an
+ * array increment instead of a hash lookup on every drop. counted_ports
+ * says which range each row counts; rows outlive policies, so counters go on
+ * across policy changes and agent restarts. */
+#define PC_MAX_COUNTED_PORTS 512
 #define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
 
 /* IPv6 extension headers walked before giving up as malformed. */
@@ -152,7 +158,7 @@ struct pc_rate {
 #define PC_PORT_ALLOW_ANY (1u << 1)    /* ... with from: any */
 #define PC_PORT_HAS_FAILSAFE (1u << 2) /* some failsafe rule names this port */
 #define PC_PORT_FAILSAFE_ANY (1u << 3) /* ... with from: any */
-#define PC_PORT_NAMED (1u << 4)        /* count drops under this port number */
+#define PC_PORT_NAMED (1u << 4)        /* count drops under this port */
 
 /* What the policy says about one (proto, destination port).
  * port_policy index: slot * PC_PORT_ENTRIES + pc_l4 * 65536 + port. */
@@ -162,7 +168,11 @@ struct pc_port_policy {
 	__u32 flags;
 	/* Ports with their own synRate/connRate: their rates, and buckets keyed
 	 * apart from the policy-wide ones. 0 = policy-wide. */
-	__u32 rate_override_id;
+	__u16 rate_override_id;
+	/* Named ports: 1 + the counted_ports row their drops are counted in.
+	 * 0 = count in the port_drop_counters hash, under the port number
+	 * (ports not named, and named ports when every row is taken). */
+	__u16 counter_row;
 };
 
 /* rate_overrides index: slot * PC_MAX_RATE_OVERRIDES + rate_override_id. */
@@ -250,6 +260,16 @@ struct pc_verdict_key {
 struct pc_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* counted_ports[row]: the (proto, port range) whose drops row `row` of
+ * named_port_drops counts. Written by user space only. */
+struct pc_counted_port {
+	__u16 first;
+	__u16 last;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 in_use;
+	__u8 pad[2];
 };
 
 /* Drops by destination port. Ports the policy does not name count as 0. */
