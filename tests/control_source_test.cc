@@ -237,8 +237,10 @@ TEST_F(ControlSourceTest, ReconnectsAfterTheServiceRestartsAndResumesFromItsVers
   EXPECT_LT(Clock::now() - down, std::chrono::seconds(5));
   EXPECT_EQ(control_->watches_[0].applied_version(), 4u);
   EXPECT_EQ(control_->watches_[0].applied_hash(), Version(4).content_hash());
+  // The source reports "connected" once its stream is up, which can be a
+  // moment after the service has seen the Watch.
+  ASSERT_TRUE(Eventually([&] { return connected_.size() >= 3; }));
   std::lock_guard<std::mutex> lock(mu_);
-  EXPECT_GE(connected_.size(), 3u);
   EXPECT_EQ(connected_[0], true);
   EXPECT_EQ(connected_[1], false);
   EXPECT_THAT(errors_, ::testing::Contains("stream"));
