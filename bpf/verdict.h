@@ -65,11 +65,12 @@ static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *
  * may create it first (EEXIST); either way, it is looked up again. */
 static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key)
 {
-	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
 	struct pc_bucket *b = bpf_map_lookup_elem(map, key);
 
 	if (b)
 		return b;
+	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
+
 	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(map, key);
 }

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "common/status_macros.h"
 #include "datapath/bpf_util.h"
 
 namespace portcullis::datapath {
@@ -74,6 +75,16 @@ absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp
                              dp.verdict_counters_fd());
 }
 
+absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp) {
+  std::vector<pc_counted_port> rows(PC_MAX_COUNTED_PORTS);
+  for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
+    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &rows[row])) {
+      return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
+    }
+  }
+  return rows;
+}
+
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp) {
   std::vector<PortDropCount> out;
   absl::Status s = ForEachPerCpu<pc_port_key, uint64_t>(
@@ -88,11 +99,9 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& 
   const int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", "named_port_drops", cpus);
   std::vector<uint64_t> values(static_cast<size_t>(cpus));
-  for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
-    pc_counted_port range;
-    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &range)) {
-      return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
-    }
+  ASSIGN_OR_RETURN(const std::vector<pc_counted_port> registry, ReadCountedPorts(dp));
+  for (uint32_t row = 0; row < registry.size(); ++row) {
+    const pc_counted_port& range = registry[row];
     if (!range.in_use) continue;
     // Drops only: the reasons before the first drop reason never count here.
     for (uint32_t reason = PC_FIRST_DROP_REASON; reason < PC_REASON_COUNT; ++reason) {

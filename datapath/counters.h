@@ -31,6 +31,9 @@ absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd
                                                               int fast_array_fd, int hash_fd);
 // The same, from a loaded datapath's maps.
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp);
+// The counted_ports registry: which (proto, port range) each row counts.
+absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp);
+
 // The hash, then the named_port_drops rows of every counted_ports range.
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp);
 

@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 
 #include "common/status_macros.h"
+#include "datapath/counters.h"
 
 namespace portcullis::datapath {
 namespace {
@@ -108,16 +109,6 @@ uint16_t RowOf(const std::vector<pc_counted_port>& registry, const pc_counted_po
 }
 
 }  // namespace
-
-absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp) {
-  std::vector<pc_counted_port> rows(PC_MAX_COUNTED_PORTS);
-  for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
-    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &rows[row])) {
-      return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
-    }
-  }
-  return rows;
-}
 
 absl::StatusOr<std::vector<uint16_t>> PolicyInstaller::RegisterCountedPorts(
     const policy::CompiledPolicy& policy, uint32_t live_slot) {

@@ -50,8 +50,6 @@ class PolicyInstaller {
                                                              uint32_t live_slot);
 };
 
-// The counted_ports rows in the kernel.
-absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp);
 
 // The slot packets are judged by now, and that slot's config.
 absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp);
