@@ -150,45 +150,6 @@ void Inject(int tx_prog, int ifindex, const std::vector<uint8_t>& frame, uint32_
 }
 
 
-// XDP_DROP after reading the source address (a bounds check and one load):
-// what touching the headers costs, with no lookups at all.
-int LoadReadThenDrop() {
-  const struct bpf_insn insns[] = {
-      {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_1, .off = 0},
-      {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_3, .src_reg = BPF_REG_1, .off = 4},
-      {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_4, .src_reg = BPF_REG_2},
-      {.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_4, .imm = 54},
-      {.code = BPF_JMP | BPF_JGT | BPF_X, .dst_reg = BPF_REG_4, .src_reg = BPF_REG_3, .off = 1},
-      {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_0, .src_reg = BPF_REG_2, .off = 26},
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_DROP},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "xdp_read_drop", "GPL", insns, 8, nullptr);
-  if (fd < 0) {
-    std::perror("bpf_prog_load(xdp_read_drop)");
-    std::exit(1);
-  }
-  return fd;
-}
-
-// XDP_TX after `spins` iterations of an empty loop: a sender paced by its
-// own per-frame work (live-frames runs cannot sleep between frames).
-int LoadPacedTx(int spins) {
-  const struct bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = spins},
-      {.code = BPF_ALU64 | BPF_SUB | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
-      {.code = BPF_JMP | BPF_JSGT | BPF_K, .dst_reg = BPF_REG_0, .off = -2, .imm = 0},
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_TX},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "xdp_paced_tx", "GPL", insns, 5, nullptr);
-  if (fd < 0) {
-    std::perror("bpf_prog_load(xdp_paced_tx)");
-    std::exit(1);
-  }
-  return fd;
-}
-
 // One counter of `ethtool -S dev` in namespace `ns` (0 if absent).
 uint64_t EthtoolStat(const std::string& ns, const std::string& dev, absl::string_view name) {
   const std::string stats = RunCommand("ip netns exec " + ns + " ethtool -S " + dev).out;
