@@ -18,10 +18,12 @@
 #include "policy/text.h"
 #include "policy/validator.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/text_edit.h"
 
 namespace portcullis::control {
 namespace {
 
+using ::portcullis::testing::Edit;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -45,13 +47,6 @@ v1::Policy Load(const std::string& text) {
   policy::CheckedPolicyFile checked = policy::CheckPolicyText(text);
   EXPECT_TRUE(checked.ok()) << checked.Format("p.yaml");
   return checked.ok() ? checked.loaded->policy : v1::Policy();
-}
-
-std::string Edit(std::string text, const std::string& from, const std::string& to) {
-  const size_t at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return text;
 }
 
 v1::PolicyVersion Version(const std::string& text, const std::string& reason) {

@@ -10,10 +10,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/validator.h"
+#include "tests/support/text_edit.h"
 
 namespace portcullis::policy {
 namespace {
 
+using ::portcullis::testing::Edit;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -44,13 +46,6 @@ std::vector<std::string> Findings(const std::string& text) {
   return lines;
 }
 
-std::string Replace(std::string text, const std::string& from, const std::string& to) {
-  const size_t at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return text;
-}
-
 TEST(ValidateTest, GoodPolicyHasNoFindings) {
   EXPECT_THAT(Findings(kGood), IsEmpty());
   EXPECT_TRUE(CheckPolicyText(kGood).ok());
@@ -63,7 +58,7 @@ TEST(ValidateTest, TextThatIsNotUtf8IsAnErrorAtItsPosition) {
               ElementsAre("p.yaml:2:20: error: the file is not valid UTF-8 here"));
   EXPECT_THAT(Findings("metadata: {name: \xc0\xafx}\n"),  // an overlong '/'
               ElementsAre("p.yaml:1:18: error: the file is not valid UTF-8 here"));
-  EXPECT_THAT(Findings(Replace(kGood, "name: edge",
+  EXPECT_THAT(Findings(Edit(kGood, "name: edge",
                                "name: \xc3\xa9"
                                "dge")),
               IsEmpty());
@@ -87,20 +82,20 @@ TEST(ValidateTest, YamlSyntaxError) {
 }
 
 TEST(ValidateTest, UnknownKey) {
-  EXPECT_THAT(Findings(Replace(kGood, "  mode: enforce", "  mode: enforce\n  colour: red")),
+  EXPECT_THAT(Findings(Edit(kGood, "  mode: enforce", "  mode: enforce\n  colour: red")),
               ElementsAre("p.yaml:7:3: error: spec: unknown key \"colour\" (expected one of: "
                           "mode, defaultAction, destinations, sets, blocklist, failsafe, ports, "
                           "icmp, fragments, rateLimits)"));
 }
 
 TEST(ValidateTest, DuplicateKey) {
-  EXPECT_THAT(Findings(Replace(kGood, "  mode: enforce", "  mode: enforce\n  mode: audit")),
+  EXPECT_THAT(Findings(Edit(kGood, "  mode: enforce", "  mode: enforce\n  mode: audit")),
               ElementsAre("p.yaml:7:3: error: spec.mode: duplicate key"));
 }
 
 TEST(ValidateTest, WrongTypes) {
   EXPECT_THAT(
-      Findings(Replace(kGood, "  blocklist: [203.0.113.128/25]", "  blocklist: 203.0.113.128/25")),
+      Findings(Edit(kGood, "  blocklist: [203.0.113.128/25]", "  blocklist: 203.0.113.128/25")),
       ElementsAre("p.yaml:11:14: error: spec.blocklist: expected a list"));
   EXPECT_THAT(
       Findings(absl::StrCat(kGood,
@@ -108,7 +103,7 @@ TEST(ValidateTest, WrongTypes) {
                             "burst: 10}\n")),
       ElementsAre("p.yaml:19:25: error: spec.rateLimits.syn.perSource.rate: expected a whole "
                   "number"));
-  EXPECT_THAT(Findings(Replace(kGood, "    - {ports: [22], proto: tcp, from: [admins]}",
+  EXPECT_THAT(Findings(Edit(kGood, "    - {ports: [22], proto: tcp, from: [admins]}",
                                "    - {ports: [22], proto: tcp, from: admins}")),
               ElementsAre("p.yaml:9:5: warning: spec.sets.admins: set \"admins\" is not used "
                           "by any rule",
@@ -117,16 +112,16 @@ TEST(ValidateTest, WrongTypes) {
 }
 
 TEST(ValidateTest, UnknownEnumWord) {
-  EXPECT_THAT(Findings(Replace(kGood, "mode: enforce", "mode: enforcing")),
+  EXPECT_THAT(Findings(Edit(kGood, "mode: enforce", "mode: enforcing")),
               ElementsAre("p.yaml:6:9: error: spec.mode: \"enforcing\" is not one of: enforce, "
                           "audit"));
-  EXPECT_THAT(Findings(Replace(kGood, "proto: tcp, from: any", "proto: sctp, from: any")),
+  EXPECT_THAT(Findings(Edit(kGood, "proto: tcp, from: any", "proto: sctp, from: any")),
               ElementsAre("p.yaml:15:33: error: spec.ports[0].proto: \"sctp\" is not one of: "
                           "tcp, udp"));
 }
 
 TEST(ValidateTest, BadCidrs) {
-  EXPECT_THAT(Findings(Replace(kGood, "[198.51.100.0/28]",
+  EXPECT_THAT(Findings(Edit(kGood, "[198.51.100.0/28]",
                                "[198.51.100.0/33, 10.1.2.300, "
                                "\"2001:db8::/129\"]")),
               ElementsAre("p.yaml:9:14: error: spec.sets.admins[0]: \"198.51.100.0/33\" has a "
@@ -138,14 +133,14 @@ TEST(ValidateTest, BadCidrs) {
 }
 
 TEST(ValidateTest, CidrWithHostBitsSet) {
-  EXPECT_THAT(Findings(Replace(kGood, "[198.51.100.0/28]", "[198.51.100.5/28]")),
+  EXPECT_THAT(Findings(Edit(kGood, "[198.51.100.0/28]", "[198.51.100.5/28]")),
               ElementsAre("p.yaml:9:14: error: spec.sets.admins[0]: \"198.51.100.5/28\" has "
                           "host bits set; write 198.51.100.0/28 for the network, or /32 for "
                           "the host"));
 }
 
 TEST(ValidateTest, BadPorts) {
-  EXPECT_THAT(Findings(Replace(kGood, "ports: [80, 443]", "ports: [0, 70000, \"9-3\", http]")),
+  EXPECT_THAT(Findings(Edit(kGood, "ports: [80, 443]", "ports: [0, 70000, \"9-3\", http]")),
               ElementsAre("p.yaml:15:16: error: spec.ports[0].ports[0]: ports are 1 to 65535",
                           "p.yaml:15:19: error: spec.ports[0].ports[1]: ports are 1 to 65535",
                           "p.yaml:15:26: error: spec.ports[0].ports[2]: range 9-3 runs "
@@ -155,7 +150,7 @@ TEST(ValidateTest, BadPorts) {
 }
 
 TEST(ValidateTest, DanglingSetName) {
-  EXPECT_THAT(Findings(Replace(kGood, "from: [office]", "from: [ofice]")),
+  EXPECT_THAT(Findings(Edit(kGood, "from: [office]", "from: [ofice]")),
               ElementsAre("p.yaml:10:5: warning: spec.sets.office: set \"office\" is not used "
                           "by any rule",
                           "p.yaml:16:51: error: spec.ports[1].from[0]: unknown set \"ofice\" "
@@ -163,14 +158,14 @@ TEST(ValidateTest, DanglingSetName) {
 }
 
 TEST(ValidateTest, MissingRequiredFields) {
-  EXPECT_THAT(Findings(Replace(kGood, "    - {ports: [80, 443], proto: tcp, from: any}",
+  EXPECT_THAT(Findings(Edit(kGood, "    - {ports: [80, 443], proto: tcp, from: any}",
                                "    - {ports: [80, 443]}")),
               ElementsAre("p.yaml:15:7: error: spec.ports[0].proto: missing (tcp or udp)",
                           "p.yaml:15:7: error: spec.ports[0].from: missing (any, or a list of "
                           "set names)"));
-  EXPECT_THAT(Findings(Replace(kGood, "apiVersion: portcullis/v1\n", "")),
+  EXPECT_THAT(Findings(Edit(kGood, "apiVersion: portcullis/v1\n", "")),
               ElementsAre("p.yaml:1:1: error: apiVersion: missing (must be portcullis/v1)"));
-  EXPECT_THAT(Findings(Replace(kGood, "kind: IngressPolicy", "kind: Ingress")),
+  EXPECT_THAT(Findings(Edit(kGood, "kind: IngressPolicy", "kind: Ingress")),
               ElementsAre("p.yaml:2:7: error: kind: \"Ingress\" is not IngressPolicy"));
 }
 
@@ -189,7 +184,7 @@ TEST(ValidateTest, BadRates) {
 }
 
 TEST(ValidateTest, FailsafeRulesCannotBeRateLimited) {
-  EXPECT_THAT(Findings(Replace(kGood, "{ports: [22], proto: tcp, from: [admins]}",
+  EXPECT_THAT(Findings(Edit(kGood, "{ports: [22], proto: tcp, from: [admins]}",
                                "{ports: [22], proto: tcp, from: [admins], synRate: {rate: 1, "
                                "burst: 1}}")),
               ElementsAre("p.yaml:13:58: error: spec.failsafe[0].synRate: failsafe rules are "
@@ -198,7 +193,7 @@ TEST(ValidateTest, FailsafeRulesCannotBeRateLimited) {
 
 TEST(ValidateTest, ConflictingRateOverridesOnOnePort) {
   const std::string text =
-      Replace(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
+      Edit(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
               "    - {ports: [443], proto: tcp, from: [office], synRate: {rate: 1, burst: 1}}\n"
               "    - {ports: [443], proto: tcp, from: [admins], synRate: {rate: 2, burst: 2}}");
   EXPECT_THAT(Findings(text),
@@ -208,7 +203,7 @@ TEST(ValidateTest, ConflictingRateOverridesOnOnePort) {
 
 TEST(ValidateTest, DuplicateAndShadowedRulesAreWarnings) {
   const std::string text =
-      Replace(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
+      Edit(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
               "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
               "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
               "    - {ports: [443], proto: tcp, from: [office]}\n"
@@ -224,20 +219,20 @@ TEST(ValidateTest, DuplicateAndShadowedRulesAreWarnings) {
 }
 
 TEST(ValidateTest, UnusedSetIsAWarning) {
-  EXPECT_THAT(Findings(Replace(kGood, "    office:", "    spare: [198.18.0.0/15]\n    office:")),
+  EXPECT_THAT(Findings(Edit(kGood, "    office:", "    spare: [198.18.0.0/15]\n    office:")),
               ElementsAre("p.yaml:10:5: warning: spec.sets.spare: set \"spare\" is not used by "
                           "any rule"));
 }
 
 TEST(ValidateTest, DenyWithoutFailsafeWarnsOfLockOut) {
   const std::string text =
-      Replace(Replace(kGood, "  failsafe:\n    - {ports: [22], proto: tcp, from: [admins]}\n", ""),
+      Edit(Edit(kGood, "  failsafe:\n    - {ports: [22], proto: tcp, from: [admins]}\n", ""),
               "from: [office]}", "from: [office, admins]}");
   EXPECT_THAT(Findings(text),
               ElementsAre("p.yaml:6:3: warning: spec.failsafe: defaultAction is deny and there "
                           "is no failsafe rule: a mistake in this policy can lock administrators "
                           "out of the node"));
-  EXPECT_THAT(Findings(Replace(text, "defaultAction: deny", "defaultAction: allow")), IsEmpty());
+  EXPECT_THAT(Findings(Edit(text, "defaultAction: deny", "defaultAction: allow")), IsEmpty());
 }
 
 TEST(ValidateTest, PolicyTooLargeForTheMapsIsAnError) {

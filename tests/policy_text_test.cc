@@ -8,10 +8,12 @@
 #include "policy/diff.h"
 #include "policy/text.h"
 #include "policy/validator.h"
+#include "tests/support/text_edit.h"
 
 namespace portcullis::policy {
 namespace {
 
+using ::portcullis::testing::Edit;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -87,13 +89,6 @@ std::vector<std::string> Lines(const std::vector<Change>& changes) {
     out.push_back(std::string(op) + " " + c.section + ": " + c.text);
   }
   return out;
-}
-
-std::string Edit(std::string text, const std::string& from, const std::string& to) {
-  const size_t at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return text;
 }
 
 TEST(DiffTest, EqualPoliciesHaveNoChanges) {
