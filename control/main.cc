@@ -15,6 +15,7 @@
 #include "control/service.h"
 #include "control/store.h"
 #include "control/tls.h"
+#include "control/wire.h"
 #include "policy/yaml_loader.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:9443", "HOST:PORT for the gRPC API (mTLS).");
@@ -149,8 +150,8 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(service->get());
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  builder.SetMaxSendMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(control::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(control::kMaxMessageBytes);
   // Bounds against hostile clients: buffers, and streams per connection (an
   // agent needs one stream and a unary call at a time).
   grpc::ResourceQuota quota("portcullis-control");
@@ -160,8 +161,9 @@ int main(int argc, char** argv) {
   // gRPC sets SO_REUSEPORT by default: a second service (another store!) on
   // the same port would silently take half of the agents. Refuse to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Agents ping every 10 s to notice dead connections; allow it.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // Agents ping idle connections to notice dead ones; allow it.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             control::kServiceMinPingIntervalMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
