@@ -83,9 +83,7 @@ class AgentFaultsTest : public ::testing::Test {
   void TearDown() override {
     if (lab_ == nullptr) return;
     agent_.Kill(SIGKILL);
-    RunCommand(UninstallCommand(*lab_, "ing", kAgent, pin_dir_, state_dir_));
-    std::error_code ec;
-    std::filesystem::remove_all(pin_dir_, ec);
+    UninstallAgent(*lab_, "ing", kAgent, pin_dir_, state_dir_);
     if (HasFailure()) {
       std::ifstream in(log_);
       std::cerr << "---- agent log ----\n" << in.rdbuf();

@@ -90,9 +90,7 @@ class ControlE2eTest : public ::testing::Test {
     control_.Kill(SIGKILL);
     for (const std::string node : {"ing", "node2"}) {
       agents_[node].Kill(SIGKILL);
-      RunCommand(UninstallCommand(*lab_, node, kAgent, PinDir(node), StateDir(node)));
-      std::error_code ec;
-      std::filesystem::remove_all(PinDir(node), ec);
+      UninstallAgent(*lab_, node, kAgent, PinDir(node), StateDir(node));
     }
     if (HasFailure()) {
       for (const std::string log : {"control", "agent-ing", "agent-node2"}) {

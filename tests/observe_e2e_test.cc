@@ -89,7 +89,7 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
     std::function<void()> fn;
   } cleanup{[&] {
     agent.Kill(SIGKILL);
-    RunCommand(UninstallCommand(lab, "ing", kAgent, pin_dir, dir + "/agent-state"));
+    UninstallAgent(lab, "ing", kAgent, pin_dir, dir + "/agent-state");
   }};
   ASSERT_TRUE(WaitFor(
       [&] {

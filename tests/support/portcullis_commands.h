@@ -3,10 +3,12 @@
 // binaries come from each target's compile definitions.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/command.h"
 #include "tests/support/lab.h"
 
 namespace portcullis::testing {
@@ -77,6 +79,15 @@ inline std::string UninstallCommand(const Lab& lab, const std::string& host,
                                     const std::string& state_dir) {
   return absl::StrCat("nsenter --net=/run/netns/", lab.Ns(host), " ", agent,
                       " --uninstall --pin-dir ", pin_dir, " --state-dir ", state_dir);
+}
+
+// Removes what an agent on `host` installed, also after a failed test:
+// --uninstall, then the pin dir itself in case the agent could not run.
+inline void UninstallAgent(const Lab& lab, const std::string& host, const std::string& agent,
+                           const std::string& pin_dir, const std::string& state_dir) {
+  RunCommand(UninstallCommand(lab, host, agent, pin_dir, state_dir));
+  std::error_code ec;
+  std::filesystem::remove_all(pin_dir, ec);
 }
 
 }  // namespace portcullis::testing
