@@ -120,6 +120,8 @@ PortLabels PortLabelsOf(const v1::Policy& policy) {
 void DatapathCollector::SetPolicy(PortLabels labels, const policy::CompiledPolicy& c) {
   std::lock_guard<std::mutex> lock(mu_);
   labels_ = std::move(labels);
+  live_ranges_.clear();
+  for (const pc_counted_port& r : c.counted_ports) live_ranges_.insert({r.proto, r.first, r.last});
   config_ = c.config;
   policy_maps_ = {
       {"src_v4_exact", {c.src_v4_exact.size(), PC_MAX_SRC_EXACT_V4}},
@@ -162,14 +164,17 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   if (auto counts = datapath::ReadPortDropCounters(dp_); counts.ok()) {
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> sums;
     for (const datapath::PortDropCount& c : *counts) {
-      auto it = labels_.find({c.key.proto, c.key.port});
+      std::string port;
       if (c.from_row) {
-        // A row counts one range; it shows while the live policy names that
-        // range (a row kept from an older policy stays out of "other", which
-        // would go down again when the row is reclaimed).
-        if (it == labels_.end() || it->second != PortRangeLabel(c.key.port, c.last_port)) continue;
+        // A row counts one range, under that range's label, while the live
+        // policy names it (a row kept from an older policy stays out of
+        // "other", which would go down again when the row is reclaimed).
+        if (!live_ranges_.count({c.key.proto, c.key.port, c.last_port})) continue;
+        port = PortRangeLabel(c.key.port, c.last_port);
+      } else {
+        auto it = labels_.find({c.key.proto, c.key.port});
+        port = it == labels_.end() ? "other" : it->second;
       }
-      const std::string port = it == labels_.end() ? "other" : it->second;
       sums[{ProtoName(c.key.proto), port, std::string(ReasonName(c.key.reason))}] += c.packets;
     }
     for (const auto& [key, n] : sums) {

@@ -12,6 +12,8 @@
 #include <prometheus/registry.h>
 
 #include <map>
+#include <set>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,6 +56,9 @@ class DatapathCollector : public prometheus::Collectable {
   datapath::Datapath& dp_;
   mutable std::mutex mu_;
   PortLabels labels_;
+  // The (proto, first, last) port ranges the live policy names: the rows of
+  // named_port_drops that show.
+  std::set<std::tuple<uint8_t, uint16_t, uint16_t>> live_ranges_;
   std::map<std::string, std::pair<uint64_t, uint64_t>> policy_maps_;  // name -> entries, capacity
   pc_config config_{};
 };

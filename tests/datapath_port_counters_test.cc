@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/metrics.h"
 #include "datapath/counters.h"
 #include "gtest/gtest.h"
 #include "tests/support/datapath_fixture.h"
@@ -157,6 +158,42 @@ TEST_F(PortCountersTest, AFullRegistryReclaimsOnlyUnusedRowsAndElseCountsInTheHa
   DropSyn(21000);
   EXPECT_EQ(DropsAt(21000, PC_REASON_NOT_ALLOWLISTED).in_row, 1u);
   EXPECT_EQ(DropsAt(21000, PC_REASON_NOT_ALLOWLISTED).in_hash, 1u) << "the hash keeps its count";
+}
+
+// The agent's metric: a range shows under its own label, even when its
+// first port counts under an earlier, narrower range of the policy.
+TEST_F(PortCountersTest, TheMetricShowsEachRangeUnderItsOwnLabel) {
+  const std::string yaml = PolicyNaming({"8000"}) + "    - {ports: [\"8000-8100\"], proto: tcp, "
+                                                    "from: [admins]}\n";
+  policy::CompiledPolicy compiled = CompileYaml(yaml);
+  ASSERT_TRUE(installer_->Install(compiled, 1).ok());
+  policy::CheckedPolicyFile checked = policy::CheckPolicyText(yaml);
+  ASSERT_TRUE(checked.ok());
+  agent::DatapathCollector collector(*dp_);
+  collector.SetPolicy(agent::PortLabelsOf(checked.loaded->policy), compiled);
+  auto metric = [&](const std::string& port) {
+    double value = 0;
+    for (const auto& family : collector.Collect()) {
+      if (family.name != "portcullis_drops_by_port_total") continue;
+      for (const auto& m : family.metric) {
+        bool match = true;
+        for (const auto& [name, want] : std::vector<std::pair<std::string, std::string>>{
+                 {"proto", "tcp"}, {"port", port}, {"reason", "not_allowlisted"}}) {
+          bool found = false;
+          for (const auto& l : m.label) found |= l.name == name && l.value == want;
+          match &= found;
+        }
+        if (match) value += m.counter.value;
+      }
+    }
+    return value;
+  };
+  const double single = metric("8000"), range = metric("8000-8100");
+  DropSyn(8000);
+  DropSyn(8050);
+  DropSyn(8100);
+  EXPECT_EQ(metric("8000"), single + 1);
+  EXPECT_EQ(metric("8000-8100"), range + 2);
 }
 
 }  // namespace
