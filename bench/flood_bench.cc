@@ -150,16 +150,19 @@ void Inject(int tx_prog, int ifindex, const std::vector<uint8_t>& frame, uint32_
 }
 
 
-// One counter of `ethtool -S dev` in namespace `ns` (0 if absent).
-uint64_t EthtoolStat(const std::string& ns, const std::string& dev, absl::string_view name) {
+// The counters of `ethtool -S dev` in namespace `ns`, by name.
+std::map<std::string, uint64_t> EthtoolStats(const std::string& ns, const std::string& dev) {
+  std::map<std::string, uint64_t> out;
   const std::string stats = RunCommand("ip netns exec " + ns + " ethtool -S " + dev).out;
   for (absl::string_view line : absl::StrSplit(stats, '\n')) {
-    line = absl::StripAsciiWhitespace(line);
-    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, ":")) continue;
+    const size_t colon = line.find(':');
     uint64_t v = 0;
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &v)) return v;
+    if (colon != absl::string_view::npos &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(colon + 1)), &v)) {
+      out[std::string(absl::StripAsciiWhitespace(line.substr(0, colon)))] = v;
+    }
   }
-  return 0;
+  return out;
 }
 
 uint64_t NftDropped(const std::string& ns) {
@@ -302,7 +305,7 @@ int Main(const std::string& only) {
   };
   auto nft_off = [&] { RunCommand("ip netns exec " + rx_ns + " nft flush ruleset"); };
   // The bare programs count nothing; the veth counts their XDP drops.
-  auto veth_xdp_drops = [&] { return EthtoolStat(rx_ns, rx_if, "rx_queue_0_xdp_drops"); };
+  auto veth_xdp_drops = [&] { return EthtoolStats(rx_ns, rx_if)["rx_queue_0_xdp_drops"]; };
   const std::vector<Mode> modes = {
       {"bare XDP_DROP (native)", attach(drop_prog, datapath::XdpMode::kNative), detach,
        veth_xdp_drops},
@@ -332,8 +335,9 @@ int Main(const std::string& only) {
                      uint32_t frames) -> std::optional<Run> {
     mode.setup();
     const uint64_t before = mode.dropped();
-    const uint64_t sent0 = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit");
-    const uint64_t refused0 = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit_errors");
+    // The sender's veth counts what its peer's ring took and refused.
+    std::map<std::string, uint64_t> tx = EthtoolStats(tx_ns, tx_if);
+    const uint64_t sent0 = tx["tx_queue_0_xdp_xmit"], refused0 = tx["tx_queue_0_xdp_xmit_errors"];
     const uint64_t cpu_before = ThreadRuntimeNs(napi);
     const auto start = std::chrono::steady_clock::now();
     std::thread sender([&] {
@@ -347,8 +351,9 @@ int Main(const std::string& only) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let NAPI drain
     const uint64_t cpu = ThreadRuntimeNs(napi) - cpu_before;
     const uint64_t dropped = mode.dropped() - before;
-    const uint64_t sent = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit") - sent0;
-    const uint64_t refused = EthtoolStat(tx_ns, tx_if, "tx_queue_0_xdp_xmit_errors") - refused0;
+    tx = EthtoolStats(tx_ns, tx_if);
+    const uint64_t sent = tx["tx_queue_0_xdp_xmit"] - sent0;
+    const uint64_t refused = tx["tx_queue_0_xdp_xmit_errors"] - refused0;
     mode.teardown();
     if (dropped == 0) return std::nullopt;
     return Run{double(cpu) / double(dropped), frames / seconds / 1e6,
