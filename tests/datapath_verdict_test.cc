@@ -488,7 +488,12 @@ TEST_F(ParserTest, DropsAreCountedByNamedPortOrOther) {
 // when another interface holds that block; all must show up per interface,
 // exactly.
 TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
-  const unsigned base = 4000 + getpid() % 1000;
+  // The loopback (ifindex 1) counts first and so owns block 1: the test's
+  // block must be another one, or `first` would take the hash path too.
+  // Blocks 2..127, and ifindexes far above what a host allocates itself.
+  const unsigned block = 2 + getpid() % (PC_IFACE_SLOTS - 2);
+  const unsigned base = PC_IFACE_SLOTS * 40 + block;
+  ASSERT_NE(base % PC_IFACE_SLOTS, 1u % PC_IFACE_SLOTS);
   TestLink first(base);
   TestLink same_block(base + PC_IFACE_SLOTS);  // block (ifindex % slots) already taken
   ASSERT_NE(first.ifindex(), 0u) << "could not create a veth pair";
@@ -525,7 +530,8 @@ TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
         << "ifindex " << ifindex;
   }
   // The two interfaces of one block really took the two paths.
-  uint32_t owner = 0, block = first.ifindex() % PC_IFACE_SLOTS;
+  uint32_t owner = 0;
+  ASSERT_EQ(first.ifindex() % PC_IFACE_SLOTS, block);
   ASSERT_EQ(bpf_map_lookup_elem(dp_->iface_slots_fd(), &block, &owner), 0);
   EXPECT_EQ(owner, first.ifindex());
 }
