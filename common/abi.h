@@ -29,14 +29,56 @@ static_assert(sizeof(pc_counted_port) == 8);
 static_assert(sizeof(pc_sample) == 56);
 static_assert(sizeof(pc_last_verdict) == 16);
 
-// Indexed by enum pc_reason. These are the names of PRODUCT.md.
-inline constexpr std::array<absl::string_view, PC_REASON_COUNT> kReasonNames = {
-    "allowed",         "failsafe",        "established",      "not_policed",
-    "non_ip",          "blocklist",       "not_allowlisted",  "port_closed",
-    "syn_rate_source", "syn_rate_global", "conn_rate_source", "fragment",
-    "icmp_denied",     "malformed",
+// The names of PRODUCT.md, each written beside its enum value, so that a
+// reason added to abi.h without a name here fails to compile (below) instead
+// of being exported as reason="".
+struct ReasonEntry {
+  pc_reason reason;
+  absl::string_view name;
 };
-static_assert(kReasonNames.size() == PC_REASON_COUNT, "one name per reason");
+inline constexpr ReasonEntry kReasonTable[] = {
+    {PC_REASON_ALLOWED, "allowed"},
+    {PC_REASON_FAILSAFE, "failsafe"},
+    {PC_REASON_ESTABLISHED, "established"},
+    {PC_REASON_NOT_POLICED, "not_policed"},
+    {PC_REASON_NON_IP, "non_ip"},
+    {PC_REASON_BLOCKLIST, "blocklist"},
+    {PC_REASON_NOT_ALLOWLISTED, "not_allowlisted"},
+    {PC_REASON_PORT_CLOSED, "port_closed"},
+    {PC_REASON_SYN_RATE_SOURCE, "syn_rate_source"},
+    {PC_REASON_SYN_RATE_GLOBAL, "syn_rate_global"},
+    {PC_REASON_CONN_RATE_SOURCE, "conn_rate_source"},
+    {PC_REASON_FRAGMENT, "fragment"},
+    {PC_REASON_ICMP_DENIED, "icmp_denied"},
+    {PC_REASON_MALFORMED, "malformed"},
+};
+
+// Every value below PC_REASON_COUNT is named exactly once, and no name is
+// empty or used twice.
+constexpr bool EveryReasonNamedOnce() {
+  for (unsigned r = 0; r < PC_REASON_COUNT; ++r) {
+    int seen = 0;
+    for (const ReasonEntry& e : kReasonTable) {
+      if (static_cast<unsigned>(e.reason) == r) ++seen;
+    }
+    if (seen != 1) return false;
+  }
+  for (const ReasonEntry& a : kReasonTable) {
+    if (a.name.empty() || static_cast<unsigned>(a.reason) >= PC_REASON_COUNT) return false;
+    int same = 0;
+    for (const ReasonEntry& b : kReasonTable) same += a.name == b.name;
+    if (same != 1) return false;
+  }
+  return true;
+}
+static_assert(EveryReasonNamedOnce(), "every pc_reason needs exactly one name in kReasonTable");
+
+// Indexed by enum pc_reason.
+inline constexpr std::array<absl::string_view, PC_REASON_COUNT> kReasonNames = [] {
+  std::array<absl::string_view, PC_REASON_COUNT> names{};
+  for (const ReasonEntry& e : kReasonTable) names[e.reason] = e.name;
+  return names;
+}();
 
 inline constexpr std::array<absl::string_view, PC_VERDICT_COUNT> kVerdictNames = {
     "pass", "drop", "audit"};

@@ -10,7 +10,8 @@
  * Reason and verdict numbers are stable: they are stored in pinned maps that
  * outlive an agent upgrade. Never renumber; retire a value by renaming it
  * PC_REASON_UNUSED_<n> and add new ones at the end.
- * Places that must agree with enum pc_reason: common/abi.h (kReasonNames),
+ * Places that must agree with enum pc_reason: common/abi.h (kReasonTable,
+ * checked at compile time),
  * ../shared/PRODUCT.md "Verdict reasons".
  */
 #ifndef PORTCULLIS_ABI_H
