@@ -8,7 +8,7 @@ set -euo pipefail
 
 BUILD_PACKAGES=(
   # toolchain
-  build-essential cmake ninja-build pkg-config clang llvm
+  build-essential cmake ninja-build pkg-config clang llvm clang-format
   # BPF
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   # C++ libraries
