@@ -71,8 +71,8 @@ int DropSampleLogger::OnSample(void* ctx, void* data, size_t size) {
   auto* self = static_cast<DropSampleLogger*>(ctx);
   if (size < sizeof(pc_sample)) return 0;
   const int64_t now = MonotonicNs();
-  self->tokens_ = std::min(self->burst_,
-                           self->tokens_ + (now - self->last_ns_) * self->per_second_ / 1e9);
+  self->tokens_ =
+      std::min(self->burst_, self->tokens_ + (now - self->last_ns_) * self->per_second_ / 1e9);
   self->last_ns_ = now;
   if (self->tokens_ < 1) {
     if (self->suppressed_) self->suppressed_->Increment();

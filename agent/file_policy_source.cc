@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "agent/poll_thread.h"
 #include "agent/policy_source.h"
+#include "agent/poll_thread.h"
 #include "policy/validator.h"
 
 namespace portcullis::agent {
@@ -21,8 +21,7 @@ absl::StatusOr<PolicyUpdate> LoadPolicyFile(const std::string& path) {
   if (!text.ok()) return text.status();
   policy::CheckedPolicyFile checked = policy::CheckPolicyText(*text);
   if (!checked.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StripSuffix(checked.Format(path), "\n"));
+    return absl::InvalidArgumentError(absl::StripSuffix(checked.Format(path), "\n"));
   }
   return PolicyUpdate{checked.loaded->policy, *std::move(text), path};
 }
@@ -48,10 +47,10 @@ class FilePolicySource : public PolicySource {
           absl::StrCat("inotify_add_watch(", dir, "): ", std::strerror(errno)));
     }
     if (auto text = policy::ReadTextFile(path_); text.ok()) last_text_ = *text;
-    return thread_.Start(fd, [this, on_update = std::move(on_update),
-                              on_rejected = std::move(on_rejected)] {
-      OnChange(on_update, on_rejected);
-    });
+    return thread_.Start(
+        fd, [this, on_update = std::move(on_update), on_rejected = std::move(on_rejected)] {
+          OnChange(on_update, on_rejected);
+        });
   }
 
   void Stop() override { thread_.Stop(); }

@@ -26,11 +26,16 @@ inline std::string PortRangeLabel(uint32_t first, uint32_t last) {
 // "tcp", "udp", "icmp", "icmpv6", or the protocol number.
 inline std::string ProtoName(uint8_t proto) {
   switch (proto) {
-    case IPPROTO_TCP: return "tcp";
-    case IPPROTO_UDP: return "udp";
-    case IPPROTO_ICMP: return "icmp";
-    case IPPROTO_ICMPV6: return "icmpv6";
-    default: return absl::StrCat(proto);
+    case IPPROTO_TCP:
+      return "tcp";
+    case IPPROTO_UDP:
+      return "udp";
+    case IPPROTO_ICMP:
+      return "icmp";
+    case IPPROTO_ICMPV6:
+      return "icmpv6";
+    default:
+      return absl::StrCat(proto);
   }
 }
 

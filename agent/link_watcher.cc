@@ -44,9 +44,9 @@ absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Start(
   }
 
   auto buf = std::make_shared<std::vector<char>>(64 * 1024);
-  absl::Status started = w->thread_.Start(
-      sock, [sock, buf, globs = std::move(globs), on_link = std::move(on_link),
-             on_removed = std::move(on_removed)] {
+  absl::Status started =
+      w->thread_.Start(sock, [sock, buf, globs = std::move(globs), on_link = std::move(on_link),
+                              on_removed = std::move(on_removed)] {
         ssize_t received;
         while ((received = recv(sock, buf->data(), buf->size(), 0)) > 0) {
           int n = static_cast<int>(received);

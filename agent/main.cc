@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cstdarg>
-
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -14,8 +13,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/agent.h"
-#include "common/log.h"
 #include "common/flags.h"
+#include "common/log.h"
 
 ABSL_FLAG(std::string, policy_file, "",
           "Enforce this local policy file (YAML); it is watched and re-applied when it changes.");
@@ -64,9 +63,9 @@ int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   vsnprintf(buf, sizeof(buf), format, args);
   std::string line = absl::StripTrailingAsciiWhitespace(buf).data();
   if (absl::StrContains(line, "Kernel error message")) return 0;
-  portcullis::Log(level == LIBBPF_WARN ? portcullis::LogLevel::kWarning
-                                              : portcullis::LogLevel::kInfo,
-                         "libbpf", {{"detail", line}});
+  portcullis::Log(
+      level == LIBBPF_WARN ? portcullis::LogLevel::kWarning : portcullis::LogLevel::kInfo, "libbpf",
+      {{"detail", line}});
   return 0;
 }
 
@@ -91,8 +90,8 @@ int main(int argc, char** argv) {
   libbpf_set_print(LibbpfPrint);
 
   if (absl::GetFlag(FLAGS_uninstall)) {
-    absl::Status s = portcullis::agent::Uninstall(absl::GetFlag(FLAGS_pin_dir),
-                                                  absl::GetFlag(FLAGS_state_dir));
+    absl::Status s =
+        portcullis::agent::Uninstall(absl::GetFlag(FLAGS_pin_dir), absl::GetFlag(FLAGS_state_dir));
     return s.ok() ? 0 : Fail(std::string(s.message()));
   }
   portcullis::agent::AgentOptions options;
@@ -106,8 +105,9 @@ int main(int argc, char** argv) {
     client.server_name = absl::GetFlag(FLAGS_server_name);
     client.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
     if (client.insecure_plaintext) {
-      portcullis::LogWarning("INSECURE: talking to the control service without TLS "
-                             "(--insecure-plaintext-for-testing)");
+      portcullis::LogWarning(
+          "INSECURE: talking to the control service without TLS "
+          "(--insecure-plaintext-for-testing)");
     } else if (client.tls.ca.empty() || client.tls.cert.empty() || client.tls.key.empty()) {
       return Fail("--control needs --ca, --cert and --key");
     } else if (auto tls = portcullis::control::ReadTlsFiles(client.tls); !tls.ok()) {

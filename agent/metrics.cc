@@ -57,12 +57,13 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                          .Help("Version of the policy applied")
                          .Register(r)
                          .Add({})),
-      apply_seconds(prometheus::BuildHistogram()
-                        .Name("portcullis_policy_apply_seconds")
-                        .Help("Time to apply a policy: compile, map update and switch")
-                        .Register(r)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{
-                                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
+      apply_seconds(
+          prometheus::BuildHistogram()
+              .Name("portcullis_policy_apply_seconds")
+              .Help("Time to apply a policy: compile, map update and switch")
+              .Register(r)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                               0.5, 1, 2.5, 5, 10})),
       last_applied_timestamp(prometheus::BuildGauge()
                                  .Name("portcullis_policy_last_applied_timestamp_seconds")
                                  .Help("When the policy was last applied (Unix time)")
@@ -138,12 +139,15 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<MetricFamily> out;
 
-  MetricFamily packets{"portcullis_packets_total", "Packets judged, by interface, hook, verdict and reason",
-                       MetricType::Counter, {}};
-  MetricFamily bytes{"portcullis_bytes_total", "Bytes judged, by interface, hook, verdict and reason",
-                     MetricType::Counter, {}};
-  if (auto counts = datapath::ReadVerdictCounters(dp_);
-      counts.ok()) {
+  MetricFamily packets{"portcullis_packets_total",
+                       "Packets judged, by interface, hook, verdict and reason",
+                       MetricType::Counter,
+                       {}};
+  MetricFamily bytes{"portcullis_bytes_total",
+                     "Bytes judged, by interface, hook, verdict and reason",
+                     MetricType::Counter,
+                     {}};
+  if (auto counts = datapath::ReadVerdictCounters(dp_); counts.ok()) {
     for (const datapath::VerdictCount& c : *counts) {
       std::vector<ClientMetric::Label> labels = {
           {"iface", IfaceName(c.key.ifindex)},
@@ -160,7 +164,8 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   // Drops by port: named ports under their policy label, the rest "other".
   MetricFamily by_port{"portcullis_drops_by_port_total",
                        "Dropped (or audited) packets by protocol, destination port and reason",
-                       MetricType::Counter, {}};
+                       MetricType::Counter,
+                       {}};
   if (auto counts = datapath::ReadPortDropCounters(dp_); counts.ok()) {
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> sums;
     for (const datapath::PortDropCount& c : *counts) {
@@ -178,18 +183,21 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
       sums[{ProtoName(c.key.proto), port, std::string(ReasonName(c.key.reason))}] += c.packets;
     }
     for (const auto& [key, n] : sums) {
-      by_port.metric.push_back(Value({{"proto", std::get<0>(key)},
-                                      {"port", std::get<1>(key)},
-                                      {"reason", std::get<2>(key)}},
-                                     static_cast<double>(n), true));
+      by_port.metric.push_back(Value(
+          {{"proto", std::get<0>(key)}, {"port", std::get<1>(key)}, {"reason", std::get<2>(key)}},
+          static_cast<double>(n), true));
     }
   }
   out.push_back(std::move(by_port));
 
-  MetricFamily entries{"portcullis_map_entries", "Entries in each datapath map (policy maps: the live policy)",
-                       MetricType::Gauge, {}};
-  MetricFamily capacity{"portcullis_map_capacity", "Capacity of each datapath map (policy maps: per policy)",
-                        MetricType::Gauge, {}};
+  MetricFamily entries{"portcullis_map_entries",
+                       "Entries in each datapath map (policy maps: the live policy)",
+                       MetricType::Gauge,
+                       {}};
+  MetricFamily capacity{"portcullis_map_capacity",
+                        "Capacity of each datapath map (policy maps: per policy)",
+                        MetricType::Gauge,
+                        {}};
   for (const auto& [name, sizes] : policy_maps_) {
     entries.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.first), false));
     capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.second), false));

@@ -12,11 +12,11 @@
 #include <prometheus/registry.h>
 
 #include <map>
-#include <set>
-#include <tuple>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include "datapath/datapath.h"
 #include "policy/compiler.h"
@@ -32,7 +32,7 @@ class AgentMetrics {
   prometheus::Histogram& apply_seconds;
   prometheus::Gauge& last_applied_timestamp;
   prometheus::Gauge& control_connected;
-  prometheus::Gauge& ready;  // what /readyz answers, for alerts
+  prometheus::Gauge& ready;                              // what /readyz answers, for alerts
   prometheus::Family<prometheus::Counter>& sync_errors;  // label kind
   prometheus::Counter& samples_suppressed;
   prometheus::Family<prometheus::Gauge>& xdp_attached;  // labels iface, mode

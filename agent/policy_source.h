@@ -17,10 +17,10 @@
 namespace portcullis::agent {
 
 struct PolicyUpdate {
-  v1::Policy policy;  // validated
-  std::string text;   // the YAML it came from, kept as last-known-good; empty:
-                      // the agent writes the policy as YAML itself
-  std::string origin;  // e.g. the file path
+  v1::Policy policy;     // validated
+  std::string text;      // the YAML it came from, kept as last-known-good; empty:
+                         // the agent writes the policy as YAML itself
+  std::string origin;    // e.g. the file path
   uint64_t version = 0;  // the control service's version; 0: the agent numbers it
 };
 

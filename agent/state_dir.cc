@@ -26,9 +26,9 @@ absl::Status WriteDurably(const std::string& dir, const std::string& name,
   const std::string dst = absl::StrCat(dir, "/", name);
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("cannot write", tmp);
-  const bool written = write(fd, content.data(), content.size()) ==
-                           static_cast<ssize_t>(content.size()) &&
-                       fsync(fd) == 0;
+  const bool written =
+      write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+      fsync(fd) == 0;
   close(fd);
   if (!written) return Errno("cannot write", tmp);
   if (rename(tmp.c_str(), dst.c_str())) return Errno("cannot rename to", dst);

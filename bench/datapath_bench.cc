@@ -22,11 +22,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/tiny_programs.h"
 #include "datapath/datapath.h"
 #include "datapath/policy_installer.h"
 #include "datapath/test_run.h"
 #include "policy/compiler.h"
-#include "bench/tiny_programs.h"
 #include "tests/support/frame.h"
 
 namespace portcullis::bench {
@@ -66,7 +66,6 @@ std::vector<double> Measure(int prog_fd, const std::vector<uint8_t>& frame) {
   return rounds;
 }
 
-
 // Sources for N prefixes: half IPv4, half IPv6; 70% hosts, 30% shorter.
 // Addresses avoid 198.18.0.0/15, where the measured packet comes from.
 std::vector<std::string> Prefixes(size_t n, uint32_t seed) {
@@ -86,9 +85,14 @@ std::vector<std::string> Prefixes(size_t n, uint32_t seed) {
                                     a & 255, len));
     } else {
       const int len = host ? 128 : 32 + static_cast<int>(rng() % 64);
-      uint16_t w[8] = {0x2001, 0x0db8, static_cast<uint16_t>(rng()), static_cast<uint16_t>(rng()),
-                       static_cast<uint16_t>(rng()), static_cast<uint16_t>(rng()),
-                       static_cast<uint16_t>(rng()), static_cast<uint16_t>(rng())};
+      uint16_t w[8] = {0x2001,
+                       0x0db8,
+                       static_cast<uint16_t>(rng()),
+                       static_cast<uint16_t>(rng()),
+                       static_cast<uint16_t>(rng()),
+                       static_cast<uint16_t>(rng()),
+                       static_cast<uint16_t>(rng()),
+                       static_cast<uint16_t>(rng())};
       for (int bit = len; bit < 128; ++bit) w[bit / 16] &= ~(1u << (15 - bit % 16));
       out.push_back(absl::StrFormat("%x:%x:%x:%x:%x:%x:%x:%x/%d", w[0], w[1], w[2], w[3], w[4],
                                     w[5], w[6], w[7], len));
@@ -230,17 +234,19 @@ int Main(bool quick) {
       const Stats f = floor();
       const Stats s = Summarise(Measure((*dp)->xdp_prog_fd(), syn));
       PrintRow("floor: XDP_DROP only", f, f.median);
-      PrintRow(absl::StrCat(limited ? "SYN dropped by its source bucket, " : "SYN passing every stage, ",
-                            n, " prefixes"),
-               s, f.median);
+      PrintRow(
+          absl::StrCat(limited ? "SYN dropped by its source bucket, " : "SYN passing every stage, ",
+                       n, " prefixes"),
+          s, f.median);
       if (!limited) {
         const Stats b = Summarise(Measure((*dp)->xdp_prog_fd(), blocked_syn));
         PrintRow(absl::StrCat("SYN dropped by the blocklist, ", n, " prefixes"), b, f.median);
       }
     }
   }
-  std::printf("\nPolicy load time (compile, then diff-write the idle slot and switch; the idle\n"
-              "slot held the previous, smaller policy):\n");
+  std::printf(
+      "\nPolicy load time (compile, then diff-write the idle slot and switch; the idle\n"
+      "slot held the previous, smaller policy):\n");
   for (const std::string& l : load_lines) std::printf("%s\n", l.c_str());
 
   // Head to head with xdp-filter: 1,000 exact source IPs and 100 destination
@@ -277,8 +283,9 @@ int Main(bool quick) {
     std::cerr << "bench: cannot install the xdp-filter workload\n";
     return 1;
   }
-  std::printf("\nHead to head, xdp-filter's workload (1000 denied source IPs, 100 denied ports),"
-              " a passing TCP SYN:\n");
+  std::printf(
+      "\nHead to head, xdp-filter's workload (1000 denied source IPs, 100 denied ports),"
+      " a passing TCP SYN:\n");
   XdpFilter xf;
   const std::vector<uint8_t> pass_syn = Syn("198.18.77.1", kDest, 443).Build();
   const Stats f = Summarise(Measure(drop_fd, pass_syn));

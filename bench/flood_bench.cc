@@ -27,9 +27,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <functional>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -43,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "bench/tiny_programs.h"
 #include "datapath/attach.h"
 #include "datapath/counters.h"
 #include "datapath/datapath.h"
@@ -50,7 +51,6 @@
 #include "policy/compiler.h"
 #include "policy/validator.h"
 #include "tests/support/command.h"
-#include "bench/tiny_programs.h"
 #include "tests/support/frame.h"
 
 namespace portcullis::bench {
@@ -149,7 +149,6 @@ void Inject(int tx_prog, int ifindex, const std::vector<uint8_t>& frame, uint32_
   }
 }
 
-
 // The counters of `ethtool -S dev` in namespace `ns`, by name.
 std::map<std::string, uint64_t> EthtoolStats(const std::string& ns, const std::string& dev) {
   std::map<std::string, uint64_t> out;
@@ -166,13 +165,14 @@ std::map<std::string, uint64_t> EthtoolStats(const std::string& ns, const std::s
 }
 
 uint64_t NftDropped(const std::string& ns) {
-  const std::string out = RunCommand("ip netns exec " + ns + " nft list table " +
-                                     (RunCommand("ip netns exec " + ns +
-                                                 " nft list table netdev pcbench").exit_code == 0
-                                          ? "netdev"
-                                          : "inet") +
-                                     " pcbench")
-                              .out;
+  const std::string out =
+      RunCommand(
+          "ip netns exec " + ns + " nft list table " +
+          (RunCommand("ip netns exec " + ns + " nft list table netdev pcbench").exit_code == 0
+               ? "netdev"
+               : "inet") +
+          " pcbench")
+          .out;
   uint64_t total = 0;
   for (absl::string_view line : absl::StrSplit(out, '\n')) {
     // "counter packets N bytes M" (a meter's "burst 200 packets" precedes it).
@@ -373,8 +373,8 @@ int Main(const std::string& only) {
   const double ns_per_spin = (hi_ns - lo_ns) / (hi_spins - lo_spins);
   const int paced_spins =
       ns_per_spin > 0
-          ? std::clamp(static_cast<int>(lo_spins + (1000.0 / kPacedMpps - lo_ns) / ns_per_spin),
-                       1, 100'000)
+          ? std::clamp(static_cast<int>(lo_spins + (1000.0 / kPacedMpps - lo_ns) / ns_per_spin), 1,
+                       100'000)
           : hi_spins;
   const int paced_tx_prog = LoadPacedTx(paced_spins);
 
@@ -389,9 +389,10 @@ int Main(const std::string& only) {
                        kPacedMpps),
        paced_tx_prog, kPacedFramesPerRun},
   };
-  std::printf("Flood benchmark: %d rounds, all filters interleaved in each; receiver NAPI "
-              "kthread on CPU 1, sender on CPU 0\n",
-              kRounds);
+  std::printf(
+      "Flood benchmark: %d rounds, all filters interleaved in each; receiver NAPI "
+      "kthread on CPU 1, sender on CPU 0\n",
+      kRounds);
   // runs[regime][scenario][mode], one per round
   std::map<std::string, std::map<std::string, std::map<std::string, std::vector<Run>>>> runs;
   for (int round = 0; round < kRounds; ++round) {

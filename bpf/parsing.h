@@ -33,7 +33,7 @@
 #define PC_ICMP_FRAG_NEEDED 4
 #define PC_ICMPV6_PKT_TOOBIG 2
 #define PC_ICMPV6_ND_FIRST 133 /* router solicitation */
-#define PC_ICMPV6_ND_LAST 137  /* redirect */
+#define PC_ICMPV6_ND_LAST 137 /* redirect */
 
 #define PC_IP_MF 0x2000
 #define PC_IP_OFFSET 0x1FFF
@@ -47,7 +47,7 @@ enum pc_parse_result {
 /* What the verdict function needs to know about a packet. */
 struct pc_packet {
 	__u8 family; /* PC_FAMILY_V4 / PC_FAMILY_V6 */
-	__u8 proto;  /* transport protocol (IPPROTO_*) */
+	__u8 proto; /* transport protocol (IPPROTO_*) */
 	__u8 non_first_fragment;
 	__u8 tcp_flags; /* TCP byte 13: CWR..FIN */
 	__u8 icmp_type;

@@ -12,7 +12,7 @@
 #include "parsing.h"
 
 /* Load-time constants (rodata), set by user space before load. */
-const volatile __u8 use_user_clock = 0;      /* read now from user_clock */
+const volatile __u8 use_user_clock = 0; /* read now from user_clock */
 const volatile __u8 record_last_verdict = 0; /* write last_verdict */
 const volatile __u64 sample_interval_ns = 10 * 1000 * 1000; /* 100/s */
 const volatile __u64 sample_burst = 100;
@@ -69,16 +69,16 @@ static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key
 
 	if (b)
 		return b;
-	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL, .conn_empty_at = PC_BUCKET_FULL };
+	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL,
+				   .conn_empty_at = PC_BUCKET_FULL };
 
 	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(map, key);
 }
 
 /* The per-source bucket pair of the packet's source prefix. */
-static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet *p,
-							  const struct pc_config *cfg,
-							  __u32 override_id)
+static __always_inline struct pc_bucket *
+pc_source_bucket(const struct pc_packet *p, const struct pc_config *cfg, __u32 override_id)
 {
 	if (p->family == PC_FAMILY_V4) {
 		struct pc_bucket_key_v4 key = { .rate_override_id = override_id };
@@ -225,8 +225,8 @@ struct pc_port_count {
 
 /* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet judged
  * by the policy in `slot`. *count says where a drop is counted by port. */
-static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg,
-					__u32 slot, struct pc_port_count *count)
+static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u32 slot,
+				   struct pc_port_count *count)
 {
 	static const struct pc_port_policy no_rule = {};
 	const struct pc_port_policy *port = &no_rule;
@@ -281,7 +281,8 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 
 	/* 8. */
 	if (p->non_first_fragment)
-		return (cfg->flags & PC_CFG_FRAGMENTS_DENY) ? PC_REASON_FRAGMENT : PC_REASON_ALLOWED;
+		return (cfg->flags & PC_CFG_FRAGMENTS_DENY) ? PC_REASON_FRAGMENT :
+							      PC_REASON_ALLOWED;
 
 	/* 9. ICMP has no ports: icmp decides it either way. */
 	if (pc_is_icmp(p))
@@ -310,7 +311,8 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 		if (port->rate_override_id) {
 			__u32 idx = slot * PC_MAX_RATE_OVERRIDES +
 				    (port->rate_override_id & (PC_MAX_RATE_OVERRIDES - 1));
-			const struct pc_rate_override *ov = bpf_map_lookup_elem(&rate_overrides, &idx);
+			const struct pc_rate_override *ov =
+				bpf_map_lookup_elem(&rate_overrides, &idx);
 
 			if (ov) {
 				syn_rate = &ov->syn_per_source;
@@ -342,7 +344,8 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 			if (g && !pc_take_token(&g->syn_empty_at, &cfg->syn_global, now))
 				return PC_REASON_SYN_RATE_GLOBAL;
 		}
-		if (conn_rate->interval_ns && b && !pc_take_token(&b->conn_empty_at, conn_rate, now))
+		if (conn_rate->interval_ns && b &&
+		    !pc_take_token(&b->conn_empty_at, conn_rate, now))
 			return PC_REASON_CONN_RATE_SOURCE;
 
 		if (p->proto == IPPROTO_UDP) {
@@ -396,9 +399,9 @@ static __always_inline void pc_count(__u32 ifindex, __u8 hook, __u8 verdict, __u
 static __always_inline void pc_count_port(const struct pc_packet *p, __u8 reason,
 					  const struct pc_port_count *count)
 {
-	struct pc_port_key key = {
-		.port = count->named ? bpf_ntohs(p->dport) : 0, .proto = p->proto, .reason = reason
-	};
+	struct pc_port_key key = { .port = count->named ? bpf_ntohs(p->dport) : 0,
+				   .proto = p->proto,
+				   .reason = reason };
 	__u64 *c;
 
 	if (count->row) {

@@ -80,8 +80,8 @@ inline constexpr std::array<absl::string_view, PC_REASON_COUNT> kReasonNames = [
   return names;
 }();
 
-inline constexpr std::array<absl::string_view, PC_VERDICT_COUNT> kVerdictNames = {
-    "pass", "drop", "audit"};
+inline constexpr std::array<absl::string_view, PC_VERDICT_COUNT> kVerdictNames = {"pass", "drop",
+                                                                                  "audit"};
 inline constexpr std::array<absl::string_view, PC_HOOK_COUNT> kHookNames = {"xdp", "tc"};
 
 inline absl::string_view ReasonName(unsigned reason) {

@@ -20,8 +20,7 @@ void PrintHelp(absl::string_view usage, absl::string_view flags_from) {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (absl::StrContains(flag->Filename(), flags_from)) flags.push_back(flag);
   }
-  std::sort(flags.begin(), flags.end(),
-            [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
   for (const absl::CommandLineFlag* f : flags) {
     const std::string name = absl::StrReplaceAll(f->Name(), {{"_", "-"}});
     std::printf("  --%s", name.c_str());
@@ -54,8 +53,8 @@ std::vector<char*> ParseFlags(int argc, char** argv, absl::string_view usage,
       // Abseil exits 1 on an unknown flag; a usage error is 2 here, and the
       // message names the flag as the user spelled it.
       const std::string name = arg.substr(2, end - 2);
-      const bool negated_bool = absl::StartsWith(name, "no") &&
-                                absl::FindCommandLineFlag(name.substr(2)) != nullptr;
+      const bool negated_bool =
+          absl::StartsWith(name, "no") && absl::FindCommandLineFlag(name.substr(2)) != nullptr;
       if (absl::FindCommandLineFlag(name) == nullptr && !negated_bool) {
         std::fprintf(stderr, "%s: unknown flag --%s (see --help)\n",
                      std::string(absl::string_view(argv[0]).substr(

@@ -10,9 +10,10 @@ namespace {
 
 void Reply(struct mg_connection* conn, int code, const char* reason, const std::string& body,
            const char* type = "text/plain; charset=utf-8") {
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-            code, reason, type, body.size());
+  mg_printf(
+      conn,
+      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+      code, reason, type, body.size());
   mg_write(conn, body.data(), body.size());
 }
 

@@ -47,11 +47,10 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text) {
   if (slash != absl::string_view::npos) {
     const bool all_digits =
         !len_text.empty() && len_text.size() <= 3 &&
-        std::all_of(len_text.begin(), len_text.end(),
-                    [](char c) { return c >= '0' && c <= '9'; });
+        std::all_of(len_text.begin(), len_text.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!all_digits || !absl::SimpleAtoi(len_text, &length) || length > p.max_length()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "\"", text, "\" has a bad prefix length (0 to ", p.max_length(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", text, "\" has a bad prefix length (0 to ", p.max_length(), ")"));
     }
   }
   p.length_ = static_cast<uint8_t>(length);

@@ -18,7 +18,9 @@ using LogFields = std::vector<std::pair<std::string, LogValue>>;
 enum class LogLevel { kInfo, kWarning, kError };
 
 void Log(LogLevel level, absl::string_view msg, const LogFields& fields = {});
-inline void LogInfo(absl::string_view msg, const LogFields& f = {}) { Log(LogLevel::kInfo, msg, f); }
+inline void LogInfo(absl::string_view msg, const LogFields& f = {}) {
+  Log(LogLevel::kInfo, msg, f);
+}
 inline void LogWarning(absl::string_view msg, const LogFields& f = {}) {
   Log(LogLevel::kWarning, msg, f);
 }

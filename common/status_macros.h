@@ -8,11 +8,11 @@
 #define PC_STATUS_CONCAT_(a, b) PC_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
+#define RETURN_IF_ERROR(expr)                                 \
+  do {                                                        \
     if (absl::Status pc_status_ = (expr); !pc_status_.ok()) { \
-      return pc_status_;                             \
-    }                                                \
+      return pc_status_;                                      \
+    }                                                         \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, Fn())`: unwraps a StatusOr or returns its status.

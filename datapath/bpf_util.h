@@ -47,17 +47,24 @@ inline absl::Status ErrnoStatus(absl::string_view call, absl::string_view object
   const std::string message = absl::StrCat(call, "(", object, "): ", std::strerror(err));
   switch (err) {
     case EPERM:
-    case EACCES: return absl::PermissionDeniedError(message);
+    case EACCES:
+      return absl::PermissionDeniedError(message);
     case ENOENT:
-    case ENODEV: return absl::NotFoundError(message);
+    case ENODEV:
+      return absl::NotFoundError(message);
     case EEXIST:
-    case EBUSY: return absl::FailedPreconditionError(message);
+    case EBUSY:
+      return absl::FailedPreconditionError(message);
     case ENOSPC:
     case ENOMEM:
-    case E2BIG: return absl::ResourceExhaustedError(message);
-    case EINVAL: return absl::InvalidArgumentError(message);
-    case EOPNOTSUPP: return absl::UnimplementedError(message);
-    default: return absl::InternalError(message);
+    case E2BIG:
+      return absl::ResourceExhaustedError(message);
+    case EINVAL:
+      return absl::InvalidArgumentError(message);
+    case EOPNOTSUPP:
+      return absl::UnimplementedError(message);
+    default:
+      return absl::InternalError(message);
   }
 }
 

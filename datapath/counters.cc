@@ -29,8 +29,8 @@ absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd,
-                                                              int fast_array_fd, int hash_fd) {
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd, int fast_array_fd,
+                                                              int hash_fd) {
   std::vector<VerdictCount> out;
   std::vector<__u32> owners(PC_IFACE_SLOTS, 0);
   for (__u32 slot = 0; slot < PC_IFACE_SLOTS; ++slot) {
@@ -112,12 +112,11 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& 
       uint64_t n = 0;
       for (uint64_t v : values) n += v;
       if (n == 0) continue;
-      out.push_back(PortDropCount{{.port = range.first,
-                                   .proto = range.proto,
-                                   .reason = static_cast<__u8>(reason)},
-                                  range.last,
-                                  true,
-                                  n});
+      out.push_back(PortDropCount{
+          {.port = range.first, .proto = range.proto, .reason = static_cast<__u8>(reason)},
+          range.last,
+          true,
+          n});
     }
   }
   return out;

@@ -27,8 +27,8 @@ struct PortDropCount {
 // Both verdict counter maps (the per-CPU array, whose blocks belong to the
 // interfaces in iface_slots, and the hash of the rest), merged; entries that
 // counted nothing are left out.
-absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd,
-                                                              int fast_array_fd, int hash_fd);
+absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd, int fast_array_fd,
+                                                              int hash_fd);
 // The same, from a loaded datapath's maps.
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp);
 // The counted_ports registry: which (proto, port range) each row counts.

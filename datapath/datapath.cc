@@ -26,13 +26,12 @@ absl::Status CheckPinnedShape(struct bpf_map* map, const std::string& path) {
   }
   if (info.type != bpf_map__type(map) || info.key_size != bpf_map__key_size(map) ||
       info.value_size != bpf_map__value_size(map) ||
-      info.max_entries != bpf_map__max_entries(map) ||
-      info.map_flags != bpf_map__map_flags(map)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the map pinned at ", path, " has another shape than this build's (type ", info.type,
-        ", key ", info.key_size, ", value ", info.value_size, ", entries ", info.max_entries,
-        "; want ", bpf_map__type(map), ", ", bpf_map__key_size(map), ", ",
-        bpf_map__value_size(map), ", ", bpf_map__max_entries(map), ")"));
+      info.max_entries != bpf_map__max_entries(map) || info.map_flags != bpf_map__map_flags(map)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the map pinned at ", path, " has another shape than this build's (type ",
+                     info.type, ", key ", info.key_size, ", value ", info.value_size, ", entries ",
+                     info.max_entries, "; want ", bpf_map__type(map), ", ", bpf_map__key_size(map),
+                     ", ", bpf_map__value_size(map), ", ", bpf_map__max_entries(map), ")"));
   }
   return absl::OkStatus();
 }
@@ -50,8 +49,7 @@ absl::Status Datapath::PinMaps(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(
-    const std::string& dir) const {
+absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(const std::string& dir) const {
   std::vector<std::string> removed;
   std::set<std::string> ours;
   struct bpf_map* map;
@@ -73,9 +71,9 @@ absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(
 }
 
 absl::string_view SlotMapName(SlotMap m) {
-  static constexpr absl::string_view kNames[] = {
-      "src_v4_exact", "src_v6_exact", "src_v4_prefix", "src_v6_prefix",
-      "dst_v4",       "dst_v6",       "port_policy",   "rate_overrides"};
+  static constexpr absl::string_view kNames[] = {"src_v4_exact",  "src_v6_exact",  "src_v4_prefix",
+                                                 "src_v6_prefix", "dst_v4",        "dst_v6",
+                                                 "port_policy",   "rate_overrides"};
   return kNames[static_cast<int>(m)];
 }
 
@@ -110,8 +108,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   if (inner < 0) return ErrnoStatus("bpf_map_create", "pc_fence_in", errno);
   dp->fence_inner_.Reset(inner);
   LIBBPF_OPTS(bpf_map_create_opts, outer_opts, .inner_map_fd = static_cast<__u32>(inner));
-  const int outer =
-      bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "pc_fence", 4, 4, 1, &outer_opts);
+  const int outer = bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "pc_fence", 4, 4, 1, &outer_opts);
   if (outer < 0) return ErrnoStatus("bpf_map_create", "pc_fence", errno);
   dp->fence_outer_.Reset(outer);
   return dp;
@@ -128,15 +125,24 @@ absl::Status Datapath::WaitForRunningPrograms() {
 
 int Datapath::slot_map_fd(SlotMap m) const {
   switch (m) {
-    case SlotMap::kSrcV4Exact: return bpf_map__fd(skel_->maps.src_v4_exact);
-    case SlotMap::kSrcV6Exact: return bpf_map__fd(skel_->maps.src_v6_exact);
-    case SlotMap::kSrcV4Prefix: return bpf_map__fd(skel_->maps.src_v4_prefix);
-    case SlotMap::kSrcV6Prefix: return bpf_map__fd(skel_->maps.src_v6_prefix);
-    case SlotMap::kDstV4: return bpf_map__fd(skel_->maps.dst_v4);
-    case SlotMap::kDstV6: return bpf_map__fd(skel_->maps.dst_v6);
-    case SlotMap::kPortPolicy: return bpf_map__fd(skel_->maps.port_policy);
-    case SlotMap::kRateOverrides: return bpf_map__fd(skel_->maps.rate_overrides);
-    case SlotMap::kCount: break;
+    case SlotMap::kSrcV4Exact:
+      return bpf_map__fd(skel_->maps.src_v4_exact);
+    case SlotMap::kSrcV6Exact:
+      return bpf_map__fd(skel_->maps.src_v6_exact);
+    case SlotMap::kSrcV4Prefix:
+      return bpf_map__fd(skel_->maps.src_v4_prefix);
+    case SlotMap::kSrcV6Prefix:
+      return bpf_map__fd(skel_->maps.src_v6_prefix);
+    case SlotMap::kDstV4:
+      return bpf_map__fd(skel_->maps.dst_v4);
+    case SlotMap::kDstV6:
+      return bpf_map__fd(skel_->maps.dst_v6);
+    case SlotMap::kPortPolicy:
+      return bpf_map__fd(skel_->maps.port_policy);
+    case SlotMap::kRateOverrides:
+      return bpf_map__fd(skel_->maps.rate_overrides);
+    case SlotMap::kCount:
+      break;
   }
   return -1;
 }
@@ -160,18 +166,10 @@ int Datapath::verdict_counters_fast_fd() const {
 }
 int Datapath::verdict_counters_fd() const { return bpf_map__fd(skel_->maps.verdict_counters); }
 int Datapath::counted_ports_fd() const { return bpf_map__fd(skel_->maps.counted_ports); }
-int Datapath::named_port_drops_fd() const {
-  return bpf_map__fd(skel_->maps.named_port_drops);
-}
-int Datapath::port_drop_counters_fd() const {
-  return bpf_map__fd(skel_->maps.port_drop_counters);
-}
-int Datapath::source_buckets_v4_fd() const {
-  return bpf_map__fd(skel_->maps.source_buckets_v4);
-}
-int Datapath::source_buckets_v6_fd() const {
-  return bpf_map__fd(skel_->maps.source_buckets_v6);
-}
+int Datapath::named_port_drops_fd() const { return bpf_map__fd(skel_->maps.named_port_drops); }
+int Datapath::port_drop_counters_fd() const { return bpf_map__fd(skel_->maps.port_drop_counters); }
+int Datapath::source_buckets_v4_fd() const { return bpf_map__fd(skel_->maps.source_buckets_v4); }
+int Datapath::source_buckets_v6_fd() const { return bpf_map__fd(skel_->maps.source_buckets_v6); }
 int Datapath::global_buckets_fd() const { return bpf_map__fd(skel_->maps.global_buckets); }
 int Datapath::egress_flows_fd() const { return bpf_map__fd(skel_->maps.egress_flows); }
 int Datapath::served_flows_fd() const { return bpf_map__fd(skel_->maps.served_flows); }

@@ -20,9 +20,8 @@ void MapImage::Sort() {
   const size_t n = size();
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::memcmp(key(a), key(b), key_size_) < 0;
-  });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return std::memcmp(key(a), key(b), key_size_) < 0; });
   std::vector<uint8_t> keys(keys_.size());
   std::vector<uint8_t> values(values_.size());
   for (size_t i = 0; i < n; ++i) {
@@ -39,8 +38,8 @@ namespace {
 constexpr size_t kBatch = 8192;
 
 absl::Status Update(int fd, absl::string_view name, const std::vector<uint8_t>& keys,
-                    const std::vector<uint8_t>& values, uint32_t key_size,
-                    uint32_t value_size, bool batch) {
+                    const std::vector<uint8_t>& values, uint32_t key_size, uint32_t value_size,
+                    bool batch) {
   const size_t n = keys.size() / key_size;
   size_t done = 0;
   if (batch) {
@@ -74,9 +73,12 @@ absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
   // Merge of two sorted key lists.
   while (i < current.size() || j < target.size()) {
     int cmp;
-    if (i == current.size()) cmp = 1;
-    else if (j == target.size()) cmp = -1;
-    else cmp = std::memcmp(current.key(i), target.key(j), ks);
+    if (i == current.size())
+      cmp = 1;
+    else if (j == target.size())
+      cmp = -1;
+    else
+      cmp = std::memcmp(current.key(i), target.key(j), ks);
     if (cmp < 0) {
       del_keys.insert(del_keys.end(), current.key(i), current.key(i) + ks);
       ++i;

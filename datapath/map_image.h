@@ -14,8 +14,7 @@ namespace portcullis::datapath {
 
 class MapImage {
  public:
-  MapImage(uint32_t key_size, uint32_t value_size)
-      : key_size_(key_size), value_size_(value_size) {}
+  MapImage(uint32_t key_size, uint32_t value_size) : key_size_(key_size), value_size_(value_size) {}
 
   void Add(const void* key, const void* value);
   // Orders records by key bytes; call before Diff/Apply.

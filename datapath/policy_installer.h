@@ -50,7 +50,6 @@ class PolicyInstaller {
                                                              uint32_t live_slot);
 };
 
-
 // The slot packets are judged by now, and that slot's config.
 absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp);
 
@@ -62,7 +61,7 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
 // The map images of a compiled policy in `slot`, in SlotMap order, with
 // each port range's counter row taken from `rows` (1 + row, by the policy's
 // counted_ports index; see RegisterCountedPorts).
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy,
-                                                uint32_t slot, const std::vector<uint16_t>& rows);
+std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy, uint32_t slot,
+                                                const std::vector<uint16_t>& rows);
 
 }  // namespace portcullis::datapath

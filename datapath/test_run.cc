@@ -72,9 +72,8 @@ absl::Status TestRunner::RunEgress(absl::Span<const uint8_t> frame) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint32_t> TestRunner::RunRepeated(absl::Span<const uint8_t> frame,
-                                                 uint32_t repeat, pc_hook hook,
-                                                 uint32_t* duration_ns) {
+absl::StatusOr<uint32_t> TestRunner::RunRepeated(absl::Span<const uint8_t> frame, uint32_t repeat,
+                                                 pc_hook hook, uint32_t* duration_ns) {
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = static_cast<int>(repeat));
   const int prog = hook == PC_HOOK_TC ? dp_.tc_ingress_prog_fd() : dp_.xdp_prog_fd();

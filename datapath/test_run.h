@@ -41,8 +41,7 @@ class TestRunner {
   // (the counters tell what happened). Used for concurrency tests and benchmarks;
   // *duration_ns (optional) gets the kernel's mean run time.
   absl::StatusOr<uint32_t> RunRepeated(absl::Span<const uint8_t> frame, uint32_t repeat,
-                                       pc_hook hook = PC_HOOK_XDP,
-                                       uint32_t* duration_ns = nullptr);
+                                       pc_hook hook = PC_HOOK_XDP, uint32_t* duration_ns = nullptr);
 
  private:
   Datapath& dp_;

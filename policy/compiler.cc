@@ -45,8 +45,7 @@ void FoldEnclosing(std::vector<PrefixEntry>& entries) {
 }
 
 absl::Status AddPrefixes(const google::protobuf::RepeatedPtrField<std::string>& cidrs,
-                         pc_set_mask mask, absl::string_view what,
-                         std::vector<PrefixEntry>& out) {
+                         pc_set_mask mask, absl::string_view what, std::vector<PrefixEntry>& out) {
   for (const std::string& text : cidrs) {
     auto prefix = IpPrefix::Parse(text);
     if (!prefix.ok()) {
@@ -69,9 +68,12 @@ bool SameOverride(const v1::PortRule& a, const v1::PortRule& b) {
 
 int L4Index(v1::Protocol proto) {
   switch (proto) {
-    case v1::PROTOCOL_TCP: return PC_L4_TCP;
-    case v1::PROTOCOL_UDP: return PC_L4_UDP;
-    default: return -1;
+    case v1::PROTOCOL_TCP:
+      return PC_L4_TCP;
+    case v1::PROTOCOL_UDP:
+      return PC_L4_UDP;
+    default:
+      return -1;
   }
 }
 
@@ -94,8 +96,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   auto use_set = [&](const std::string& name) -> absl::Status {
     if (bit_of_set.contains(name)) return absl::OkStatus();
     if (out.set_bits.size() >= PC_MAX_SETS) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the rules use more than ", PC_MAX_SETS, " distinct sets, the datapath's limit"));
+      return absl::ResourceExhaustedError(absl::StrCat("the rules use more than ", PC_MAX_SETS,
+                                                       " distinct sets, the datapath's limit"));
     }
     bit_of_set[name] = static_cast<int>(out.set_bits.size());
     out.set_bits.push_back(name);
@@ -163,8 +165,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
            Limit{"IPv6 destinations", out.dst_v6.size(), PC_MAX_DESTINATIONS},
        }) {
     if (l.have > l.max) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the policy has ", l.have, " ", l.what, "; the datapath holds at most ", l.max));
+      return absl::ResourceExhaustedError(absl::StrCat("the policy has ", l.have, " ", l.what,
+                                                       "; the datapath holds at most ", l.max));
     }
   }
 
@@ -190,8 +192,8 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
           .last = static_cast<__u16>(r.last()),
           .proto = static_cast<__u8>(l4 == PC_L4_UDP ? IPPROTO_UDP : IPPROTO_TCP),
           .in_use = 1};
-      auto [it, added] = counted_index.try_emplace(
-          std::make_tuple(counted.proto, counted.first, counted.last), 0);
+      auto [it, added] =
+          counted_index.try_emplace(std::make_tuple(counted.proto, counted.first, counted.last), 0);
       if (added && out.counted_ports.size() < 0xffff) {
         out.counted_ports.push_back(counted);
         it->second = static_cast<uint16_t>(out.counted_ports.size());
@@ -244,13 +246,13 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     const v1::PortRule& rule = spec.ports(r);
     if (!HasOverride(rule)) continue;
     if (out.rate_overrides.size() >= PC_MAX_RATE_OVERRIDES) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "more than ", PC_MAX_RATE_OVERRIDES - 1, " rules set their own rates"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("more than ", PC_MAX_RATE_OVERRIDES - 1, " rules set their own rates"));
     }
     override_of_rule[r] = static_cast<uint32_t>(out.rate_overrides.size());
-    out.rate_overrides.push_back(pc_rate_override{
-        rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default,
-        rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default});
+    out.rate_overrides.push_back(
+        pc_rate_override{rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default,
+                         rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default});
   }
 
   for (size_t i = 0; i < out.ports.size(); ++i) {

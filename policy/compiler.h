@@ -21,20 +21,20 @@ struct PrefixEntry {
 };
 
 struct CompiledPolicy {
-  pc_config config{};  // slot and version are set by whoever installs it
+  pc_config config{};                      // slot and version are set by whoever installs it
   std::vector<PrefixEntry> src_v4_exact;   // /32
   std::vector<PrefixEntry> src_v6_exact;   // /128
   std::vector<PrefixEntry> src_v4_prefix;  // shorter, for the LPM trie
   std::vector<PrefixEntry> src_v6_prefix;
-  std::vector<PrefixEntry> dst_v4;         // spec.destinations
+  std::vector<PrefixEntry> dst_v4;  // spec.destinations
   std::vector<PrefixEntry> dst_v6;
-  std::vector<pc_port_policy> ports;       // PC_PORT_ENTRIES, index pc_l4 * 65536 + port
+  std::vector<pc_port_policy> ports;             // PC_PORT_ENTRIES, index pc_l4 * 65536 + port
   std::vector<pc_rate_override> rate_overrides;  // by rate_override_id; [0] unused
   // The (proto, port range)s the rules name, in rule order. Here
   // ports[i].counter_row is 1 + an index into this list; the installer
   // replaces it with 1 + the counted_ports row it registers the range in.
   std::vector<pc_counted_port> counted_ports;
-  std::vector<std::string> set_bits;       // set name of each mask bit, by bit
+  std::vector<std::string> set_bits;  // set name of each mask bit, by bit
 };
 
 // Set-name bit of the blocklist in every mask.

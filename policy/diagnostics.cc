@@ -34,8 +34,7 @@ std::string Diagnostics::Format(absl::string_view file) const {
 
 void Diagnostics::Add(Severity severity, SourceLocation location, absl::string_view path,
                       absl::string_view message) {
-  diagnostics_.push_back(
-      Diagnostic{severity, std::string(path), location, std::string(message)});
+  diagnostics_.push_back(Diagnostic{severity, std::string(path), location, std::string(message)});
 }
 
 SourceLocation Diagnostics::Locate(absl::string_view path) const {
@@ -69,9 +68,8 @@ std::string FormatDiagnostics(absl::string_view file, const std::vector<Diagnost
 }
 
 int CountErrors(const std::vector<Diagnostic>& all) {
-  return static_cast<int>(std::count_if(all.begin(), all.end(), [](const Diagnostic& d) {
-    return d.severity == Severity::kError;
-  }));
+  return static_cast<int>(std::count_if(
+      all.begin(), all.end(), [](const Diagnostic& d) { return d.severity == Severity::kError; }));
 }
 
 }  // namespace portcullis::policy

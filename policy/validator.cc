@@ -6,8 +6,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/ip_prefix.h"
 #include "policy/compiler.h"
@@ -37,8 +37,8 @@ void CheckCidrs(const google::protobuf::RepeatedPtrField<std::string>& cidrs,
     }
     auto [it, fresh] = seen.try_emplace(prefix->ToString(), i);
     if (!fresh) {
-      diags.Warning(p, absl::StrCat("\"", cidrs[i], "\" is listed twice (also at index ",
-                                    it->second, ")"));
+      diags.Warning(
+          p, absl::StrCat("\"", cidrs[i], "\" is listed twice (also at index ", it->second, ")"));
     }
   }
 }
@@ -69,7 +69,8 @@ void CheckRule(const v1::PortRule& rule, const std::string& path, bool failsafe,
   if (rule.proto() == v1::PROTOCOL_UNSPECIFIED) {
     diags.Error(absl::StrCat(path, ".proto"), "missing (tcp or udp)");
   }
-  if (rule.ports_size() == 0) diags.Error(absl::StrCat(path, ".ports"), "missing (a non-empty list)");
+  if (rule.ports_size() == 0)
+    diags.Error(absl::StrCat(path, ".ports"), "missing (a non-empty list)");
   for (int i = 0; i < rule.ports_size(); ++i) {
     const v1::PortRange& r = rule.ports(i);
     const std::string p = At(absl::StrCat(path, ".ports"), i);
@@ -86,8 +87,7 @@ void CheckRule(const v1::PortRule& rule, const std::string& path, bool failsafe,
   for (int i = 0; i < from.sets_size(); ++i) {
     const std::string& name = from.sets(i);
     if (name == "any") {
-      diags.Error(At(absl::StrCat(path, ".from"), i),
-                  "\"any\" stands alone: write from: any");
+      diags.Error(At(absl::StrCat(path, ".from"), i), "\"any\" stands alone: write from: any");
     } else if (!sets.contains(name)) {
       diags.Error(At(absl::StrCat(path, ".from"), i),
                   absl::StrCat("unknown set \"", name, "\" (define it under spec.sets)"));
@@ -137,8 +137,7 @@ void CheckOverlaps(const google::protobuf::RepeatedPtrField<v1::PortRule>& rules
           earlier.from().any() == rule.from().any() &&
           std::set<std::string>(earlier.from().sets().begin(), earlier.from().sets().end()) ==
               std::set<std::string>(rule.from().sets().begin(), rule.from().sets().end())) {
-        diags.Warning(DescribeRule(path, r),
-                      absl::StrCat("duplicates ", DescribeRule(path, q)));
+        diags.Warning(DescribeRule(path, r), absl::StrCat("duplicates ", DescribeRule(path, q)));
         goto next_rule;
       }
     }
@@ -179,11 +178,11 @@ void CheckOverlaps(const google::protobuf::RepeatedPtrField<v1::PortRule>& rules
 
 void Validate(const v1::Policy& policy, Diagnostics& diags) {
   if (policy.api_version() != kApiVersion) {
-    diags.Error("apiVersion", policy.api_version().empty()
-                                  ? absl::StrCat("missing (must be ", kApiVersion, ")")
-                                  : absl::StrCat("\"", policy.api_version(),
-                                                 "\" is not supported (must be ", kApiVersion,
-                                                 ")"));
+    diags.Error("apiVersion",
+                policy.api_version().empty()
+                    ? absl::StrCat("missing (must be ", kApiVersion, ")")
+                    : absl::StrCat("\"", policy.api_version(), "\" is not supported (must be ",
+                                   kApiVersion, ")"));
   }
   if (policy.kind() != kKind) {
     diags.Error("kind", policy.kind().empty()
@@ -236,8 +235,7 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
     CheckRate(limits.syn().global(), "spec.rateLimits.syn.global", diags);
   }
   if (limits.connections().has_per_source()) {
-    CheckRate(limits.connections().per_source(), "spec.rateLimits.connections.perSource",
-              diags);
+    CheckRate(limits.connections().per_source(), "spec.rateLimits.connections.perSource", diags);
   }
   if (limits.syn().has_source_prefix()) {
     const v1::SourcePrefix& sp = limits.syn().source_prefix();
@@ -266,9 +264,7 @@ bool CheckedPolicyFile::ok() const { return loaded.has_value() && errors() == 0;
 
 int CheckedPolicyFile::errors() const { return CountErrors(diagnostics); }
 
-int CheckedPolicyFile::warnings() const {
-  return static_cast<int>(diagnostics.size()) - errors();
-}
+int CheckedPolicyFile::warnings() const { return static_cast<int>(diagnostics.size()) - errors(); }
 
 std::string CheckedPolicyFile::Format(absl::string_view file) const {
   return FormatDiagnostics(file, diagnostics);

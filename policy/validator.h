@@ -22,9 +22,9 @@ void Validate(const v1::Policy& policy, Diagnostics& diags);
 
 // A policy file read, parsed and validated.
 struct CheckedPolicyFile {
-  std::optional<LoadedPolicy> loaded;     // absent when unreadable or not YAML
-  std::vector<Diagnostic> diagnostics;    // in file order
-  bool ok() const;                        // loaded, and no errors
+  std::optional<LoadedPolicy> loaded;   // absent when unreadable or not YAML
+  std::vector<Diagnostic> diagnostics;  // in file order
+  bool ok() const;                      // loaded, and no errors
   int errors() const;
   int warnings() const;
   std::string Format(absl::string_view file) const;

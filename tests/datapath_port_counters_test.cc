@@ -163,8 +163,9 @@ TEST_F(PortCountersTest, AFullRegistryReclaimsOnlyUnusedRowsAndElseCountsInTheHa
 // The agent's metric: a range shows under its own label, even when its
 // first port counts under an earlier, narrower range of the policy.
 TEST_F(PortCountersTest, TheMetricShowsEachRangeUnderItsOwnLabel) {
-  const std::string yaml = PolicyNaming({"8000"}) + "    - {ports: [\"8000-8100\"], proto: tcp, "
-                                                    "from: [admins]}\n";
+  const std::string yaml = PolicyNaming({"8000"}) +
+                           "    - {ports: [\"8000-8100\"], proto: tcp, "
+                           "from: [admins]}\n";
   policy::CompiledPolicy compiled = CompileYaml(yaml);
   ASSERT_TRUE(installer_->Install(compiled, 1).ok());
   policy::CheckedPolicyFile checked = policy::CheckPolicyText(yaml);

@@ -59,8 +59,8 @@ TEST(ValidateTest, TextThatIsNotUtf8IsAnErrorAtItsPosition) {
   EXPECT_THAT(Findings("metadata: {name: \xc0\xafx}\n"),  // an overlong '/'
               ElementsAre("p.yaml:1:18: error: the file is not valid UTF-8 here"));
   EXPECT_THAT(Findings(Edit(kGood, "name: edge",
-                               "name: \xc3\xa9"
-                               "dge")),
+                            "name: \xc3\xa9"
+                            "dge")),
               IsEmpty());
 }
 
@@ -104,7 +104,7 @@ TEST(ValidateTest, WrongTypes) {
       ElementsAre("p.yaml:19:25: error: spec.rateLimits.syn.perSource.rate: expected a whole "
                   "number"));
   EXPECT_THAT(Findings(Edit(kGood, "    - {ports: [22], proto: tcp, from: [admins]}",
-                               "    - {ports: [22], proto: tcp, from: admins}")),
+                            "    - {ports: [22], proto: tcp, from: admins}")),
               ElementsAre("p.yaml:9:5: warning: spec.sets.admins: set \"admins\" is not used "
                           "by any rule",
                           "p.yaml:13:39: error: spec.failsafe[0].from: expected \"any\" or a "
@@ -122,8 +122,8 @@ TEST(ValidateTest, UnknownEnumWord) {
 
 TEST(ValidateTest, BadCidrs) {
   EXPECT_THAT(Findings(Edit(kGood, "[198.51.100.0/28]",
-                               "[198.51.100.0/33, 10.1.2.300, "
-                               "\"2001:db8::/129\"]")),
+                            "[198.51.100.0/33, 10.1.2.300, "
+                            "\"2001:db8::/129\"]")),
               ElementsAre("p.yaml:9:14: error: spec.sets.admins[0]: \"198.51.100.0/33\" has a "
                           "bad prefix length (0 to 32)",
                           "p.yaml:9:31: error: spec.sets.admins[1]: \"10.1.2.300\" is not an "
@@ -159,7 +159,7 @@ TEST(ValidateTest, DanglingSetName) {
 
 TEST(ValidateTest, MissingRequiredFields) {
   EXPECT_THAT(Findings(Edit(kGood, "    - {ports: [80, 443], proto: tcp, from: any}",
-                               "    - {ports: [80, 443]}")),
+                            "    - {ports: [80, 443]}")),
               ElementsAre("p.yaml:15:7: error: spec.ports[0].proto: missing (tcp or udp)",
                           "p.yaml:15:7: error: spec.ports[0].from: missing (any, or a list of "
                           "set names)"));
@@ -185,8 +185,8 @@ TEST(ValidateTest, BadRates) {
 
 TEST(ValidateTest, FailsafeRulesCannotBeRateLimited) {
   EXPECT_THAT(Findings(Edit(kGood, "{ports: [22], proto: tcp, from: [admins]}",
-                               "{ports: [22], proto: tcp, from: [admins], synRate: {rate: 1, "
-                               "burst: 1}}")),
+                            "{ports: [22], proto: tcp, from: [admins], synRate: {rate: 1, "
+                            "burst: 1}}")),
               ElementsAre("p.yaml:13:58: error: spec.failsafe[0].synRate: failsafe rules are "
                           "never rate-limited"));
 }
@@ -194,8 +194,8 @@ TEST(ValidateTest, FailsafeRulesCannotBeRateLimited) {
 TEST(ValidateTest, ConflictingRateOverridesOnOnePort) {
   const std::string text =
       Edit(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
-              "    - {ports: [443], proto: tcp, from: [office], synRate: {rate: 1, burst: 1}}\n"
-              "    - {ports: [443], proto: tcp, from: [admins], synRate: {rate: 2, burst: 2}}");
+           "    - {ports: [443], proto: tcp, from: [office], synRate: {rate: 1, burst: 1}}\n"
+           "    - {ports: [443], proto: tcp, from: [admins], synRate: {rate: 2, burst: 2}}");
   EXPECT_THAT(Findings(text),
               ElementsAre("p.yaml:6:3: error: spec: rules 1 and 2 set different rate "
                           "overrides for tcp/443"));
@@ -204,11 +204,11 @@ TEST(ValidateTest, ConflictingRateOverridesOnOnePort) {
 TEST(ValidateTest, DuplicateAndShadowedRulesAreWarnings) {
   const std::string text =
       Edit(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
-              "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
-              "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
-              "    - {ports: [443], proto: tcp, from: [office]}\n"
-              "    - {ports: [31000, 443], proto: tcp, from: [office]}\n"
-              "    - {ports: [31000, 8080], proto: tcp, from: [office]}");
+           "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
+           "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}\n"
+           "    - {ports: [443], proto: tcp, from: [office]}\n"
+           "    - {ports: [31000, 443], proto: tcp, from: [office]}\n"
+           "    - {ports: [31000, 8080], proto: tcp, from: [office]}");
   EXPECT_THAT(Findings(text),
               ElementsAre("p.yaml:17:7: warning: spec.ports[2]: duplicates spec.ports[1]",
                           "p.yaml:18:7: warning: spec.ports[3]: is shadowed: earlier rules (up "
@@ -227,7 +227,7 @@ TEST(ValidateTest, UnusedSetIsAWarning) {
 TEST(ValidateTest, DenyWithoutFailsafeWarnsOfLockOut) {
   const std::string text =
       Edit(Edit(kGood, "  failsafe:\n    - {ports: [22], proto: tcp, from: [admins]}\n", ""),
-              "from: [office]}", "from: [office, admins]}");
+           "from: [office]}", "from: [office, admins]}");
   EXPECT_THAT(Findings(text),
               ElementsAre("p.yaml:6:3: warning: spec.failsafe: defaultAction is deny and there "
                           "is no failsafe rule: a mistake in this policy can lock administrators "

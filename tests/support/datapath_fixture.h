@@ -6,7 +6,6 @@
 
 #include <climits>
 #include <cstdint>
-
 #include <memory>
 #include <string>
 

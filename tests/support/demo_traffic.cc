@@ -45,10 +45,10 @@ absl::Status WriteDemoCapture(const std::string& path) {
   for (int i = 0; i < 40; ++i) {  // 4 s of legitimate HTTPS
     at(i * 100);
     w.Write(t, Syn(absl::StrCat("198.18.20.", 1 + i % 20), ingress, 443, 40000 + i).Build());
-    w.Write(t + 1000, Tcp(absl::StrCat("198.18.20.", 1 + i % 20), ingress, 40000 + i, 443, kAck)
-                          .Build());
-    w.Write(t + 2000, Syn(absl::StrCat("2001:db8:20::", 1 + i % 9), ingress6, 443, 41000 + i)
-                          .Build());
+    w.Write(t + 1000,
+            Tcp(absl::StrCat("198.18.20.", 1 + i % 20), ingress, 40000 + i, 443, kAck).Build());
+    w.Write(t + 2000,
+            Syn(absl::StrCat("2001:db8:20::", 1 + i % 9), ingress6, 443, 41000 + i).Build());
   }
   at(500);
   w.Write(t, Udp("198.18.21.1", ingress, 50000, 443).Build());  // QUIC

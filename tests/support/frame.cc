@@ -48,7 +48,7 @@ std::vector<uint8_t> Frame::Build() const {
     Put16(l4, sport);
     Put16(l4, dport);
     for (int i = 0; i < 8; ++i) l4.push_back(i == 3 ? 1 : 0);  // seq=1, ack=0
-    l4.push_back(5 << 4);                                       // doff
+    l4.push_back(5 << 4);                                      // doff
     l4.push_back(tcp_flags);
     Put16(l4, 65535);  // window
     Put16(l4, 0);      // checksum
@@ -63,8 +63,8 @@ std::vector<uint8_t> Frame::Build() const {
   }
   l4.insert(l4.end(), payload, 0xAB);
 
-  if (first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP ||
-                         proto == IPPROTO_ICMPV6 || (proto == IPPROTO_ICMP && !v6))) {
+  if (first_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMPV6 ||
+                         (proto == IPPROTO_ICMP && !v6))) {
     uint32_t sum = 0;
     if (proto != IPPROTO_ICMP) {  // pseudo-header
       sum = SumWords(s.data(), s.size(), sum);
@@ -175,9 +175,10 @@ Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t
 
 std::vector<uint8_t> Arp() {
   // Broadcast who-has 198.18.0.2 tell 198.18.0.1.
-  return {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06,  // Ethernet
-          0, 1, 8, 0, 6, 4, 0, 1,                                              // ARP request
-          2, 0, 0, 0, 0, 1, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 198, 18, 0, 2};
+  return {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0,  0, 0, 0, 1, 0x08, 0x06,  // Ethernet
+          0,    1,    8,    0,    6,    4,    0,    1,                           // ARP request
+          2,    0,    0,    0,    0,    1,    198,  18, 0, 1, 0, 0, 0,    0,
+          0,    0,    198,  18,   0,    2};
 }
 
 }  // namespace portcullis::testing

@@ -11,7 +11,7 @@
 namespace portcullis::testing {
 
 struct Ipv6Ext {
-  uint8_t type;    // IPPROTO_HOPOPTS, _ROUTING, _DSTOPTS, _FRAGMENT
+  uint8_t type;      // IPPROTO_HOPOPTS, _ROUTING, _DSTOPTS, _FRAGMENT
   uint8_t len8 = 0;  // hdrlen field: (len8 + 1) * 8 bytes (ignored for fragment)
 };
 
@@ -20,7 +20,7 @@ struct Frame {
   std::vector<uint16_t> vlan_tpids;  // outermost first: 0x8100 or 0x88a8
   uint16_t ethertype = 0;            // set by Ipv4()/Ipv6(); override for ARP etc.
   // Layer 3
-  std::string src, dst;  // textual addresses
+  std::string src, dst;           // textual addresses
   uint8_t ipv4_option_words = 0;  // 4-byte NOP words of IPv4 options
   std::vector<Ipv6Ext> ipv6_ext;
   uint16_t frag_offset = 0;  // in 8-byte units
@@ -37,8 +37,7 @@ struct Frame {
 
 Frame Tcp(const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport,
           uint8_t flags);
-Frame Syn(const std::string& src, const std::string& dst, uint16_t dport,
-          uint16_t sport = 40000);
+Frame Syn(const std::string& src, const std::string& dst, uint16_t dport, uint16_t sport = 40000);
 Frame Udp(const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport);
 Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t code);
 std::vector<uint8_t> Arp();

@@ -134,8 +134,8 @@ class Lab {
   }
   // The HTTP status of a GET from host `from`, "000" when refused or timed out.
   std::string Get(const std::string& from, const std::string& url, double timeout = 2) const {
-    return In(from, absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout,
-                                 " ", url))
+    return In(from,
+              absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout, " ", url))
         .out;
   }
 
@@ -149,8 +149,8 @@ class Lab {
                absl::StrCat("pid ", dir, "/nginx.pid;\nerror_log ", dir,
                             "/error.log;\nevents {}\nhttp {\n  access_log off;\n  server {\n",
                             listen, "    location / { return 200 \"ok\\n\"; }\n  }\n}\n"));
-    Process p({"ip", "netns", "exec", Ns(name), "nginx", "-c", dir + "/nginx.conf", "-p", dir,
-               "-g", "daemon off;"},
+    Process p({"ip", "netns", "exec", Ns(name), "nginx", "-c", dir + "/nginx.conf", "-p", dir, "-g",
+               "daemon off;"},
               dir + "/stdout.log");
     for (int i = 0; i < 50; ++i) {
       if (In(name, absl::StrCat("curl -s -o /dev/null --max-time 1 http://", Address(name), ":",

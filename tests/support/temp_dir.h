@@ -12,7 +12,8 @@ namespace portcullis::testing {
 class TempDir {
  public:
   TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "portcullis-test-XXXXXX").string();
+    std::string templ =
+        (std::filesystem::temp_directory_path() / "portcullis-test-XXXXXX").string();
     path_ = mkdtemp(templ.data()) ? templ : "";
   }
   ~TempDir() {

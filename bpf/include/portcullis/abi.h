@@ -88,17 +88,18 @@ enum pc_l4 {
  * map takes about 22 MB of kernel memory, the IPv6 one about 13 MB. */
 #define PC_MAX_BUCKETS_V4 (1u << 18)
 #define PC_MAX_BUCKETS_V6 (1u << 17)
-#define PC_MAX_FLOWS (1u << 17)       /* LRU: flow tables */
-#define PC_MAX_VERDICT_COUNTERS 4096  /* ifindex x hook x verdict x reason */
+#define PC_MAX_FLOWS (1u << 17) /* LRU: flow tables */
+#define PC_MAX_VERDICT_COUNTERS 4096 /* ifindex x hook x verdict x reason */
 /* Verdicts are counted in a per-CPU array, a block per interface: an
  * interface claims block ifindex % PC_IFACE_SLOTS (iface_slots[block] =
  * ifindex) with its first packet. Interfaces whose block another holds count
  * in the verdict_counters hash instead. */
 #define PC_IFACE_SLOTS 128
 #define PC_FAST_COUNTERS (PC_IFACE_SLOTS * PC_HOOK_COUNT * PC_VERDICT_COUNT * PC_REASON_COUNT)
-#define PC_FAST_COUNTER_INDEX(slot, hook, verdict, reason) \
-	((((slot) * PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + (reason))
-#define PC_MAX_PORT_COUNTERS 16384    /* proto x port x reason (drops only) */
+#define PC_FAST_COUNTER_INDEX(slot, hook, verdict, reason)                                    \
+	((((slot)*PC_HOOK_COUNT + (hook)) * PC_VERDICT_COUNT + (verdict)) * PC_REASON_COUNT + \
+	 (reason))
+#define PC_MAX_PORT_COUNTERS 16384 /* proto x port x reason (drops only) */
 /* Drops at named ports are counted in rows of a per-CPU array, one row of
  * PC_REASON_COUNT counters per (proto, port range) the policy names: an
  * array increment instead of a hash lookup on every drop. counted_ports
@@ -155,11 +156,11 @@ struct pc_rate {
 	__u64 burst;
 };
 
-#define PC_PORT_HAS_RULE (1u << 0)     /* some port rule names this port */
-#define PC_PORT_ALLOW_ANY (1u << 1)    /* ... with from: any */
+#define PC_PORT_HAS_RULE (1u << 0) /* some port rule names this port */
+#define PC_PORT_ALLOW_ANY (1u << 1) /* ... with from: any */
 #define PC_PORT_HAS_FAILSAFE (1u << 2) /* some failsafe rule names this port */
 #define PC_PORT_FAILSAFE_ANY (1u << 3) /* ... with from: any */
-#define PC_PORT_NAMED (1u << 4)        /* count drops under this port */
+#define PC_PORT_NAMED (1u << 4) /* count drops under this port */
 
 /* What the policy says about one (proto, destination port).
  * port_policy index: slot * PC_PORT_ENTRIES + pc_l4 * 65536 + port. */
