@@ -116,13 +116,12 @@ struct {
 	__type(value, struct pc_bucket);
 } source_buckets_v6 SEC(".maps");
 
-/* [0]: global SYN bucket (syn_empty_at); [1]: drop-sample bucket. */
-enum { PC_GLOBAL_SYN_BUCKET = 0, PC_SAMPLE_BUCKET = 1, PC_GLOBAL_BUCKETS = 2 };
+/* Indexed by enum pc_global_bucket_id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PC_GLOBAL_BUCKETS);
 	__type(key, __u32);
-	__type(value, struct pc_bucket);
+	__type(value, struct pc_global_bucket);
 } global_buckets SEC(".maps");
 
 /* Flows this node opened, written by the TC egress program, keyed as their

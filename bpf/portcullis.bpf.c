@@ -47,6 +47,6 @@ SEC("tc")
 int portcullis_tc_egress(struct __sk_buff *skb)
 {
 	pc_pull_headers(skb);
-	pc_record_egress((void *)(long)skb->data, (void *)(long)skb->data_end);
+	pc_flow_record_outbound((void *)(long)skb->data, (void *)(long)skb->data_end);
 	return TC_ACT_OK;
 }

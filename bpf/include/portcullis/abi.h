@@ -240,6 +240,19 @@ struct pc_bucket {
  * reading (refill is capped at burst). */
 #define PC_BUCKET_FULL (-((__s64)1 << 62))
 
+/* global_buckets[id]: limiters shared by all sources, one GCRA word each.
+ * The value stays 16 bytes (it was a pc_bucket), so older pins are adopted. */
+enum pc_global_bucket_id {
+	PC_GLOBAL_SYN_BUCKET = 0, /* rateLimits.syn.global */
+	PC_SAMPLE_BUCKET = 1, /* drop samples sent to the ring buffer */
+	PC_GLOBAL_BUCKETS = 2,
+};
+
+struct pc_global_bucket {
+	__s64 empty_at;
+	__s64 reserved;
+};
+
 /* A transport 5-tuple as seen on ingress: src is the remote peer. */
 struct pc_flow_key {
 	__u8 family;

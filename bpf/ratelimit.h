@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Token buckets (GCRA) and the clock they run on: the per-source buckets of
+ * steps 12-13 and the global limiters (the global SYN budget, drop samples).
+ */
+#ifndef PORTCULLIS_RATELIMIT_H
+#define PORTCULLIS_RATELIMIT_H
+
+#include "maps.h"
+#include "parsing.h"
+
+/* Load-time constant (rodata): read now from user_clock instead of the
+ * kernel's coarse monotonic clock (simulation and tests replay time). */
+const volatile __u8 use_user_clock = 0;
+
+/* Compare-and-swap attempts on one bucket before giving up. Giving up counts
+ * as "over the limit": under that much contention the bucket is being hit by
+ * every CPU at once, and failing closed keeps a flood from slipping through. */
+#define PC_CAS_RETRIES 8
+
+static __always_inline __s64 pc_now(void)
+{
+	if (use_user_clock) {
+		__u32 zero = 0;
+		__u64 *t = bpf_map_lookup_elem(&user_clock, &zero);
+
+		return t ? (__s64)*t : 0;
+	}
+	return (__s64)bpf_ktime_get_coarse_ns();
+}
+
+/* Takes one token from a GCRA bucket whose state is *empty_at.
+ * Returns 1 if the packet conforms (a token was taken), 0 if over. */
+static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *rate, __s64 now)
+{
+	__s64 interval = (__s64)rate->interval_ns;
+	__s64 full_at = now - interval * (__s64)rate->burst;
+
+	if (interval == 0)
+		return 1; /* no limit configured */
+
+	for (int i = 0; i < PC_CAS_RETRIES; i++) {
+		__s64 old = *(volatile __s64 *)empty_at;
+		__s64 base = old < full_at ? full_at : old; /* refill caps at burst */
+
+		if (now - base < interval)
+			return 0; /* less than one whole token */
+		if (__sync_val_compare_and_swap(empty_at, old, base + interval) == old)
+			return 1;
+	}
+	return 0;
+}
+
+/* The bucket pair of `key` in `map`, created full on first use. Another CPU
+ * may create it first (EEXIST); either way, it is looked up again. */
+static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key)
+{
+	struct pc_bucket *b = bpf_map_lookup_elem(map, key);
+
+	if (b)
+		return b;
+	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL,
+				   .conn_empty_at = PC_BUCKET_FULL };
+
+	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* The per-source bucket pair of the packet's source prefix. */
+static __always_inline struct pc_bucket *
+pc_source_bucket(const struct pc_packet *p, const struct pc_config *cfg, __u32 override_id)
+{
+	if (p->family == PC_FAMILY_V4) {
+		struct pc_bucket_key_v4 key = { .rate_override_id = override_id };
+		__u32 bits = cfg->source_prefix_v4;
+		__u32 addr;
+
+		__builtin_memcpy(&addr, p->src, 4);
+		addr = bpf_ntohl(addr);
+		if (bits < 32)
+			addr &= bits ? ~0U << (32 - bits) : 0;
+		addr = bpf_htonl(addr);
+		__builtin_memcpy(key.addr, &addr, 4);
+		return pc_bucket_of(&source_buckets_v4, &key);
+	} else {
+		struct pc_bucket_key_v6 key = { .rate_override_id = override_id };
+		__u32 bits = cfg->source_prefix_v6;
+		__u64 hi, lo;
+
+		/* The source masked to `bits`, as two big-endian words. */
+		__builtin_memcpy(&hi, p->src, 8);
+		__builtin_memcpy(&lo, p->src + 8, 8);
+		hi = bpf_be64_to_cpu(hi);
+		lo = bpf_be64_to_cpu(lo);
+		if (bits < 64)
+			hi &= bits ? ~0ULL << (64 - bits) : 0;
+		if (bits < 128)
+			lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
+		hi = bpf_cpu_to_be64(hi);
+		lo = bpf_cpu_to_be64(lo);
+		__builtin_memcpy(key.addr, &hi, 8);
+		__builtin_memcpy(key.addr + 8, &lo, 8);
+		return pc_bucket_of(&source_buckets_v6, &key);
+	}
+}
+
+/* Takes one token from the global limiter `id`; 1 if it conforms. A missing
+ * entry (never: it is an array) conforms. */
+static __always_inline int pc_take_global_token(__u32 id, const struct pc_rate *rate, __s64 now)
+{
+	struct pc_global_bucket *g = bpf_map_lookup_elem(&global_buckets, &id);
+
+	return !g || pc_take_token(&g->empty_at, rate, now);
+}
+
+#endif /* PORTCULLIS_RATELIMIT_H */
