@@ -21,6 +21,7 @@ static_assert(sizeof(pc_config) == 72);
 static_assert(sizeof(pc_bucket_key_v4) == 8);
 static_assert(sizeof(pc_bucket_key_v6) == 20);
 static_assert(sizeof(pc_bucket) == 16);
+static_assert(sizeof(pc_global_bucket) == 16);
 static_assert(sizeof(pc_flow_key) == 40);
 static_assert(sizeof(pc_verdict_key) == 8);
 static_assert(sizeof(pc_counter) == 16);

@@ -63,14 +63,15 @@ class DatapathTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
     ASSERT_NE(dp_, nullptr);
-    ClearMap(dp_->source_buckets_v4_fd(), sizeof(pc_bucket_key_v4));
-    ClearMap(dp_->source_buckets_v6_fd(), sizeof(pc_bucket_key_v6));
-    ClearMap(dp_->egress_flows_fd(), sizeof(pc_flow_key));
-    ClearMap(dp_->ingress_flows_fd(), sizeof(pc_flow_key));
-    ClearMap(dp_->served_flows_fd(), sizeof(pc_flow_key));
-    const pc_bucket full = {PC_BUCKET_FULL, PC_BUCKET_FULL};
-    for (__u32 k = 0; k < 2; ++k) {
-      ASSERT_EQ(bpf_map_update_elem(dp_->global_buckets_fd(), &k, &full, BPF_ANY), 0);
+    ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV4), sizeof(pc_bucket_key_v4));
+    ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV6), sizeof(pc_bucket_key_v6));
+    ClearMap(dp_->map_fd(datapath::Map::kEgressFlows), sizeof(pc_flow_key));
+    ClearMap(dp_->map_fd(datapath::Map::kIngressFlows), sizeof(pc_flow_key));
+    ClearMap(dp_->map_fd(datapath::Map::kServedFlows), sizeof(pc_flow_key));
+    const pc_global_bucket full = {PC_BUCKET_FULL, 0};
+    for (__u32 k = 0; k < PC_GLOBAL_BUCKETS; ++k) {
+      ASSERT_EQ(bpf_map_update_elem(dp_->map_fd(datapath::Map::kGlobalBuckets), &k, &full, BPF_ANY),
+                0);
     }
     ASSERT_TRUE(runner_->SetClock(1'000'000'000).ok());
   }
