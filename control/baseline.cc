@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/ip_prefix.h"
+#include "policy/rules.h"
 #include "policy/text.h"
 
 namespace portcullis::control {
@@ -95,7 +96,7 @@ absl::StatusOr<PortList> PortList::Parse(absl::string_view text) {
     const std::vector<absl::string_view> bounds = absl::StrSplit(item, '-');
     uint32_t first = 0, last = 0;
     if (bounds.size() > 2 || !absl::SimpleAtoi(bounds.front(), &first) ||
-        !absl::SimpleAtoi(bounds.back(), &last) || first == 0 || last > 65535 || first > last) {
+        !absl::SimpleAtoi(bounds.back(), &last) || !policy::IsPortRange(first, last)) {
       return absl::InvalidArgumentError(
           absl::StrCat("\"", item, "\" is not a port (1-65535) or a FIRST-LAST range"));
     }

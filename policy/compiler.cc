@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "policy/rules.h"
 
 namespace portcullis::policy {
 namespace {
@@ -66,69 +69,63 @@ bool SameOverride(const v1::PortRule& a, const v1::PortRule& b) {
          same(a.has_conn_rate(), a.conn_rate(), b.has_conn_rate(), b.conn_rate());
 }
 
-int L4Index(v1::Protocol proto) {
-  switch (proto) {
-    case v1::PROTOCOL_TCP:
-      return PC_L4_TCP;
-    case v1::PROTOCOL_UDP:
-      return PC_L4_UDP;
-    default:
-      return -1;
-  }
-}
-
-}  // namespace
-
-pc_rate ToBucket(const v1::Rate& rate) {
-  pc_rate out{};
-  if (rate.rate() == 0) return out;
-  out.interval_ns = std::max<uint64_t>(1, (1'000'000'000ULL + rate.rate() / 2) / rate.rate());
-  out.burst = std::max<uint64_t>(1, rate.burst());
-  return out;
-}
-
-absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
-  const v1::PolicySpec& spec = policy.spec();
-  CompiledPolicy out;
-
-  // Bits go only to sets that some rule uses; unused sets cost nothing.
-  absl::flat_hash_map<std::string, int> bit_of_set;
-  auto use_set = [&](const std::string& name) -> absl::Status {
-    if (bit_of_set.contains(name)) return absl::OkStatus();
-    if (out.set_bits.size() >= PC_MAX_SETS) {
+// Bits of the source mask, given only to sets that some rule uses: unused
+// sets cost nothing.
+class SetBits {
+ public:
+  absl::Status Use(const std::string& name, std::vector<std::string>& names) {
+    if (bit_.contains(name)) return absl::OkStatus();
+    if (names.size() >= PC_MAX_SETS) {
       return absl::ResourceExhaustedError(absl::StrCat("the rules use more than ", PC_MAX_SETS,
                                                        " distinct sets, the datapath's limit"));
     }
-    bit_of_set[name] = static_cast<int>(out.set_bits.size());
-    out.set_bits.push_back(name);
+    bit_[name] = static_cast<int>(names.size());
+    names.push_back(name);
     return absl::OkStatus();
-  };
-  for (const auto* rules : {&spec.failsafe(), &spec.ports()}) {
-    for (const v1::PortRule& rule : *rules) {
-      for (const std::string& name : rule.from().sets()) RETURN_IF_ERROR(use_set(name));
-    }
   }
-  auto mask_of = [&](const v1::Sources& from) -> absl::StatusOr<pc_set_mask> {
+  // The bit of a used set; nullopt for a set no rule uses.
+  std::optional<pc_set_mask> MaskOf(const std::string& name) const {
+    auto it = bit_.find(name);
+    if (it == bit_.end()) return std::nullopt;
+    return pc_set_mask{1} << it->second;
+  }
+  absl::StatusOr<pc_set_mask> MaskOf(const v1::Sources& from) const {
     pc_set_mask mask = 0;
     for (const std::string& name : from.sets()) {
-      auto it = bit_of_set.find(name);
-      if (it == bit_of_set.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("unknown set \"", name, "\""));
-      }
-      mask |= pc_set_mask{1} << it->second;
+      std::optional<pc_set_mask> bit = MaskOf(name);
+      if (!bit) return absl::InvalidArgumentError(absl::StrCat("unknown set \"", name, "\""));
+      mask |= *bit;
     }
     return mask;
-  };
+  }
 
-  // Sources: sets and blocklist, split by family and by exact vs prefix.
+ private:
+  absl::flat_hash_map<std::string, int> bit_;
+};
+
+absl::StatusOr<SetBits> AssignSetBits(const v1::PolicySpec& spec, CompiledPolicy& out) {
+  SetBits bits;
+  for (const auto* rules : {&spec.failsafe(), &spec.ports()}) {
+    for (const v1::PortRule& rule : *rules) {
+      for (const std::string& name : rule.from().sets()) {
+        RETURN_IF_ERROR(bits.Use(name, out.set_bits));
+      }
+    }
+  }
+  return bits;
+}
+
+// Sources: the used sets and the blocklist, split by family and by exact
+// host vs shorter prefix.
+absl::Status CompileSources(const v1::PolicySpec& spec, const SetBits& bits, CompiledPolicy& out) {
   std::vector<PrefixEntry> sources;
-  absl::flat_hash_map<std::string, bool> defined;
+  absl::flat_hash_set<std::string> defined;
   for (const v1::CidrSet& set : spec.sets()) {
-    defined[set.name()] = true;
-    auto it = bit_of_set.find(set.name());
-    if (it == bit_of_set.end()) continue;
-    RETURN_IF_ERROR(AddPrefixes(set.cidrs(), pc_set_mask{1} << it->second,
-                                absl::StrCat("set \"", set.name(), "\""), sources));
+    defined.insert(set.name());
+    std::optional<pc_set_mask> bit = bits.MaskOf(set.name());
+    if (!bit) continue;
+    RETURN_IF_ERROR(
+        AddPrefixes(set.cidrs(), *bit, absl::StrCat("set \"", set.name(), "\""), sources));
   }
   for (const std::string& name : out.set_bits) {
     if (!defined.contains(name)) {
@@ -139,18 +136,24 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   FoldEnclosing(sources);
   for (PrefixEntry& e : sources) {
     const bool v4 = e.prefix.family() == Family::kV4;
-    auto& bucket = e.prefix.is_host() ? (v4 ? out.src_v4_exact : out.src_v6_exact)
-                                      : (v4 ? out.src_v4_prefix : out.src_v6_prefix);
-    bucket.push_back(e);
+    auto& table = e.prefix.is_host() ? (v4 ? out.src_v4_exact : out.src_v6_exact)
+                                     : (v4 ? out.src_v4_prefix : out.src_v6_prefix);
+    table.push_back(e);
   }
+  return absl::OkStatus();
+}
 
+absl::Status CompileDestinations(const v1::PolicySpec& spec, CompiledPolicy& out) {
   std::vector<PrefixEntry> destinations;
   RETURN_IF_ERROR(AddPrefixes(spec.destinations(), 1, "destinations", destinations));
   FoldEnclosing(destinations);
   for (PrefixEntry& e : destinations) {
     (e.prefix.family() == Family::kV4 ? out.dst_v4 : out.dst_v6).push_back(e);
   }
+  return absl::OkStatus();
+}
 
+absl::Status CheckCapacities(const CompiledPolicy& out) {
   struct Limit {
     const char* what;
     size_t have;
@@ -169,29 +172,35 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
                                                        "; the datapath holds at most ", l.max));
     }
   }
+  return absl::OkStatus();
+}
 
-  // Ports: what every rule says about every (proto, port), written straight
-  // into the port entries; override_rule[i] is the rule (index into
-  // spec.ports) whose rates apply to entry i, -1 for none.
+// Which rule's rates apply to each port entry: the index into spec.ports of
+// the rule with synRate/connRate that names it, -1 for none.
+using OverrideRules = std::vector<int>;
+
+// Ports: what every rule says about every (proto, port), written straight
+// into the port entries. Each (proto, range) a rule names is one entry of
+// counted_ports; a port counts its drops under the first range that names
+// it (failsafe rules first, then port rules).
+absl::StatusOr<OverrideRules> CompilePorts(const v1::PolicySpec& spec, const SetBits& bits,
+                                           CompiledPolicy& out) {
   out.ports.resize(PC_PORT_ENTRIES);
-  std::vector<int> override_rule(PC_PORT_ENTRIES, -1);
-  // Each (proto, range) a rule names is one entry of counted_ports; a port
-  // counts its drops under the first range that names it (failsafe rules
-  // first, then port rules: the order of the agent's metric labels).
+  out.counted_range.assign(PC_PORT_ENTRIES, 0);
+  OverrideRules override_rule(PC_PORT_ENTRIES, -1);
   absl::flat_hash_map<std::tuple<uint8_t, uint16_t, uint16_t>, uint16_t> counted_index;
   auto for_each_port = [&](const v1::PortRule& rule, auto&& fn) -> absl::Status {
     const int l4 = L4Index(rule.proto());
     if (l4 < 0) return absl::InvalidArgumentError("a rule has no proto");
     for (const v1::PortRange& r : rule.ports()) {
-      if (r.first() < 1 || r.last() > 65535 || r.first() > r.last()) {
+      if (!IsPortRange(r)) {
         return absl::InvalidArgumentError(
             absl::StrCat("bad port range ", r.first(), "-", r.last()));
       }
-      const pc_counted_port counted = {
-          .first = static_cast<__u16>(r.first()),
-          .last = static_cast<__u16>(r.last()),
-          .proto = static_cast<__u8>(l4 == PC_L4_UDP ? IPPROTO_UDP : IPPROTO_TCP),
-          .in_use = 1};
+      const pc_counted_port counted = {.first = static_cast<__u16>(r.first()),
+                                       .last = static_cast<__u16>(r.last()),
+                                       .proto = IpProtocol(rule.proto()),
+                                       .in_use = 1};
       auto [it, added] =
           counted_index.try_emplace(std::make_tuple(counted.proto, counted.first, counted.last), 0);
       if (added && out.counted_ports.size() < 0xffff) {
@@ -200,14 +209,14 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
       }
       for (uint32_t port = r.first(); port <= r.last(); ++port) {
         const size_t i = static_cast<size_t>(l4) * PC_PORTS_PER_PROTO + port;
-        if (out.ports[i].counter_row == 0) out.ports[i].counter_row = it->second;
+        if (out.counted_range[i] == 0) out.counted_range[i] = it->second;
         fn(i);
       }
     }
     return absl::OkStatus();
   };
   for (const v1::PortRule& rule : spec.failsafe()) {
-    ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
+    ASSIGN_OR_RETURN(const pc_set_mask mask, bits.MaskOf(rule.from()));
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
       out.ports[i].flags |= PC_PORT_HAS_FAILSAFE | PC_PORT_NAMED;
       if (rule.from().any()) out.ports[i].flags |= PC_PORT_FAILSAFE_ANY;
@@ -216,7 +225,7 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   }
   for (int r = 0; r < spec.ports_size(); ++r) {
     const v1::PortRule& rule = spec.ports(r);
-    ASSIGN_OR_RETURN(const pc_set_mask mask, mask_of(rule.from()));
+    ASSIGN_OR_RETURN(const pc_set_mask mask, bits.MaskOf(rule.from()));
     absl::Status conflict;
     RETURN_IF_ERROR(for_each_port(rule, [&](size_t i) {
       pc_port_policy& port = out.ports[i];
@@ -234,12 +243,16 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
     }));
     RETURN_IF_ERROR(conflict);
   }
+  return override_rule;
+}
 
+// Rules with their own rates get override ids in rule order; each port entry
+// names the id of the rule whose rates apply to it.
+absl::Status CompileOverrides(const v1::PolicySpec& spec, const OverrideRules& override_rule,
+                              CompiledPolicy& out) {
   const v1::RateLimits& limits = spec.rate_limits();
   const pc_rate syn_default = ToBucket(limits.syn().per_source());
   const pc_rate conn_default = ToBucket(limits.connections().per_source());
-
-  // Rules with their own rates get override ids in rule order.
   out.rate_overrides.push_back(pc_rate_override{});
   absl::flat_hash_map<int, uint32_t> override_of_rule;
   for (int r = 0; r < spec.ports_size(); ++r) {
@@ -254,11 +267,15 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
         pc_rate_override{rule.has_syn_rate() ? ToBucket(rule.syn_rate()) : syn_default,
                          rule.has_conn_rate() ? ToBucket(rule.conn_rate()) : conn_default});
   }
-
   for (size_t i = 0; i < out.ports.size(); ++i) {
     if (override_rule[i] >= 0) out.ports[i].rate_override_id = override_of_rule[override_rule[i]];
   }
+  return absl::OkStatus();
+}
 
+// Policy-wide settings; the slot's version is set by whoever installs it.
+void CompileConfig(const v1::PolicySpec& spec, CompiledPolicy& out) {
+  const v1::RateLimits& limits = spec.rate_limits();
   pc_config& cfg = out.config;
   cfg.flags = PC_CFG_VALID;
   if (!out.src_v4_exact.empty()) cfg.flags |= PC_CFG_SRC_V4_EXACT;
@@ -270,12 +287,34 @@ absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
   if (spec.icmp() == v1::ACTION_DENY) cfg.flags |= PC_CFG_ICMP_DENY;
   if (spec.fragments() != v1::ACTION_ALLOW) cfg.flags |= PC_CFG_FRAGMENTS_DENY;
   if (spec.destinations_size() > 0) cfg.flags |= PC_CFG_HAS_DESTINATIONS;
-  cfg.syn_per_source = syn_default;
+  cfg.syn_per_source = ToBucket(limits.syn().per_source());
   cfg.syn_global = ToBucket(limits.syn().global());
-  cfg.conn_per_source = conn_default;
+  cfg.conn_per_source = ToBucket(limits.connections().per_source());
   const v1::SourcePrefix& sp = limits.syn().source_prefix();
   cfg.source_prefix_v4 = static_cast<uint8_t>(sp.ipv4() ? sp.ipv4() : 32);
   cfg.source_prefix_v6 = static_cast<uint8_t>(sp.ipv6() ? sp.ipv6() : 64);
+}
+
+}  // namespace
+
+pc_rate ToBucket(const v1::Rate& rate) {
+  pc_rate out{};
+  if (rate.rate() == 0) return out;
+  out.interval_ns = std::max<uint64_t>(1, (1'000'000'000ULL + rate.rate() / 2) / rate.rate());
+  out.burst = std::max<uint64_t>(1, rate.burst());
+  return out;
+}
+
+absl::StatusOr<CompiledPolicy> Compile(const v1::Policy& policy) {
+  const v1::PolicySpec& spec = policy.spec();
+  CompiledPolicy out;
+  ASSIGN_OR_RETURN(const SetBits bits, AssignSetBits(spec, out));
+  RETURN_IF_ERROR(CompileSources(spec, bits, out));
+  RETURN_IF_ERROR(CompileDestinations(spec, out));
+  RETURN_IF_ERROR(CheckCapacities(out));
+  ASSIGN_OR_RETURN(const OverrideRules override_rule, CompilePorts(spec, bits, out));
+  RETURN_IF_ERROR(CompileOverrides(spec, override_rule, out));
+  CompileConfig(spec, out);
   return out;
 }
 

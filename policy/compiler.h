@@ -30,10 +30,13 @@ struct CompiledPolicy {
   std::vector<PrefixEntry> dst_v6;
   std::vector<pc_port_policy> ports;             // PC_PORT_ENTRIES, index pc_l4 * 65536 + port
   std::vector<pc_rate_override> rate_overrides;  // by rate_override_id; [0] unused
-  // The (proto, port range)s the rules name, in rule order. Here
-  // ports[i].counter_row is 1 + an index into this list; the installer
-  // replaces it with 1 + the counted_ports row it registers the range in.
+  // The (proto, port range)s the rules name, in rule order.
   std::vector<pc_counted_port> counted_ports;
+  // By port entry (as `ports`): 1 + the index into counted_ports of the
+  // first range that names the port (the range its drops are counted and
+  // labelled under), 0 for ports no rule names. ports[i].counter_row stays 0
+  // here: it is a row of the counted_ports map, which the installer chooses.
+  std::vector<uint16_t> counted_range;
   std::vector<std::string> set_bits;  // set name of each mask bit, by bit
 };
 

@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "policy/rules.h"
 
 namespace portcullis::policy {
 namespace {
@@ -51,7 +52,7 @@ void EmitRules(YAML::Emitter& out, const char* key,
     }
     out << YAML::EndSeq;
     if (r.proto() != v1::PROTOCOL_UNSPECIFIED) {
-      out << YAML::Key << "proto" << YAML::Value << (r.proto() == v1::PROTOCOL_UDP ? "udp" : "tcp");
+      out << YAML::Key << "proto" << YAML::Value << std::string(ProtocolName(r.proto()));
     }
     if (r.has_from()) {
       out << YAML::Key << "from" << YAML::Value;
@@ -145,8 +146,7 @@ std::string ToYaml(const v1::Policy& p) {
 }
 
 std::string RuleText(const v1::PortRule& rule) {
-  std::string text =
-      absl::StrCat(rule.proto() == v1::PROTOCOL_UDP ? "udp " : "tcp ", PortsText(rule), " from ");
+  std::string text = absl::StrCat(ProtocolName(rule.proto()), " ", PortsText(rule), " from ");
   if (rule.from().any()) {
     absl::StrAppend(&text, "any");
   } else {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/ip_prefix.h"
 #include "policy/compiler.h"
+#include "policy/rules.h"
 
 namespace portcullis::policy {
 namespace {
@@ -56,10 +57,11 @@ void CheckRate(const v1::Rate& rate, absl::string_view path, Diagnostics& diags)
 // The ports of a rule, expanded, for overlap checks: (l4 << 16) | port.
 std::vector<uint32_t> RulePorts(const v1::PortRule& rule) {
   std::vector<uint32_t> out;
-  const uint32_t l4 = rule.proto() == v1::PROTOCOL_UDP ? 1 : 0;
+  const int l4 = L4Index(rule.proto());
+  if (l4 < 0) return out;  // a rule without proto is an error of its own
   for (const v1::PortRange& r : rule.ports()) {
-    if (r.first() < 1 || r.last() > 65535 || r.first() > r.last()) continue;
-    for (uint32_t p = r.first(); p <= r.last(); ++p) out.push_back((l4 << 16) | p);
+    if (!IsPortRange(r)) continue;
+    for (uint32_t p = r.first(); p <= r.last(); ++p) out.push_back((uint32_t(l4) << 16) | p);
   }
   return out;
 }
@@ -74,8 +76,8 @@ void CheckRule(const v1::PortRule& rule, const std::string& path, bool failsafe,
   for (int i = 0; i < rule.ports_size(); ++i) {
     const v1::PortRange& r = rule.ports(i);
     const std::string p = At(absl::StrCat(path, ".ports"), i);
-    if (r.first() < 1 || r.first() > 65535 || r.last() < 1 || r.last() > 65535) {
-      diags.Error(p, "ports are 1 to 65535");
+    if (!IsPortRange(r.first(), r.first()) || !IsPortRange(r.last(), r.last())) {
+      diags.Error(p, absl::StrCat("ports are ", kMinPort, " to ", kMaxPort));
     } else if (r.first() > r.last()) {
       diags.Error(p, absl::StrCat("range ", r.first(), "-", r.last(), " runs backwards"));
     }

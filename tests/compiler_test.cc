@@ -151,7 +151,7 @@ TEST(CompilerTest, EachNamedRangeIsCountedOnceUnderTheFirstRuleThatNamesIt) {
   }
   EXPECT_THAT(ranges, ElementsAre(range(22, 22, IPPROTO_TCP), range(30000, 30010, IPPROTO_TCP),
                                   range(30005, 30005, IPPROTO_TCP), range(22, 22, IPPROTO_UDP)));
-  auto row = [&](int l4, int port) { return p.ports[l4 * PC_PORTS_PER_PROTO + port].counter_row; };
+  auto row = [&](int l4, int port) { return p.counted_range[l4 * PC_PORTS_PER_PROTO + port]; };
   EXPECT_EQ(row(PC_L4_TCP, 22), 1);
   EXPECT_EQ(row(PC_L4_TCP, 30000), 2);
   EXPECT_EQ(row(PC_L4_TCP, 30005), 2);  // the range named it first
@@ -159,6 +159,8 @@ TEST(CompilerTest, EachNamedRangeIsCountedOnceUnderTheFirstRuleThatNamesIt) {
   EXPECT_EQ(row(PC_L4_UDP, 22), 4);
   EXPECT_EQ(row(PC_L4_TCP, 30011), 0);
   EXPECT_EQ(row(PC_L4_UDP, 30000), 0);
+  // The map row is the installer's to choose: the compiler leaves it unset.
+  for (const pc_port_policy& port : p.ports) ASSERT_EQ(port.counter_row, 0);
 }
 
 TEST(CompilerTest, ConfigDefaultsAreSecure) {
