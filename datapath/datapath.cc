@@ -70,17 +70,61 @@ absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(const std::st
   return removed;
 }
 
-absl::string_view SlotMapName(SlotMap m) {
-  static constexpr absl::string_view kNames[] = {"src_v4_exact",  "src_v6_exact",  "src_v4_prefix",
-                                                 "src_v6_prefix", "dst_v4",        "dst_v6",
-                                                 "port_policy",   "rate_overrides"};
-  return kNames[static_cast<int>(m)];
+absl::string_view MapName(Map m) {
+  static constexpr absl::string_view kNames[] = {
+      "src_v4_exact",
+      "src_v6_exact",
+      "src_v4_prefix",
+      "src_v6_prefix",
+      "dst_v4",
+      "dst_v6",
+      "port_policy",
+      "rate_overrides",
+      "active_slot",
+      "policy_config",
+      "source_buckets_v4",
+      "source_buckets_v6",
+      "global_buckets",
+      "egress_flows",
+      "served_flows",
+      "ingress_flows",
+      "iface_slots",
+      "verdict_counters_fast",
+      "verdict_counters",
+      "port_drop_counters",
+      "counted_ports",
+      "named_port_drops",
+      "drop_samples",
+      "user_clock",
+      "last_verdict",
+  };
+  static_assert(std::size(kNames) == kMapCount, "one name per Map");
+  const int i = static_cast<int>(m);
+  return i >= 0 && i < kMapCount ? kNames[i] : "unknown";
 }
 
 absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& options) {
   std::unique_ptr<Datapath> dp(new Datapath(options));
   dp->skel_ = portcullis_bpf__open();
   if (dp->skel_ == nullptr) return ErrnoStatus("portcullis_bpf__open", "portcullis.bpf.o", errno);
+
+  // Map -> bpf_map, by name; every map of the object must be in the table.
+  for (int i = 0; i < kMapCount; ++i) {
+    const std::string name(MapName(static_cast<Map>(i)));
+    dp->maps_[i] = bpf_object__find_map_by_name(dp->skel_->obj, name.c_str());
+    if (dp->maps_[i] == nullptr) {
+      return absl::InternalError(absl::StrCat("portcullis.bpf.o has no map ", name));
+    }
+  }
+  {
+    struct bpf_map* map;
+    int maps = 0;
+    bpf_object__for_each_map(map, dp->skel_->obj) maps += !bpf_map__is_internal(map);
+    if (maps != kMapCount) {
+      return absl::InternalError(
+          absl::StrCat("portcullis.bpf.o has ", maps, " maps; datapath::Map names ", kMapCount));
+    }
+  }
 
   auto* rodata = dp->skel_->rodata;
   rodata->use_user_clock = options.use_user_clock;
@@ -123,28 +167,12 @@ absl::Status Datapath::WaitForRunningPrograms() {
   return absl::OkStatus();
 }
 
-int Datapath::slot_map_fd(SlotMap m) const {
-  switch (m) {
-    case SlotMap::kSrcV4Exact:
-      return bpf_map__fd(skel_->maps.src_v4_exact);
-    case SlotMap::kSrcV6Exact:
-      return bpf_map__fd(skel_->maps.src_v6_exact);
-    case SlotMap::kSrcV4Prefix:
-      return bpf_map__fd(skel_->maps.src_v4_prefix);
-    case SlotMap::kSrcV6Prefix:
-      return bpf_map__fd(skel_->maps.src_v6_prefix);
-    case SlotMap::kDstV4:
-      return bpf_map__fd(skel_->maps.dst_v4);
-    case SlotMap::kDstV6:
-      return bpf_map__fd(skel_->maps.dst_v6);
-    case SlotMap::kPortPolicy:
-      return bpf_map__fd(skel_->maps.port_policy);
-    case SlotMap::kRateOverrides:
-      return bpf_map__fd(skel_->maps.rate_overrides);
-    case SlotMap::kCount:
-      break;
-  }
-  return -1;
+int Datapath::map_fd(Map m) const { return bpf_map__fd(maps_[static_cast<int>(m)]); }
+
+MapShape Datapath::shape(Map m) const {
+  const struct bpf_map* map = maps_[static_cast<int>(m)];
+  return MapShape{static_cast<uint32_t>(bpf_map__type(map)), bpf_map__key_size(map),
+                  bpf_map__value_size(map), bpf_map__max_entries(map)};
 }
 
 Datapath::~Datapath() {
@@ -158,24 +186,4 @@ int Datapath::tc_ingress_prog_fd() const {
 int Datapath::tc_egress_prog_fd() const {
   return bpf_program__fd(skel_->progs.portcullis_tc_egress);
 }
-int Datapath::active_slot_fd() const { return bpf_map__fd(skel_->maps.active_slot); }
-int Datapath::policy_config_fd() const { return bpf_map__fd(skel_->maps.policy_config); }
-int Datapath::iface_slots_fd() const { return bpf_map__fd(skel_->maps.iface_slots); }
-int Datapath::verdict_counters_fast_fd() const {
-  return bpf_map__fd(skel_->maps.verdict_counters_fast);
-}
-int Datapath::verdict_counters_fd() const { return bpf_map__fd(skel_->maps.verdict_counters); }
-int Datapath::counted_ports_fd() const { return bpf_map__fd(skel_->maps.counted_ports); }
-int Datapath::named_port_drops_fd() const { return bpf_map__fd(skel_->maps.named_port_drops); }
-int Datapath::port_drop_counters_fd() const { return bpf_map__fd(skel_->maps.port_drop_counters); }
-int Datapath::source_buckets_v4_fd() const { return bpf_map__fd(skel_->maps.source_buckets_v4); }
-int Datapath::source_buckets_v6_fd() const { return bpf_map__fd(skel_->maps.source_buckets_v6); }
-int Datapath::global_buckets_fd() const { return bpf_map__fd(skel_->maps.global_buckets); }
-int Datapath::egress_flows_fd() const { return bpf_map__fd(skel_->maps.egress_flows); }
-int Datapath::served_flows_fd() const { return bpf_map__fd(skel_->maps.served_flows); }
-int Datapath::ingress_flows_fd() const { return bpf_map__fd(skel_->maps.ingress_flows); }
-int Datapath::drop_samples_fd() const { return bpf_map__fd(skel_->maps.drop_samples); }
-int Datapath::user_clock_fd() const { return bpf_map__fd(skel_->maps.user_clock); }
-int Datapath::last_verdict_fd() const { return bpf_map__fd(skel_->maps.last_verdict); }
-
 }  // namespace portcullis::datapath

@@ -2,6 +2,7 @@
 // object it creates (RAII; not movable, held by unique_ptr).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "datapath/bpf_util.h"
 
 struct portcullis_bpf;  // the bpftool-generated skeleton
+struct bpf_map;
 
 namespace portcullis::datapath {
 
@@ -29,9 +31,11 @@ struct DatapathOptions {
   std::string pin_dir;
 };
 
-// The policy maps, each holding both slots, in the order the installer
-// writes them (policy_config, written last, is not among them).
-enum class SlotMap {
+// Every map of portcullis.bpf.c. The policy maps that hold both slots come
+// first, in the order the installer writes them (policy_config, written
+// last, is not among them). Names, types and sizes come from libbpf; the
+// only table is MapName(), and Load() fails if it and the object disagree.
+enum class Map {
   kSrcV4Exact,
   kSrcV6Exact,
   kSrcV4Prefix,
@@ -40,10 +44,42 @@ enum class SlotMap {
   kDstV6,
   kPortPolicy,
   kRateOverrides,
+  // ---- not per slot ----
+  kActiveSlot,
+  kPolicyConfig,
+  kSourceBucketsV4,
+  kSourceBucketsV6,
+  kGlobalBuckets,
+  kEgressFlows,
+  kServedFlows,
+  kIngressFlows,
+  kIfaceSlots,
+  kVerdictCountersFast,
+  kVerdictCounters,
+  kPortDropCounters,
+  kCountedPorts,
+  kNamedPortDrops,
+  kDropSamples,
+  kUserClock,
+  kLastVerdict,
   kCount,
 };
-inline constexpr int kSlotMapCount = static_cast<int>(SlotMap::kCount);
-absl::string_view SlotMapName(SlotMap m);
+inline constexpr int kMapCount = static_cast<int>(Map::kCount);
+// The slot maps are Map values below kSlotMapCount.
+using SlotMap = Map;
+inline constexpr int kSlotMapCount = static_cast<int>(Map::kRateOverrides) + 1;
+
+// The map's name in the BPF object (and its pin's file name).
+absl::string_view MapName(Map m);
+inline absl::string_view SlotMapName(SlotMap m) { return MapName(m); }
+
+// What libbpf knows of a map's shape.
+struct MapShape {
+  uint32_t type;  // enum bpf_map_type
+  uint32_t key_size;
+  uint32_t value_size;
+  uint32_t max_entries;
+};
 
 class Datapath {
  public:
@@ -69,36 +105,20 @@ class Datapath {
   int tc_ingress_prog_fd() const;
   int tc_egress_prog_fd() const;
 
-  int active_slot_fd() const;
-  int policy_config_fd() const;
-  int slot_map_fd(SlotMap map) const;
+  int map_fd(Map m) const;
+  MapShape shape(Map m) const;
 
   // Returns once every program that was running when it was called has
   // finished (an RCU grace period): after it, a slot that packets no longer
   // select is not being read by anyone.
   absl::Status WaitForRunningPrograms();
 
-  int iface_slots_fd() const;
-  int verdict_counters_fast_fd() const;
-  int verdict_counters_fd() const;
-  int port_drop_counters_fd() const;
-  int counted_ports_fd() const;
-  int named_port_drops_fd() const;
-  int source_buckets_v4_fd() const;
-  int source_buckets_v6_fd() const;
-  int global_buckets_fd() const;
-  int egress_flows_fd() const;
-  int ingress_flows_fd() const;
-  int served_flows_fd() const;
-  int drop_samples_fd() const;
-  int user_clock_fd() const;
-  int last_verdict_fd() const;
-
  private:
   explicit Datapath(const DatapathOptions& options) : options_(options) {}
 
   DatapathOptions options_;
   struct ::portcullis_bpf* skel_ = nullptr;
+  std::array<struct bpf_map*, kMapCount> maps_{};
   // An ARRAY_OF_MAPS used only as a fence: updating it makes the kernel wait
   // for running BPF programs before the syscall returns.
   UniqueFd fence_outer_;

@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <utility>
+
 #include "common/status_macros.h"
 #include "datapath/counters.h"
 
@@ -11,44 +13,20 @@ namespace {
 
 using policy::PrefixEntry;
 
-MapImage EmptyImage(SlotMap m) {
-  switch (m) {
-    case SlotMap::kSrcV4Exact:
-      return MapImage(sizeof(pc_src_v4_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV6Exact:
-      return MapImage(sizeof(pc_src_v6_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV4Prefix:
-      return MapImage(sizeof(pc_lpm_v4_key), sizeof(pc_set_mask));
-    case SlotMap::kSrcV6Prefix:
-      return MapImage(sizeof(pc_lpm_v6_key), sizeof(pc_set_mask));
-    case SlotMap::kDstV4:
-      return MapImage(sizeof(pc_lpm_v4_key), 1);
-    case SlotMap::kDstV6:
-      return MapImage(sizeof(pc_lpm_v6_key), 1);
-    case SlotMap::kPortPolicy:
-      return MapImage(4, sizeof(pc_port_policy));
-    case SlotMap::kRateOverrides:
-      return MapImage(4, sizeof(pc_rate_override));
-    case SlotMap::kCount:
-      break;
-  }
-  return MapImage(1, 1);
-}
-
-bool IsArray(SlotMap m) { return m == SlotMap::kPortPolicy || m == SlotMap::kRateOverrides; }
-bool IsTrie(SlotMap m) {
-  return m == SlotMap::kSrcV4Prefix || m == SlotMap::kSrcV6Prefix || m == SlotMap::kDstV4 ||
-         m == SlotMap::kDstV6;
-}
-
-MapWriteMode WriteMode(SlotMap m) {
+// What libbpf says of a slot map, for writing and reading it.
+struct SlotMapKind {
+  explicit SlotMapKind(const Datapath& dp, SlotMap m) : shape(dp.shape(m)) {}
+  bool array() const { return shape.type == BPF_MAP_TYPE_ARRAY; }
+  bool trie() const { return shape.type == BPF_MAP_TYPE_LPM_TRIE; }
+  MapImage Empty() const { return MapImage(shape.key_size, shape.value_size); }
   // Arrays cannot delete; LPM tries have no batch operations.
-  return MapWriteMode{.can_delete = !IsArray(m), .batch = !IsTrie(m)};
-}
+  MapWriteMode WriteMode() const { return MapWriteMode{.can_delete = !array(), .batch = !trie()}; }
+  MapShape shape;
+};
 
 // Which slot a key of map `m` belongs to.
-uint32_t SlotOfKey(SlotMap m, const uint8_t* key) {
-  if (IsTrie(m)) return key[offsetof(pc_lpm_v4_key, slot)];
+uint32_t SlotOfKey(const SlotMapKind& m, const uint8_t* key) {
+  if (m.trie()) return key[offsetof(pc_lpm_v4_key, slot)];
   uint32_t slot;
   std::memcpy(&slot, key, sizeof(slot));  // hashes: the slot leads the key
   return slot;
@@ -85,7 +63,7 @@ absl::StatusOr<std::vector<bool>> RowsUsedBySlot(const Datapath& dp, uint32_t sl
   // Array batches resume after in_batch; slot 0 starts at the first entry.
   uint32_t before = slot * PC_PORT_ENTRIES - 1, next = 0;
   __u32 count = PC_PORT_ENTRIES;
-  if (bpf_map_lookup_batch(dp.slot_map_fd(SlotMap::kPortPolicy), slot ? &before : nullptr, &next,
+  if (bpf_map_lookup_batch(dp.map_fd(SlotMap::kPortPolicy), slot ? &before : nullptr, &next,
                            keys.data(), values.data(), &count, nullptr) &&
       errno != ENOENT) {
     return ErrnoStatus("bpf_map_lookup_batch", "port_policy", errno);
@@ -149,13 +127,14 @@ absl::StatusOr<std::vector<uint16_t>> PolicyInstaller::RegisterCountedPorts(
     if (registry[row].in_use) {
       for (uint32_t reason = 0; reason < PC_REASON_COUNT; ++reason) {
         const uint32_t index = row * PC_REASON_COUNT + reason;
-        if (bpf_map_update_elem(dp_.named_port_drops_fd(), &index, zeros.data(), BPF_ANY)) {
+        if (bpf_map_update_elem(dp_.map_fd(Map::kNamedPortDrops), &index, zeros.data(), BPF_ANY)) {
           counted_.reset();
           return ErrnoStatus("bpf_map_update_elem", "named_port_drops", errno);
         }
       }
     }
-    if (bpf_map_update_elem(dp_.counted_ports_fd(), &row, &policy.counted_ports[k], BPF_ANY)) {
+    if (bpf_map_update_elem(dp_.map_fd(Map::kCountedPorts), &row, &policy.counted_ports[k],
+                            BPF_ANY)) {
       counted_.reset();
       return ErrnoStatus("bpf_map_update_elem", "counted_ports", errno);
     }
@@ -166,13 +145,12 @@ absl::StatusOr<std::vector<uint16_t>> PolicyInstaller::RegisterCountedPorts(
   return rows;
 }
 
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p, uint32_t slot,
-                                                const std::vector<uint16_t>& rows) {
-  std::array<MapImage, kSlotMapCount> images = {
-      EmptyImage(SlotMap::kSrcV4Exact),  EmptyImage(SlotMap::kSrcV6Exact),
-      EmptyImage(SlotMap::kSrcV4Prefix), EmptyImage(SlotMap::kSrcV6Prefix),
-      EmptyImage(SlotMap::kDstV4),       EmptyImage(SlotMap::kDstV6),
-      EmptyImage(SlotMap::kPortPolicy),  EmptyImage(SlotMap::kRateOverrides)};
+std::array<MapImage, kSlotMapCount> BuildImages(const Datapath& dp, const policy::CompiledPolicy& p,
+                                                uint32_t slot, const std::vector<uint16_t>& rows) {
+  std::array<MapImage, kSlotMapCount> images = [&]<size_t... m>(std::index_sequence<m...>) {
+    return std::array<MapImage, kSlotMapCount>{SlotMapKind(dp, static_cast<SlotMap>(m)).Empty()...};
+  }
+  (std::make_index_sequence<kSlotMapCount>());
   auto at = [&](SlotMap m) -> MapImage& { return images[static_cast<int>(m)]; };
   AddExact<pc_src_v4_key>(at(SlotMap::kSrcV4Exact), p.src_v4_exact, slot);
   AddExact<pc_src_v6_key>(at(SlotMap::kSrcV6Exact), p.src_v6_exact, slot);
@@ -183,9 +161,8 @@ std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& p,
   for (uint32_t i = 0; i < p.ports.size(); ++i) {
     const uint32_t index = slot * PC_PORT_ENTRIES + i;
     pc_port_policy port = p.ports[i];
-    if (port.counter_row) {
-      port.counter_row = port.counter_row <= rows.size() ? rows[port.counter_row - 1] : 0;
-    }
+    const uint16_t range = p.counted_range.empty() ? 0 : p.counted_range[i];
+    port.counter_row = range && range <= rows.size() ? rows[range - 1] : 0;
     at(SlotMap::kPortPolicy).Add(&index, &port);
   }
   for (uint32_t i = 0; i < p.rate_overrides.size(); ++i) {
@@ -214,30 +191,31 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   }
   const __u32 zero = 0;
   __u32 active = 0;
-  if (bpf_map_lookup_elem(dp_.active_slot_fd(), &zero, &active)) {
+  if (bpf_map_lookup_elem(dp_.map_fd(Map::kActiveSlot), &zero, &active)) {
     return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
   }
   // The slot packets do not select, even when its config is not valid yet:
   // its config may then be rewritten freely.
   const uint32_t slot = (active & (PC_POLICY_SLOTS - 1)) ^ 1;
   ASSIGN_OR_RETURN(const std::vector<uint16_t> rows, RegisterCountedPorts(policy, slot ^ 1));
-  std::array<MapImage, kSlotMapCount> target = BuildImages(policy, slot, rows);
+  std::array<MapImage, kSlotMapCount> target = BuildImages(dp_, policy, slot, rows);
   SlotImages& written = written_[slot];
 
   for (int m = 0; m < kSlotMapCount; ++m) {
     const SlotMap map = static_cast<SlotMap>(m);
-    const int fd = dp_.slot_map_fd(map);
+    const SlotMapKind kind(dp_, map);
+    const int fd = dp_.map_fd(map);
     const std::string name = absl::StrCat(SlotMapName(map), "[slot ", slot, "]");
     if (!written[m].has_value()) {
-      MapImage current = EmptyImage(map);
-      if (!IsArray(map)) {
+      MapImage current = kind.Empty();
+      if (!kind.array()) {
         // Arrays are rewritten whole; hashes and tries must lose stale keys.
-        RETURN_IF_ERROR(ReadImage(fd, name, current,
-                                  [&](const uint8_t* key) { return SlotOfKey(map, key) == slot; }));
+        RETURN_IF_ERROR(ReadImage(
+            fd, name, current, [&](const uint8_t* key) { return SlotOfKey(kind, key) == slot; }));
       }
       written[m] = std::move(current);
     }
-    absl::Status status = ApplyImage(fd, name, *written[m], target[m], WriteMode(map));
+    absl::Status status = ApplyImage(fd, name, *written[m], target[m], kind.WriteMode());
     if (!status.ok()) {
       written[m].reset();  // partly written: read it back next time
       return status;
@@ -247,12 +225,12 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
 
   pc_config config = policy.config;
   config.version = version;
-  if (bpf_map_update_elem(dp_.policy_config_fd(), &slot, &config, BPF_ANY)) {
+  if (bpf_map_update_elem(dp_.map_fd(Map::kPolicyConfig), &slot, &config, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "policy_config", errno);
   }
   // The switch: one aligned 4-byte store. Slots 0 and 1 differ in one bit,
   // so no reader can see any other value.
-  if (bpf_map_update_elem(dp_.active_slot_fd(), &zero, &slot, BPF_ANY)) {
+  if (bpf_map_update_elem(dp_.map_fd(Map::kActiveSlot), &zero, &slot, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "active_slot", errno);
   }
   return dp_.WaitForRunningPrograms();
@@ -261,12 +239,12 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
 absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp) {
   const __u32 zero = 0;
   __u32 active = 0;
-  if (bpf_map_lookup_elem(dp.active_slot_fd(), &zero, &active)) {
+  if (bpf_map_lookup_elem(dp.map_fd(Map::kActiveSlot), &zero, &active)) {
     return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
   }
   const uint32_t slot = active & (PC_POLICY_SLOTS - 1);
   pc_config config{};
-  if (bpf_map_lookup_elem(dp.policy_config_fd(), &slot, &config)) {
+  if (bpf_map_lookup_elem(dp.map_fd(Map::kPolicyConfig), &slot, &config)) {
     return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
   }
   return std::make_pair(slot, config);
@@ -277,13 +255,14 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
   ASSIGN_OR_RETURN(const std::vector<pc_counted_port> registry, ReadCountedPorts(dp));
   std::vector<uint16_t> rows;
   for (const pc_counted_port& range : policy.counted_ports) rows.push_back(RowOf(registry, range));
-  std::array<MapImage, kSlotMapCount> want = BuildImages(policy, slot, rows);
+  std::array<MapImage, kSlotMapCount> want = BuildImages(dp, policy, slot, rows);
   for (int m = 0; m < kSlotMapCount; ++m) {
     const SlotMap map = static_cast<SlotMap>(m);
-    const int fd = dp.slot_map_fd(map);
+    const SlotMapKind kind(dp, map);
+    const int fd = dp.map_fd(map);
     const std::string name = absl::StrCat(SlotMapName(map), "[slot ", slot, "]");
     const MapImage& target = want[m];
-    if (IsArray(map)) {
+    if (kind.array()) {
       std::vector<uint8_t> value(target.value_size());
       for (size_t i = 0; i < target.size(); ++i) {
         if (bpf_map_lookup_elem(fd, target.key(i), value.data()) ||
@@ -295,9 +274,9 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
       }
       continue;
     }
-    MapImage have = EmptyImage(map);
-    RETURN_IF_ERROR(
-        ReadImage(fd, name, have, [&](const uint8_t* key) { return SlotOfKey(map, key) == slot; }));
+    MapImage have = kind.Empty();
+    RETURN_IF_ERROR(ReadImage(fd, name, have,
+                              [&](const uint8_t* key) { return SlotOfKey(kind, key) == slot; }));
     have.Sort();
     if (have.size() != target.size()) {
       return absl::DataLossError(
@@ -311,7 +290,7 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
     }
   }
   pc_config config{};
-  if (bpf_map_lookup_elem(dp.policy_config_fd(), &slot, &config)) {
+  if (bpf_map_lookup_elem(dp.map_fd(Map::kPolicyConfig), &slot, &config)) {
     return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
   }
   pc_config expected = policy.config;

@@ -61,7 +61,9 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
 // The map images of a compiled policy in `slot`, in SlotMap order, with
 // each port range's counter row taken from `rows` (1 + row, by the policy's
 // counted_ports index; see RegisterCountedPorts).
-std::array<MapImage, kSlotMapCount> BuildImages(const policy::CompiledPolicy& policy, uint32_t slot,
+// Key and value sizes are those of `dp`'s maps.
+std::array<MapImage, kSlotMapCount> BuildImages(const Datapath& dp,
+                                                const policy::CompiledPolicy& policy, uint32_t slot,
                                                 const std::vector<uint16_t>& rows);
 
 }  // namespace portcullis::datapath

@@ -13,7 +13,7 @@ absl::Status TestRunner::SetClock(uint64_t now_ns) {
     return absl::FailedPreconditionError("the datapath was loaded with the kernel clock");
   }
   const __u32 zero = 0;
-  if (bpf_map_update_elem(dp_.user_clock_fd(), &zero, &now_ns, BPF_ANY)) {
+  if (bpf_map_update_elem(dp_.map_fd(Map::kUserClock), &zero, &now_ns, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "user_clock", errno);
   }
   return absl::OkStatus();
@@ -30,7 +30,7 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
   }
   const __u32 zero = 0;
   const pc_last_verdict unset = {PC_VERDICT_COUNT, PC_REASON_COUNT, 0};
-  if (bpf_map_update_elem(dp_.last_verdict_fd(), &zero, &unset, BPF_ANY)) {
+  if (bpf_map_update_elem(dp_.map_fd(Map::kLastVerdict), &zero, &unset, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "last_verdict", errno);
   }
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
@@ -50,7 +50,7 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
     return ErrnoStatus("bpf_prog_test_run_opts", hook == PC_HOOK_TC ? "tc" : "xdp", err);
   }
   pc_last_verdict lv{};
-  if (bpf_map_lookup_elem(dp_.last_verdict_fd(), &zero, &lv)) {
+  if (bpf_map_lookup_elem(dp_.map_fd(Map::kLastVerdict), &zero, &lv)) {
     return ErrnoStatus("bpf_map_lookup_elem", "last_verdict", errno);
   }
   if (lv.verdict >= PC_VERDICT_COUNT || lv.reason >= PC_REASON_COUNT) {

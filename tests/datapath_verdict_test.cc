@@ -406,7 +406,8 @@ TEST_F(ParserTest, ReturnTrafficOfEgressFlowIsEstablished) {
     ASSERT_EQ(inet_pton(h == &kV4 ? AF_INET : AF_INET6, h->client.c_str(), key.src), 1);
     ASSERT_EQ(inet_pton(h == &kV4 ? AF_INET : AF_INET6, h->dst.c_str(), key.dst), 1);
     const uint64_t seen = 1;
-    ASSERT_EQ(bpf_map_update_elem(dp_->egress_flows_fd(), &key, &seen, BPF_ANY), 0);
+    ASSERT_EQ(bpf_map_update_elem(dp_->map_fd(datapath::Map::kEgressFlows), &key, &seen, BPF_ANY),
+              0);
     datapath::Judgement j = Run(reply);
     EXPECT_EQ(j.reason, PC_REASON_ESTABLISHED);
     EXPECT_EQ(j.verdict, PC_VERDICT_PASS);
@@ -532,7 +533,7 @@ TEST_F(ParserTest, VerdictsAreCountedPerInterfaceOnBothCounterPaths) {
   // The two interfaces of one block really took the two paths.
   uint32_t owner = 0;
   ASSERT_EQ(first.ifindex() % PC_IFACE_SLOTS, block);
-  ASSERT_EQ(bpf_map_lookup_elem(dp_->iface_slots_fd(), &block, &owner), 0);
+  ASSERT_EQ(bpf_map_lookup_elem(dp_->map_fd(datapath::Map::kIfaceSlots), &block, &owner), 0);
   EXPECT_EQ(owner, first.ifindex());
 }
 
@@ -547,7 +548,8 @@ TEST_F(ParserTest, DropsAreSampledToTheRingBufferAtABoundedRate) {
     }
     return 0;
   };
-  struct ring_buffer* rb = ring_buffer__new(dp_->drop_samples_fd(), on_sample, &samples, nullptr);
+  struct ring_buffer* rb =
+      ring_buffer__new(dp_->map_fd(datapath::Map::kDropSamples), on_sample, &samples, nullptr);
   ASSERT_NE(rb, nullptr);
   ring_buffer__consume(rb);  // what earlier tests left
   samples.clear();
