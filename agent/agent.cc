@@ -169,8 +169,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                                                  {a->registry_, a->collector_}, &a->ready_));
   }
 
-  auto samples = DropSampleLogger::Start(a->dp_->drop_samples_fd(), /*per_second=*/20,
-                                         /*burst=*/50, &a->metrics_->samples_suppressed);
+  auto samples =
+      DropSampleLogger::Start(a->dp_->map_fd(datapath::Map::kDropSamples), /*per_second=*/20,
+                              /*burst=*/50, &a->metrics_->samples_suppressed);
   if (samples.ok()) {
     a->samples_ = *std::move(samples);
   } else {
@@ -485,7 +486,7 @@ absl::Status Agent::Apply(const PolicyUpdate& update) {
   metrics_->policy_version.Set(static_cast<double>(version));
   metrics_->apply_seconds.Observe(seconds);
   metrics_->last_applied_timestamp.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
-  collector_->SetPolicy(PortLabelsOf(update.policy), *compiled);
+  collector_->SetPolicy(*compiled);
   LogInfo("policy applied", {{"origin", update.origin},
                              {"name", update.policy.metadata().name()},
                              {"version", version},

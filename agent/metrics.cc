@@ -1,6 +1,5 @@
 #include "agent/metrics.h"
 
-#include <bpf/bpf.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -8,7 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "agent/labels.h"
 #include "common/abi.h"
+#include "common/log.h"
 #include "datapath/counters.h"
+#include "datapath/map_reader.h"
 
 namespace portcullis::agent {
 namespace {
@@ -38,15 +39,26 @@ int64_t CoarseNowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-// Entries of a hash map, calling fn on each key (0 if it cannot be read).
-template <typename Key, typename Fn>
-uint64_t CountKeys(int fd, absl::string_view name, Fn&& fn) {
-  uint64_t n = 0;
-  datapath::ForEachKey<Key>(fd, name, [&](const Key& k) {
-    fn(k);
-    ++n;
-  }).IgnoreError();
-  return n;
+// Calls fn on each entry of an LRU map, read in batches, at most its
+// capacity (the bound on a scan's work); the number read.
+template <typename Key, typename Value, typename Fn>
+uint64_t ScanEntries(const datapath::Datapath& dp, datapath::Map m, Fn&& fn) {
+  const datapath::MapShape shape = dp.shape(m);
+  auto n = datapath::ReadBatched(
+      dp.map_fd(m), datapath::MapName(m),
+      {.key_size = sizeof(Key), .value_bytes = sizeof(Value), .limit = shape.max_entries},
+      [&](const uint8_t* key, const uint8_t* value) {
+        Key k;
+        Value v;
+        std::memcpy(&k, key, sizeof(k));
+        std::memcpy(&v, value, sizeof(v));
+        fn(k, v);
+      });
+  if (!n.ok()) {
+    LogWarning("cannot read a map for /metrics", {{"error", std::string(n.status().message())}});
+    return 0;
+  }
+  return *n;
 }
 
 }  // namespace
@@ -102,41 +114,84 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
   }
 }
 
-PortLabels PortLabelsOf(const v1::Policy& policy) {
-  PortLabels labels;
-  for (const auto* rules : {&policy.spec().failsafe(), &policy.spec().ports()}) {
-    for (const v1::PortRule& rule : *rules) {
-      const uint8_t proto = rule.proto() == v1::PROTOCOL_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-      for (const v1::PortRange& r : rule.ports()) {
-        const std::string label = PortRangeLabel(r.first(), r.last());
-        for (uint32_t p = r.first(); p <= r.last() && p <= 65535; ++p) {
-          labels.try_emplace({proto, static_cast<uint16_t>(p)}, label);
-        }
-      }
-    }
-  }
-  return labels;
+void DatapathCollector::SetPolicy(const policy::CompiledPolicy& c) {
+  auto p = std::make_shared<LivePolicy>();
+  p->counted_range = c.counted_range;
+  p->counted_ports = c.counted_ports;
+  for (const pc_counted_port& r : c.counted_ports) p->ranges.insert({r.proto, r.first, r.last});
+  p->rate_overrides = c.rate_overrides;
+  p->config = c.config;
+  using datapath::Map;
+  p->entries = {
+      {Map::kSrcV4Exact, c.src_v4_exact.size()},
+      {Map::kSrcV6Exact, c.src_v6_exact.size()},
+      {Map::kSrcV4Prefix, c.src_v4_prefix.size()},
+      {Map::kSrcV6Prefix, c.src_v6_prefix.size()},
+      {Map::kDstV4, c.dst_v4.size()},
+      {Map::kDstV6, c.dst_v6.size()},
+      {Map::kRateOverrides, c.rate_overrides.empty() ? 0 : c.rate_overrides.size() - 1},
+  };
+  std::lock_guard<std::mutex> lock(mu_);
+  policy_ = std::move(p);
 }
 
-void DatapathCollector::SetPolicy(PortLabels labels, const policy::CompiledPolicy& c) {
-  std::lock_guard<std::mutex> lock(mu_);
-  labels_ = std::move(labels);
-  live_ranges_.clear();
-  for (const pc_counted_port& r : c.counted_ports) live_ranges_.insert({r.proto, r.first, r.last});
-  config_ = c.config;
-  policy_maps_ = {
-      {"src_v4_exact", {c.src_v4_exact.size(), PC_MAX_SRC_EXACT_V4}},
-      {"src_v6_exact", {c.src_v6_exact.size(), PC_MAX_SRC_EXACT_V6}},
-      {"src_v4_prefix", {c.src_v4_prefix.size(), PC_MAX_SRC_PREFIX_V4}},
-      {"src_v6_prefix", {c.src_v6_prefix.size(), PC_MAX_SRC_PREFIX_V6}},
-      {"dst_v4", {c.dst_v4.size(), PC_MAX_DESTINATIONS}},
-      {"dst_v6", {c.dst_v6.size(), PC_MAX_DESTINATIONS}},
-      {"rate_overrides", {c.rate_overrides.size() - 1, PC_MAX_RATE_OVERRIDES - 1}},
+std::string DatapathCollector::PortLabel(const LivePolicy& p, uint8_t proto, uint16_t port) {
+  const int l4 = proto == IPPROTO_TCP ? PC_L4_TCP : proto == IPPROTO_UDP ? PC_L4_UDP : -1;
+  if (l4 < 0 || p.counted_range.size() != PC_PORT_ENTRIES) return "other";
+  const uint16_t range = p.counted_range[static_cast<size_t>(l4) * PC_PORTS_PER_PROTO + port];
+  if (range == 0 || range > p.counted_ports.size()) return "other";
+  const pc_counted_port& r = p.counted_ports[range - 1];
+  return PortRangeLabel(r.first, r.last);
+}
+
+DatapathCollector::Scan DatapathCollector::ScanLruMaps(const LivePolicy& p) const {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  const absl::Time now_wall = absl::Now();
+  if (now_wall - scan_.at < options_.scan_cache) return scan_;
+  Scan scan;
+  scan.at = now_wall;
+  const int64_t now = CoarseNowNs();
+  // A bucket refills within milliseconds, so "empty right now" would show
+  // nothing to a scrape; count the buckets that ran dry within the window,
+  // each by the rates of its own port rule (rate_override_id) or the
+  // policy-wide ones.
+  auto judge = [&](uint32_t override_id, const pc_bucket& b) {
+    const pc_rate_override* ov = override_id && override_id < p.rate_overrides.size()
+                                     ? &p.rate_overrides[override_id]
+                                     : nullptr;
+    const int64_t syn_interval =
+        static_cast<int64_t>((ov ? ov->syn_per_source : p.config.syn_per_source).interval_ns);
+    const int64_t conn_interval =
+        static_cast<int64_t>((ov ? ov->conn_per_source : p.config.conn_per_source).interval_ns);
+    if (syn_interval && now - b.syn_empty_at < syn_interval + kRateLimitedWindowNs) ++scan.syn_over;
+    if (conn_interval && now - b.conn_empty_at < conn_interval + kRateLimitedWindowNs) {
+      ++scan.conn_over;
+    }
   };
+  using datapath::Map;
+  scan.buckets =
+      ScanEntries<pc_bucket_key_v4, pc_bucket>(
+          dp_, Map::kSourceBucketsV4,
+          [&](const pc_bucket_key_v4& k, const pc_bucket& b) { judge(k.rate_override_id, b); }) +
+      ScanEntries<pc_bucket_key_v6, pc_bucket>(
+          dp_, Map::kSourceBucketsV6,
+          [&](const pc_bucket_key_v6& k, const pc_bucket& b) { judge(k.rate_override_id, b); });
+  auto ignore = [](const pc_flow_key&, const uint64_t&) {};
+  scan.egress_flows = ScanEntries<pc_flow_key, uint64_t>(dp_, Map::kEgressFlows, ignore);
+  scan.ingress_flows = ScanEntries<pc_flow_key, uint64_t>(dp_, Map::kIngressFlows, ignore);
+  scan_ = scan;
+  return scan;
 }
 
 std::vector<MetricFamily> DatapathCollector::Collect() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time start = absl::Now();
+  std::shared_ptr<const LivePolicy> policy;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    policy = policy_;
+  }
+  static const LivePolicy kNoPolicy;
+  const LivePolicy& live = policy ? *policy : kNoPolicy;
   std::vector<MetricFamily> out;
 
   MetricFamily packets{"portcullis_packets_total",
@@ -174,11 +229,10 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
         // A row counts one range, under that range's label, while the live
         // policy names it (a row kept from an older policy stays out of
         // "other", which would go down again when the row is reclaimed).
-        if (!live_ranges_.count({c.key.proto, c.key.port, c.last_port})) continue;
+        if (!live.ranges.count({c.key.proto, c.key.port, c.last_port})) continue;
         port = PortRangeLabel(c.key.port, c.last_port);
       } else {
-        auto it = labels_.find({c.key.proto, c.key.port});
-        port = it == labels_.end() ? "other" : it->second;
+        port = c.key.port ? PortLabel(live, c.key.proto, c.key.port) : "other";
       }
       sums[{ProtoName(c.key.proto), port, std::string(ReasonName(c.key.reason))}] += c.packets;
     }
@@ -198,55 +252,43 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
                         "Capacity of each datapath map (policy maps: per policy)",
                         MetricType::Gauge,
                         {}};
-  for (const auto& [name, sizes] : policy_maps_) {
-    entries.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.first), false));
-    capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(sizes.second), false));
-  }
-
-  // Buckets: how many sources exist, and how many are out of tokens now.
-  const int64_t now = CoarseNowNs();
-  uint64_t syn_over = 0, conn_over = 0;
-  // A bucket refills within milliseconds, so "empty right now" would show
-  // nothing to a scrape; count the buckets that ran dry within the window.
-  auto count_over = [&](int fd, const void* key) {
-    pc_bucket b;
-    if (bpf_map_lookup_elem(fd, key, &b)) return;
-    const int64_t syn_interval = static_cast<int64_t>(config_.syn_per_source.interval_ns);
-    const int64_t conn_interval = static_cast<int64_t>(config_.conn_per_source.interval_ns);
-    if (syn_interval && now - b.syn_empty_at < syn_interval + kRateLimitedWindowNs) ++syn_over;
-    if (conn_interval && now - b.conn_empty_at < conn_interval + kRateLimitedWindowNs) {
-      ++conn_over;
-    }
+  auto gauge_pair = [&](absl::string_view name, uint64_t n, uint64_t cap) {
+    entries.metric.push_back(Value({{"map", std::string(name)}}, static_cast<double>(n), false));
+    capacity.metric.push_back(Value({{"map", std::string(name)}}, static_cast<double>(cap), false));
   };
-  // One map per family in the datapath; one "source_buckets" for users.
-  const int v4_fd = dp_.source_buckets_v4_fd(), v6_fd = dp_.source_buckets_v6_fd();
-  const uint64_t bucket_entries =
-      CountKeys<pc_bucket_key_v4>(v4_fd, "source_buckets_v4",
-                                  [&](const pc_bucket_key_v4& k) { count_over(v4_fd, &k); }) +
-      CountKeys<pc_bucket_key_v6>(v6_fd, "source_buckets_v6",
-                                  [&](const pc_bucket_key_v6& k) { count_over(v6_fd, &k); });
-  const std::pair<const char*, std::pair<int, uint64_t>> lru[] = {
-      {"source_buckets", {v4_fd, PC_MAX_BUCKETS_V4 + PC_MAX_BUCKETS_V6}},
-      {"egress_flows", {dp_.egress_flows_fd(), PC_MAX_FLOWS}},
-      {"ingress_flows", {dp_.ingress_flows_fd(), PC_MAX_FLOWS}},
-  };
-  for (const auto& [name, fd_cap] : lru) {
-    const uint64_t n = fd_cap.first == v4_fd
-                           ? bucket_entries
-                           : CountKeys<pc_flow_key>(fd_cap.first, name, [](const pc_flow_key&) {});
-    entries.metric.push_back(Value({{"map", name}}, static_cast<double>(n), false));
-    capacity.metric.push_back(Value({{"map", name}}, static_cast<double>(fd_cap.second), false));
+  using datapath::Map;
+  for (const auto& [map, n] : live.entries) {
+    // Per policy: each map holds both slots. rate_overrides' id 0 is unused.
+    const uint64_t cap =
+        dp_.shape(map).max_entries / PC_POLICY_SLOTS - (map == Map::kRateOverrides);
+    gauge_pair(datapath::MapName(map), n, cap);
   }
+  // The LRU maps: buckets (one map per family, one "source_buckets" for
+  // users) and flows.
+  const Scan scan = ScanLruMaps(live);
+  gauge_pair(
+      "source_buckets", scan.buckets,
+      dp_.shape(Map::kSourceBucketsV4).max_entries + dp_.shape(Map::kSourceBucketsV6).max_entries);
+  gauge_pair("egress_flows", scan.egress_flows, dp_.shape(Map::kEgressFlows).max_entries);
+  gauge_pair("ingress_flows", scan.ingress_flows, dp_.shape(Map::kIngressFlows).max_entries);
   out.push_back(std::move(entries));
   out.push_back(std::move(capacity));
 
   MetricFamily limited{"portcullis_rate_limited_sources",
-                       "Sources whose bucket ran dry in the last 10 s (policy-wide rates)",
+                       "Sources whose bucket ran dry in the last 10 s (by their port rule's rates)",
                        MetricType::Gauge,
                        {}};
-  limited.metric.push_back(Value({{"kind", "syn"}}, static_cast<double>(syn_over), false));
-  limited.metric.push_back(Value({{"kind", "conn"}}, static_cast<double>(conn_over), false));
+  limited.metric.push_back(Value({{"kind", "syn"}}, static_cast<double>(scan.syn_over), false));
+  limited.metric.push_back(Value({{"kind", "conn"}}, static_cast<double>(scan.conn_over), false));
   out.push_back(std::move(limited));
+
+  MetricFamily took{"portcullis_scrape_duration_seconds",
+                    "Time this scrape took to read the datapath's maps (bucket and flow maps "
+                    "are scanned at most once per cache interval)",
+                    MetricType::Gauge,
+                    {}};
+  took.metric.push_back(Value({}, absl::ToDoubleSeconds(absl::Now() - start), false));
+  out.push_back(std::move(took));
   return out;
 }
 

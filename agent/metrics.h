@@ -1,7 +1,7 @@
 // The agent's Prometheus metrics, with exactly the names and labels of
 // PRODUCT.md. Datapath counters are read from the per-CPU maps at scrape
-// time (DatapathCollector), so they are never stale and never duplicated in
-// user space; the agent's own state is kept in a registry (AgentMetrics).
+// time (DatapathCollector), in batches, so they are never stale and never
+// duplicated in user space; the agent's own state is kept in a registry (AgentMetrics).
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -18,6 +18,7 @@
 #include <string>
 #include <tuple>
 
+#include "absl/time/time.h"
 #include "datapath/datapath.h"
 #include "policy/compiler.h"
 #include "portcullis/v1/policy.pb.h"
@@ -38,29 +39,53 @@ class AgentMetrics {
   prometheus::Family<prometheus::Gauge>& xdp_attached;  // labels iface, mode
 };
 
-// Label values for drops by port: ports the policy names, by (IP protocol,
-// port); others are "other".
-using PortLabels = std::map<std::pair<uint8_t, uint16_t>, std::string>;
-PortLabels PortLabelsOf(const v1::Policy& policy);
+struct CollectorOptions {
+  // The bucket and flow maps are scanned at most once per this interval (a
+  // scrape interval); scrapes in between reuse the last scan. A full map is
+  // a few hundred thousand entries, and the node may be under attack.
+  absl::Duration scan_cache = absl::Seconds(10);
+};
 
 class DatapathCollector : public prometheus::Collectable {
  public:
-  explicit DatapathCollector(datapath::Datapath& dp) : dp_(dp) {}
+  explicit DatapathCollector(datapath::Datapath& dp, CollectorOptions options = {})
+      : dp_(dp), options_(options) {}
 
-  // Called after each apply: the port labels and table sizes of the policy.
-  void SetPolicy(PortLabels labels, const policy::CompiledPolicy& compiled);
+  // Called after each apply: the live policy's port ranges, rates and table
+  // sizes.
+  void SetPolicy(const policy::CompiledPolicy& compiled);
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
+  // What Collect needs of the live policy.
+  struct LivePolicy {
+    std::vector<uint16_t> counted_range;  // as CompiledPolicy's
+    std::vector<pc_counted_port> counted_ports;
+    std::set<std::tuple<uint8_t, uint16_t, uint16_t>> ranges;  // (proto, first, last)
+    std::vector<pc_rate_override> rate_overrides;
+    pc_config config{};
+    std::vector<std::pair<datapath::Map, uint64_t>> entries;  // policy map -> entries
+  };
+  // One scan of the LRU maps.
+  struct Scan {
+    uint64_t buckets = 0, egress_flows = 0, ingress_flows = 0;
+    uint64_t syn_over = 0, conn_over = 0;
+    absl::Time at = absl::InfinitePast();
+  };
+
+  // The drops-by-port label of (proto, port): the label of the first range
+  // that names it, or "other".
+  static std::string PortLabel(const LivePolicy& p, uint8_t proto, uint16_t port);
+  // The last scan, or a new one when it is older than options_.scan_cache.
+  Scan ScanLruMaps(const LivePolicy& p) const;
+
   datapath::Datapath& dp_;
+  const CollectorOptions options_;
   mutable std::mutex mu_;
-  PortLabels labels_;
-  // The (proto, first, last) port ranges the live policy names: the rows of
-  // named_port_drops that show.
-  std::set<std::tuple<uint8_t, uint16_t, uint16_t>> live_ranges_;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> policy_maps_;  // name -> entries, capacity
-  pc_config config_{};
+  std::shared_ptr<const LivePolicy> policy_;  // under mu_
+  mutable std::mutex scan_mu_;                // one scan at a time
+  mutable Scan scan_;                         // under scan_mu_
 };
 
 }  // namespace portcullis::agent

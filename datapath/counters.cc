@@ -5,26 +5,30 @@
 
 #include "common/status_macros.h"
 #include "datapath/bpf_util.h"
+#include "datapath/map_reader.h"
 
 namespace portcullis::datapath {
 namespace {
 
-// Calls fn(key, values, stride) for every entry of a per-CPU hash. Per-CPU
-// values come back as one slot per possible CPU, each rounded up to 8 bytes.
+// Calls fn(key, value) for every CPU's value of every entry of a per-CPU
+// map, read in batches. Per-CPU values come back as one slot per possible
+// CPU, each rounded up to 8 bytes.
 template <typename Key, typename Value, typename Fn>
 absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
-  const int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", name, cpus);
+  ASSIGN_OR_RETURN(const uint32_t value_bytes, PerCpuValueBytes(sizeof(Value)));
   const size_t stride = (sizeof(Value) + 7) / 8 * 8;
-  std::vector<uint8_t> values(stride * static_cast<size_t>(cpus));
-  return ForEachKey<Key>(fd, name, [&](const Key& key) {
-    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) return;  // deleted meanwhile
-    for (int cpu = 0; cpu < cpus; ++cpu) {
-      Value v;
-      std::memcpy(&v, values.data() + stride * cpu, sizeof(v));
-      fn(key, v);
-    }
-  });
+  const size_t cpus = value_bytes / stride;
+  auto read = ReadBatched(fd, name, {.key_size = sizeof(Key), .value_bytes = value_bytes},
+                          [&](const uint8_t* key_bytes, const uint8_t* values) {
+                            Key key;
+                            std::memcpy(&key, key_bytes, sizeof(key));
+                            for (size_t cpu = 0; cpu < cpus; ++cpu) {
+                              Value v;
+                              std::memcpy(&v, values + stride * cpu, sizeof(v));
+                              fn(key, v);
+                            }
+                          });
+  return read.status();
 }
 
 }  // namespace
@@ -71,14 +75,14 @@ absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd
 }
 
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(const Datapath& dp) {
-  return ReadVerdictCounters(dp.iface_slots_fd(), dp.verdict_counters_fast_fd(),
-                             dp.verdict_counters_fd());
+  return ReadVerdictCounters(dp.map_fd(Map::kIfaceSlots), dp.map_fd(Map::kVerdictCountersFast),
+                             dp.map_fd(Map::kVerdictCounters));
 }
 
 absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp) {
   std::vector<pc_counted_port> rows(PC_MAX_COUNTED_PORTS);
   for (uint32_t row = 0; row < PC_MAX_COUNTED_PORTS; ++row) {
-    if (bpf_map_lookup_elem(dp.counted_ports_fd(), &row, &rows[row])) {
+    if (bpf_map_lookup_elem(dp.map_fd(Map::kCountedPorts), &row, &rows[row])) {
       return ErrnoStatus("bpf_map_lookup_elem", "counted_ports", errno);
     }
   }
@@ -88,7 +92,8 @@ absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp) {
   std::vector<PortDropCount> out;
   absl::Status s = ForEachPerCpu<pc_port_key, uint64_t>(
-      dp.port_drop_counters_fd(), "port_drop_counters", [&](const pc_port_key& k, uint64_t v) {
+      dp.map_fd(Map::kPortDropCounters), "port_drop_counters",
+      [&](const pc_port_key& k, uint64_t v) {
         if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
           out.push_back(PortDropCount{k, k.port, false, 0});
         }
@@ -106,7 +111,7 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& 
     // Drops only: the reasons before the first drop reason never count here.
     for (uint32_t reason = PC_FIRST_DROP_REASON; reason < PC_REASON_COUNT; ++reason) {
       const uint32_t index = row * PC_REASON_COUNT + reason;
-      if (bpf_map_lookup_elem(dp.named_port_drops_fd(), &index, values.data())) {
+      if (bpf_map_lookup_elem(dp.map_fd(Map::kNamedPortDrops), &index, values.data())) {
         return ErrnoStatus("bpf_map_lookup_elem", "named_port_drops", errno);
       }
       uint64_t n = 0;
