@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/policy_source.h"
 #include "common/log.h"
+#include "control/wire.h"
 #include "policy/text.h"
 #include "policy/validator.h"
 #include "portcullis/v1/control.grpc.pb.h"
@@ -91,7 +92,7 @@ class ControlPolicySource : public PolicySource {
           stub_->Watch(ctx.get(), request);
       reader->WaitForInitialMetadata();
       // The service sends its headers at once; without them the call failed.
-      const bool up = ctx->GetServerInitialMetadata().count("portcullis-live-version") > 0;
+      const bool up = ctx->GetServerInitialMetadata().count(control::kLiveVersionHeader) > 0;
       if (up) {
         backoff.Reset();
         hooks_.connected(true);

@@ -60,6 +60,15 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Blocked before any thread starts (gRPC's, which may start as soon as
+  // credentials are made, the refusal flusher, the HTTP server's), so that
+  // every thread inherits the mask and SIGTERM reaches only sigwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   using namespace portcullis;
   ParseFlags(argc, argv,
              "portcullis-control: the policy control service.\n\n"
@@ -170,11 +179,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("--listen ", listen, ": cannot listen"));
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ready = true;
   LogInfo("serving", {{"listen", listen},
                       {"port", static_cast<int64_t>(port)},

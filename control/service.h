@@ -1,6 +1,7 @@
 // portcullis-control's gRPC service (control.proto). Every call is checked
-// against the caller's role; every change, attempted change and refusal is
-// audited. Pushes are serialised, validated with the validator that
+// against the caller's role (Authorizer); every change, attempted change and
+// refusal is audited (RefusalAuditor for refusals); the live version reaches
+// the agents through LiveBroadcast. Pushes are serialised, validated with the validator that
 // `portcullisctl validate` uses, compiled (so that what no agent could load
 // is refused), checked against the baseline, stored durably, and only then
 // acknowledged and streamed to the watching agents.
@@ -12,19 +13,17 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
-#include <condition_variable>
-#include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
-#include <set>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "control/agent_registry.h"
+#include "control/authorizer.h"
 #include "control/baseline.h"
+#include "control/live_broadcast.h"
+#include "control/refusals.h"
 #include "control/roles.h"
 #include "control/store.h"
 #include "portcullis/v1/control.grpc.pb.h"
@@ -43,7 +42,7 @@ struct ServiceOptions {
   int itemised_refusals_per_second = 20;
 };
 
-class WatchReactor;
+class CallScope;
 
 class ControlService final : public v1::Control::CallbackService {
  public:
@@ -81,60 +80,29 @@ class ControlService final : public v1::Control::CallbackService {
                                    v1::StatusResponse* response) override;
 
  private:
-  friend class WatchReactor;
-  struct Caller {
-    std::string principal;
-    std::string role;
-  };
+  friend class CallScope;
 
   ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry);
 
-  // The caller, if it may do `permission`; else the refusal, audited.
-  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* ctx, absl::string_view method,
-                                   Permission permission);
-  // Audits (and counts) a refused change.
-  void Refuse(const Caller& caller, absl::string_view method, absl::string_view reason,
-              const absl::Status& why);
-  // Writes the summary of the refusals not itemised since the last one.
-  void FlushRefusalSummary();
   // Push and Rollback: check, store, stream. Under push_mu_.
-  absl::StatusOr<v1::PushResponse> MakeLive(const Caller& caller, absl::string_view method,
-                                            const v1::Policy& policy, std::string reason,
-                                            bool allow_failsafe_change, uint64_t rollback_of);
+  absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const v1::Policy& policy,
+                                            std::string reason, bool allow_failsafe_change,
+                                            uint64_t rollback_of);
   void Publish(std::shared_ptr<const v1::PolicyVersion> version);
-  // The live version, as stored; kept in memory from start and each Publish,
-  // so that no call reads and decodes it from the store again.
-  std::shared_ptr<const v1::PolicyVersion> Live() const;
-  grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, absl::string_view method,
-                                 const absl::Status& status);
+  // Counts a finished call by method and code.
+  void Count(absl::string_view method, const absl::Status& status);
 
   Store& store_;
   const ServiceOptions options_;
   std::shared_ptr<AgentRegistry> agents_;
-
-  std::mutex roles_mu_;
-  std::optional<RoleMap> roles_;
-  int64_t roles_mtime_ = -1;
-
-  std::mutex push_mu_;  // one push or rollback at a time
-
-  std::mutex refusals_mu_;
-  std::condition_variable refusals_cv_;
-  bool stopping_ = false;
-  int64_t refusal_second_ = 0;  // the second (monotonic) being counted
-  int itemised_this_second_ = 0;
-  std::map<std::string, int64_t> not_itemised_;  // "method/reason" -> count
-  std::thread refusal_flusher_;
-
-  mutable std::mutex watch_mu_;
-  std::shared_ptr<const v1::PolicyVersion> live_;
-  std::set<WatchReactor*> watchers_;
-
   prometheus::Family<prometheus::Counter>& requests_;  // method, code
-  prometheus::Family<prometheus::Counter>& refusals_;  // method, reason
-  prometheus::Gauge& live_version_;
-  prometheus::Gauge& watch_streams_;
   prometheus::Gauge& audit_chain_valid_;
+  RefusalAuditor refusals_;
+  Authorizer authorizer_;
+  // The live version, kept in memory from start and each Publish, so that no
+  // call reads and decodes it from the store again.
+  LiveBroadcast live_;
+  std::mutex push_mu_;  // one push or rollback at a time
 };
 
 }  // namespace portcullis::control

@@ -17,4 +17,9 @@ inline constexpr int kClientKeepaliveTimeoutMs = 5000;
 // interval, else it would take their pings for abuse and close connections.
 inline constexpr int kServiceMinPingIntervalMs = kClientKeepaliveMs / 2;
 
+// Initial metadata of every Watch stream: the live version when the stream
+// opened. Sent at once, so an agent knows the stream is up even when nothing
+// else comes (it has the live version already).
+inline constexpr char kLiveVersionHeader[] = "portcullis-live-version";
+
 }  // namespace portcullis::control

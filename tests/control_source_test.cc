@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/policy_source.h"
+#include "control/wire.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/text.h"
@@ -46,7 +47,7 @@ class ScriptedControl final : public v1::Control::Service {
  public:
   grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchRequest* request,
                      grpc::ServerWriter<v1::PolicyVersion>* writer) override {
-    ctx->AddInitialMetadata("portcullis-live-version", "0");
+    ctx->AddInitialMetadata(control::kLiveVersionHeader, "0");
     writer->SendInitialMetadata();
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -1,0 +1,151 @@
+#include "control/live_broadcast.h"
+
+#include "absl/strings/str_cat.h"
+#include "control/wire.h"
+
+namespace portcullis::control {
+
+// One agent's policy stream: the live version at once (unless the agent has
+// it), then each newer one.
+class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
+ public:
+  WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request)
+      : broadcast_(broadcast), request_(request) {}
+
+  // Sends the headers, then `live` unless the agent has it. Versions offered
+  // before this (by a push racing the stream's start) wait until now.
+  void Start(grpc::CallbackServerContext* ctx, std::shared_ptr<const v1::PolicyVersion> live) {
+    ctx->AddInitialMetadata(kLiveVersionHeader, absl::StrCat(live ? live->version() : 0));
+    StartSendInitialMetadata();
+    std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
+    if (live && !(live->version() == request_.applied_version() &&
+                  live->content_hash() == request_.applied_hash())) {
+      Take(std::move(live));
+    }
+    if (!writing_) WriteNext();
+  }
+
+  // Replaces what is pending; writes it unless a write is in flight.
+  void Offer(std::shared_ptr<const v1::PolicyVersion> version) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Take(std::move(version));
+    if (started_ && !writing_) WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    current_.reset();
+    if (!ok) {
+      FinishOnce(grpc::Status::CANCELLED);
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    FinishOnce(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    broadcast_->Closed(this);
+    delete this;
+  }
+
+  // At shutdown: end the stream.
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the control service is stopping"));
+  }
+
+ private:
+  // Keeps `version` as the one to send next, unless a newer one was
+  // offered already: version numbers only grow (a rollback is a new one),
+  // and a stream must never go back.
+  void Take(std::shared_ptr<const v1::PolicyVersion> version) {
+    if (finished_ || version->version() <= newest_) return;
+    newest_ = version->version();
+    pending_ = std::move(version);
+  }
+  void WriteNext() {
+    if (!pending_ || finished_) return;
+    current_ = std::move(pending_);
+    writing_ = true;
+    StartWrite(current_.get());
+  }
+  void FinishOnce(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  LiveBroadcast* broadcast_;
+  const v1::WatchRequest request_;
+  std::mutex mu_;
+  bool started_ = false;
+  uint64_t newest_ = 0;  // the newest version taken
+  bool writing_ = false;
+  bool finished_ = false;
+  std::shared_ptr<const v1::PolicyVersion> current_, pending_;
+};
+
+LiveBroadcast::LiveBroadcast(uint32_t max_streams, prometheus::Registry& registry)
+    : max_streams_(max_streams),
+      live_version_(prometheus::BuildGauge()
+                        .Name("portcullis_control_live_version")
+                        .Help("The live policy version")
+                        .Register(registry)
+                        .Add({})),
+      watch_streams_(prometheus::BuildGauge()
+                         .Name("portcullis_control_watch_streams")
+                         .Help("Open agent policy streams")
+                         .Register(registry)
+                         .Add({})) {}
+
+LiveBroadcast::~LiveBroadcast() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (WatchReactor* w : watchers_) w->Close();
+}
+
+std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return live_;
+}
+
+void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
+  live_version_.Set(static_cast<double>(version->version()));
+  std::lock_guard<std::mutex> lock(mu_);
+  live_ = version;
+  for (WatchReactor* w : watchers_) w->Offer(version);
+}
+
+absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open(
+    grpc::CallbackServerContext* ctx, const v1::WatchRequest& request) {
+  auto* reactor = new WatchReactor(this, request);
+  std::shared_ptr<const v1::PolicyVersion> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (watchers_.size() >= max_streams_) {
+      delete reactor;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many policy streams (", max_streams_, ")"));
+    }
+    // Registered and given the live version under one lock: no Publish is
+    // missed, and one racing this is held until Start.
+    watchers_.insert(reactor);
+    watch_streams_.Set(static_cast<double>(watchers_.size()));
+    live = live_;
+  }
+  reactor->Start(ctx, std::move(live));
+  return reactor;
+}
+
+void LiveBroadcast::Closed(WatchReactor* reactor) {
+  std::lock_guard<std::mutex> lock(mu_);
+  watchers_.erase(reactor);
+  watch_streams_.Set(static_cast<double>(watchers_.size()));
+}
+
+}  // namespace portcullis::control

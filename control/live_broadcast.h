@@ -1,0 +1,51 @@
+// The live policy version and its fan-out to the agents' Watch streams: one
+// WatchReactor per stream, each holding only the newest pending version, so
+// a slow agent or a burst of pushes costs one write, not a queue.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "absl/status/statusor.h"
+#include "portcullis/v1/control.grpc.pb.h"
+
+namespace portcullis::control {
+
+class WatchReactor;
+
+class LiveBroadcast {
+ public:
+  LiveBroadcast(uint32_t max_streams, prometheus::Registry& registry);
+  // Ends every open stream (UNAVAILABLE: the service is stopping).
+  ~LiveBroadcast();
+  LiveBroadcast(const LiveBroadcast&) = delete;
+  LiveBroadcast& operator=(const LiveBroadcast&) = delete;
+
+  // The live version; nullptr before the first push.
+  std::shared_ptr<const v1::PolicyVersion> Live() const;
+  // Makes `version` live and offers it to every stream.
+  void Publish(std::shared_ptr<const v1::PolicyVersion> version);
+
+  // A new stream for `request`, or ResourceExhausted when max_streams are
+  // open. The reactor sends the live version at once unless the agent has it.
+  absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> Open(
+      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request);
+
+ private:
+  friend class WatchReactor;
+  void Closed(WatchReactor* reactor);
+
+  const uint32_t max_streams_;
+  prometheus::Gauge& live_version_;
+  prometheus::Gauge& watch_streams_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const v1::PolicyVersion> live_;  // under mu_
+  std::set<WatchReactor*> watchers_;               // under mu_
+};
+
+}  // namespace portcullis::control

@@ -1,0 +1,57 @@
+// Audits refused calls at a bounded cost: up to N refusals a second are
+// written to the audit log one row each; beyond that they are counted and
+// written as one summary row a second, by a thread of this class. Every
+// refusal is accounted for, and a flood of bad calls costs bounded fsyncs.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/registry.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "control/store.h"
+
+namespace portcullis::control {
+
+// Who made a call, as the service audits it.
+struct Caller {
+  std::string principal;  // the certificate's common name, "" if none
+  std::string role;
+};
+
+class RefusalAuditor {
+ public:
+  RefusalAuditor(Store& store, int itemised_per_second, prometheus::Registry& registry);
+  // Writes what is still counted, then stops the thread.
+  ~RefusalAuditor();
+  RefusalAuditor(const RefusalAuditor&) = delete;
+  RefusalAuditor& operator=(const RefusalAuditor&) = delete;
+
+  // Audits (and counts, by method and reason) one refused call.
+  void Refuse(const Caller& caller, absl::string_view method, absl::string_view reason,
+              const absl::Status& why);
+
+ private:
+  // Writes the summary of the refusals not itemised since the last one.
+  void FlushSummary();
+
+  Store& store_;
+  const int itemised_per_second_;
+  prometheus::Family<prometheus::Counter>& refusals_;  // method, reason
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  int64_t second_ = 0;  // the second (monotonic) being counted
+  int itemised_this_second_ = 0;
+  std::map<std::string, int64_t> not_itemised_;  // "method/reason" -> count
+  std::thread flusher_;
+};
+
+}  // namespace portcullis::control
