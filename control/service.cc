@@ -297,8 +297,8 @@ grpc::ServerWriteReactor<v1::PolicyVersion>* ControlService::Watch(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
   constexpr absl::string_view kMethod = "Watch";
   auto caller = authorizer_.Authorize(*ctx, kMethod, Permission::kAgent);
-  absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> stream = caller.status();
-  if (caller.ok()) stream = live_.Open(ctx, *request);
+  absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> stream =
+      caller.ok() ? live_.Open(ctx, *request) : caller.status();
   Count(kMethod, stream.status());
   if (stream.ok()) return *stream;
   class Refused : public grpc::ServerWriteReactor<v1::PolicyVersion> {
