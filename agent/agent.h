@@ -8,29 +8,26 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/applier.h"
+#include "agent/attachments.h"
 #include "agent/drop_samples.h"
-#include "agent/link_watcher.h"
 #include "agent/metrics.h"
+#include "agent/pin_keeper.h"
 #include "agent/policy_source.h"
+#include "agent/readiness.h"
 #include "agent/state_dir.h"
 #include "common/http_server.h"
 #include "control/client.h"
 #include "datapath/attach.h"
 #include "datapath/datapath.h"
-#include "datapath/policy_installer.h"
 
 namespace portcullis::agent {
 
@@ -47,6 +44,9 @@ struct AgentOptions {
   std::string node;
 };
 
+// Composes the parts, each with one job: the pins (PinKeeper), the
+// attachments (Attachments), applying (Applier), readiness (Readiness), the
+// policy source, metrics and drop samples; Start() wires them in order.
 class Agent {
  public:
   // Everything up to enforcing: fails with a clear error, and then leaves
@@ -54,84 +54,47 @@ class Agent {
   static absl::StatusOr<std::unique_ptr<Agent>> Start(const AgentOptions& options);
   ~Agent();
 
-  // Stops everything that changes state (policy source, link watcher, drop
-  // sample logger) and waits for an apply in progress. Kernel objects stay:
-  // enforcement continues. The HTTP server is left to the process exit
-  // (civetweb takes ~2 s to stop, and SIGTERM must finish well within that).
+  // Stops everything that changes state (policy source, link watcher, pin
+  // watch, drop sample logger) and waits for an apply in progress. Kernel
+  // objects stay: enforcement continues. The HTTP server is left to the
+  // process exit (civetweb takes ~2 s to stop, and SIGTERM must finish well
+  // within that).
   void Shutdown();
-
-  // Validated policy -> compiled -> installed -> saved as last-known-good.
-  absl::Status Apply(const PolicyUpdate& update);
 
   // What this agent enforces, for the control service.
   v1::AgentStatus StatusSnapshot() const;
 
  private:
-  explicit Agent(AgentOptions options) : options_(std::move(options)) {}
-  // Attaches the programs to the policed interfaces and starts watching
-  // links; once, after the first policy is applied.
+  explicit Agent(AgentOptions options) : options_(std::move(options)), layout_{options_.pin_dir} {}
+  // Loads the datapath on the pinned maps (or fresh ones, replacing pins of
+  // an incompatible build once attached).
+  absl::Status LoadDatapath();
+  // The policy source's update: apply, and attach after the first one.
+  absl::Status OnUpdate(const PolicyUpdate& update);
+  // Attaches the programs and starts the pin watch; once, after the first
+  // policy is applied.
   absl::Status Attach();
-  void SetLastError(std::string error);
-  // Every second: are the pins (maps and XDP links) still there? If bpffs
-  // was unmounted or the pin dir deleted, report not ready and pin them again.
-  void WatchPins();
-  bool PinsPresent();
-  // Unpins maps of names this build does not use (left by an older build).
-  absl::Status RemoveStalePins();
-  absl::Status RestorePins();
-  // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
-  // we created and counting a failure.
-  absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
-                              datapath::TcDirection direction);
-  // (Re)attaches XDP and the TC egress recorder to a policed interface
-  // unless our program is on it already.
-  absl::Status EnsurePoliced(const std::string& ifname);
-  // Not ready while a policed interface is missing.
-  void SetInterfacePresent(const std::string& ifname, bool present);
-  // ready_ = start-up finished and no policed interface missing.
-  void UpdateReady();
 
-  AgentOptions options_;
+  const AgentOptions options_;
+  const PinLayout layout_;
   std::optional<StateDir> state_;
   std::unique_ptr<datapath::Datapath> dp_;
-  std::unique_ptr<datapath::PolicyInstaller> installer_;
+  bool repin_ = false;  // the pinned maps were incompatible: pin ours once attached
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<AgentMetrics> metrics_;
+  std::unique_ptr<Readiness> readiness_;
   std::shared_ptr<DatapathCollector> collector_;
+  std::unique_ptr<Applier> applier_;
+  std::unique_ptr<Attachments> attachments_;
+  std::unique_ptr<PinKeeper> pins_;
   std::unique_ptr<HttpServer> http_;
-  std::unique_ptr<PolicySource> source_;
-  std::unique_ptr<LinkWatcher> links_;          // pod veths (--tc-interfaces)
-  std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   std::unique_ptr<DropSampleLogger> samples_;
-  std::atomic<bool> ready_{false};  // read by /readyz
-  std::atomic<bool> started_{false};
+  std::unique_ptr<PolicySource> source_;
   std::atomic<bool> attached_{false};
-  bool repin_ = false;  // the pinned maps were incompatible: pin ours once attached
-  std::mutex missing_mu_;
-  std::set<std::string> missing_;  // policed interfaces that are gone
-  std::mutex links_mu_;
-  // By interface. Held so that a removed pin never detaches XDP.
-  std::map<std::string, datapath::UniqueFd> xdp_links_;
-  size_t map_pins_ = 0;  // entries of PIN_DIR/maps when complete
-  std::atomic<bool> pins_ok_{true};
-  std::mutex pin_watch_mu_;
-  std::condition_variable pin_watch_cv_;
-  bool stop_pin_watch_ = false;
-  std::thread pin_watch_;
-  std::mutex apply_mu_;
-  std::string applied_text_;      // under apply_mu_
-  mutable std::mutex status_mu_;  // what StatusSnapshot reads
-  uint64_t version_ = 0;
-  std::string applied_hash_;
-  std::string last_error_;
-  std::string xdp_mode_;
 };
 
 // Detaches every program this agent installs and removes its pins and state
 // files; leaves everything else alone.
 absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir);
-
-// Makes sure `pin_dir` is on a bpffs, mounting /sys/fs/bpf if needed.
-absl::Status PreparePinDir(const std::string& pin_dir);
 
 }  // namespace portcullis::agent

@@ -1,7 +1,6 @@
 #include "agent/drop_samples.h"
 
 #include <arpa/inet.h>
-#include <bpf/libbpf.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -51,12 +50,12 @@ absl::StatusOr<std::unique_ptr<DropSampleLogger>> DropSampleLogger::Start(
   l->burst_ = l->tokens_ = burst;
   l->last_ns_ = MonotonicNs();
   l->suppressed_ = suppressed;
-  l->rb_ = ring_buffer__new(ringbuf_fd, &DropSampleLogger::OnSample, l.get(), nullptr);
-  if (l->rb_ == nullptr) {
-    return absl::InternalError(absl::StrCat("ring_buffer__new(drop_samples): ", errno));
-  }
+  auto ring =
+      datapath::SampleRing::Open(ringbuf_fd, [p = l.get()](const pc_sample& s) { p->OnSample(s); });
+  if (!ring.ok()) return ring.status();
+  l->ring_ = *std::move(ring);
   l->thread_ = std::thread([p = l.get()] {
-    while (!p->stop_) ring_buffer__poll(p->rb_, /*timeout_ms=*/200);
+    while (!p->stop_) p->ring_->Poll(/*timeout_ms=*/200);
   });
   return l;
 }
@@ -64,24 +63,19 @@ absl::StatusOr<std::unique_ptr<DropSampleLogger>> DropSampleLogger::Start(
 DropSampleLogger::~DropSampleLogger() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
-  if (rb_ != nullptr) ring_buffer__free(rb_);
 }
 
-int DropSampleLogger::OnSample(void* ctx, void* data, size_t size) {
-  auto* self = static_cast<DropSampleLogger*>(ctx);
-  if (size < sizeof(pc_sample)) return 0;
+void DropSampleLogger::OnSample(const pc_sample& sample) {
   const int64_t now = MonotonicNs();
-  self->tokens_ =
-      std::min(self->burst_, self->tokens_ + (now - self->last_ns_) * self->per_second_ / 1e9);
-  self->last_ns_ = now;
-  if (self->tokens_ < 1) {
-    if (self->suppressed_) self->suppressed_->Increment();
-    return 0;
+  tokens_ = std::min(burst_, tokens_ + (now - last_ns_) * per_second_ / 1e9);
+  last_ns_ = now;
+  if (tokens_ < 1) {
+    if (suppressed_) suppressed_->Increment();
+    return;
   }
-  self->tokens_ -= 1;
-  const std::string line = FormatDropSample(*static_cast<const pc_sample*>(data)) + "\n";
+  tokens_ -= 1;
+  const std::string line = FormatDropSample(sample) + "\n";
   std::fputs(line.c_str(), stderr);
-  return 0;
 }
 
 }  // namespace portcullis::agent

@@ -13,8 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/abi.h"
-
-struct ring_buffer;
+#include "datapath/sample_ring.h"
 
 namespace portcullis::agent {
 
@@ -31,11 +30,11 @@ class DropSampleLogger {
 
  private:
   DropSampleLogger() = default;
-  static int OnSample(void* ctx, void* data, size_t size);
+  void OnSample(const pc_sample& sample);  // on thread_
 
-  struct ring_buffer* rb_ = nullptr;
+  std::unique_ptr<datapath::SampleRing> ring_;
   std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::thread thread_;  // polls ring_
   double per_second_ = 0, burst_ = 0, tokens_ = 0;
   int64_t last_ns_ = 0;
   prometheus::Counter* suppressed_ = nullptr;

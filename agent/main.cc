@@ -1,5 +1,4 @@
 // portcullis-agent: see agent.h and PRODUCT.md "Command-line contract".
-#include <bpf/libbpf.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include "agent/agent.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "datapath/sample_ring.h"
 
 ABSL_FLAG(std::string, policy_file, "",
           "Enforce this local policy file (YAML); it is watched and re-applied when it changes.");
@@ -54,21 +54,6 @@ std::vector<std::string> List(const std::string& csv) {
   return absl::StrSplit(csv, ',', absl::SkipEmpty());
 }
 
-// libbpf's own messages become structured log lines. Its "Kernel error
-// message" lines are the extended ack of errors the agent handles itself
-// (a clsact qdisc that exists already, a filter that is not there).
-int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char buf[1024];
-  vsnprintf(buf, sizeof(buf), format, args);
-  std::string line = absl::StripTrailingAsciiWhitespace(buf).data();
-  if (absl::StrContains(line, "Kernel error message")) return 0;
-  portcullis::Log(
-      level == LIBBPF_WARN ? portcullis::LogLevel::kWarning : portcullis::LogLevel::kInfo, "libbpf",
-      {{"detail", line}});
-  return 0;
-}
-
 int Fail(const std::string& message) {
   portcullis::LogError(message);
   return 1;
@@ -87,7 +72,7 @@ int main(int argc, char** argv) {
       "On SIGTERM the agent exits and leaves enforcement in place; a new agent adopts it.",
       "agent/main.cc");
   using portcullis::LogInfo;
-  libbpf_set_print(LibbpfPrint);
+  portcullis::datapath::RouteLibbpfLogs();
 
   if (absl::GetFlag(FLAGS_uninstall)) {
     absl::Status s =

@@ -40,10 +40,12 @@ class AgentMetrics {
 };
 
 struct CollectorOptions {
-  // The bucket and flow maps are scanned at most once per this interval (a
-  // scrape interval); scrapes in between reuse the last scan. A full map is
-  // a few hundred thousand entries, and the node may be under attack.
-  absl::Duration scan_cache = absl::Seconds(10);
+  // The bucket and flow maps are scanned at most once per this interval;
+  // scrapes in between (a second Prometheus, a curl loop) reuse the last
+  // scan. A full scan is a few hundred thousand entries in ~100 batched
+  // reads, and the node may be under attack. Shorter than any sane scrape
+  // interval, so that one scraper always sees a fresh scan.
+  absl::Duration scan_cache = absl::Seconds(2);
 };
 
 class DatapathCollector : public prometheus::Collectable {

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,10 @@
 
 namespace portcullis::agent {
 namespace {
+
+constexpr char kPolicyFile[] = "policy.yaml";
+constexpr char kVersionFile[] = "policy.version";
+constexpr char kQdiscFile[] = "tc-qdiscs";
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::UnavailableError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
@@ -53,14 +58,14 @@ absl::StatusOr<StateDir> StateDir::Open(const std::string& path) {
 }
 
 absl::StatusOr<std::optional<AppliedPolicy>> StateDir::LastApplied() const {
-  auto yaml = policy::ReadTextFile(absl::StrCat(path_, "/policy.yaml"));
+  auto yaml = policy::ReadTextFile(absl::StrCat(path_, "/", kPolicyFile));
   if (absl::IsNotFound(yaml.status())) return std::nullopt;
   if (!yaml.ok()) return yaml.status();
-  auto version_text = policy::ReadTextFile(absl::StrCat(path_, "/policy.version"));
+  auto version_text = policy::ReadTextFile(absl::StrCat(path_, "/", kVersionFile));
   uint64_t version = 0;
   if (!version_text.ok() ||
       !absl::SimpleAtoi(absl::StripAsciiWhitespace(*version_text), &version)) {
-    return absl::DataLossError(absl::StrCat(path_, "/policy.version is missing or corrupt"));
+    return absl::DataLossError(absl::StrCat(path_, "/", kVersionFile, " is missing or corrupt"));
   }
   return AppliedPolicy{*std::move(yaml), version};
 }
@@ -68,8 +73,34 @@ absl::StatusOr<std::optional<AppliedPolicy>> StateDir::LastApplied() const {
 absl::Status StateDir::SaveApplied(const AppliedPolicy& applied) const {
   // The policy first: a crash between the two leaves a version that names
   // the older text, which the next start re-applies as a newer version.
-  if (absl::Status s = WriteDurably(path_, "policy.yaml", applied.yaml); !s.ok()) return s;
-  return WriteDurably(path_, "policy.version", absl::StrCat(applied.version, "\n"));
+  if (absl::Status s = WriteDurably(path_, kPolicyFile, applied.yaml); !s.ok()) return s;
+  return WriteDurably(path_, kVersionFile, absl::StrCat(applied.version, "\n"));
+}
+
+absl::Status StateDir::RecordQdisc(const std::string& ifname) const {
+  const std::string path = absl::StrCat(path_, "/", kQdiscFile);
+  std::ofstream out(path, std::ios::app);
+  out << ifname << "\n";
+  out.flush();
+  if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+std::set<std::string> StateDir::RecordedQdiscs() const {
+  std::set<std::string> names;
+  std::ifstream in(absl::StrCat(path_, "/", kQdiscFile));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) names.insert(line);
+  }
+  return names;
+}
+
+absl::Status StateDir::RemoveAll() const {
+  for (const char* name : {kQdiscFile, kPolicyFile, kVersionFile}) {
+    const std::string path = absl::StrCat(path_, "/", name);
+    if (unlink(path.c_str()) && errno != ENOENT) return Errno("cannot remove", path);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace portcullis::agent

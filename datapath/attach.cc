@@ -128,6 +128,21 @@ absl::Status DetachXdp(const std::string& link_pin) {
   return absl::OkStatus();
 }
 
+XdpOn QueryXdp(int ifindex, int prog_fd) {
+  LIBBPF_OPTS(bpf_xdp_query_opts, query);
+  if (bpf_xdp_query(ifindex, 0, &query) != 0 || query.prog_id == 0) return XdpOn::kNone;
+  struct bpf_prog_info ours = {};
+  __u32 len = sizeof(ours);
+  const bool same = bpf_obj_get_info_by_fd(prog_fd, &ours, &len) == 0 && query.prog_id == ours.id;
+  return same ? XdpOn::kOurs : XdpOn::kOther;
+}
+
+absl::Status RepinObject(int fd, const std::string& path) {
+  if (unlink(path.c_str()) && errno != ENOENT) return ErrnoStatus("unlink", path, errno);
+  if (bpf_obj_pin(fd, path.c_str())) return ErrnoStatus("bpf_obj_pin", path, errno);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<bool> AttachTc(int prog_fd, const std::string& ifname, TcDirection direction) {
   auto ifindex = IfIndex(ifname);
   if (!ifindex.ok()) return ifindex.status();

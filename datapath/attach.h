@@ -35,6 +35,13 @@ absl::StatusOr<XdpAttachment> AttachXdp(int prog_fd, const std::string& ifname, 
 // is no such pin.
 absl::Status DetachXdp(const std::string& link_pin);
 
+// What XDP program runs on `ifindex`: none, `prog_fd`'s, or another.
+enum class XdpOn { kNone, kOurs, kOther };
+XdpOn QueryXdp(int ifindex, int prog_fd);
+
+// Pins `fd` (a link) at `path`, replacing a pin of that name.
+absl::Status RepinObject(int fd, const std::string& path);
+
 enum class TcDirection { kIngress, kEgress };
 
 // Attaches (or atomically replaces) our TC filter. Returns whether this call

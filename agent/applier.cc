@@ -1,0 +1,84 @@
+#include "agent/applier.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "policy/compiler.h"
+#include "policy/text.h"
+
+namespace portcullis::agent {
+
+Applier::Applier(datapath::Datapath& dp, const StateDir& state, AgentMetrics& metrics,
+                 DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied)
+    : installer_(dp), state_(state), metrics_(metrics), collector_(collector) {
+  if (last_applied) {
+    applied_.version = last_applied->version;
+    applied_text_ = last_applied->yaml;
+  }
+}
+
+void Applier::SetLastError(std::string error) {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  applied_.last_error = std::move(error);
+}
+
+Applier::Applied Applier::applied() const {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  return applied_;
+}
+
+void Applier::WaitForApply() { std::lock_guard<std::mutex> lock(apply_mu_); }
+
+absl::Status Applier::Apply(const PolicyUpdate& update) {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  const auto start = std::chrono::steady_clock::now();
+  auto fail = [&](absl::string_view kind, const absl::Status& s) {
+    metrics_.sync_errors.Add({{"kind", std::string(kind)}}).Increment();
+    SetLastError(absl::StrCat(update.origin, ": ", s.message()));
+    LogError("policy not applied; the previous policy stays",
+             {{"origin", update.origin}, {"error", std::string(s.message())}});
+    return s;
+  };
+  auto compiled = policy::Compile(update.policy);
+  if (!compiled.ok()) return fail("compile", compiled.status());
+  const uint64_t previous_version = applied().version;
+  // The control service numbers its versions; a file's are counted here, and
+  // a restart re-applies the same text as the same version.
+  const uint64_t version = update.version ? update.version
+                           : update.text == applied_text_ && previous_version > 0
+                               ? previous_version
+                               : previous_version + 1;
+  if (absl::Status s = installer_.Install(*compiled, version); !s.ok()) return fail("apply", s);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  {
+    std::lock_guard<std::mutex> status_lock(status_mu_);
+    applied_.version = version;
+    applied_.hash = policy::ContentHash(update.policy);
+    applied_.last_error.clear();
+  }
+  metrics_.policy_version.Set(static_cast<double>(version));
+  metrics_.apply_seconds.Observe(seconds);
+  metrics_.last_applied_timestamp.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  collector_.SetPolicy(*compiled);
+  LogInfo("policy applied", {{"origin", update.origin},
+                             {"name", update.policy.metadata().name()},
+                             {"version", version},
+                             {"apply_seconds", seconds}});
+  // Enforced; now kept as last-known-good. A policy from the control
+  // service comes without text: it is written as YAML here, after the
+  // switch, so that a large policy does not wait for it.
+  const std::string text = update.text.empty() ? policy::ToYaml(update.policy) : update.text;
+  if (version != previous_version || text != applied_text_) {
+    if (absl::Status s = state_.SaveApplied({text, version}); !s.ok()) {
+      LogWarning("policy applied but not saved as last-known-good",
+                 {{"error", std::string(s.message())}});
+    }
+  }
+  applied_text_ = text;
+  return absl::OkStatus();
+}
+
+}  // namespace portcullis::agent

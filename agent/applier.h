@@ -1,0 +1,56 @@
+// Applies policies: validated policy -> compiled -> installed in the idle
+// slot and switched to -> saved as last-known-good; numbers the versions of
+// a policy file, and keeps what the agent reports as applied.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "agent/metrics.h"
+#include "agent/policy_source.h"
+#include "agent/state_dir.h"
+#include "datapath/datapath.h"
+#include "datapath/policy_installer.h"
+
+namespace portcullis::agent {
+
+class Applier {
+ public:
+  // `last_applied` (the state dir's) seeds the version count. Everything
+  // passed must outlive the applier.
+  Applier(datapath::Datapath& dp, const StateDir& state, AgentMetrics& metrics,
+          DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied);
+
+  // Compiles, installs and switches to `update`, then saves it. On error
+  // the previous policy stays, and the error is counted and kept.
+  absl::Status Apply(const PolicyUpdate& update);
+
+  // An error to report (e.g. a policy the source rejected).
+  void SetLastError(std::string error);
+
+  struct Applied {
+    uint64_t version = 0;
+    std::string hash;
+    std::string last_error;
+  };
+  Applied applied() const;
+
+  // Returns once no apply is in progress (at shutdown).
+  void WaitForApply();
+
+ private:
+  datapath::PolicyInstaller installer_;
+  const StateDir& state_;
+  AgentMetrics& metrics_;
+  DatapathCollector& collector_;
+  std::mutex apply_mu_;       // one apply at a time
+  std::string applied_text_;  // under apply_mu_
+  mutable std::mutex status_mu_;
+  Applied applied_;  // under status_mu_
+};
+
+}  // namespace portcullis::agent

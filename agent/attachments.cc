@@ -1,0 +1,110 @@
+#include "agent/attachments.h"
+
+#include <net/if.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace portcullis::agent {
+
+absl::Status Attachments::AttachAll() {
+  for (const std::string& ifname : options_.interfaces) RETURN_IF_ERROR(EnsurePoliced(ifname));
+  if (!options_.tc_interfaces.empty()) {
+    ASSIGN_OR_RETURN(pod_links_,
+                     LinkWatcher::Start(options_.tc_interfaces, [this](const std::string& ifname) {
+                       AttachTcFilter(dp_.tc_ingress_prog_fd(), ifname,
+                                      datapath::TcDirection::kIngress)
+                           .IgnoreError();  // counted and logged; retried on the next change
+                     }));
+  }
+  // A policed interface that is deleted takes our XDP link with it; when it
+  // comes back, attach again. Until then the node is not ready.
+  ASSIGN_OR_RETURN(policed_links_,
+                   LinkWatcher::Start(
+                       options_.interfaces,
+                       [this](const std::string& ifname) {
+                         if (EnsurePoliced(ifname).ok()) {
+                           readiness_.SetInterfacePresent(ifname, true);
+                         }
+                       },
+                       [this](const std::string& ifname) {
+                         LogError("a policed interface disappeared", {{"iface", ifname}});
+                         readiness_.SetInterfacePresent(ifname, false);
+                       }));
+  return absl::OkStatus();
+}
+
+void Attachments::StopWatching() {
+  pod_links_.reset();
+  policed_links_.reset();
+}
+
+void Attachments::ForEachXdpLink(const std::function<void(const std::string&, int)>& fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [ifname, link] : xdp_links_) {
+    if (link.valid()) fn(ifname, link.get());
+  }
+}
+
+std::string Attachments::xdp_mode() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return xdp_mode_;
+}
+
+absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
+  const unsigned ifindex = if_nametoindex(ifname.c_str());
+  if (ifindex == 0) return absl::NotFoundError(absl::StrCat("no such interface: ", ifname));
+  const std::string pin = layout_.xdp_link(ifname);
+  const datapath::XdpOn on = datapath::QueryXdp(static_cast<int>(ifindex), dp_.xdp_prog_fd());
+  const bool pinned = access(pin.c_str(), F_OK) == 0;
+  if (on == datapath::XdpOn::kOurs && pinned) {
+    return absl::OkStatus();  // our program is there: a link change (up, down, rename)
+  }
+  if (on == datapath::XdpOn::kNone && pinned) {
+    // The interface was re-created: the pinned link points at the old one.
+    RETURN_IF_ERROR(datapath::DetachXdp(pin));
+  }
+  auto xdp = datapath::AttachXdp(dp_.xdp_prog_fd(), ifname, options_.xdp_mode, pin);
+  if (!xdp.ok()) {
+    metrics_.sync_errors.Add({{"kind", "attach"}}).Increment();
+    LogError("cannot attach XDP",
+             {{"iface", ifname}, {"error", std::string(xdp.status().message())}});
+    return xdp.status();
+  }
+  metrics_.xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    xdp_links_[ifname] = std::move(xdp->link);
+    xdp_mode_ = xdp->mode;
+  }
+  RETURN_IF_ERROR(AttachTcFilter(dp_.tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress));
+  LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
+          {{"iface", ifname}, {"mode", xdp->mode}});
+  return absl::OkStatus();
+}
+
+absl::Status Attachments::AttachTcFilter(int prog_fd, const std::string& ifname,
+                                         datapath::TcDirection direction) {
+  const char* what = direction == datapath::TcDirection::kIngress ? "TC ingress" : "TC egress";
+  auto created = datapath::AttachTc(prog_fd, ifname, direction);
+  if (!created.ok()) {
+    metrics_.sync_errors.Add({{"kind", "attach"}}).Increment();
+    LogError(absl::StrCat("cannot attach ", what),
+             {{"iface", ifname}, {"error", std::string(created.status().message())}});
+    return created.status();
+  }
+  if (*created) {
+    if (absl::Status s = state_.RecordQdisc(ifname); !s.ok()) {
+      // --uninstall will then leave this qdisc (it is empty once our filter
+      // is gone): say so now.
+      LogWarning("cannot record a clsact qdisc we created",
+                 {{"iface", ifname}, {"error", std::string(s.message())}});
+    }
+  }
+  LogInfo(absl::StrCat("attached ", what), {{"iface", ifname}});
+  return absl::OkStatus();
+}
+
+}  // namespace portcullis::agent
