@@ -199,8 +199,8 @@ struct {
 	__uint(max_entries, PC_SAMPLE_RINGBUF_BYTES);
 } drop_samples SEC(".maps");
 
-/* The settable clock (ns), read instead of bpf_ktime_get_ns() when the
- * load-time constant use_user_clock is set. */
+/* The settable clock (ns), read instead of bpf_ktime_get_coarse_ns() when
+ * the load-time constant use_user_clock is set (ratelimit.h: pc_now). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -172,8 +172,9 @@ struct pc_port_policy {
 	 * apart from the policy-wide ones. 0 = policy-wide. */
 	__u16 rate_override_id;
 	/* Named ports: 1 + the counted_ports row their drops are counted in.
-	 * 0 = count in the port_drop_counters hash, under the port number
-	 * (ports not named, and named ports when every row is taken). */
+	 * 0 = count in the port_drop_counters hash: a named port (when every
+	 * row is taken) under its port number, a port no rule names under 0.
+	 * Written by the installer only. */
 	__u16 counter_row;
 };
 
@@ -287,7 +288,9 @@ struct pc_counted_port {
 	__u8 pad[2];
 };
 
-/* Drops by destination port. Ports the policy does not name count as 0. */
+/* Drops by destination port, in port_drop_counters: key.port is the port
+ * for named ports without a counted_ports row, and 0 for every port the
+ * policy does not name. */
 struct pc_port_key {
 	__u16 port; /* host byte order */
 	__u8 proto; /* IPPROTO_* */
