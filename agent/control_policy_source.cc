@@ -1,5 +1,3 @@
-#include <grpcpp/grpcpp.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -9,10 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "agent/policy_source.h"
 #include "common/log.h"
-#include "control/wire.h"
+#include "control/client.h"
+#include "control/control_stub.h"
 #include "policy/text.h"
 #include "policy/validator.h"
-#include "portcullis/v1/control.grpc.pb.h"
 
 namespace portcullis::agent {
 namespace {
@@ -36,16 +34,19 @@ class Backoff {
 
 class ControlPolicySource : public PolicySource {
  public:
-  ControlPolicySource(ControlSourceOptions options, ControlSourceHooks hooks)
-      : options_(std::move(options)), hooks_(std::move(hooks)) {}
+  // Without a stub, Start makes the gRPC one from options.client.
+  ControlPolicySource(std::unique_ptr<control::ControlStub> stub, ControlSourceOptions options,
+                      ControlSourceHooks hooks)
+      : options_(std::move(options)), hooks_(std::move(hooks)), stub_(std::move(stub)) {}
   ~ControlPolicySource() override { Stop(); }
 
   absl::Status Start(std::function<absl::Status(PolicyUpdate)> on_update,
                      std::function<void(std::string)> on_rejected) override {
-    auto channel = control::MakeChannel(options_.client);
-    if (!channel.ok()) return channel.status();
-    channel_ = *channel;
-    stub_ = v1::Control::NewStub(channel_);
+    if (!stub_) {
+      auto channel = control::MakeChannel(options_.client);
+      if (!channel.ok()) return channel.status();
+      stub_ = control::NewGrpcControlStub(*std::move(channel), options_.client.target);
+    }
     watcher_ =
         std::thread([this, on_update = std::move(on_update), on_rejected = std::move(on_rejected)] {
           WatchLoop(on_update, on_rejected);
@@ -59,7 +60,7 @@ class ControlPolicySource : public PolicySource {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
       stopping_ = true;
-      if (watch_ctx_) watch_ctx_->TryCancel();
+      if (watch_) watch_->Cancel();
     }
     cv_.notify_all();
     if (watcher_.joinable()) watcher_.join();
@@ -71,15 +72,11 @@ class ControlPolicySource : public PolicySource {
                  const std::function<void(std::string)>& on_rejected) {
     Backoff backoff;
     for (;;) {
-      auto ctx = std::make_shared<grpc::ClientContext>();
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) return;
-        watch_ctx_ = ctx;
       }
-      // A sync client moves a connection attempt forward only while a thread
-      // waits on it (else gRPC's backup poller does, every 5 s): wait here.
-      if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+      if (!stub_->WaitForConnected(absl::Seconds(5))) {
         if (!Retry(backoff, false, "not connected within 5 s")) return;
         continue;
       }
@@ -88,11 +85,13 @@ class ControlPolicySource : public PolicySource {
       request.set_node(now.node());
       request.set_applied_version(now.applied_version());
       request.set_applied_hash(now.applied_hash());
-      std::unique_ptr<grpc::ClientReader<v1::PolicyVersion>> reader =
-          stub_->Watch(ctx.get(), request);
-      reader->WaitForInitialMetadata();
-      // The service sends its headers at once; without them the call failed.
-      const bool up = ctx->GetServerInitialMetadata().count(control::kLiveVersionHeader) > 0;
+      std::shared_ptr<control::WatchStream> stream = stub_->Watch(request);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) return;
+        watch_ = stream;  // for Stop to cancel
+      }
+      const bool up = stream->WaitForHeaders();
       if (up) {
         backoff.Reset();
         hooks_.connected(true);
@@ -101,12 +100,10 @@ class ControlPolicySource : public PolicySource {
         Kick();  // report at once, so that the service sees this agent
       }
       v1::PolicyVersion version;
-      while (reader->Read(&version)) Deliver(version, on_update, on_rejected);
-      const grpc::Status status = reader->Finish();
+      while (stream->Read(&version)) Deliver(version, on_update, on_rejected);
+      const absl::Status status = stream->Finish();
       if (up) hooks_.connected(false);
-      if (!Retry(backoff, up, control::FromGrpc(status, options_.client.target).message())) {
-        return;
-      }
+      if (!Retry(backoff, up, status.message())) return;
     }
   }
 
@@ -162,29 +159,25 @@ class ControlPolicySource : public PolicySource {
         if (stopping_) return;
         report_now_ = false;
       }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-      v1::ReportStatusResponse response;
-      const grpc::Status s = stub_->ReportStatus(&ctx, hooks_.status(), &response);
-      if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      const absl::StatusOr<v1::ReportStatusResponse> s =
+          stub_->ReportStatus(hooks_.status(), absl::Seconds(5));
+      if (!s.ok() && !absl::IsUnavailable(s.status())) {
         // Unavailable is the broken stream's to report; this is something else.
         hooks_.sync_error("report");
-        LogWarning(
-            "cannot report status to the control service",
-            {{"error", std::string(control::FromGrpc(s, options_.client.target).message())}});
+        LogWarning("cannot report status to the control service",
+                   {{"error", std::string(s.status().message())}});
       }
     }
   }
 
   const ControlSourceOptions options_;
   const ControlSourceHooks hooks_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Control::Stub> stub_;
+  std::unique_ptr<control::ControlStub> stub_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
   bool report_now_ = false;
-  std::shared_ptr<grpc::ClientContext> watch_ctx_;
+  std::shared_ptr<control::WatchStream> watch_;  // under mu_
   std::thread watcher_, reporter_;
 };
 
@@ -192,7 +185,14 @@ class ControlPolicySource : public PolicySource {
 
 std::unique_ptr<PolicySource> NewControlPolicySource(ControlSourceOptions options,
                                                      ControlSourceHooks hooks) {
-  return std::make_unique<ControlPolicySource>(std::move(options), std::move(hooks));
+  return std::make_unique<ControlPolicySource>(nullptr, std::move(options), std::move(hooks));
+}
+
+std::unique_ptr<PolicySource> NewControlPolicySource(std::unique_ptr<control::ControlStub> stub,
+                                                     ControlSourceOptions options,
+                                                     ControlSourceHooks hooks) {
+  return std::make_unique<ControlPolicySource>(std::move(stub), std::move(options),
+                                               std::move(hooks));
 }
 
 }  // namespace portcullis::agent

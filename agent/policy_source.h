@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "control/client.h"
+#include "control/control_stub.h"
 #include "portcullis/v1/control.pb.h"
 #include "portcullis/v1/policy.pb.h"
 
@@ -56,6 +57,11 @@ struct ControlSourceHooks {
 // report_interval. When the stream breaks it reconnects with exponential
 // backoff (0.25 s to 30 s) and jitter; enforcement is untouched meanwhile.
 std::unique_ptr<PolicySource> NewControlPolicySource(ControlSourceOptions options,
+                                                     ControlSourceHooks hooks);
+// The same over a given stub (tests: a fake); options.client.target only
+// names the service in logs.
+std::unique_ptr<PolicySource> NewControlPolicySource(std::unique_ptr<control::ControlStub> stub,
+                                                     ControlSourceOptions options,
                                                      ControlSourceHooks hooks);
 
 // Reads and validates a policy file once. InvalidArgument carries the

@@ -16,6 +16,7 @@
 #include "cli/check_policy.h"
 #include "control/audit_chain.h"
 #include "control/client.h"
+#include "control/control_stub.h"
 #include "policy/diff.h"
 #include "policy/text.h"
 #include "portcullis/v1/control.grpc.pb.h"
@@ -68,6 +69,8 @@ std::string ShortHash(const std::string& hash) {
   return hash.size() > 19 ? hash.substr(0, 19) : hash;  // "sha256:" + 12 hex digits
 }
 
+// The control service, through the ControlStub interface; each call with
+// --timeout-seconds.
 class Remote {
  public:
   static absl::StatusOr<Remote> Connect() {
@@ -78,23 +81,23 @@ class Remote {
     options.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
     auto channel = control::MakeChannel(options);
     if (!channel.ok()) return channel.status();
-    return Remote(options.target, v1::Control::NewStub(*channel));
+    return Remote(control::NewGrpcControlStub(*std::move(channel), options.target));
   }
 
-  // Runs one unary call with the deadline.
-  template <typename Request, typename Response, typename Method>
-  absl::Status Call(Method method, const Request& request, Response* response) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(absl::GetFlag(FLAGS_timeout_seconds)));
-    return control::FromGrpc(((*stub_).*method)(&ctx, request, response), target_);
+  template <typename Request, typename Response>
+  absl::Status Call(absl::StatusOr<Response> (control::ControlStub::*method)(const Request&,
+                                                                             absl::Duration),
+                    const Request& request, Response* response) {
+    absl::StatusOr<Response> r =
+        ((*stub_).*method)(request, absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds)));
+    if (!r.ok()) return r.status();
+    *response = *std::move(r);
+    return absl::OkStatus();
   }
 
  private:
-  Remote(std::string target, std::unique_ptr<v1::Control::Stub> stub)
-      : target_(std::move(target)), stub_(std::move(stub)) {}
-  std::string target_;
-  std::shared_ptr<v1::Control::Stub> stub_;
+  explicit Remote(std::unique_ptr<control::ControlStub> stub) : stub_(std::move(stub)) {}
+  std::shared_ptr<control::ControlStub> stub_;
 };
 
 int Push(Remote& remote, const std::vector<char*>& args) {
@@ -109,7 +112,7 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   request.set_reason(reason);
   request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
   v1::PushResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Push, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     return Fail(ExitFor(s), absl::StrCat("push refused: ", s.message()));
   }
   if (response.unchanged()) {
@@ -133,7 +136,7 @@ int Validate(Remote& remote, const std::vector<char*>& args) {
   *request.mutable_policy() = *policy;
   request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
   v1::ValidateResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Validate, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::Validate, request, &response); !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
   int errors = 0;
@@ -159,7 +162,7 @@ int Diff(Remote& remote, const std::vector<char*>& args) {
   v1::DiffRequest request;
   *request.mutable_policy() = *policy;
   v1::DiffResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Diff, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::Diff, request, &response); !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
   std::vector<policy::Change> changes;
@@ -193,7 +196,7 @@ int Rollback(Remote& remote, const std::vector<char*>& args) {
   if (request.to_version() == 0) return Fail(kExitUsage, "rollback needs --to VERSION");
   if (request.reason().empty()) return Fail(kExitUsage, "rollback needs --reason \"why\"");
   v1::PushResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Rollback, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::Rollback, request, &response); !s.ok()) {
     return Fail(ExitFor(s), absl::StrCat("rollback refused: ", s.message()));
   }
   if (response.unchanged()) {
@@ -211,7 +214,7 @@ int History(Remote& remote, const std::vector<char*>&) {
   v1::HistoryRequest request;
   request.set_limit(absl::GetFlag(FLAGS_limit));
   v1::HistoryResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::History, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::History, request, &response); !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
   std::cout << absl::StrFormat("%-8s %-19s %-16s %-19s %s\n", "VERSION", "TIME (UTC)", "AUTHOR",
@@ -235,7 +238,7 @@ int Get(Remote& remote, const std::vector<char*>& args) {
   v1::GetRequest request;
   request.set_version(version);
   v1::PolicyVersion response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Get, request, &response); !s.ok()) {
+  if (absl::Status s = remote.Call(&control::ControlStub::Get, request, &response); !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
   std::cout << "# version " << response.version() << " by " << response.author() << " at "
@@ -251,7 +254,7 @@ int Audit(Remote& remote, const std::vector<char*>&) {
     v1::AuditRequest request;
     request.set_after_seq(after);
     v1::AuditResponse response;
-    if (absl::Status s = remote.Call(&v1::Control::Stub::Audit, request, &response); !s.ok()) {
+    if (absl::Status s = remote.Call(&control::ControlStub::Audit, request, &response); !s.ok()) {
       return Fail(ExitFor(s), s.message());
     }
     all.insert(all.end(), response.entries().begin(), response.entries().end());
@@ -284,7 +287,7 @@ int Audit(Remote& remote, const std::vector<char*>&) {
 
 int Status(Remote& remote, const std::vector<char*>&) {
   v1::StatusResponse response;
-  if (absl::Status s = remote.Call(&v1::Control::Stub::Status, v1::StatusRequest(), &response);
+  if (absl::Status s = remote.Call(&control::ControlStub::Status, v1::StatusRequest(), &response);
       !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
