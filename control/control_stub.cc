@@ -66,8 +66,7 @@ class GrpcControlStub : public ControlStub {
   absl::StatusOr<v1::AuditResponse> Audit(const v1::AuditRequest& r, absl::Duration d) override {
     return Call(&v1::Control::Stub::Audit, r, d);
   }
-  absl::StatusOr<v1::StatusResponse> Status(const v1::StatusRequest& r,
-                                            absl::Duration d) override {
+  absl::StatusOr<v1::StatusResponse> Status(const v1::StatusRequest& r, absl::Duration d) override {
     return Call(&v1::Control::Stub::Status, r, d);
   }
   absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::AgentStatus& r,

@@ -13,7 +13,7 @@ void MapImage::Add(const void* key, const void* value) {
   const auto* k = static_cast<const uint8_t*>(key);
   const auto* v = static_cast<const uint8_t*>(value);
   keys_.insert(keys_.end(), k, k + key_size_);
-  values_.insert(values_.end(), v, v + value_size_);
+  if (value_size_ > 0) values_.insert(values_.end(), v, v + value_size_);
 }
 
 void MapImage::Sort() {
@@ -37,25 +37,22 @@ namespace {
 // Batches of this many records keep each syscall's kernel buffer small.
 constexpr size_t kBatch = 8192;
 
-absl::Status Update(int fd, absl::string_view name, const std::vector<uint8_t>& keys,
-                    const std::vector<uint8_t>& values, uint32_t key_size, uint32_t value_size,
-                    bool batch) {
-  const size_t n = keys.size() / key_size;
+absl::Status Update(int fd, absl::string_view name, const MapImage& records, bool batch) {
+  const size_t n = records.size();
   size_t done = 0;
-  if (batch) {
+  if (batch && n > 0) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
     while (done < n) {
       __u32 count = static_cast<__u32>(std::min(kBatch, n - done));
-      const int err = bpf_map_update_batch(fd, keys.data() + done * key_size,
-                                           values.data() + done * value_size, &count, &opts);
+      const int err =
+          bpf_map_update_batch(fd, records.key(done), records.value(done), &count, &opts);
       if (err == -EOPNOTSUPP || err == -ENOTSUP || err == -524 /* ENOTSUPP */) break;
       if (err) return ErrnoStatus("bpf_map_update_batch", name, err);
       done += count;
     }
   }
   for (; done < n; ++done) {
-    if (const int err = bpf_map_update_elem(fd, keys.data() + done * key_size,
-                                            values.data() + done * value_size, BPF_ANY)) {
+    if (bpf_map_update_elem(fd, records.key(done), records.value(done), BPF_ANY)) {
       return ErrnoStatus("bpf_map_update_elem", name, errno);
     }
   }
@@ -64,27 +61,26 @@ absl::Status Update(int fd, absl::string_view name, const std::vector<uint8_t>& 
 
 }  // namespace
 
-absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
-                        const MapImage& target, MapWriteMode mode) {
+ImageDiff DiffImages(const MapImage& current, const MapImage& target) {
   const uint32_t ks = target.key_size();
   const uint32_t vs = target.value_size();
-  std::vector<uint8_t> up_keys, up_values, del_keys;
+  ImageDiff diff{MapImage(ks, 0), MapImage(ks, vs)};
   size_t i = 0, j = 0;
   // Merge of two sorted key lists.
   while (i < current.size() || j < target.size()) {
     int cmp;
-    if (i == current.size())
+    if (i == current.size()) {
       cmp = 1;
-    else if (j == target.size())
+    } else if (j == target.size()) {
       cmp = -1;
-    else
+    } else {
       cmp = std::memcmp(current.key(i), target.key(j), ks);
+    }
     if (cmp < 0) {
-      del_keys.insert(del_keys.end(), current.key(i), current.key(i) + ks);
+      diff.deletes.Add(current.key(i), nullptr);
       ++i;
     } else if (cmp > 0 || std::memcmp(current.value(i), target.value(j), vs) != 0) {
-      up_keys.insert(up_keys.end(), target.key(j), target.key(j) + ks);
-      up_values.insert(up_values.end(), target.value(j), target.value(j) + vs);
+      diff.updates.Add(target.key(j), target.value(j));
       if (cmp == 0) ++i;
       ++j;
     } else {
@@ -92,15 +88,21 @@ absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
       ++j;
     }
   }
+  return diff;
+}
+
+absl::Status ApplyImage(int fd, absl::string_view name, const MapImage& current,
+                        const MapImage& target, MapWriteMode mode) {
+  const ImageDiff diff = DiffImages(current, target);
   // Deletes first, so that a full map has room for the new entries.
   if (mode.can_delete) {
-    for (size_t k = 0; k < del_keys.size(); k += ks) {
-      if (bpf_map_delete_elem(fd, del_keys.data() + k) && errno != ENOENT) {
+    for (size_t k = 0; k < diff.deletes.size(); ++k) {
+      if (bpf_map_delete_elem(fd, diff.deletes.key(k)) && errno != ENOENT) {
         return ErrnoStatus("bpf_map_delete_elem", name, errno);
       }
     }
   }
-  return Update(fd, name, up_keys, up_values, ks, vs, mode.batch);
+  return Update(fd, name, diff.updates, mode.batch);
 }
 
 absl::Status ReadImage(int fd, absl::string_view name, MapImage& out,

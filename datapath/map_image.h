@@ -16,6 +16,7 @@ class MapImage {
  public:
   MapImage(uint32_t key_size, uint32_t value_size) : key_size_(key_size), value_size_(value_size) {}
 
+  // Adds a record; `value` may be null when value_size is 0.
   void Add(const void* key, const void* value);
   // Orders records by key bytes; call before Diff/Apply.
   void Sort();
@@ -32,6 +33,16 @@ class MapImage {
   std::vector<uint8_t> keys_;
   std::vector<uint8_t> values_;
 };
+
+// What turns one image into another: the keys to delete and the records to
+// write, each in key order. Keys only in `current` are deleted; keys only in
+// `target`, or whose value differs, are written; equal records are left.
+struct ImageDiff {
+  MapImage deletes;  // values unused (size 0)
+  MapImage updates;
+};
+// Both images sorted, with the same key and value sizes. Pure.
+ImageDiff DiffImages(const MapImage& current, const MapImage& target);
 
 // How a map is written: arrays cannot delete, and some map types (LPM trie)
 // have no batch operations.
