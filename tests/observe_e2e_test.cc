@@ -169,7 +169,34 @@ scrape_configs:
   for (std::sregex_iterator it(names.begin(), names.end(), name_re), end; it != end; ++it) {
     portcullis.insert((*it)[1].str());
   }
-  EXPECT_GT(portcullis.size(), 15u) << names;
+  // Exactly the agent's and the control service's metrics (PRODUCT.md's
+  // and the operational ones): a metric lost or renamed fails here.
+  const std::set<std::string> expected = {
+      "portcullis_bytes_total",
+      "portcullis_control_agents",
+      "portcullis_control_audit_chain_valid",
+      "portcullis_control_connected",
+      "portcullis_control_live_version",
+      "portcullis_control_refusals_total",
+      "portcullis_control_requests_total",
+      "portcullis_control_watch_streams",
+      "portcullis_drop_samples_suppressed_total",
+      "portcullis_drops_by_port_total",
+      "portcullis_map_capacity",
+      "portcullis_map_entries",
+      "portcullis_packets_total",
+      "portcullis_policy_apply_seconds_bucket",
+      "portcullis_policy_apply_seconds_count",
+      "portcullis_policy_apply_seconds_sum",
+      "portcullis_policy_last_applied_timestamp_seconds",
+      "portcullis_policy_version",
+      "portcullis_rate_limited_sources",
+      "portcullis_ready",
+      "portcullis_scrape_duration_seconds",
+      "portcullis_sync_errors_total",
+      "portcullis_xdp_attached",
+  };
+  EXPECT_EQ(portcullis, expected) << names;
   std::ofstream(dir + "/names.txt") << absl::StrJoin(portcullis, "\n") << "\n";
   const CommandResult check = RunCommand(
       absl::StrCat("node ", kSource, "/deploy/checks/check.mjs metrics ", dir, "/names.txt"));

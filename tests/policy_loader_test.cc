@@ -71,9 +71,9 @@ TEST(ValidateTest, MalformedInputThatMadeLoadAllRunAwayIsAnError) {
       ",apiVapiVersion: portirst-look\nspec:\n  mode: audZit\n  defaultActiction: d`eny\n"
       "  se{defaultAcpoersion: portirst-look\nspec:\n  mode: audZit\n  dgfaultActiction: "
       "d`eny\n  se{defaultAcportsPoy\n\n";
-  CheckedPolicyFile checked = CheckPolicyText(text);
-  EXPECT_FALSE(checked.ok());
-  EXPECT_GE(checked.errors(), 1);
+  // One error, at once (yaml-cpp reads the flow mapping's broken first
+  // document as no document at all).
+  EXPECT_THAT(Findings(text), ElementsAre("p.yaml:1:1: error: the document is empty"));
 }
 
 TEST(ValidateTest, YamlSyntaxError) {
