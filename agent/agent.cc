@@ -18,10 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr absl::string_view kBpfPrivileges =
-    "the agent needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (to mount "
-    "bpffs)";
-
 // The last-known-good policy, checked.
 absl::StatusOr<PolicyUpdate> LastKnownGood(const AppliedPolicy& lkg, const std::string& state_dir) {
   policy::CheckedPolicyFile checked = policy::CheckPolicyText(lkg.yaml);
@@ -83,7 +79,7 @@ absl::Status Agent::LoadDatapath() {
   if (!dp.ok()) {
     if (absl::IsPermissionDenied(dp.status())) {
       return absl::PermissionDeniedError(
-          absl::StrCat(dp.status().message(), ": no permission for BPF: ", kBpfPrivileges));
+          absl::StrCat(dp.status().message(), ": no permission for BPF: ", kAgentPrivileges));
     }
     return dp.status();
   }

@@ -23,10 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr absl::string_view kPrivileges =
-    "the agent needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (to mount "
-    "bpffs)";
-
 bool IsBpffs(const std::string& path) {
   struct statfs st;
   return statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
@@ -61,7 +57,7 @@ absl::Status PreparePinDir(const PinLayout& layout) {
   if (!ec) fs::create_directories(layout.links(), ec);
   if (ec == std::errc::permission_denied || ec == std::errc::operation_not_permitted) {
     return absl::PermissionDeniedError(
-        absl::StrCat("--pin-dir ", layout.pin_dir, ": ", ec.message(), ": ", kPrivileges));
+        absl::StrCat("--pin-dir ", layout.pin_dir, ": ", ec.message(), ": ", kAgentPrivileges));
   }
   if (ec || !IsBpffs(layout.maps())) {
     return absl::FailedPreconditionError(

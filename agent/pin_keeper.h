@@ -12,9 +12,15 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "datapath/datapath.h"
 
 namespace portcullis::agent {
+
+// What the agent needs to use BPF and its pins, for the errors that say so.
+inline constexpr absl::string_view kAgentPrivileges =
+    "the agent needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (to mount "
+    "bpffs)";
 
 // Where things are pinned under --pin-dir.
 struct PinLayout {

@@ -14,26 +14,13 @@
 #include "gtest/gtest.h"
 #include "policy/text.h"
 #include "policy/validator.h"
+#include "tests/support/policy_versions.h"
 
 namespace portcullis::agent {
 namespace {
 
-constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
-kind: IngressPolicy
-metadata: {name: t}
-spec:
-  defaultAction: allow
-  ports:
-    - {ports: [80], proto: tcp, from: any}
-)";
-
 v1::PolicyVersion Version(uint64_t number, bool valid = true) {
-  v1::PolicyVersion v;
-  v.set_version(number);
-  *v.mutable_policy() = policy::CheckPolicyText(kPolicy).loaded->policy;
-  if (!valid) v.mutable_policy()->mutable_spec()->mutable_ports(0)->mutable_ports(0)->set_first(0);
-  v.set_content_hash(policy::ContentHash(v.policy()));
-  return v;
+  return testing::StreamedVersion(number, valid);
 }
 
 // One scripted Watch stream: headers or not, versions, then an end status;
