@@ -14,9 +14,8 @@ absl::Status Attachments::AttachAll() {
   if (!options_.tc_interfaces.empty()) {
     ASSIGN_OR_RETURN(pod_links_,
                      LinkWatcher::Start(options_.tc_interfaces, [this](const std::string& ifname) {
-                       AttachTcFilter(dp_.tc_ingress_prog_fd(), ifname,
-                                      datapath::TcDirection::kIngress)
-                           .IgnoreError();  // counted and logged; retried on the next change
+                       AttachPodFilters(ifname).IgnoreError();  // counted and logged; retried
+                                                                // on the next link change
                      }));
   }
   // A policed interface that is deleted takes our XDP link with it; when it
@@ -31,9 +30,34 @@ absl::Status Attachments::AttachAll() {
                        },
                        [this](const std::string& ifname) {
                          LogError("a policed interface disappeared", {{"iface", ifname}});
+                         Forget(ifname);
                          readiness_.SetInterfacePresent(ifname, false);
                        }));
   return absl::OkStatus();
+}
+
+absl::Status Attachments::AttachPodFilters(const std::string& ifname) {
+  // The judge first, toward the pod; then the recorder on what the pod
+  // sends, which replaces (same handle) an older build's judge there.
+  RETURN_IF_ERROR(AttachTcFilter(dp_.tc_pod_prog_fd(), ifname, datapath::TcDirection::kEgress));
+  return AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kIngress);
+}
+
+void Attachments::Forget(const std::string& ifname) {
+  uint32_t ifindex = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = xdp_ifindex_.find(ifname);
+    if (it == xdp_ifindex_.end()) return;
+    ifindex = it->second;
+    xdp_ifindex_.erase(it);
+  }
+  // Its index may be reused by another interface (a pod's): what arrives
+  // there must be judged.
+  if (absl::Status s = dp_.SetXdpInterface(ifindex, false); !s.ok()) {
+    LogError("cannot forget a removed interface's index",
+             {{"iface", ifname}, {"error", std::string(s.message())}});
+  }
 }
 
 void Attachments::StopWatching() {
@@ -79,7 +103,18 @@ absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
     xdp_links_[ifname] = std::move(xdp->link);
     xdp_mode_ = xdp->mode;
   }
-  RETURN_IF_ERROR(AttachTcFilter(dp_.tc_egress_prog_fd(), ifname, datapath::TcDirection::kEgress));
+  // After XDP is on: until then its packets must still be judged toward
+  // the pods (judged twice for a moment is safe; not at all is not).
+  if (absl::Status s = dp_.SetXdpInterface(ifindex, true); !s.ok()) {
+    metrics_.sync_errors.Add({{"kind", "attach"}}).Increment();
+    return s;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    xdp_ifindex_[ifname] = ifindex;
+  }
+  RETURN_IF_ERROR(
+      AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kEgress));
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});
   return absl::OkStatus();

@@ -1,7 +1,9 @@
-// Where the agent's programs are attached: XDP (through pinned links that
-// it holds, so that a removed pin never detaches XDP) and the TC egress flow
-// recorder on each policed interface, and TC ingress on every interface
-// matching --tc-interfaces, now or later. A policed interface that is
+// Where the agent's programs are attached (docs/ARCHITECTURE.md, "Where
+// packets are judged"): on each policed uplink (--interfaces), XDP (through
+// pinned links that it holds, so that a removed pin never detaches XDP) and
+// the flow recorder on its egress; on every pod interface matching
+// --tc-interfaces, now or later, the pod-facing judge on its egress (toward
+// the pod) and the flow recorder on its ingress (what the pod sends). A policed interface that is
 // deleted makes the node not ready until it comes back and is attached
 // again.
 #pragma once
@@ -25,8 +27,8 @@
 namespace portcullis::agent {
 
 struct AttachOptions {
-  std::vector<std::string> interfaces;     // XDP + TC egress
-  std::vector<std::string> tc_interfaces;  // globs: TC ingress
+  std::vector<std::string> interfaces;     // uplinks: XDP + the recorder on egress
+  std::vector<std::string> tc_interfaces;  // globs: pod interfaces
   datapath::XdpMode xdp_mode = datapath::XdpMode::kAuto;
 };
 
@@ -60,6 +62,11 @@ class Attachments {
   // (Re)attaches XDP and the TC egress recorder to a policed interface
   // unless our program is on it already.
   absl::Status EnsurePoliced(const std::string& ifname);
+  // The judge toward the pod, then the recorder on what it sends.
+  absl::Status AttachPodFilters(const std::string& ifname);
+  // A policed interface is gone: its index no longer marks packets as
+  // judged by XDP.
+  void Forget(const std::string& ifname);
   // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
   // we created and counting a failure.
   absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
@@ -75,6 +82,7 @@ class Attachments {
   std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   mutable std::mutex mu_;
   std::map<std::string, datapath::UniqueFd> xdp_links_;  // by interface; under mu_
+  std::map<std::string, uint32_t> xdp_ifindex_;          // marked in xdp_ifaces; under mu_
   std::string xdp_mode_;                                 // under mu_
 };
 

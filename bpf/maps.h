@@ -150,6 +150,16 @@ struct {
 	__type(value, __u64);
 } ingress_flows SEC(".maps");
 
+/* The interfaces XDP judges (the policed uplinks), written by the agent as
+ * it attaches. A packet that arrived on one was judged there: the pod-facing
+ * TC program lets it through without judging or counting it again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PC_MAX_XDP_IFACES);
+	__type(key, __u32); /* ifindex */
+	__type(value, __u32); /* 1 */
+} xdp_ifaces SEC(".maps");
+
 /* Which interface owns each block of verdict_counters_fast (0: free). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -88,6 +88,7 @@ absl::string_view MapName(Map m) {
       "egress_flows",
       "served_flows",
       "ingress_flows",
+      "xdp_ifaces",
       "iface_slots",
       "verdict_counters_fast",
       "verdict_counters",
@@ -158,6 +159,16 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   return dp;
 }
 
+absl::Status Datapath::SetXdpInterface(uint32_t ifindex, bool judged) {
+  const int fd = map_fd(Map::kXdpIfaces);
+  const uint32_t one = 1;
+  if (judged ? bpf_map_update_elem(fd, &ifindex, &one, BPF_ANY) != 0
+             : bpf_map_delete_elem(fd, &ifindex) != 0 && errno != ENOENT) {
+    return ErrnoStatus(judged ? "bpf_map_update_elem" : "bpf_map_delete_elem", "xdp_ifaces", errno);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Datapath::WaitForRunningPrograms() {
   const __u32 zero = 0;
   const int inner = fence_inner_.get();
@@ -180,10 +191,8 @@ Datapath::~Datapath() {
 }
 
 int Datapath::xdp_prog_fd() const { return bpf_program__fd(skel_->progs.portcullis_xdp); }
-int Datapath::tc_ingress_prog_fd() const {
-  return bpf_program__fd(skel_->progs.portcullis_tc_ingress);
-}
-int Datapath::tc_egress_prog_fd() const {
-  return bpf_program__fd(skel_->progs.portcullis_tc_egress);
+int Datapath::tc_pod_prog_fd() const { return bpf_program__fd(skel_->progs.portcullis_tc_pod); }
+int Datapath::tc_record_prog_fd() const {
+  return bpf_program__fd(skel_->progs.portcullis_tc_record);
 }
 }  // namespace portcullis::datapath

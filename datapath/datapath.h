@@ -53,6 +53,7 @@ enum class Map {
   kEgressFlows,
   kServedFlows,
   kIngressFlows,
+  kXdpIfaces,
   kIfaceSlots,
   kVerdictCountersFast,
   kVerdictCounters,
@@ -102,11 +103,15 @@ class Datapath {
   absl::StatusOr<std::vector<std::string>> RemoveStalePins(const std::string& dir) const;
 
   int xdp_prog_fd() const;
-  int tc_ingress_prog_fd() const;
-  int tc_egress_prog_fd() const;
+  int tc_pod_prog_fd() const;     // judges, toward a pod (its interface's egress)
+  int tc_record_prog_fd() const;  // records opened flows, where the node or a pod sends
 
   int map_fd(Map m) const;
   MapShape shape(Map m) const;
+
+  // Marks `ifindex` as an interface XDP judges (or no longer), so that the
+  // pod-facing TC program does not judge its packets again.
+  absl::Status SetXdpInterface(uint32_t ifindex, bool judged);
 
   // Returns once every program that was running when it was called has
   // finished (an RCU grace period): after it, a slot that packets no longer

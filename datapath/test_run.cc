@@ -35,17 +35,22 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
   }
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
-  struct xdp_md ctx = {};
+  struct xdp_md xdp = {};
+  struct __sk_buff skb = {};
   if (ingress_ifindex != 0) {
-    if (hook != PC_HOOK_XDP) {
-      return absl::InvalidArgumentError("an ingress interface can be given at XDP only");
+    if (hook == PC_HOOK_XDP) {
+      xdp.data_end = static_cast<__u32>(frame.size());
+      xdp.ingress_ifindex = ingress_ifindex;
+      opts.ctx_in = &xdp;
+      opts.ctx_size_in = sizeof(xdp);
+    } else {
+      // The interface the packet arrived on before it was routed to the pod.
+      skb.ingress_ifindex = ingress_ifindex;
+      opts.ctx_in = &skb;
+      opts.ctx_size_in = sizeof(skb);
     }
-    ctx.data_end = static_cast<__u32>(frame.size());
-    ctx.ingress_ifindex = ingress_ifindex;
-    opts.ctx_in = &ctx;
-    opts.ctx_size_in = sizeof(ctx);
   }
-  const int prog = hook == PC_HOOK_TC ? dp_.tc_ingress_prog_fd() : dp_.xdp_prog_fd();
+  const int prog = hook == PC_HOOK_TC ? dp_.tc_pod_prog_fd() : dp_.xdp_prog_fd();
   if (const int err = bpf_prog_test_run_opts(prog, &opts)) {
     return ErrnoStatus("bpf_prog_test_run_opts", hook == PC_HOOK_TC ? "tc" : "xdp", err);
   }
@@ -63,7 +68,7 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
 absl::Status TestRunner::RunEgress(absl::Span<const uint8_t> frame) {
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
-  if (const int err = bpf_prog_test_run_opts(dp_.tc_egress_prog_fd(), &opts)) {
+  if (const int err = bpf_prog_test_run_opts(dp_.tc_record_prog_fd(), &opts)) {
     return ErrnoStatus("bpf_prog_test_run_opts", "tc egress", err);
   }
   if (opts.retval != 0 /* TC_ACT_OK */) {
@@ -76,7 +81,7 @@ absl::StatusOr<uint32_t> TestRunner::RunRepeated(absl::Span<const uint8_t> frame
                                                  pc_hook hook, uint32_t* duration_ns) {
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = static_cast<int>(repeat));
-  const int prog = hook == PC_HOOK_TC ? dp_.tc_ingress_prog_fd() : dp_.xdp_prog_fd();
+  const int prog = hook == PC_HOOK_TC ? dp_.tc_pod_prog_fd() : dp_.xdp_prog_fd();
   if (const int err = bpf_prog_test_run_opts(prog, &opts)) {
     return ErrnoStatus("bpf_prog_test_run_opts", hook == PC_HOOK_TC ? "tc" : "xdp", err);
   }

@@ -26,9 +26,11 @@ class TestRunner {
   // Sets the datapath's clock (ns). FailedPrecondition without use_user_clock.
   absl::Status SetClock(uint64_t now_ns);
 
-  // Judges one Ethernet frame at the XDP (or TC ingress) hook. With
-  // `ingress_ifindex` (XDP only; a device that exists in this network
-  // namespace) the frame arrives on that interface, else on loopback.
+  // Judges one Ethernet frame at the XDP hook (or the pod-facing TC hook,
+  // portcullis_tc_pod). With `ingress_ifindex` the frame arrives on that
+  // interface (at XDP: a device that exists in this network namespace), or,
+  // at TC, had arrived on it before it was routed toward the pod; without,
+  // on loopback (XDP) or from the node itself (TC).
   absl::StatusOr<Judgement> Run(absl::Span<const uint8_t> frame, pc_hook hook = PC_HOOK_XDP,
                                 uint32_t ingress_ifindex = 0);
 

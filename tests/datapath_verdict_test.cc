@@ -275,7 +275,7 @@ TEST_P(VerdictTest, JudgesAndCountsOnePacket) {
   EXPECT_EQ(Counted(c.verdict, c.reason), before + 1);
   EXPECT_EQ(CountedTotal(), total_before + 1);
 
-  // The TC ingress program runs the same verdict function. The kernel's skb
+  // The pod-facing TC program runs the same verdict function. The kernel's skb
   // test harness refuses frames cut inside the IP header, so those are
   // checked at XDP only.
   auto t = runner_->Run(frame, PC_HOOK_TC);
@@ -416,6 +416,8 @@ TEST_F(ParserTest, ReturnTrafficOfEgressFlowIsEstablished) {
   }
 }
 
+// The recorder (on an uplink's egress, and on what a pod sends) makes the
+// replies of flows the node or the pod opened established.
 TEST_F(ParserTest, TcEgressRecordsFlowsWhoseRepliesAreEstablished) {
   for (const Hosts* h : {&kV4, &kV6}) {
     // The node (dst) connects out to the client's port 8080, then to 53/udp.
@@ -450,6 +452,51 @@ TEST_F(ParserTest, TcEgressDoesNotRecordConnectionsTheNodeServes) {
   // from its next packet.
   ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 44000, 6443, kAck).Build()).ok());
   EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 6443, 44000, kAck)).reason, PC_REASON_ESTABLISHED);
+}
+
+// The pod-facing program (a pod interface's egress) does not judge again
+// what arrived on an interface XDP judges: no verdict, no count, no token.
+// What arrived elsewhere (an overlay device, another pod) or came from the
+// node itself is judged, on the headers the pod receives.
+TEST_F(ParserTest, ThePodHookPassesWhatXdpJudgedAndJudgesTheRest) {
+  constexpr uint32_t kUplink = 7001, kVxlan = 7002;
+  ASSERT_TRUE(dp_->SetXdpInterface(kUplink, true).ok());
+  const std::vector<uint8_t> closed = Syn(kV4.client, kV4.dst, 8080).Build();
+  const uint64_t total = CountedTotal();
+  const uint64_t closed_tc = Counted(PC_VERDICT_DROP, PC_REASON_PORT_CLOSED);
+  auto skipped = runner_->Run(closed, PC_HOOK_TC, kUplink);
+  ASSERT_FALSE(skipped.ok()) << "judged a packet that XDP had judged: "
+                             << ReasonName(skipped->reason);
+  EXPECT_EQ(skipped.status().message(), "the program returned without recording a verdict");
+  EXPECT_EQ(CountedTotal(), total) << "counted twice";
+  for (uint32_t from : {kVxlan, 0u}) {
+    auto judged = runner_->Run(closed, PC_HOOK_TC, from);
+    ASSERT_TRUE(judged.ok()) << judged.status();
+    EXPECT_EQ(judged->reason, PC_REASON_PORT_CLOSED) << "from ifindex " << from;
+    EXPECT_EQ(judged->action, TC_ACT_SHOT);
+  }
+  EXPECT_EQ(Counted(PC_VERDICT_DROP, PC_REASON_PORT_CLOSED), closed_tc + 2);
+  // Once the uplink is forgotten (deleted; its index may be reused by a
+  // pod's interface), what arrives there is judged.
+  ASSERT_TRUE(dp_->SetXdpInterface(kUplink, false).ok());
+  auto after = runner_->Run(closed, PC_HOOK_TC, kUplink);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->reason, PC_REASON_PORT_CLOSED);
+}
+
+// No token is taken twice: SYNs XDP judged do not drain the source's bucket
+// at the pod hook.
+TEST_F(ParserTest, ThePodHookTakesNoTokenForWhatXdpJudged) {
+  Install(std::string(kPolicy) + "  rateLimits:\n    syn:\n      perSource: {rate: 1, burst: 2}\n",
+          2);
+  constexpr uint32_t kUplink = 7003;
+  ASSERT_TRUE(dp_->SetXdpInterface(kUplink, true).ok());
+  const std::vector<uint8_t> syn = Syn(kV4.client, kV4.dst, 443).Build();
+  EXPECT_EQ(Run(syn).reason, PC_REASON_ALLOWED);              // XDP: one token
+  EXPECT_FALSE(runner_->Run(syn, PC_HOOK_TC, kUplink).ok());  // the pod hook: none
+  EXPECT_EQ(Run(syn).reason, PC_REASON_ALLOWED);              // XDP: the second token
+  EXPECT_EQ(Run(syn).reason, PC_REASON_SYN_RATE_SOURCE);
+  ASSERT_TRUE(dp_->SetXdpInterface(kUplink, false).ok());
 }
 
 TEST_F(ParserTest, AuditModePassesWouldBeDropsUnderTheirReason) {

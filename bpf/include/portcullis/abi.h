@@ -89,6 +89,7 @@ enum pc_l4 {
 #define PC_MAX_BUCKETS_V4 (1u << 18)
 #define PC_MAX_BUCKETS_V6 (1u << 17)
 #define PC_MAX_FLOWS (1u << 17) /* LRU: flow tables */
+#define PC_MAX_XDP_IFACES 256 /* interfaces with the XDP program (xdp_ifaces) */
 #define PC_MAX_VERDICT_COUNTERS 4096 /* ifindex x hook x verdict x reason */
 /* Verdicts are counted in a per-CPU array, a block per interface: an
  * interface claims block ifindex % PC_IFACE_SLOTS (iface_slots[block] =
