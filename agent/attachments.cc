@@ -113,8 +113,7 @@ absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
     std::lock_guard<std::mutex> lock(mu_);
     xdp_ifindex_[ifname] = ifindex;
   }
-  RETURN_IF_ERROR(
-      AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kEgress));
+  RETURN_IF_ERROR(AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kEgress));
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});
   return absl::OkStatus();
