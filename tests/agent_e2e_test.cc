@@ -374,46 +374,7 @@ TEST_F(AgentE2eTest, PolicyFileChangesApplyWithinASecondAndInvalidOnesChangeNoth
   EXPECT_THAT(Log(), HasSubstr("spec.icmp: \\\"sometimes\\\" is not one of: deny, allow"));
 }
 
-TEST_F(AgentE2eTest, NewPodInterfacesGetTheTcProgramWithinASecondAndEnforceIt) {
-  StartAgent();
-  const std::string pod = lab_->prefix() + "pod0", peer = lab_->prefix() + "pod1";
-  const auto created = Clock::now();
-  ASSERT_EQ(RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link add ", pod,
-                                    " type veth peer name ", peer))
-                .exit_code,
-            0);
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        return absl::StrContains(RunCommand(absl::StrCat("tc -n ", lab_->Ns("ing"),
-                                                         " filter show dev ", pod, " ingress"))
-                                     .out,
-                                 "portcullis_tc_i");  // program names are cut to 15 characters
-      },
-      std::chrono::seconds(1)));
-  EXPECT_LE(Clock::now() - created, std::chrono::milliseconds(1100));
-
-  // Traffic into the pod veth is judged at the TC hook by the same policy:
-  // the peer end, in the outsider's namespace, on its own subnet.
-  ASSERT_EQ(RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link set ", peer, " netns ",
-                                    lab_->Ns("out")))
-                .exit_code,
-            0);
-  RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " addr add 198.19.0.1/24 dev ", pod));
-  RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link set ", pod, " up"));
-  RunCommand(absl::StrCat("ip -n ", lab_->Ns("out"), " addr add 198.19.0.2/24 dev ", peer));
-  RunCommand(absl::StrCat("ip -n ", lab_->Ns("out"), " link set ", peer, " up"));
-  auto tc_drops = [&] {
-    return Metric("portcullis_packets_total",
-                  {"iface=\"" + pod + "\"", "hook=\"tc\"", "reason=\"not_allowlisted\""});
-  };
-  const double before = tc_drops();
-  const CommandResult sent =
-      lab_->In("out", absl::StrCat(kSynSend, " 198.19.0.2 198.19.0.1 10254 6 20"));
-  ASSERT_EQ(sent.exit_code, 0) << sent.err;
-  EXPECT_TRUE(WaitFor([&] { return tc_drops() - before == 6; }, std::chrono::seconds(2)))
-      << "TC drops on the pod veth: " << tc_drops() - before;
-  RunCommand(absl::StrCat("ip -n ", lab_->Ns("ing"), " link del ", pod));
-}
+// New pod interfaces, and what the pod-facing program judges: node_e2e_test.cc.
 
 TEST_F(AgentE2eTest, RecreatedPolicedInterfaceIsAttachedAgainAndReadinessFollows) {
   const std::string up = lab_->prefix() + "up0";

@@ -1,0 +1,310 @@
+// Portcullis on a Kubernetes node as a CNI wires one (tests/support/
+// node_lab.h), with nginx as the ingress pod and the agent run as the
+// DaemonSet runs it: --interfaces on the uplink, --tc-interfaces on the
+// ingress pod's host-side interface, and a deny-by-default policy without
+// `destinations`. Each path to the pod of docs/ARCHITECTURE.md "Where
+// packets are judged" is checked: by which hook, on which port, once.
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/node_lab.h"
+#include "tests/support/portcullis_commands.h"
+#include "tests/support/wait.h"
+
+namespace portcullis::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const std::string kAgent = PORTCULLIS_AGENT_PATH;
+const std::string kSynSend = PORTCULLIS_SYNSEND_PATH;
+
+// What a security team writes for this node: clients reach the NodePort
+// (30443) and the hostNetwork listener (10443); pods elsewhere reach the
+// ingress pod's own port (8443), and so do the nodes (kubelet's probes);
+// the nodes send the overlays (4789, 8472). Clients are not allowed 8443:
+// a NodePort connection judged again after the DNAT would be refused.
+constexpr char kPolicy[] = R"(apiVersion: portcullis/v1
+kind: IngressPolicy
+metadata: {name: node}
+spec:
+  defaultAction: deny
+  sets:
+    clients: [198.18.2.0/24, "2001:db8::2:0/112"]
+    pods: [198.19.2.0/24, 198.19.3.0/24, "2001:db8:1:2::/64"]
+    nodes: [198.18.0.10/32, 198.18.0.11/32, 198.19.254.0/23, "2001:db8::10/128",
+            "2001:db8::11/128", "2001:db8:ff::/64"]
+  blocklist: [198.18.3.0/24, "2001:db8::3:0/112", 198.19.2.66/32, 198.19.3.66/32,
+              "2001:db8:1:2::66/128"]
+  failsafe:
+    - {ports: [22, 10250], proto: tcp, from: [nodes]}
+  ports:
+    - {ports: [30443, 10443], proto: tcp, from: [clients]}
+    - {ports: [8443], proto: tcp, from: [pods, nodes]}
+    - {ports: [4789, 8472], proto: udp, from: [nodes]}
+)";
+
+class NodeE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    lab_ = new NodeLab();
+    if (!lab_->error().empty()) return;
+    servers_ = new std::vector<Process>();
+    servers_->push_back(lab_->StartNginx(
+        "ing", {NodeLab::V4("ing") + ":8443", NodeLab::V6("ing", true) + ":8443"}));
+    servers_->push_back(lab_->StartNginx("be", {NodeLab::V4("be") + ":8080"}));
+    servers_->push_back(
+        lab_->StartNginx("cli", {NodeLab::V4("cli") + ":80", NodeLab::V6("cli", true) + ":80"}));
+    servers_->push_back(
+        lab_->StartNginx("n1", {NodeLab::V4("n1") + ":10443", NodeLab::V6("n1", true) + ":10443"}));
+  }
+  static void TearDownTestSuite() {
+    delete servers_;
+    delete lab_;
+    servers_ = nullptr;
+    lab_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "network namespaces and BPF need root";
+    ASSERT_NE(lab_, nullptr);
+    ASSERT_EQ(lab_->error(), "") << "the lab could not be built";
+    ++test_number_;
+    pin_dir_ = absl::StrCat("/sys/fs/bpf/", lab_->prefix(), "t", test_number_);
+    state_dir_ = absl::StrCat(lab_->tmp(), "/state", test_number_);
+    policy_file_ = absl::StrCat(lab_->tmp(), "/policy", test_number_, ".yaml");
+    log_ = absl::StrCat(lab_->tmp(), "/agent", test_number_, ".log");
+    std::ofstream(policy_file_) << kPolicy;
+  }
+
+  void TearDown() override {
+    if (lab_ == nullptr || !lab_->error().empty()) return;
+    agent_.Kill(SIGKILL);
+    RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("n1"), " ", kAgent,
+                            " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_));
+    std::error_code ec;
+    std::filesystem::remove_all(pin_dir_, ec);
+    if (HasFailure()) {
+      std::ifstream in(log_);
+      std::cerr << "---- agent log ----\n" << in.rdbuf() << "-------------------\n";
+    }
+  }
+
+  // The agent as the DaemonSet runs it, on node n1.
+  void StartAgent(const std::string& tc_interfaces = "caliing") {
+    agent_ = Process(
+        {"nsenter", "--net=/run/netns/" + lab_->Ns("n1"), kAgent, "--policy-file", policy_file_,
+         "--interfaces", NodeLab::Uplink(), "--tc-interfaces", tc_interfaces, "--pin-dir", pin_dir_,
+         "--state-dir", state_dir_, "--metrics-addr", "127.0.0.1:9469", "--node", "n1"},
+        log_);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          return lab_->In("n1",
+                          "curl -s -o /dev/null -w %{http_code} --max-time 1 "
+                          "http://127.0.0.1:9469/readyz")
+                     .out == "200";
+        },
+        std::chrono::seconds(10)))
+        << "the agent did not become ready";
+  }
+
+  // portcullis_packets_total summed over the samples whose labels contain
+  // every `want`.
+  double Packets(const std::vector<std::string>& want) {
+    const std::string text =
+        lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out;
+    double sum = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (!absl::StartsWith(line, "portcullis_packets_total{")) continue;
+      bool match = true;
+      for (const std::string& w : want) match = match && absl::StrContains(line, w);
+      double v = 0;
+      if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+    }
+    return sum;
+  }
+  double Xdp(const std::string& reason) {
+    return Packets({"iface=\"eth0\"", "hook=\"xdp\"", "reason=\"" + reason + "\""});
+  }
+  double Tc(const std::string& reason = "") {
+    std::vector<std::string> want = {"iface=\"caliing\"", "hook=\"tc\""};
+    if (!reason.empty()) want.push_back("reason=\"" + reason + "\"");
+    return Packets(want);
+  }
+
+  // Exactly `count` SYNs from `from`'s IPv4 address to `dst`:`port`.
+  void SendSyns(const std::string& from, const std::string& dst, int port, int count) {
+    const CommandResult r = lab_->In(from, absl::StrCat(kSynSend, " ", NodeLab::V4(from), " ", dst,
+                                                        " ", port, " ", count, " 20"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  static inline NodeLab* lab_ = nullptr;
+  static inline std::vector<Process>* servers_ = nullptr;
+  static inline int test_number_ = 0;
+  std::string pin_dir_, state_dir_, policy_file_, log_;
+  Process agent_;
+};
+
+// uplink -> NodePort DNAT -> pod: judged at XDP on the uplink, on the
+// NodePort (the port clients use), before the DNAT, and not again at the
+// pod's interface; the pod's replies are never judged. IPv4 and IPv6.
+TEST_F(NodeE2eTest, ClientsReachTheIngressPodThroughTheNodePortJudgedOnceAtXdp) {
+  StartAgent();
+  for (const std::string& node : {NodeLab::V4("n1"), NodeLab::V6("n1", true)}) {
+    const double refused = Tc("not_allowlisted") + Tc("port_closed");
+    const double allowed = Xdp("allowed");
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(lab_->Get("cli", "http://" + node + ":30443/"), "200") << node;
+    }
+    EXPECT_GE(Xdp("allowed") - allowed, 5 * 3) << "SYN, ACK, request at least, per connection";
+    EXPECT_EQ(Tc("not_allowlisted") + Tc("port_closed"), refused)
+        << "judged again at the pod's interface, after the DNAT";
+  }
+  // The outsider and the blocklisted host are refused at XDP, exactly.
+  const double not_allowlisted = Xdp("not_allowlisted"), blocklist = Xdp("blocklist");
+  SendSyns("out", NodeLab::V4("n1"), 30443, 7);
+  SendSyns("bad", NodeLab::V4("n1"), 30443, 5);
+  EXPECT_TRUE(WaitFor([&] { return Xdp("not_allowlisted") - not_allowlisted == 7; },
+                      std::chrono::seconds(2)));
+  EXPECT_EQ(Xdp("blocklist") - blocklist, 5);
+  EXPECT_EQ(lab_->Get("out", "http://" + NodeLab::V4("n1") + ":30443/", 1), "000");
+  EXPECT_EQ(lab_->Get("out", "http://" + NodeLab::V6("n1", true) + ":30443/", 1), "000");
+}
+
+// uplink -> routed to a pod IP (the IPv6 pod network is routed): judged at
+// XDP, on the pod's port: 8443 is not the clients'.
+TEST_F(NodeE2eTest, TrafficRoutedToAPodIpIsJudgedAtXdpOnThePodsPort) {
+  StartAgent();
+  const double refused = Xdp("not_allowlisted"), at_pod = Tc("not_allowlisted");
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V6("ing", true) + ":8443/", 1), "000");
+  EXPECT_GT(Xdp("not_allowlisted"), refused);
+  EXPECT_EQ(Tc("not_allowlisted"), at_pod);
+}
+
+// The ingress pod's own traffic (what it sends enters its interface's
+// ingress, where only flows are recorded): to its backend on the node, and
+// to the world, masqueraded (IPv4) or routed (IPv6). The replies pass as
+// established, at XDP or at the pod's interface, with no destinations set.
+TEST_F(NodeE2eTest, TheIngressPodReachesItsBackendAndTheWorld) {
+  StartAgent();
+  const double closed = Tc("port_closed") + Xdp("port_closed");
+  EXPECT_EQ(lab_->Get("ing", "http://" + NodeLab::V4("be") + ":8080/"), "200");
+  EXPECT_EQ(lab_->Get("ing", "http://" + NodeLab::V4("cli") + "/"), "200");
+  EXPECT_EQ(lab_->Get("ing", "http://" + NodeLab::V6("cli", true) + "/"), "200");
+  EXPECT_EQ(Tc("port_closed") + Xdp("port_closed"), closed);
+  EXPECT_GT(Tc("established"), 0) << "the backend's replies reach the pod as established";
+  EXPECT_GT(Xdp("established"), 0) << "the world's replies come back through the uplink";
+}
+
+// overlay -> pod: the outer VXLAN packet is judged at XDP (it needs its
+// rule, 4789 or 8472 from the nodes); the inner one, decapsulated, at the
+// pod's interface, by its inner source and the pod's port. An inner source
+// in the blocklist never reaches the pod. Both overlays; IPv4 and IPv6.
+TEST_F(NodeE2eTest, RemotePodsOverTheOverlaysAreJudgedByTheirInnerSource) {
+  StartAgent();
+  const double outer_closed = Xdp("port_closed"), allowed = Tc("allowed");
+  EXPECT_EQ(lab_->Get("rp", "http://" + NodeLab::V4("ing") + ":8443/"), "200");  // vxlan0
+  EXPECT_EQ(lab_->Get("rp", "http://" + NodeLab::V6("ing", true) + ":8443/"), "200");
+  EXPECT_EQ(lab_->Get("fp", "http://" + NodeLab::V4("ing") + ":8443/"), "200");  // flannel.1
+  EXPECT_GE(Tc("allowed") - allowed, 3 * 3);
+  EXPECT_EQ(Xdp("port_closed"), outer_closed) << "an outer VXLAN packet was refused";
+
+  const double blocked = Tc("blocklist");
+  SendSyns("rb", NodeLab::V4("ing"), 8443, 4);  // over vxlan0
+  SendSyns("fb", NodeLab::V4("ing"), 8443, 3);  // over flannel.1
+  EXPECT_TRUE(WaitFor([&] { return Tc("blocklist") - blocked == 7; }, std::chrono::seconds(2)))
+      << "blocklisted inner sources dropped at the pod: " << Tc("blocklist") - blocked;
+  EXPECT_EQ(lab_->Get("rb", "http://" + NodeLab::V4("ing") + ":8443/", 1), "000");
+  EXPECT_EQ(lab_->Get("rb", "http://" + NodeLab::V6("ing", true) + ":8443/", 1), "000");
+  EXPECT_EQ(lab_->Get("fb", "http://" + NodeLab::V4("ing") + ":8443/", 1), "000");
+  // A remote pod's other ports are closed, at the pod.
+  const double closed = Tc("port_closed");
+  SendSyns("rp", NodeLab::V4("ing"), 9090, 2);
+  EXPECT_TRUE(WaitFor([&] { return Tc("port_closed") - closed == 2; }, std::chrono::seconds(2)));
+}
+
+// node -> pod (kubelet's probes) and another pod of the node -> pod: judged
+// at the pod's interface.
+TEST_F(NodeE2eTest, TheNodeAndOtherPodsOfTheNodeAreJudgedAtThePodsInterface) {
+  StartAgent();
+  const double allowed = Tc("allowed");
+  EXPECT_EQ(lab_->Get("n1", "http://" + NodeLab::V4("ing") + ":8443/"), "200");
+  EXPECT_EQ(lab_->Get("n1", "http://" + NodeLab::V6("ing", true) + ":8443/"), "200");
+  EXPECT_GE(Tc("allowed") - allowed, 2 * 3);
+  // The backend pod is in no set: refused at the ingress pod's interface.
+  const double refused = Tc("not_allowlisted");
+  SendSyns("be", NodeLab::V4("ing"), 8443, 3);
+  EXPECT_TRUE(
+      WaitFor([&] { return Tc("not_allowlisted") - refused == 3; }, std::chrono::seconds(2)));
+}
+
+// uplink -> a hostNetwork listener: judged at XDP only.
+TEST_F(NodeE2eTest, AHostNetworkListenerIsJudgedAtXdp) {
+  StartAgent();
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":10443/"), "200");
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V6("n1", true) + ":10443/"), "200");
+  const double refused = Xdp("not_allowlisted");
+  SendSyns("out", NodeLab::V4("n1"), 10443, 4);
+  EXPECT_TRUE(
+      WaitFor([&] { return Xdp("not_allowlisted") - refused == 4; }, std::chrono::seconds(2)));
+}
+
+// A pod interface created after the agent started gets the judge on its
+// egress and the recorder on its ingress within a second, and enforces.
+// (Replaces the agent e2e test that pinned the judge on the ingress.)
+TEST_F(NodeE2eTest, NewPodInterfacesGetThePodProgramsWithinASecondAndEnforce) {
+  StartAgent("caliing,calinew*");
+  const std::string pod = lab_->Ns("new");
+  RunCommand("ip netns add " + pod);
+  const auto created = Clock::now();
+  ASSERT_EQ(RunCommand(absl::StrCat("ip -n ", lab_->Ns("n1"),
+                                    " link add calinew0 address ee:ee:ee:ee:ee:ee type veth peer "
+                                    "name eth0 netns ",
+                                    pod))
+                .exit_code,
+            0);
+  auto filter = [&](const std::string& direction) {
+    return RunCommand(
+               absl::StrCat("tc -n ", lab_->Ns("n1"), " filter show dev calinew0 ", direction))
+        .out;
+  };
+  // Program names are cut to 15 characters.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(filter("egress"), "portcullis_tc_p") &&
+               absl::StrContains(filter("ingress"), "portcullis_tc_r");
+      },
+      std::chrono::seconds(1)));
+  EXPECT_LE(Clock::now() - created, std::chrono::milliseconds(1100));
+  for (const std::string& c :
+       {absl::StrCat("ip -n ", lab_->Ns("n1"), " link set calinew0 up"),
+        absl::StrCat("ip -n ", lab_->Ns("n1"), " route add 198.19.1.30/32 dev calinew0"),
+        absl::StrCat("ip -n ", pod, " addr add 198.19.1.30/32 dev eth0"),
+        absl::StrCat("ip -n ", pod, " link set eth0 up")}) {
+    ASSERT_EQ(RunCommand(c).exit_code, 0) << c;
+  }
+  auto closed = [&] {
+    return Packets({"iface=\"calinew0\"", "hook=\"tc\"", "reason=\"port_closed\""});
+  };
+  const double before = closed();
+  SendSyns("n1", "198.19.1.30", 9999, 6);
+  EXPECT_TRUE(WaitFor([&] { return closed() - before == 6; }, std::chrono::seconds(2)))
+      << "drops at the new pod's interface: " << closed() - before;
+  RunCommand("ip netns del " + pod);
+}
+
+}  // namespace
+}  // namespace portcullis::testing
