@@ -65,7 +65,7 @@ absl::StatusOr<std::optional<PolicyUpdate>> InitialPolicy(const AgentOptions& op
 }  // namespace
 
 absl::Status Agent::LoadDatapath() {
-  RETURN_IF_ERROR(PreparePinDir(layout_));
+  RETURN_IF_ERROR(PreparePinDir(layout_, options_.allow_ephemeral_pins));
   auto dp = datapath::Datapath::Load({.pin_dir = layout_.maps()});
   if (absl::IsFailedPrecondition(dp.status())) {
     // Pins from an incompatible build: start on fresh maps, and swap the

@@ -41,6 +41,8 @@ struct AgentOptions {
   std::string metrics_addr = "0.0.0.0:9469";
   std::string state_dir = "/var/lib/portcullis";
   std::string pin_dir = "/sys/fs/bpf/portcullis";
+  // Accept a bpffs mounted by the agent itself, whose pins die with it.
+  bool allow_ephemeral_pins = false;
   std::string node;
 };
 

@@ -30,7 +30,10 @@ ABSL_FLAG(std::string, metrics_addr, "0.0.0.0:9469",
 ABSL_FLAG(std::string, state_dir, "/var/lib/portcullis",
           "Where the last applied policy is kept (enforced at start if the file is invalid).");
 ABSL_FLAG(std::string, pin_dir, "/sys/fs/bpf/portcullis",
-          "bpffs directory for pinned maps and links (mounts /sys/fs/bpf if needed).");
+          "bpffs directory for pinned maps and links; /sys/fs/bpf must be the host's bpffs.");
+ABSL_FLAG(bool, allow_ephemeral_pins, false,
+          "Mount a bpffs of the agent's own when /sys/fs/bpf is not one: its pins, and "
+          "enforcement, then end with the agent (tests and experiments only).");
 ABSL_FLAG(std::string, node, "", "Node name, for logs and status (default: the host name).");
 ABSL_FLAG(bool, uninstall, false,
           "Detach every program the agent installed and remove its pins and state, then exit.");
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
   options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.pin_dir = absl::GetFlag(FLAGS_pin_dir);
+  options.allow_ephemeral_pins = absl::GetFlag(FLAGS_allow_ephemeral_pins);
   options.node = absl::GetFlag(FLAGS_node);
   if (options.node.empty()) {
     char host[256] = {};

@@ -42,9 +42,21 @@ std::optional<size_t> CountEntries(const std::string& dir) {
 
 }  // namespace
 
-absl::Status PreparePinDir(const PinLayout& layout) {
+absl::Status PreparePinDir(const PinLayout& layout, bool mount_private) {
   std::error_code ec;
   if (absl::StartsWith(layout.pin_dir, "/sys/fs/bpf") && !IsBpffs("/sys/fs/bpf")) {
+    if (!mount_private) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--pin-dir ", layout.pin_dir,
+          ": /sys/fs/bpf is not a bpffs mount here, and one this agent mounted would be its "
+          "own: its pins, and with them enforcement, would die with the agent. Mount bpffs on "
+          "the host (mount -t bpf bpf /sys/fs/bpf), give the container the hostPath "
+          "/sys/fs/bpf (deploy/base/agent-daemonset.yaml does), or enter a network namespace "
+          "with nsenter --net rather than ip netns exec (which gives the process its own "
+          "/sys); --allow-ephemeral-pins accepts pins that die with the agent"));
+    }
+    LogWarning("mounting a bpffs of this agent's own: pins and enforcement end with it",
+               {{"path", std::string("/sys/fs/bpf")}});
     fs::create_directories("/sys/fs/bpf", ec);
     if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -92,7 +104,9 @@ bool PinKeeper::Present() {
 }
 
 absl::Status PinKeeper::Restore() {
-  RETURN_IF_ERROR(PreparePinDir(layout_));
+  // A running agent whose bpffs was unmounted under it: mount one again, so
+  // that what runs stays adoptable in this mount namespace.
+  RETURN_IF_ERROR(PreparePinDir(layout_, /*mount_private=*/true));
   RETURN_IF_ERROR(dp_.PinMaps(layout_.maps()));
   absl::Status status;
   links_([&](const std::string& ifname, int fd) {

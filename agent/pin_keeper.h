@@ -30,9 +30,15 @@ struct PinLayout {
   std::string xdp_link(const std::string& ifname) const { return links() + "/xdp_" + ifname; }
 };
 
-// Makes sure `pin_dir` is on a bpffs, mounting /sys/fs/bpf if needed, and
-// creates maps/ and links/.
-absl::Status PreparePinDir(const PinLayout& layout);
+// Makes sure `pin_dir` is on a bpffs and creates maps/ and links/. When
+// /sys/fs/bpf is not a bpffs here, a bpffs the agent mounted itself would be
+// private to its mount namespace (`ip netns exec` gives a process its own
+// /sys; a container without the hostPath has its own): its pins, and with
+// them enforcement, would die with the process. So that is refused with an
+// error that names the mount and the fix, unless `mount_private` accepts
+// it (--allow-ephemeral-pins, or the pin watch restoring the pins of a
+// running agent whose bpffs was unmounted under it).
+absl::Status PreparePinDir(const PinLayout& layout, bool mount_private);
 
 // The XDP links the agent holds, by interface, as the pin watch re-pins
 // them: fn(ifname, link fd).

@@ -258,6 +258,50 @@ TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
                       std::chrono::seconds(2)));
 }
 
+// Under `ip netns exec` the agent gets a /sys of its own, and a bpffs it
+// mounted there would take its pins, and enforcement, with it when it
+// exits: it refuses to start and says why and what to do, unless
+// --allow-ephemeral-pins accepts that.
+TEST_F(AgentE2eTest, APrivateBpffsIsRefusedUnlessEphemeralPinsAreAllowed) {
+  std::vector<std::string> argv = {"ip",
+                                   "netns",
+                                   "exec",
+                                   lab_->Ns("ing"),
+                                   kAgent,
+                                   "--policy-file",
+                                   policy_file_,
+                                   "--interfaces",
+                                   lab_->Link("ing"),
+                                   "--pin-dir",
+                                   pin_dir_,
+                                   "--state-dir",
+                                   state_dir_,
+                                   "--metrics-addr",
+                                   "127.0.0.1:9469"};
+  Process refused(argv, log_);
+  EXPECT_EQ(refused.Wait(), 1);
+  EXPECT_THAT(Log(), HasSubstr(absl::StrCat("--pin-dir ", pin_dir_,
+                                            ": /sys/fs/bpf is not a bpffs mount here")));
+  EXPECT_THAT(Log(), HasSubstr("--allow-ephemeral-pins accepts pins that die with the agent"));
+  EXPECT_THAT(RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,
+              Not(HasSubstr("prog/xdp")))
+      << "it attached before refusing";
+
+  argv.push_back("--allow-ephemeral-pins");
+  agent_ = Process(argv, log_);
+  ASSERT_TRUE(WaitFor([&] { return Http("/readyz") == "200"; }, std::chrono::seconds(10)));
+  EXPECT_THAT(Log(), HasSubstr("mounting a bpffs of this agent's own"));
+  // The pins died with it, and XDP with them.
+  agent_.Kill(SIGTERM);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return !absl::StrContains(
+            RunCommand("ip -n " + lab_->Ns("ing") + " link show " + lab_->Link("ing")).out,
+            "prog/xdp");
+      },
+      std::chrono::seconds(5)));
+}
+
 TEST_F(AgentE2eTest, GenericModeIsUsedWhenAskedForAndReported) {
   StartAgent({"--xdp-mode", "generic"});
   EXPECT_EQ(Metric("portcullis_xdp_attached",
