@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/abi.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -159,6 +160,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
 }
 
 absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
+  const v1::PolicySpec& spec = update.policy.spec();
+  if (!options_.tc_interfaces.empty() && spec.destinations_size() == 0 &&
+      spec.default_action() != v1::ACTION_ALLOW) {
+    // Likely more than meant: every pod behind the globs is policed against
+    // other pods, the overlay and the node, and nothing there is open yet.
+    LogWarning(
+        "the policy denies by default and names no destinations: every pod behind "
+        "--tc-interfaces is policed against traffic from other pods, the overlay and the node "
+        "itself (DNS, kubelet probes, metrics scrapes), which needs rules of its own",
+        {{"policy", update.policy.metadata().name()},
+         {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
+  }
   RETURN_IF_ERROR(applier_->Apply(update));
   return attached_ ? absl::OkStatus() : Attach();
 }

@@ -254,6 +254,13 @@ TEST_F(NodeE2eTest, TheNodeAndOtherPodsOfTheNodeAreJudgedAtThePodsInterface) {
 // uplink -> a hostNetwork listener: judged at XDP only.
 TEST_F(NodeE2eTest, AHostNetworkListenerIsJudgedAtXdp) {
   StartAgent();
+  // And the agent said what a deny policy without destinations polices.
+  std::ifstream in(log_);
+  std::stringstream log;
+  log << in.rdbuf();
+  EXPECT_THAT(log.str(), ::testing::HasSubstr(
+                             "the policy denies by default and names no destinations: every pod "
+                             "behind --tc-interfaces is policed"));
   EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":10443/"), "200");
   EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V6("n1", true) + ":10443/"), "200");
   const double refused = Xdp("not_allowlisted");
