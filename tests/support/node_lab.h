@@ -9,6 +9,8 @@
 //     bad  198.18.3.3    2001:db8::3:3    a blocklisted host
 //     n1   198.18.0.10   2001:db8::10     the node under test, uplink eth0
 //     n2   198.18.0.11   2001:db8::11     a second node
+//     ctl  198.18.0.2    2001:db8::2      where portcullis-control runs
+//     atk  198.18.66.6   2001:db8::66:6   an attacker (floods)
 //   pods behind host-side veths ("cali" + name on the node), each pod
 //   address a /32 (/128) route on the node, the pod's default route via
 //   169.254.1.1 (fe80::1):
@@ -49,7 +51,10 @@ class NodeLab {
     std::string node, v4, v6;  // v6 empty: IPv4 only
   };
 
-  NodeLab() : prefix_(absl::StrCat("pk", getpid() % 100000)) {
+  // `prefix` names every namespace (prefix + name); `keep` leaves them in
+  // place on destruction (portcullis-node-lab up; Remove takes them down).
+  explicit NodeLab(std::string prefix = absl::StrCat("pk", getpid() % 100000), bool keep = false)
+      : prefix_(std::move(prefix)), keep_(keep) {
     Step("namespaces", Namespaces());
     Step("switch and hosts", Underlay());
     for (const auto& [name, pod] : Pods()) Step("pod " + name, PodCommands(name, pod));
@@ -58,9 +63,12 @@ class NodeLab {
   }
 
   ~NodeLab() {
-    for (auto it = namespaces_.rbegin(); it != namespaces_.rend(); ++it) {
-      RunCommand("ip netns del " + *it);
-    }
+    if (!keep_) Remove(prefix_);
+  }
+
+  // Removes the namespaces of a lab with `prefix`.
+  static void Remove(const std::string& prefix) {
+    for (const std::string& name : Names()) RunCommand("ip netns del " + prefix + name);
   }
   NodeLab(const NodeLab&) = delete;
   NodeLab& operator=(const NodeLab&) = delete;
@@ -80,9 +88,10 @@ class NodeLab {
   }
   static std::map<std::string, std::pair<std::string, std::string>> Hosts() {
     return {
-        {"cli", {"198.18.2.9", "2001:db8::2:9"}}, {"out", {"198.18.4.1", "2001:db8::4:1"}},
-        {"bad", {"198.18.3.3", "2001:db8::3:3"}}, {"n1", {"198.18.0.10", "2001:db8::10"}},
-        {"n2", {"198.18.0.11", "2001:db8::11"}},
+        {"cli", {"198.18.2.9", "2001:db8::2:9"}},   {"out", {"198.18.4.1", "2001:db8::4:1"}},
+        {"bad", {"198.18.3.3", "2001:db8::3:3"}},   {"n1", {"198.18.0.10", "2001:db8::10"}},
+        {"n2", {"198.18.0.11", "2001:db8::11"}},    {"ctl", {"198.18.0.2", "2001:db8::2"}},
+        {"atk", {"198.18.66.6", "2001:db8::66:6"}},
     };
   }
 
@@ -157,14 +166,19 @@ class NodeLab {
     return absl::StrCat("ip netns exec ", Ns(name), " sysctl -qw ", setting);
   }
 
+  // Every namespace, the switch last (removed after what hangs on it).
+  static std::vector<std::string> Names() {
+    std::vector<std::string> names;
+    for (const auto& [name, p] : Pods()) names.push_back(name);
+    for (const auto& [name, a] : Hosts()) names.push_back(name);
+    names.push_back("sw");
+    return names;
+  }
+
   std::vector<std::string> Namespaces() {
     std::vector<std::string> c;
-    std::vector<std::string> names = {"sw"};
-    for (const auto& [name, a] : Hosts()) names.push_back(name);
-    for (const auto& [name, p] : Pods()) names.push_back(name);
-    for (const std::string& name : names) {
+    for (const std::string& name : Names()) {
       c.push_back("ip netns add " + Ns(name));
-      namespaces_.push_back(Ns(name));
       c.push_back(N(name) + "link set lo up");
       c.push_back(Sysctl(name, "net.ipv6.conf.all.accept_dad=0"));
       c.push_back(Sysctl(name, "net.ipv6.conf.default.accept_dad=0"));
@@ -191,7 +205,7 @@ class NodeLab {
       c.push_back(Sysctl(node, "net.ipv4.conf.default.rp_filter=0"));
     }
     // The IPv6 pod network is routed (no NAT), as on a dual-stack cluster.
-    for (const std::string host : {"cli", "out", "bad"}) {
+    for (const std::string host : {"cli", "out", "bad", "atk"}) {
       c.push_back(N(host) + "-6 route add 2001:db8:1:1::/64 via 2001:db8::10");
     }
     return c;
@@ -285,8 +299,8 @@ class NodeLab {
   }
 
   std::string prefix_;
+  bool keep_;
   TempDir tmp_;
-  std::vector<std::string> namespaces_;
   std::string error_;
 };
 
