@@ -96,6 +96,33 @@ class Process {
   pid_t pid_ = -1;
 };
 
+// nginx in network namespace `ns` answering 200 with `body` on every
+// `listen` (ADDR:PORT or [V6]:PORT, plain HTTP), its files in `tmp`; waits
+// until the first one answers.
+inline Process StartNginxIn(const std::string& ns, const std::vector<std::string>& listen,
+                            const std::string& body, const TempDir& tmp) {
+  const std::string dir = absl::StrCat(tmp.path(), "/nginx-", ns);
+  RunCommand("mkdir -p " + dir);
+  std::string lines;
+  for (const std::string& l : listen) absl::StrAppend(&lines, "    listen ", l, ";\n");
+  tmp.Write(absl::StrCat("nginx-", ns, "/nginx.conf"),
+            absl::StrCat("pid ", dir, "/nginx.pid;\nerror_log ", dir,
+                         "/error.log;\nevents {}\nhttp {\n  access_log off;\n  server {\n", lines,
+                         "    location / { return 200 \"", body, "\\n\"; }\n  }\n}\n"));
+  Process p({"ip", "netns", "exec", ns, "nginx", "-c", dir + "/nginx.conf", "-p", dir, "-g",
+             "daemon off;"},
+            dir + "/stdout.log");
+  for (int i = 0; i < 100; ++i) {
+    if (RunCommand(absl::StrCat("ip netns exec ", ns, " curl -s -o /dev/null --max-time 1 http://",
+                                listen[0], "/"))
+            .exit_code == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return p;
+}
+
 class Lab {
  public:
   struct Host {
@@ -141,26 +168,9 @@ class Lab {
 
   // nginx in namespace `name` answering 200 on `ports` (plain HTTP).
   Process StartNginx(const std::string& name, const std::vector<int>& ports) const {
-    const std::string dir = absl::StrCat(tmp_.path(), "/nginx-", name);
-    RunCommand("mkdir -p " + dir);
-    std::string listen;
-    for (int p : ports) absl::StrAppend(&listen, "    listen ", Address(name), ":", p, ";\n");
-    tmp_.Write(absl::StrCat("nginx-", name, "/nginx.conf"),
-               absl::StrCat("pid ", dir, "/nginx.pid;\nerror_log ", dir,
-                            "/error.log;\nevents {}\nhttp {\n  access_log off;\n  server {\n",
-                            listen, "    location / { return 200 \"ok\\n\"; }\n  }\n}\n"));
-    Process p({"ip", "netns", "exec", Ns(name), "nginx", "-c", dir + "/nginx.conf", "-p", dir, "-g",
-               "daemon off;"},
-              dir + "/stdout.log");
-    for (int i = 0; i < 50; ++i) {
-      if (In(name, absl::StrCat("curl -s -o /dev/null --max-time 1 http://", Address(name), ":",
-                                ports[0], "/"))
-              .exit_code == 0) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return p;
+    std::vector<std::string> listen;
+    for (int p : ports) listen.push_back(absl::StrCat(Address(name), ":", p));
+    return StartNginxIn(Ns(name), listen, "ok", tmp_);
   }
 
  private:

@@ -126,26 +126,9 @@ class NodeLab {
   }
 
   // nginx in namespace `name` answering 200 on every `listen` (ADDR:PORT,
-  // [V6]:PORT), with a body naming `name`; waits until the first answers.
+  // [V6]:PORT), with a body naming `name`.
   Process StartNginx(const std::string& name, const std::vector<std::string>& listen) const {
-    const std::string dir = absl::StrCat(tmp_.path(), "/nginx-", name);
-    RunCommand("mkdir -p " + dir);
-    std::string lines;
-    for (const std::string& l : listen) absl::StrAppend(&lines, "    listen ", l, ";\n");
-    tmp_.Write(absl::StrCat("nginx-", name, "/nginx.conf"),
-               absl::StrCat("pid ", dir, "/nginx.pid;\nerror_log ", dir,
-                            "/error.log;\nevents {}\nhttp {\n  access_log off;\n  server {\n",
-                            lines, "    location / { return 200 \"", name, "\\n\"; }\n  }\n}\n"));
-    Process p({"ip", "netns", "exec", Ns(name), "nginx", "-c", dir + "/nginx.conf", "-p", dir, "-g",
-               "daemon off;"},
-              dir + "/stdout.log");
-    for (int i = 0; i < 100; ++i) {
-      if (In(name, "curl -s -o /dev/null --max-time 1 http://" + listen[0] + "/").exit_code == 0) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return p;
+    return StartNginxIn(Ns(name), listen, name, tmp_);
   }
 
  private:
