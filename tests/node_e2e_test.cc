@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -311,6 +312,49 @@ TEST_F(NodeE2eTest, NewPodInterfacesGetThePodProgramsWithinASecondAndEnforce) {
   EXPECT_TRUE(WaitFor([&] { return closed() - before == 6; }, std::chrono::seconds(2)))
       << "drops at the new pod's interface: " << closed() - before;
   RunCommand("ip netns del " + pod);
+}
+
+// An upgrade from a build that judged on the pod interface's ingress (what
+// the pod sends) and had nothing on its egress: that layout is made here
+// with this build's judge under our handle, and the agent killed, as an
+// old agent's node would be. The new agent puts the judge on the egress
+// and the recorder in the old judge's place (one replace), and the pod
+// answers again.
+TEST_F(NodeE2eTest, AnUpgradeMovesThePodJudgeFromTheIngressToTheEgress) {
+  StartAgent();
+  const std::string n1 = "nsenter --net=/run/netns/" + lab_->Ns("n1") + " ";
+  const std::string pinned = pin_dir_ + "-old-judge";
+  // The judge this agent attached, by the id its filter shows.
+  const std::string shown = RunCommand(n1 + "tc filter show dev caliing egress").out;
+  const std::regex id_re("id ([0-9]+) name portcullis_tc_p");
+  std::smatch id;
+  ASSERT_TRUE(std::regex_search(shown, id, id_re)) << shown;
+  ASSERT_EQ(RunCommand(absl::StrCat("bpftool prog pin id ", id[1].str(), " ", pinned)).exit_code,
+            0);
+  ASSERT_EQ(RunCommand(n1 +
+                       "tc filter replace dev caliing ingress pref 192 handle 0x5043 bpf da "
+                       "pinned " +
+                       pinned)
+                .exit_code,
+            0);
+  ASSERT_EQ(
+      RunCommand(n1 + "tc filter del dev caliing egress pref 192 handle 0x5043 bpf").exit_code, 0);
+  std::filesystem::remove(pinned);
+  agent_.Kill(SIGKILL);
+  // The old layout's fault: the pod's replies are judged as inbound.
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":30443/", 1), "000");
+
+  StartAgent();
+  auto filter = [&](const std::string& direction) {
+    return RunCommand(n1 + "tc filter show dev caliing " + direction).out;
+  };
+  EXPECT_TRUE(absl::StrContains(filter("egress"), "portcullis_tc_p")) << filter("egress");
+  EXPECT_TRUE(absl::StrContains(filter("ingress"), "portcullis_tc_r")) << filter("ingress");
+  EXPECT_FALSE(absl::StrContains(filter("ingress"), "portcullis_tc_p")) << filter("ingress");
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":30443/"), "200");
+  const double blocked = Tc("blocklist");
+  SendSyns("rb", NodeLab::V4("ing"), 8443, 2);
+  EXPECT_TRUE(WaitFor([&] { return Tc("blocklist") - blocked == 2; }, std::chrono::seconds(2)));
 }
 
 }  // namespace
