@@ -180,7 +180,7 @@ absl::Status Agent::Attach() {
   RETURN_IF_ERROR(attachments_->AttachAll());
   if (repin_) {
     // New programs run everywhere now; the old maps go with the old pins.
-    // TC ingress on pod veths is replaced as the link watcher re-attaches.
+    // The pod interfaces' filters are replaced as the link watcher attaches.
     RETURN_IF_ERROR(pins_->PinMaps());
     LogInfo("replaced the incompatible pinned maps", {{"pin_dir", options_.pin_dir}});
     repin_ = false;

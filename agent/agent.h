@@ -1,6 +1,7 @@
 // portcullis-agent: loads the datapath (reusing pinned maps), applies the
-// policy, attaches XDP to the policed interfaces (with the TC egress flow
-// recorder beside it) and TC ingress to matching pod veths, then keeps the
+// policy, attaches XDP to the policed uplinks (with the flow recorder on
+// their egress) and the pod-facing judge and recorder to matching pod
+// interfaces (docs/ARCHITECTURE.md, "Where packets are judged"), then keeps the
 // policy in sync with its source. On exit it detaches nothing: enforcement
 // continues with the last policy (fail-static) until a new agent adopts it.
 #pragma once
@@ -36,7 +37,7 @@ struct AgentOptions {
   std::optional<control::ClientOptions> control;  // control-service mode
   absl::Duration report_interval = absl::Seconds(10);
   std::vector<std::string> interfaces;     // XDP + TC egress
-  std::vector<std::string> tc_interfaces;  // globs: TC ingress
+  std::vector<std::string> tc_interfaces;  // globs: policed pods' host-side interfaces
   datapath::XdpMode xdp_mode = datapath::XdpMode::kAuto;
   std::string metrics_addr = "0.0.0.0:9469";
   std::string state_dir = "/var/lib/portcullis";

@@ -22,8 +22,9 @@ ABSL_FLAG(std::string, interfaces, "",
           "Comma-separated interfaces to police with XDP (and whose outgoing flows are "
           "recorded so that replies pass as established).");
 ABSL_FLAG(std::string, tc_interfaces, "",
-          "Comma-separated globs (e.g. \"veth*,cali*\"): matching interfaces, now and later, get "
-          "the TC ingress program.");
+          "Comma-separated globs of the host-side interfaces of pods to police (e.g. \"cali*\" "
+          "on dedicated ingress nodes): matching interfaces, now and later, get the judge toward "
+          "the pod and the flow recorder on what it sends.");
 ABSL_FLAG(std::string, xdp_mode, "auto", "auto (native, else generic), native or generic.");
 ABSL_FLAG(std::string, metrics_addr, "0.0.0.0:9469",
           "HOST:PORT for /metrics, /healthz and /readyz; empty to disable.");
