@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "tests/support/datapath_fixture.h"
 
 namespace portcullis::testing {
@@ -55,12 +56,19 @@ TEST_F(AtomicSwitchTest, EveryVerdictBelongsWhollyToOnePolicy) {
   std::atomic<bool> done{false};
   std::atomic<int> switches{0};
   std::thread switcher([&] {
+    // Done however the thread ends: an ASSERT below returns early, and the
+    // loop of the test's thread waits for `done`.
+    auto set_done = absl::MakeCleanup([&] { done = true; });
     for (int v = 2; v <= kSwitches + 1; ++v) {
       const absl::Status s = installer_->Install(v % 2 ? a : b, v);
       ASSERT_TRUE(s.ok()) << s;
       switches = v - 1;
     }
-    done = true;
+  });
+  // Joined on every way out of the test (an ASSERT in the loop below), or
+  // std::terminate would end the whole suite.
+  auto join_switcher = absl::MakeCleanup([&] {
+    if (switcher.joinable()) switcher.join();
   });
 
   const std::vector<uint8_t> frame = Syn("198.18.7.7", "198.18.0.10", 443).Build();

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -338,11 +339,17 @@ TEST_F(ControlE2eTest, KillDuringPushesLosesNoAcknowledgedVersionAndAgentsConver
       }
     }
   });
+  // Joined on every way out: a failed ASSERT below must not leave the thread
+  // joinable (std::terminate would skip the lab's teardown and leak its
+  // namespaces and pins).
+  auto join_pusher = absl::MakeCleanup([&] {
+    stop = true;
+    if (pusher.joinable()) pusher.join();
+  });
   ASSERT_TRUE(WaitFor([&] { return acked().size() >= 8; }, std::chrono::seconds(20)));
   control_.Kill(SIGKILL);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  stop = true;
-  pusher.join();
+  std::move(join_pusher).Invoke();
   const std::vector<uint64_t> before_kill = acked();
   ASSERT_GE(before_kill.size(), 8u);
 
