@@ -128,18 +128,8 @@ class AgentE2eTest : public ::testing::Test {
 
   // The sum of a metric's samples whose labels contain every `want` pair.
   double Metric(const std::string& name, const std::vector<std::string>& want = {}) {
-    const std::string text =
-        lab_->In("ing", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out;
-    double sum = 0;
-    for (absl::string_view line : absl::StrSplit(text, '\n')) {
-      if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
-      bool match = true;
-      for (const std::string& w : want) match = match && absl::StrContains(line, w);
-      if (!match) continue;
-      double v = 0;
-      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
-    }
-    return sum;
+    return SumMetric(lab_->In("ing", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out,
+                     name, want);
   }
 
   double Packets(const std::string& verdict, const std::string& reason) {

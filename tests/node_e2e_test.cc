@@ -124,17 +124,8 @@ class NodeE2eTest : public ::testing::Test {
   // portcullis_packets_total summed over the samples whose labels contain
   // every `want`.
   double Packets(const std::vector<std::string>& want) {
-    const std::string text =
-        lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out;
-    double sum = 0;
-    for (absl::string_view line : absl::StrSplit(text, '\n')) {
-      if (!absl::StartsWith(line, "portcullis_packets_total{")) continue;
-      bool match = true;
-      for (const std::string& w : want) match = match && absl::StrContains(line, w);
-      double v = 0;
-      if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
-    }
-    return sum;
+    return SumMetric(lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out,
+                     "portcullis_packets_total", want);
   }
   double Xdp(const std::string& reason) {
     return Packets({"iface=\"eth0\"", "hook=\"xdp\"", "reason=\"" + reason + "\""});

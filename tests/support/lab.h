@@ -16,7 +16,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "tests/support/command.h"
 #include "tests/support/temp_dir.h"
 
@@ -96,6 +99,35 @@ class Process {
   pid_t pid_ = -1;
 };
 
+// Runs a shell command inside network namespace `ns` (`ip netns exec`:
+// fine for clients; programs that pin BPF objects need nsenter --net).
+inline CommandResult InNetns(const std::string& ns, const std::string& command) {
+  return RunCommand(absl::StrCat("ip netns exec ", ns, " sh -c '", command, "'"));
+}
+
+// The HTTP status of a GET from namespace `ns`, "000" when refused or timed out.
+inline std::string HttpStatusFrom(const std::string& ns, const std::string& url,
+                                  double timeout = 2) {
+  return InNetns(ns, absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout, " ",
+                                  url))
+      .out;
+}
+
+// The sum of the samples of metric `name` in a Prometheus text exposition
+// whose lines contain every `want` (label pairs such as `reason="blocklist"`).
+inline double SumMetric(absl::string_view text, const std::string& name,
+                        const std::vector<std::string>& want = {}) {
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    bool match = true;
+    for (const std::string& w : want) match = match && absl::StrContains(line, w);
+    double v = 0;
+    if (match && absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+  }
+  return sum;
+}
+
 // nginx in network namespace `ns` answering 200 with `body` on every
 // `listen` (ADDR:PORT or [V6]:PORT, plain HTTP), its files in `tmp`; waits
 // until the first one answers.
@@ -157,13 +189,11 @@ class Lab {
 
   // Runs a shell command inside a namespace.
   CommandResult In(const std::string& name, const std::string& command) const {
-    return RunCommand(absl::StrCat("ip netns exec ", Ns(name), " sh -c '", command, "'"));
+    return InNetns(Ns(name), command);
   }
   // The HTTP status of a GET from host `from`, "000" when refused or timed out.
   std::string Get(const std::string& from, const std::string& url, double timeout = 2) const {
-    return In(from,
-              absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout, " ", url))
-        .out;
+    return HttpStatusFrom(Ns(from), url, timeout);
   }
 
   // nginx in namespace `name` answering 200 on `ports` (plain HTTP).

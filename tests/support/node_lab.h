@@ -113,16 +113,13 @@ class NodeLab {
     return url ? "[" + a + "]" : a;
   }
 
-  // A shell command in a namespace (`ip netns exec`: fine for clients;
-  // programs that pin BPF objects use nsenter --net, see InNamespace).
+  // A shell command in a namespace (see InNetns).
   CommandResult In(const std::string& name, const std::string& command) const {
-    return RunCommand(absl::StrCat("ip netns exec ", Ns(name), " sh -c '", command, "'"));
+    return InNetns(Ns(name), command);
   }
   // The HTTP status of a GET from `from`, "000" when refused or timed out.
   std::string Get(const std::string& from, const std::string& url, double timeout = 2) const {
-    return In(from,
-              absl::StrCat("curl -s -o /dev/null -w %{http_code} --max-time ", timeout, " ", url))
-        .out;
+    return HttpStatusFrom(Ns(from), url, timeout);
   }
 
   // nginx in namespace `name` answering 200 on every `listen` (ADDR:PORT,
