@@ -3,6 +3,8 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -47,12 +49,15 @@ void Attachments::Forget(const std::string& ifname) {
   uint32_t ifindex = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = xdp_ifindex_.find(ifname);
-    if (it == xdp_ifindex_.end()) return;
-    ifindex = it->second;
-    xdp_ifindex_.erase(it);
+    auto it = xdp_.find(ifname);
+    if (it == xdp_.end()) return;
+    ifindex = std::exchange(it->second.ifindex, 0);
   }
-  // Its index may be reused by another interface (a pod's): what arrives
+  if (ifindex != 0) ForgetIndex(ifname, ifindex);
+}
+
+void Attachments::ForgetIndex(const std::string& ifname, uint32_t ifindex) {
+  // The index may be reused by another interface (a pod's): what arrives
   // there must be judged.
   if (absl::Status s = dp_.SetXdpInterface(ifindex, false); !s.ok()) {
     LogError("cannot forget a removed interface's index",
@@ -67,8 +72,8 @@ void Attachments::StopWatching() {
 
 void Attachments::ForEachXdpLink(const std::function<void(const std::string&, int)>& fn) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [ifname, link] : xdp_links_) {
-    if (link.valid()) fn(ifname, link.get());
+  for (const auto& [ifname, attached] : xdp_) {
+    if (attached.link.valid()) fn(ifname, attached.link.get());
   }
 }
 
@@ -98,9 +103,12 @@ absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
     return xdp.status();
   }
   metrics_.xdp_attached.Add({{"iface", ifname}, {"mode", xdp->mode}}).Set(1);
+  uint32_t previous = 0;  // the index the interface had when last attached
   {
     std::lock_guard<std::mutex> lock(mu_);
-    xdp_links_[ifname] = std::move(xdp->link);
+    XdpAttached& attached = xdp_[ifname];
+    attached.link = std::move(xdp->link);
+    previous = attached.ifindex;
     xdp_mode_ = xdp->mode;
   }
   // After XDP is on: until then its packets must still be judged toward
@@ -111,8 +119,10 @@ absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    xdp_ifindex_[ifname] = ifindex;
+    xdp_[ifname].ifindex = ifindex;
   }
+  // Re-created without its removal seen: the old index marks nothing now.
+  if (previous != 0 && previous != ifindex) ForgetIndex(ifname, previous);
   RETURN_IF_ERROR(AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kEgress));
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});

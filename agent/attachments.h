@@ -67,6 +67,7 @@ class Attachments {
   // A policed interface is gone: its index no longer marks packets as
   // judged by XDP.
   void Forget(const std::string& ifname);
+  void ForgetIndex(const std::string& ifname, uint32_t ifindex);
   // Attaches (or replaces) one of our TC filters, recording a clsact qdisc
   // we created and counting a failure.
   absl::Status AttachTcFilter(int prog_fd, const std::string& ifname,
@@ -81,9 +82,13 @@ class Attachments {
   std::unique_ptr<LinkWatcher> pod_links_;      // --tc-interfaces
   std::unique_ptr<LinkWatcher> policed_links_;  // --interfaces, for re-creation
   mutable std::mutex mu_;
-  std::map<std::string, datapath::UniqueFd> xdp_links_;  // by interface; under mu_
-  std::map<std::string, uint32_t> xdp_ifindex_;          // marked in xdp_ifaces; under mu_
-  std::string xdp_mode_;                                 // under mu_
+  // What XDP is attached to, by interface name; under mu_.
+  struct XdpAttached {
+    datapath::UniqueFd link;  // held so that a removed pin never detaches XDP
+    uint32_t ifindex = 0;     // marked in xdp_ifaces; 0 once forgotten
+  };
+  std::map<std::string, XdpAttached> xdp_;
+  std::string xdp_mode_;  // under mu_
 };
 
 }  // namespace portcullis::agent
