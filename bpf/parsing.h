@@ -53,7 +53,7 @@ struct pc_packet {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 has_ports;
-	__u8 pad;
+	__u8 hop_limit; /* IPv4 TTL, IPv6 hop limit */
 	__u16 sport; /* network byte order */
 	__u16 dport; /* network byte order */
 	__u8 src[16];
@@ -124,8 +124,13 @@ static __always_inline int pc_parse_ipv4(struct pc_cursor *c, struct pc_packet *
 	if (c->pos + tot_len > c->end)
 		return PC_PARSE_MALFORMED;
 
+	/* A multicast source never appears on the wire (step 2). */
+	if ((((__u8 *)&ip->saddr)[0] & 0xf0) == 0xe0)
+		return PC_PARSE_MALFORMED;
+
 	p->family = PC_FAMILY_V4;
 	p->proto = ip->protocol;
+	p->hop_limit = ip->ttl;
 	__builtin_memcpy(p->src, &ip->saddr, 4);
 	__builtin_memcpy(p->dst, &ip->daddr, 4);
 	if (bpf_ntohs(ip->frag_off) & PC_IP_OFFSET)
@@ -146,6 +151,23 @@ struct pc_ipv6_frag_hdr {
 	__be16 frag_off; /* offset in the top 13 bits, M flag in bit 0 */
 	__be32 identification;
 };
+
+/* IPv6 sources that never appear on the wire (step 2): multicast, and
+ * IPv4-mapped (::ffff:0:0/96) or IPv4-compatible (::/96) addresses, which a
+ * dual-stack socket would take for the embedded IPv4 source. The unspecified
+ * address :: is allowed: duplicate address detection sends from it. */
+static __always_inline int pc_ipv6_source_forbidden(const struct in6_addr *a)
+{
+	const __u32 *w = a->in6_u.u6_addr32;
+
+	if (a->in6_u.u6_addr8[0] == 0xff)
+		return 1;
+	if (w[0] || w[1])
+		return 0;
+	if (w[2] == bpf_htonl(0xffff))
+		return 1;
+	return !w[2] && w[3];
+}
 
 static __always_inline int pc_is_ipv6_ext(__u8 nexthdr)
 {
@@ -169,8 +191,11 @@ static __always_inline int pc_parse_ipv6(struct pc_cursor *c, struct pc_packet *
 	c->pos = ip6 + 1;
 	if (c->pos + remaining > c->end)
 		return PC_PARSE_MALFORMED;
+	if (pc_ipv6_source_forbidden(&ip6->saddr))
+		return PC_PARSE_MALFORMED;
 
 	p->family = PC_FAMILY_V6;
+	p->hop_limit = ip6->hop_limit;
 	__builtin_memcpy(p->src, &ip6->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6->daddr, 16);
 	nexthdr = ip6->nexthdr;

@@ -74,8 +74,10 @@ static __always_inline int pc_destination_policed(const struct pc_packet *p, __u
 	}
 }
 
-/* ICMP that must always pass: ICMPv6 neighbour discovery, and the path-MTU
- * signals ("fragmentation needed", "packet too big") that keep TCP working. */
+/* The ICMP of step 7: ICMPv6 neighbour discovery that comes from a neighbour
+ * (hop limit 255: RFC 4861 has receivers discard any other), and the
+ * path-MTU signals ("fragmentation needed", "packet too big") that keep TCP
+ * working. */
 static __always_inline int pc_is_essential_icmp(const struct pc_packet *p)
 {
 	if (p->non_first_fragment)
@@ -84,8 +86,22 @@ static __always_inline int pc_is_essential_icmp(const struct pc_packet *p)
 		return p->icmp_type == PC_ICMP_DEST_UNREACH && p->icmp_code == PC_ICMP_FRAG_NEEDED;
 	if (p->family == PC_FAMILY_V6 && p->proto == IPPROTO_ICMPV6)
 		return p->icmp_type == PC_ICMPV6_PKT_TOOBIG ||
-		       (p->icmp_type >= PC_ICMPV6_ND_FIRST && p->icmp_type <= PC_ICMPV6_ND_LAST);
+		       (p->icmp_type >= PC_ICMPV6_ND_FIRST && p->icmp_type <= PC_ICMPV6_ND_LAST &&
+			p->hop_limit == 255);
 	return 0;
+}
+
+/* Step 7's budget: a token from the source's ICMP bucket. A full bucket map
+ * (LRU: transient) conforms, as the other per-source buckets do. */
+static __always_inline int pc_take_icmp_token(const struct pc_packet *p,
+					      const struct pc_config *cfg)
+{
+	struct pc_bucket *b;
+
+	if (!cfg->icmp_per_source.interval_ns)
+		return 1;
+	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID);
+	return !b || pc_take_token(&b->syn_empty_at, &cfg->icmp_per_source, pc_now());
 }
 
 static __always_inline int pc_is_icmp(const struct pc_packet *p)
@@ -103,7 +119,8 @@ static __always_inline int pc_rule_l4(__u8 proto)
 	return -1;
 }
 
-/* Evaluation order of PRODUCT.md, steps 3-14, for a parsed IP packet judged
+/* Evaluation order of PRODUCT.md, steps 3-14 (step 2's sources are the
+ * parser's), for a parsed IP packet judged
  * by the policy in `slot`. *count says where a drop is counted by port. */
 static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u32 slot,
 				   struct pc_port_count *count)
@@ -128,10 +145,6 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 	if (p->has_ports && !is_syn && pc_flow_opened_here(p))
 		return PC_REASON_ESTABLISHED;
 
-	/* 5. */
-	if (pc_is_essential_icmp(p))
-		return PC_REASON_ALLOWED;
-
 	if (l4 >= 0 && p->has_ports) {
 		__u32 idx = slot * PC_PORT_ENTRIES + (__u32)l4 * PC_PORTS_PER_PROTO +
 			    bpf_ntohs(p->dport);
@@ -145,14 +158,18 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 
 	sets = pc_source_sets(p, slot, cfg->flags);
 
-	/* 6. failsafe */
+	/* 5. failsafe */
 	if ((port->flags & PC_PORT_HAS_FAILSAFE) &&
 	    ((port->flags & PC_PORT_FAILSAFE_ANY) || (sets & port->failsafe_from)))
 		return PC_REASON_FAILSAFE;
 
-	/* 7. */
+	/* 6. */
 	if (sets & (1ULL << PC_BLOCKLIST_BIT))
 		return PC_REASON_BLOCKLIST;
+
+	/* 7. */
+	if (pc_is_essential_icmp(p))
+		return pc_take_icmp_token(p, cfg) ? PC_REASON_ALLOWED : PC_REASON_ICMP_RATE_SOURCE;
 
 	/* 8. */
 	if (p->non_first_fragment)

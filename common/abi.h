@@ -17,7 +17,7 @@ static_assert(sizeof(pc_lpm_v6_key) == 21);
 static_assert(sizeof(pc_rate) == 16);
 static_assert(sizeof(pc_port_policy) == 24);
 static_assert(sizeof(pc_rate_override) == 32);
-static_assert(sizeof(pc_config) == 72);
+static_assert(sizeof(pc_config) == 88);
 static_assert(sizeof(pc_bucket_key_v4) == 8);
 static_assert(sizeof(pc_bucket_key_v6) == 20);
 static_assert(sizeof(pc_bucket) == 16);
@@ -52,6 +52,7 @@ inline constexpr ReasonEntry kReasonTable[] = {
     {PC_REASON_FRAGMENT, "fragment"},
     {PC_REASON_ICMP_DENIED, "icmp_denied"},
     {PC_REASON_MALFORMED, "malformed"},
+    {PC_REASON_ICMP_RATE_SOURCE, "icmp_rate_source"},
 };
 
 // Every value below PC_REASON_COUNT is named exactly once, and no name is

@@ -290,6 +290,8 @@ void CompileConfig(const v1::PolicySpec& spec, CompiledPolicy& out) {
   cfg.syn_per_source = ToBucket(limits.syn().per_source());
   cfg.syn_global = ToBucket(limits.syn().global());
   cfg.conn_per_source = ToBucket(limits.connections().per_source());
+  cfg.icmp_per_source = ToBucket(limits.icmp().has_per_source() ? limits.icmp().per_source()
+                                                                : DefaultIcmpPerSource());
   const v1::SourcePrefix& sp = limits.syn().source_prefix();
   cfg.source_prefix_v4 = static_cast<uint8_t>(sp.ipv4() ? sp.ipv4() : 32);
   cfg.source_prefix_v6 = static_cast<uint8_t>(sp.ipv6() ? sp.ipv6() : 64);

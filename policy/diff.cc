@@ -110,6 +110,9 @@ std::vector<Change> DiffPolicies(const v1::Policy& from, const v1::Policy& to) {
   DiffValue("rateLimits.connections.perSource",
             RateText(ra.connections().has_per_source(), ra.connections().per_source()),
             RateText(rb.connections().has_per_source(), rb.connections().per_source()), out);
+  DiffValue("rateLimits.icmp.perSource",
+            RateText(ra.icmp().has_per_source(), ra.icmp().per_source()),
+            RateText(rb.icmp().has_per_source(), rb.icmp().per_source()), out);
   return out;
 }
 

@@ -57,4 +57,12 @@ inline uint8_t IpProtocol(v1::Protocol proto) {
   }
 }
 
+// rateLimits.icmp.perSource when the policy leaves it out (PRODUCT.md).
+inline v1::Rate DefaultIcmpPerSource() {
+  v1::Rate r;
+  r.set_rate(100);
+  r.set_burst(200);
+  return r;
+}
+
 }  // namespace portcullis::policy

@@ -137,6 +137,11 @@ std::string ToYaml(const v1::Policy& p) {
         }
         out << YAML::EndMap;
       }
+      if (rl.has_icmp()) {
+        out << YAML::Key << "icmp" << YAML::Value << YAML::BeginMap;
+        if (rl.icmp().has_per_source()) EmitRate(out, "perSource", rl.icmp().per_source());
+        out << YAML::EndMap;
+      }
       out << YAML::EndMap;
     }
     out << YAML::EndMap;

@@ -239,6 +239,9 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
   if (limits.connections().has_per_source()) {
     CheckRate(limits.connections().per_source(), "spec.rateLimits.connections.perSource", diags);
   }
+  if (limits.icmp().has_per_source()) {
+    CheckRate(limits.icmp().per_source(), "spec.rateLimits.icmp.perSource", diags);
+  }
   if (limits.syn().has_source_prefix()) {
     const v1::SourcePrefix& sp = limits.syn().source_prefix();
     // 0 is what an omitted field reads as; it means the default (32, 64).

@@ -204,7 +204,7 @@ class Reader {
   }
 
   void RateLimits(const YAML::Node& node, const std::string& path, v1::RateLimits* out) {
-    Fields(node, path, {"syn", "connections"},
+    Fields(node, path, {"syn", "connections", "icmp"},
            [&](const std::string& key, const YAML::Node& v, const std::string& p) {
              if (key == "syn") {
                v1::SynLimits* syn = out->mutable_syn();
@@ -230,11 +230,17 @@ class Reader {
                                  });
                         }
                       });
-             } else {
+             } else if (key == "connections") {
                v1::ConnectionLimits* conn = out->mutable_connections();
                Fields(v, p, {"perSource"},
                       [&](const std::string&, const YAML::Node& cv, const std::string& cp) {
                         Rate(cv, cp, conn->mutable_per_source());
+                      });
+             } else {
+               v1::IcmpLimits* icmp = out->mutable_icmp();
+               Fields(v, p, {"perSource"},
+                      [&](const std::string&, const YAML::Node& iv, const std::string& ip) {
+                        Rate(iv, ip, icmp->mutable_per_source());
                       });
              }
            });

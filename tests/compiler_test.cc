@@ -168,10 +168,14 @@ TEST(CompilerTest, ConfigDefaultsAreSecure) {
   failsafe:
     - {ports: [22], proto: tcp, from: any}
 )"));
-  // enforce, default deny, fragments denied, ICMP allowed, no limits.
+  // enforce, default deny, fragments denied, ICMP allowed, no SYN or
+  // connection limits, and the essential ICMP's budget of PRODUCT.md.
   EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_FRAGMENTS_DENY);
   EXPECT_EQ(p.config.syn_per_source.interval_ns, 0u);
   EXPECT_EQ(p.config.syn_global.interval_ns, 0u);
+  EXPECT_EQ(p.config.conn_per_source.interval_ns, 0u);
+  EXPECT_EQ(p.config.icmp_per_source.interval_ns, 10'000'000u);
+  EXPECT_EQ(p.config.icmp_per_source.burst, 200u);
   EXPECT_EQ(p.config.source_prefix_v4, 32);
   EXPECT_EQ(p.config.source_prefix_v6, 64);
 }
@@ -190,6 +194,8 @@ TEST(CompilerTest, ConfigCarriesModeActionsAndRates) {
       sourcePrefix: {ipv4: 24, ipv6: 56}
     connections:
       perSource: {rate: 3, burst: 40}
+    icmp:
+      perSource: {rate: 4, burst: 8}
 )"));
   EXPECT_EQ(p.config.flags, PC_CFG_VALID | PC_CFG_AUDIT | PC_CFG_DEFAULT_ALLOW | PC_CFG_ICMP_DENY |
                                 PC_CFG_HAS_DESTINATIONS);
@@ -197,6 +203,8 @@ TEST(CompilerTest, ConfigCarriesModeActionsAndRates) {
   EXPECT_EQ(p.config.syn_per_source.burst, 200u);
   EXPECT_EQ(p.config.syn_global.interval_ns, 5'000u);
   EXPECT_EQ(p.config.conn_per_source.interval_ns, 333'333'333u);
+  EXPECT_EQ(p.config.icmp_per_source.interval_ns, 250'000'000u);
+  EXPECT_EQ(p.config.icmp_per_source.burst, 8u);
   EXPECT_EQ(p.config.source_prefix_v4, 24);
   EXPECT_EQ(p.config.source_prefix_v6, 56);
   ASSERT_EQ(p.dst_v4.size(), 1u);

@@ -376,21 +376,95 @@ TEST_F(ParserTest, Ipv6PayloadLengthBeyondFrameIsMalformed) {
   EXPECT_EQ(Run(f).reason, PC_REASON_MALFORMED);
 }
 
-TEST_F(ParserTest, Icmpv6NeighbourDiscoveryAlwaysPasses) {
+TEST_F(ParserTest, NeighbourDiscoveryPassesOnlyFromANeighbour) {
+  // Step 7: hop limit 255, as RFC 4861 requires of receivers. Sent from
+  // further away (hop limit 64), it is ordinary ICMP and icmp: deny drops it.
   Install(Variant("icmp: allow", "icmp: deny"), 2);
   for (uint8_t type = 133; type <= 137; ++type) {
-    datapath::Judgement j = Run(Icmp(kV6.client, kV6.dst, type, 0));
+    Frame nd = Icmp(kV6.client, kV6.dst, type, 0);
+    ASSERT_EQ(nd.hop_limit, 255);
+    datapath::Judgement j = Run(nd);
     EXPECT_EQ(j.reason, PC_REASON_ALLOWED) << "ICMPv6 type " << int(type);
     EXPECT_EQ(j.verdict, PC_VERDICT_PASS);
+    nd.hop_limit = 64;
+    EXPECT_EQ(Run(nd).reason, PC_REASON_ICMP_DENIED) << "ICMPv6 type " << int(type);
   }
   EXPECT_EQ(Run(Icmp(kV6.client, kV6.dst, 128, 0)).reason, PC_REASON_ICMP_DENIED);
 }
 
-TEST_F(ParserTest, EssentialIcmpStillHonoursTheBlocklistOrder) {
-  // Step 5 comes before the blocklist: PMTU signals from a blocked router pass.
+TEST_F(ParserTest, EssentialIcmpComesAfterTheBlocklist) {
+  // Step 6 before step 7: a blocklisted host's "fragmentation needed" and
+  // "packet too big" are dropped; anyone else's pass under icmp: deny.
   Install(Variant("icmp: allow", "icmp: deny"), 2);
-  EXPECT_EQ(Run(Icmp(kV4.blocked, kV4.dst, 3, 4)).reason, PC_REASON_ALLOWED);
-  EXPECT_EQ(Run(Icmp(kV4.blocked, kV4.dst, 3, 1)).reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(Run(Icmp(kV4.blocked, kV4.dst, 3, 4)).reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(Run(Icmp(kV6.blocked, kV6.dst, 2, 0)).reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(Run(Icmp(kV6.blocked, kV6.dst, 135, 0)).reason, PC_REASON_BLOCKLIST);
+  EXPECT_EQ(Run(Icmp(kV4.client, kV4.dst, 3, 4)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Icmp(kV6.client, kV6.dst, 2, 0)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Icmp(kV4.client, kV4.dst, 3, 1)).reason, PC_REASON_ICMP_DENIED);
+}
+
+TEST_F(ParserTest, EssentialIcmpTakesATokenFromTheSourcesBudget) {
+  // The default budget (rate 100, burst 200): the 201st packet of a burst
+  // is icmp_rate_source, another source has its own budget, and tokens
+  // come back at 100 a second.
+  for (const Hosts* h : {&kV4, &kV6}) {
+    SetUp();
+    const Frame pmtu = h == &kV4 ? Icmp(h->client, h->dst, 3, 4) : Icmp(h->client, h->dst, 2, 0);
+    for (int i = 0; i < 200; ++i) ASSERT_EQ(Run(pmtu).reason, PC_REASON_ALLOWED) << i;
+    datapath::Judgement over = Run(pmtu);
+    EXPECT_EQ(over.reason, PC_REASON_ICMP_RATE_SOURCE);
+    EXPECT_EQ(over.verdict, PC_VERDICT_DROP);
+    Frame other = pmtu;
+    other.src = h->office;
+    EXPECT_EQ(Run(other).reason, PC_REASON_ALLOWED);
+    SetClock(1'000'000'000 + 20'000'000);  // 20 ms: two tokens
+    EXPECT_EQ(Run(pmtu).reason, PC_REASON_ALLOWED);
+    EXPECT_EQ(Run(pmtu).reason, PC_REASON_ALLOWED);
+    EXPECT_EQ(Run(pmtu).reason, PC_REASON_ICMP_RATE_SOURCE);
+    // Ordinary ICMP is judged by icmp:, never by the budget.
+    EXPECT_EQ(Run(Icmp(h->client, h->dst, h == &kV4 ? 8 : 128, 0)).reason, PC_REASON_ALLOWED);
+  }
+}
+
+TEST_F(ParserTest, TheIcmpBudgetIsThePolicysAndAuditOnlyCountsIt) {
+  Install(absl::StrCat(kPolicy, "  rateLimits:\n    icmp:\n      perSource: {rate: 1, burst: 3}\n"),
+          2);
+  const Frame nd = Icmp(kV6.client, kV6.dst, 135, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Run(nd).reason, PC_REASON_ALLOWED) << i;
+  EXPECT_EQ(Run(nd).reason, PC_REASON_ICMP_RATE_SOURCE);
+  Install(
+      absl::StrReplaceAll(
+          absl::StrCat(kPolicy, "  rateLimits:\n    icmp:\n      perSource: {rate: 1, burst: 3}\n"),
+          {{"mode: enforce", "mode: audit"}}),
+      3);
+  const datapath::Judgement audited = Run(nd);
+  EXPECT_EQ(audited.reason, PC_REASON_ICMP_RATE_SOURCE);
+  EXPECT_EQ(audited.verdict, PC_VERDICT_AUDIT);
+}
+
+TEST_F(ParserTest, SourcesThatNeverAppearOnTheWireAreMalformed) {
+  // Step 2: IPv4-mapped and IPv4-compatible IPv6 sources (a dual-stack socket
+  // would see the embedded IPv4 address: here a blocklisted one), and
+  // multicast sources of either family. Checked before anything else, so
+  // even a port open to any is no way in.
+  for (const char* src :
+       {"::ffff:198.18.3.3", "::ffff:198.18.4.1", "::198.18.3.3", "::1", "ff02::1", "ff0e::5"}) {
+    EXPECT_EQ(Run(Syn(src, kV6.dst, 443)).reason, PC_REASON_MALFORMED) << src;
+    EXPECT_EQ(Run(Udp(src, kV6.dst, 5353, 53)).reason, PC_REASON_MALFORMED) << src;
+  }
+  for (const char* src : {"224.0.0.5", "239.255.255.250", "233.1.2.3"}) {
+    EXPECT_EQ(Run(Syn(src, kV4.dst, 443)).reason, PC_REASON_MALFORMED) << src;
+  }
+  // Their neighbours are ordinary sources.
+  EXPECT_EQ(Run(Syn("::fffe:198.18.4.1", kV6.dst, 443)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Syn("::1:0:0:1", kV6.dst, 443)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Syn("223.255.255.255", kV4.dst, 443)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Syn("240.0.0.1", kV4.dst, 443)).reason, PC_REASON_ALLOWED);
+  // Duplicate address detection sends its neighbour solicitation from ::.
+  EXPECT_EQ(Run(Icmp("::", "ff02::1:ff00:10", 135, 0)).reason, PC_REASON_NOT_POLICED);
+  Install(Variant("  destinations: [198.18.0.0/24, \"2001:db8:10::/64\"]\n", ""), 2);
+  EXPECT_EQ(Run(Icmp("::", "ff02::1:ff00:10", 135, 0)).reason, PC_REASON_ALLOWED);
 }
 
 TEST_F(ParserTest, ReturnTrafficOfEgressFlowIsEstablished) {

@@ -19,10 +19,19 @@ namespace {
 
 // Addresses the frames use, and the networks the policies draw sets from:
 // each address is inside some of them and outside others.
-const char* kV4[] = {"198.18.1.5",  "198.18.1.200", "198.18.2.9", "198.18.200.1",
-                     "198.18.0.10", "198.18.0.11",  "198.19.7.7", "198.18.255.255"};
-const char* kV6[] = {"2001:db8:1::5",  "2001:db8:1:0:8000::1", "2001:db8:2::9",
-                     "2001:db8:ff::1", "2001:db8:10::10",      "2001:db8:10:1::1"};
+// Some are sources that never appear on the wire (PRODUCT.md step 2).
+const char* kV4[] = {"198.18.1.5",  "198.18.1.200", "198.18.2.9",     "198.18.200.1", "198.18.0.10",
+                     "198.18.0.11", "198.19.7.7",   "198.18.255.255", "224.0.0.5"};
+const char* kV6[] = {"2001:db8:1::5",
+                     "2001:db8:1:0:8000::1",
+                     "2001:db8:2::9",
+                     "2001:db8:ff::1",
+                     "2001:db8:10::10",
+                     "2001:db8:10:1::1",
+                     "::ffff:198.18.1.5",
+                     "::198.18.1.5",
+                     "::",
+                     "ff02::1"};
 const char* kV4Nets[] = {"198.18.1.0/24",   "198.18.1.0/28", "198.18.0.0/16", "198.18.2.9/32",
                          "198.18.200.0/24", "198.18.0.0/15", "198.19.0.0/16", "198.18.0.10/32",
                          "198.18.128.0/17", "0.0.0.0/0"};
@@ -67,6 +76,8 @@ std::string RandomPolicy(std::mt19937& rng) {
   absl::StrAppend(&y, "  defaultAction: ", Coin(rng) ? "deny" : "allow", "\n");
   absl::StrAppend(&y, "  icmp: ", Coin(rng) ? "deny" : "allow", "\n");
   absl::StrAppend(&y, "  fragments: ", Coin(rng) ? "deny" : "allow", "\n");
+  // An ICMP budget the run cannot exhaust: the model has no buckets.
+  absl::StrAppend(&y, "  rateLimits: {icmp: {perSource: {rate: 1000000, burst: 1000000}}}\n");
   if (Coin(rng, 0.3)) {
     absl::StrAppend(&y, "  destinations: [", Pick(rng, kV4Nets), ", \"", Pick(rng, kV6Nets),
                     "\"]\n");
@@ -111,6 +122,7 @@ std::vector<uint8_t> RandomFrame(std::mt19937& rng) {
     f = Icmp(src, dst, Pick(rng, types),
              static_cast<uint8_t>(std::uniform_int_distribution<int>(0, 5)(rng)));
     if (Coin(rng, 0.2)) f.proto = v6 ? 1 : 58;  // the other family's ICMP
+    f.hop_limit = Coin(rng) ? 255 : 64;
   } else if (kind == 8) {
     f = Udp(src, dst, 1, 1);
     f.proto = Coin(rng) ? 47 : 132;  // GRE, SCTP: no ports

@@ -183,6 +183,16 @@ TEST(ValidateTest, BadRates) {
                   "128"));
 }
 
+TEST(ValidateTest, BadIcmpBudget) {
+  EXPECT_THAT(Findings(absl::StrCat(kGood,
+                                    "  rateLimits:\n    icmp:\n      perSource: {rate: 0, burst: "
+                                    "5}\n      global: {rate: 1, burst: 1}\n")),
+              ElementsAre("p.yaml:19:25: error: spec.rateLimits.icmp.perSource.rate: rate must be "
+                          "1 to 1000000000 per second",
+                          "p.yaml:20:7: error: spec.rateLimits.icmp: unknown key \"global\" "
+                          "(expected one of: perSource)"));
+}
+
 TEST(ValidateTest, FailsafeRulesCannotBeRateLimited) {
   EXPECT_THAT(Findings(Edit(kGood, "{ports: [22], proto: tcp, from: [admins]}",
                             "{ports: [22], proto: tcp, from: [admins], synRate: {rate: 1, "

@@ -42,6 +42,8 @@ spec:
       sourcePrefix: {ipv4: 24, ipv6: 64}
     connections:
       perSource: {rate: 20, burst: 40}
+    icmp:
+      perSource: {rate: 50, burst: 60}
 )";
 
 v1::Policy Load(const std::string& text) {

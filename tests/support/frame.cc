@@ -88,7 +88,7 @@ std::vector<uint8_t> Frame::Build() const {
     Put16(l3, static_cast<uint16_t>(ihl * 4 + l4.size()));
     Put16(l3, 0x1234);  // id
     Put16(l3, static_cast<uint16_t>((more_fragments ? 0x2000 : 0) | frag_offset));
-    l3.push_back(64);
+    l3.push_back(hop_limit);
     l3.push_back(proto);
     Put16(l3, 0);
     l3.insert(l3.end(), s.begin(), s.end());
@@ -118,7 +118,7 @@ std::vector<uint8_t> Frame::Build() const {
     l3 = {0x60, 0, 0, 0};
     Put16(l3, static_cast<uint16_t>(ext.size() + l4.size()));
     l3.push_back(ipv6_ext.empty() ? proto : ipv6_ext[0].type);
-    l3.push_back(64);
+    l3.push_back(hop_limit);
     l3.insert(l3.end(), s.begin(), s.end());
     l3.insert(l3.end(), d.begin(), d.end());
     l3.insert(l3.end(), ext.begin(), ext.end());
@@ -170,6 +170,8 @@ Frame Icmp(const std::string& src, const std::string& dst, uint8_t type, uint8_t
   f.icmp_type = type;
   f.icmp_code = code;
   f.payload = 8;
+  // Neighbour discovery is sent with hop limit 255 (RFC 4861).
+  if (f.proto == IPPROTO_ICMPV6 && type >= 133 && type <= 137) f.hop_limit = 255;
   return f;
 }
 

@@ -21,6 +21,7 @@ struct Frame {
   uint16_t ethertype = 0;            // set by Ipv4()/Ipv6(); override for ARP etc.
   // Layer 3
   std::string src, dst;           // textual addresses
+  uint8_t hop_limit = 64;         // IPv4 TTL, IPv6 hop limit
   uint8_t ipv4_option_words = 0;  // 4-byte NOP words of IPv4 options
   std::vector<Ipv6Ext> ipv6_ext;
   uint16_t frag_offset = 0;  // in 8-byte units

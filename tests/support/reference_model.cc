@@ -24,6 +24,7 @@ struct Packet {
   bool v6 = false;
   std::array<uint8_t, 16> src{}, dst{};
   uint8_t proto = 0;
+  uint8_t hop_limit = 0;
   bool non_first_fragment = false;
   bool has_ports = false;
   uint16_t dport = 0;
@@ -33,6 +34,21 @@ struct Packet {
 };
 
 uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+
+// PRODUCT.md step 2: sources that never appear on the wire.
+bool ForbiddenSource(const Packet& p) {
+  const auto& s = p.src;
+  if (!p.v6) return s[0] >= 224 && s[0] <= 239;  // 224.0.0.0/4
+  if (s[0] == 0xff) return true;                 // ff00::/8
+  bool zero80 = true;
+  for (int i = 0; i < 10; ++i) zero80 = zero80 && s[i] == 0;
+  if (!zero80) return false;
+  if (s[10] == 0xff && s[11] == 0xff) return true;  // ::ffff:0:0/96
+  if (s[10] != 0 || s[11] != 0) return false;
+  bool unspecified = true;
+  for (int i = 12; i < 16; ++i) unspecified = unspecified && s[i] == 0;
+  return !unspecified;  // ::/96 but ::
+}
 
 bool IsIpv6Ext(uint8_t h) {
   return h == kHopByHop || h == kRouting || h == kFragment || h == kDestOpts;
@@ -60,6 +76,7 @@ Parse ParseFrame(const std::vector<uint8_t>& f, Packet& p) {
     if (ihl < 20 || total < ihl || at + total > f.size()) return Parse::kMalformed;
     p.v6 = false;
     p.proto = ip[9];
+    p.hop_limit = ip[8];
     std::memcpy(p.src.data(), ip + 12, 4);
     std::memcpy(p.dst.data(), ip + 16, 4);
     p.non_first_fragment = (Be16(ip + 6) & 0x1fff) != 0;
@@ -73,6 +90,7 @@ Parse ParseFrame(const std::vector<uint8_t>& f, Packet& p) {
     size_t pos = at + 40;
     if (pos + remaining > f.size()) return Parse::kMalformed;
     p.v6 = true;
+    p.hop_limit = ip[7];
     std::memcpy(p.src.data(), ip + 8, 16);
     std::memcpy(p.dst.data(), ip + 24, 16);
     uint8_t next = ip[6];
@@ -103,6 +121,7 @@ Parse ParseFrame(const std::vector<uint8_t>& f, Packet& p) {
   } else {
     return Parse::kNonIp;
   }
+  if (ForbiddenSource(p)) return Parse::kMalformed;
   if (p.non_first_fragment) return Parse::kOk;  // no transport header to read
   const uint8_t* l4 = &f[std::min(l4_at, f.size() - 1)];
   if (p.proto == kTcp) {
@@ -170,22 +189,24 @@ pc_reason Evaluate(const v1::Policy& policy, const Packet& p) {
     return PC_REASON_NOT_POLICED;
   }
   // 4. established: the model's node has opened no flows.
-  // 5. ICMPv6 neighbour discovery and packet too big; ICMP fragmentation needed.
-  if (p.icmp && ((!p.v6 && p.icmp_type == 3 && p.icmp_code == 4) ||
-                 (p.v6 && (p.icmp_type == 2 || (p.icmp_type >= 133 && p.icmp_type <= 137))))) {
-    return PC_REASON_ALLOWED;
-  }
   const IpPrefix src = AddressOf(p, true);
   const std::set<std::string> sets = SourceSets(policy, src);
   const bool port_rules_apply = p.has_ports && (p.proto == kTcp || p.proto == kUdp);
-  // 6. failsafe
+  // 5. failsafe
   if (port_rules_apply) {
     for (const v1::PortRule& rule : spec.failsafe()) {
       if (Covers(rule, p.proto, p.dport) && Admits(rule, sets)) return PC_REASON_FAILSAFE;
     }
   }
-  // 7. blocklist
+  // 6. blocklist
   if (InAny(spec.blocklist(), src)) return PC_REASON_BLOCKLIST;
+  // 7. ICMPv6 neighbour discovery from a neighbour, and packet too big; ICMP
+  // fragmentation needed. The model's budgets never run dry.
+  if (p.icmp && ((!p.v6 && p.icmp_type == 3 && p.icmp_code == 4) ||
+                 (p.v6 && (p.icmp_type == 2 ||
+                           (p.icmp_type >= 133 && p.icmp_type <= 137 && p.hop_limit == 255))))) {
+    return PC_REASON_ALLOWED;
+  }
   // 8. non-first fragments (docs/POLICY.md: allowed when fragments: allow)
   if (p.non_first_fragment) {
     return spec.fragments() == v1::ACTION_ALLOW ? PC_REASON_ALLOWED : PC_REASON_FRAGMENT;
@@ -229,7 +250,7 @@ ModelVerdict ModelJudge(const v1::Policy& policy, const std::vector<uint8_t>& fr
                     reason == PC_REASON_PORT_CLOSED || reason == PC_REASON_SYN_RATE_SOURCE ||
                     reason == PC_REASON_SYN_RATE_GLOBAL || reason == PC_REASON_CONN_RATE_SOURCE ||
                     reason == PC_REASON_FRAGMENT || reason == PC_REASON_ICMP_DENIED ||
-                    reason == PC_REASON_MALFORMED;
+                    reason == PC_REASON_MALFORMED || reason == PC_REASON_ICMP_RATE_SOURCE;
   if (!drop) return {PC_VERDICT_PASS, reason};
   return {policy.spec().mode() == v1::MODE_AUDIT ? PC_VERDICT_AUDIT : PC_VERDICT_DROP, reason};
 }

@@ -4,8 +4,9 @@
 // differential test holds the BPF program to it, frame by frame.
 //
 // Scope: stateless judgements. It has no flow tables and no token buckets,
-// so it models policies without rate limits and a node that has opened no
-// flows (no `established`); both are covered by their own datapath tests.
+// so it models policies without rate limits, whose ICMP budget (step 7) never
+// runs dry, and a node that has opened no flows (no `established`); those
+// are covered by their own datapath tests.
 #pragma once
 
 #include <cstdint>

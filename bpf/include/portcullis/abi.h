@@ -36,7 +36,8 @@ enum pc_reason {
 	PC_REASON_FRAGMENT = 11,
 	PC_REASON_ICMP_DENIED = 12,
 	PC_REASON_MALFORMED = 13,
-	PC_REASON_COUNT = 14,
+	PC_REASON_ICMP_RATE_SOURCE = 14,
+	PC_REASON_COUNT = 15,
 };
 
 /* Reasons below this value pass; the rest drop (or are audited). */
@@ -205,6 +206,7 @@ struct pc_config {
 	struct pc_rate syn_per_source;
 	struct pc_rate syn_global;
 	struct pc_rate conn_per_source;
+	struct pc_rate icmp_per_source; /* the essential ICMP of step 7 */
 	__u8 source_prefix_v4; /* bucket grouping, bits */
 	__u8 source_prefix_v6;
 	__u8 pad[6];
@@ -229,6 +231,11 @@ struct pc_bucket_key_v6 {
 	__u32 rate_override_id;
 	__u8 addr[16];
 };
+
+/* The source's ICMP budget (step 7) lives in the same maps, under this id in
+ * place of a rate override (those are below PC_MAX_RATE_OVERRIDES), in the
+ * bucket's first word. */
+#define PC_ICMP_BUCKET_ID 0xffffffffu
 
 /* GCRA form of a token bucket: the moment the bucket was (or will be) empty.
  * tokens(now) = min(burst, (now - empty_at) / interval). One 64-bit word per
