@@ -154,8 +154,9 @@ DatapathCollector::Scan DatapathCollector::ScanLruMaps(const LivePolicy& p) cons
   // A bucket refills within milliseconds, so "empty right now" would show
   // nothing to a scrape; count the buckets that ran dry within the window,
   // each by the rates of its own port rule (rate_override_id) or the
-  // policy-wide ones.
+  // policy-wide ones. ICMP budgets are not SYN or connection buckets.
   auto judge = [&](uint32_t override_id, const pc_bucket& b) {
+    if (override_id == PC_ICMP_BUCKET_ID) return;
     const pc_rate_override* ov = override_id && override_id < p.rate_overrides.size()
                                      ? &p.rate_overrides[override_id]
                                      : nullptr;

@@ -80,6 +80,24 @@ TEST_F(CollectorTest, BucketsAreJudgedByTheirPortRulesRates) {
             PC_MAX_BUCKETS_V4 + PC_MAX_BUCKETS_V6);
 }
 
+// A source over its ICMP budget is not a SYN or connection bucket gone dry,
+// even with policy-wide SYN and connection rates in force.
+TEST_F(CollectorTest, IcmpBudgetsAreNotCountedAsSynOrConnectionBuckets) {
+  const std::string policy =
+      absl::StrCat(kPolicy, "  rateLimits:\n    syn: {perSource: {rate: 1, burst: 1}}\n",
+                   "    connections: {perSource: {rate: 1, burst: 1}}\n    icmp: {perSource: "
+                   "{rate: 1, burst: 1}}\n");
+  Install(policy, 2);
+  agent::DatapathCollector collector(*dp_, {.scan_cache = absl::ZeroDuration()});
+  collector.SetPolicy(CompileYaml(policy));
+  EXPECT_EQ(Run(Icmp(kClient, kDst, 3, 4)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Run(Icmp(kClient, kDst, 3, 4)).reason, PC_REASON_ICMP_RATE_SOURCE);
+  const auto families = collector.Collect();
+  EXPECT_EQ(Metric(families, "portcullis_map_entries", {{"map", "source_buckets"}}), 1);
+  EXPECT_EQ(Metric(families, "portcullis_rate_limited_sources", {{"kind", "syn"}}), 0);
+  EXPECT_EQ(Metric(families, "portcullis_rate_limited_sources", {{"kind", "conn"}}), 0);
+}
+
 // Within the cache interval a scrape reuses the last scan of the LRU maps;
 // the per-CPU counters are read every time.
 TEST_F(CollectorTest, ScansOfTheLruMapsAreCachedForAScrapeInterval) {
