@@ -76,6 +76,16 @@ absl::Status Agent::LoadDatapath() {
                {{"detail", std::string(dp.status().message())}});
     dp = datapath::Datapath::Load({});
     repin_ = true;
+    if (dp.ok()) {
+      // The flows the node opened go on being established across the upgrade.
+      auto carried = (*dp)->CarryOverFlows(layout_.maps());
+      if (carried.ok()) {
+        LogInfo("carried over the flows the node opened", {{"flows", *carried}});
+      } else {
+        LogWarning("could not carry over the flows the node opened",
+                   {{"error", std::string(carried.status().message())}});
+      }
+    }
   }
   if (!dp.ok()) {
     if (absl::IsPermissionDenied(dp.status())) {

@@ -178,7 +178,8 @@ DatapathCollector::Scan DatapathCollector::ScanLruMaps(const LivePolicy& p) cons
           dp_, Map::kSourceBucketsV6,
           [&](const pc_bucket_key_v6& k, const pc_bucket& b) { judge(k.rate_override_id, b); });
   auto ignore = [](const pc_flow_key&, const uint64_t&) {};
-  scan.egress_flows = ScanEntries<pc_flow_key, uint64_t>(dp_, Map::kEgressFlows, ignore);
+  scan.egress_flows = ScanEntries<pc_flow_key, pc_flow>(dp_, Map::kEgressFlows,
+                                                        [](const pc_flow_key&, const pc_flow&) {});
   scan.ingress_flows = ScanEntries<pc_flow_key, uint64_t>(dp_, Map::kIngressFlows, ignore);
   scan_ = scan;
   return scan;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The flow tables behind step 4 (`established`) and the UDP "new flow" test
- * of step 13: which flows this node opened (egress_flows), which it serves
- * (served_flows) and which inbound UDP flows were admitted (ingress_flows).
+ * of step 13: which flows this node opened (egress_flows) and which inbound
+ * UDP flows were admitted (ingress_flows).
  */
 #ifndef PORTCULLIS_FLOWS_H
 #define PORTCULLIS_FLOWS_H
@@ -24,48 +24,78 @@ static __always_inline void pc_flow_key_of(const struct pc_packet *p, int reply,
 	__builtin_memcpy(k->dst, reply ? p->src : p->dst, 16);
 }
 
-/* Step 4: is the packet return traffic of a flow this node opened? */
-static __always_inline int pc_flow_opened_here(const struct pc_packet *p)
+/* How long a flow stays `established` after the node's last packet on it. */
+static __always_inline __s64 pc_flow_lifetime(const struct pc_flow *f, __u8 proto)
 {
-	struct pc_flow_key fk = {};
-
-	pc_flow_key_of(p, 0, &fk);
-	return bpf_map_lookup_elem(&egress_flows, &fk) != NULL;
+	if (f->closing)
+		return PC_FLOW_CLOSING_NS;
+	return proto == IPPROTO_TCP ? PC_FLOW_TCP_IDLE_NS : PC_FLOW_UDP_IDLE_NS;
 }
 
-/* Records a flow this node opened, from a packet leaving it, so that the
- * flow's return traffic passes as `established` (step 4). The key is the
- * 5-tuple as the replies will arrive. Packets of connections the node
- * *serves* are not recorded: a SYN-ACK leaving marks its flow as served, and
- * UDP replies to admitted inbound flows are known from ingress_flows. An
- * outbound connection that predates the agent is recorded at its next
- * packet. Known flows are refreshed at most once a second. */
+/* Step 4: is the packet return traffic of a live flow this node opened? If
+ * so, *opened_at says when the node opened it. An expired entry is removed;
+ * a FIN starts the flow's close, a RST (which itself passes) ends it. */
+static __always_inline int pc_flow_opened_here(const struct pc_packet *p, __s64 *opened_at)
+{
+	struct pc_flow_key fk = {};
+	struct pc_flow *f;
+
+	pc_flow_key_of(p, 0, &fk);
+	f = bpf_map_lookup_elem(&egress_flows, &fk);
+	if (!f)
+		return 0;
+	if (pc_now() - f->seen_at > pc_flow_lifetime(f, p->proto)) {
+		bpf_map_delete_elem(&egress_flows, &fk);
+		return 0;
+	}
+	*opened_at = f->opened_at;
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & PC_TCP_RST)
+			bpf_map_delete_elem(&egress_flows, &fk);
+		else if ((p->tcp_flags & PC_TCP_FIN) && !f->closing)
+			f->closing = 1;
+	}
+	return 1;
+}
+
+/* Records a flow this node (or a policed pod) opens, from a packet leaving
+ * it, so that the flow's return traffic passes as `established` (step 4).
+ * The key is the 5-tuple as the replies will arrive. Only what really opens
+ * a flow creates an entry: a TCP SYN without ACK, and a UDP datagram that
+ * is not a reply to an admitted inbound flow (ingress_flows). Anything else
+ * a remote host can make the node send (a RST or an ACK answering an
+ * unsolicited segment, a SYN-ACK) only refreshes a flow the node opened. */
 static __always_inline void pc_flow_record_outbound(void *data, void *data_end)
 {
 	struct pc_packet p = {};
 	struct pc_flow_key key = {};
-	__u64 now, *seen;
+	struct pc_flow *f;
+	__s64 now;
 
 	if (pc_parse(data, data_end, &p) != PC_PARSE_OK || !p.has_ports)
 		return;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return;
 	pc_flow_key_of(&p, 1, &key);
-	now = (__u64)pc_now();
-	if (p.proto == IPPROTO_TCP) {
-		if ((p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == (PC_TCP_SYN | PC_TCP_ACK)) {
-			bpf_map_update_elem(&served_flows, &key, &now, BPF_ANY);
-			return;
-		}
-		if (bpf_map_lookup_elem(&served_flows, &key))
-			return;
-	} else if (bpf_map_lookup_elem(&ingress_flows, &key)) {
+	now = pc_now();
+	if (p.proto == IPPROTO_TCP && (p.tcp_flags & PC_TCP_RST)) {
+		bpf_map_delete_elem(&egress_flows, &key);
 		return;
 	}
-	seen = bpf_map_lookup_elem(&egress_flows, &key);
-	if (seen && now - *seen < PC_FLOW_REFRESH_NS)
+	f = bpf_map_lookup_elem(&egress_flows, &key);
+	if ((p.proto == IPPROTO_TCP && (p.tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN) ||
+	    (p.proto == IPPROTO_UDP && !f && !bpf_map_lookup_elem(&ingress_flows, &key))) {
+		struct pc_flow fresh = { .opened_at = now, .seen_at = now };
+
+		bpf_map_update_elem(&egress_flows, &key, &fresh, BPF_ANY);
 		return;
-	bpf_map_update_elem(&egress_flows, &key, &now, BPF_ANY);
+	}
+	if (!f)
+		return;
+	if (p.proto == IPPROTO_TCP && (p.tcp_flags & PC_TCP_FIN) && !f->closing)
+		f->closing = 1;
+	if (now - f->seen_at >= (__s64)PC_FLOW_REFRESH_NS)
+		f->seen_at = now;
 }
 
 #endif /* PORTCULLIS_FLOWS_H */

@@ -124,23 +124,14 @@ struct {
 	__type(value, struct pc_global_bucket);
 } global_buckets SEC(".maps");
 
-/* Flows this node opened, written by the TC egress program, keyed as their
- * return traffic arrives (src = remote peer). */
+/* Flows this node opened, written by the recorder (bpf/flows.h), keyed as
+ * their return traffic arrives (src = remote peer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, PC_MAX_FLOWS);
 	__type(key, struct pc_flow_key);
-	__type(value, __u64); /* last seen, ns */
+	__type(value, struct pc_flow);
 } egress_flows SEC(".maps");
-
-/* TCP connections this node serves (it sent the SYN-ACK), keyed like
- * egress_flows: their packets leaving are not flows the node opened. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PC_MAX_FLOWS);
-	__type(key, struct pc_flow_key);
-	__type(value, __u64);
-} served_flows SEC(".maps");
 
 /* Inbound UDP flows already admitted; a miss is a new connection. */
 struct {

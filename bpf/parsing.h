@@ -72,6 +72,7 @@ struct pc_vlan_hdr {
 
 #define PC_TCP_FIN 0x01
 #define PC_TCP_SYN 0x02
+#define PC_TCP_RST 0x04
 #define PC_TCP_ACK 0x10
 
 /* Ethernet plus up to PC_MAX_VLAN_TAGS tags: the inner ethertype (network

@@ -141,9 +141,16 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 
 	/* 4. return traffic of flows this node opened. A bare SYN opens a
 	 * connection towards this node, so it is never return traffic: skipping
-	 * the lookup keeps a SYN flood off the flow table. */
-	if (p->has_ports && !is_syn && pc_flow_opened_here(p))
-		return PC_REASON_ESTABLISHED;
+	 * the lookup keeps a SYN flood off the flow table. A flow opened before
+	 * the blocklist last changed is not one for a blocklisted source. */
+	if (p->has_ports && !is_syn) {
+		__s64 opened_at;
+
+		if (pc_flow_opened_here(p, &opened_at) &&
+		    (opened_at >= cfg->blocklist_since ||
+		     !(pc_source_sets(p, slot, cfg->flags) & (1ULL << PC_BLOCKLIST_BIT))))
+			return PC_REASON_ESTABLISHED;
+	}
 
 	if (l4 >= 0 && p->has_ports) {
 		__u32 idx = slot * PC_PORT_ENTRIES + (__u32)l4 * PC_PORTS_PER_PROTO +

@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -70,6 +71,41 @@ absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(const std::st
   return removed;
 }
 
+absl::StatusOr<uint64_t> Datapath::CarryOverFlows(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/", MapName(Map::kEgressFlows));
+  const int raw = bpf_obj_get(path.c_str());
+  if (raw < 0) {
+    if (errno == ENOENT) return uint64_t{0};
+    return ErrnoStatus("bpf_obj_get", path, errno);
+  }
+  UniqueFd old(raw);
+  struct bpf_map_info info = {};
+  __u32 len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(old.get(), &info, &len)) {
+    return ErrnoStatus("bpf_obj_get_info_by_fd", path, errno);
+  }
+  const bool last_seen_only = info.value_size == sizeof(uint64_t);
+  if (info.key_size != sizeof(pc_flow_key) ||
+      (!last_seen_only && info.value_size != sizeof(pc_flow))) {
+    return uint64_t{0};  // a layout this build does not know: nothing to carry
+  }
+  const int fd = map_fd(Map::kEgressFlows);
+  uint64_t carried = 0;
+  pc_flow_key key{}, next{};
+  for (void* prev = nullptr; bpf_map_get_next_key(old.get(), prev, &next) == 0; prev = &key) {
+    key = next;
+    pc_flow flow{};
+    uint64_t seen = 0;
+    if (bpf_map_lookup_elem(old.get(), &key, last_seen_only ? static_cast<void*>(&seen) : &flow)) {
+      continue;  // gone meanwhile
+    }
+    if (last_seen_only)
+      flow = {.opened_at = static_cast<int64_t>(seen), .seen_at = static_cast<int64_t>(seen)};
+    if (bpf_map_update_elem(fd, &key, &flow, BPF_NOEXIST) == 0) ++carried;
+  }
+  return carried;
+}
+
 absl::string_view MapName(Map m) {
   static constexpr absl::string_view kNames[] = {
       "src_v4_exact",
@@ -86,7 +122,6 @@ absl::string_view MapName(Map m) {
       "source_buckets_v6",
       "global_buckets",
       "egress_flows",
-      "served_flows",
       "ingress_flows",
       "xdp_ifaces",
       "iface_slots",
@@ -167,6 +202,18 @@ absl::Status Datapath::SetXdpInterface(uint32_t ifindex, bool judged) {
     return ErrnoStatus(judged ? "bpf_map_update_elem" : "bpf_map_delete_elem", "xdp_ifaces", errno);
   }
   return absl::OkStatus();
+}
+
+int64_t Datapath::Now() const {
+  if (options_.use_user_clock) {
+    const __u32 zero = 0;
+    uint64_t now = 0;
+    bpf_map_lookup_elem(map_fd(Map::kUserClock), &zero, &now);
+    return static_cast<int64_t>(now);
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // bpf_ktime_get_coarse_ns()
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 absl::Status Datapath::WaitForRunningPrograms() {

@@ -51,7 +51,6 @@ enum class Map {
   kSourceBucketsV6,
   kGlobalBuckets,
   kEgressFlows,
-  kServedFlows,
   kIngressFlows,
   kXdpIfaces,
   kIfaceSlots,
@@ -101,6 +100,11 @@ class Datapath {
   // ever). Programs still using such a map keep it alive until they go.
   // Returns the names removed.
   absl::StatusOr<std::vector<std::string>> RemoveStalePins(const std::string& dir) const;
+  // Copies the flows the node opened from the egress_flows pinned in `dir`
+  // by an incompatible build (whose value was the 8-byte last-seen time)
+  // into this datapath's fresh map, so that an upgrade does not cut the
+  // node's outbound connections. Returns how many were carried over.
+  absl::StatusOr<uint64_t> CarryOverFlows(const std::string& dir);
 
   int xdp_prog_fd() const;
   int tc_pod_prog_fd() const;     // judges, toward a pod (its interface's egress)
@@ -117,6 +121,10 @@ class Datapath {
   // finished (an RCU grace period): after it, a slot that packets no longer
   // select is not being read by anyone.
   absl::Status WaitForRunningPrograms();
+
+  // "Now" on the programs' clock: the kernel's coarse monotonic clock, or
+  // the user clock (use_user_clock; 0 until it is set).
+  int64_t Now() const;
 
  private:
   explicit Datapath(const DatapathOptions& options) : options_(options) {}

@@ -225,6 +225,17 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
 
   pc_config config = policy.config;
   config.version = version;
+  // Flows opened before the blocklist changed stop being established for its
+  // sources; an unchanged blocklist keeps its moment.
+  pc_config live{};
+  const uint32_t live_slot = slot ^ 1;
+  if (bpf_map_lookup_elem(dp_.map_fd(Map::kPolicyConfig), &live_slot, &live)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
+  }
+  config.blocklist_since =
+      (live.flags & PC_CFG_VALID) && live.blocklist_hash == config.blocklist_hash
+          ? live.blocklist_since
+          : dp_.Now();
   if (bpf_map_update_elem(dp_.map_fd(Map::kPolicyConfig), &slot, &config, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "policy_config", errno);
   }
@@ -295,6 +306,7 @@ absl::Status VerifySlot(const Datapath& dp, uint32_t slot, const policy::Compile
   }
   pc_config expected = policy.config;
   expected.version = config.version;
+  expected.blocklist_since = config.blocklist_since;
   if (std::memcmp(&config, &expected, sizeof(config)) != 0) {
     return absl::DataLossError(absl::StrCat("policy_config[slot ", slot, "] differs"));
   }

@@ -273,7 +273,28 @@ absl::Status CompileOverrides(const v1::PolicySpec& spec, const OverrideRules& o
   return absl::OkStatus();
 }
 
-// Policy-wide settings; the slot's version is set by whoever installs it.
+// What the blocklist admits as a number that changes when it does: FNV-1a
+// over its distinct prefixes in order, so that reordering or repeating an
+// entry is no change.
+uint64_t BlocklistHash(const v1::PolicySpec& spec) {
+  std::vector<IpPrefix> prefixes;
+  for (const std::string& text : spec.blocklist()) {
+    if (auto prefix = IpPrefix::Parse(text); prefix.ok()) prefixes.push_back(*prefix);
+  }
+  std::sort(prefixes.begin(), prefixes.end());
+  prefixes.erase(std::unique(prefixes.begin(), prefixes.end()), prefixes.end());
+  uint64_t h = 14695981039346656037ULL;
+  auto mix = [&h](uint8_t byte) { h = (h ^ byte) * 1099511628211ULL; };
+  for (const IpPrefix& p : prefixes) {
+    mix(static_cast<uint8_t>(p.family()));
+    mix(static_cast<uint8_t>(p.length()));
+    for (uint8_t b : p.bytes()) mix(b);
+  }
+  return h;
+}
+
+// Policy-wide settings; the slot's version and blocklist_since are set by
+// whoever installs it.
 void CompileConfig(const v1::PolicySpec& spec, CompiledPolicy& out) {
   const v1::RateLimits& limits = spec.rate_limits();
   pc_config& cfg = out.config;
@@ -295,6 +316,7 @@ void CompileConfig(const v1::PolicySpec& spec, CompiledPolicy& out) {
   const v1::SourcePrefix& sp = limits.syn().source_prefix();
   cfg.source_prefix_v4 = static_cast<uint8_t>(sp.ipv4() ? sp.ipv4() : 32);
   cfg.source_prefix_v6 = static_cast<uint8_t>(sp.ipv6() ? sp.ipv6() : 64);
+  cfg.blocklist_hash = BlocklistHash(spec);
 }
 
 }  // namespace

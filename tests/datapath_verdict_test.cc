@@ -8,10 +8,13 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <functional>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "tests/support/datapath_fixture.h"
 #include "tests/support/test_link.h"
@@ -479,8 +482,8 @@ TEST_F(ParserTest, ReturnTrafficOfEgressFlowIsEstablished) {
     key.dport = htons(41000);
     ASSERT_EQ(inet_pton(h == &kV4 ? AF_INET : AF_INET6, h->client.c_str(), key.src), 1);
     ASSERT_EQ(inet_pton(h == &kV4 ? AF_INET : AF_INET6, h->dst.c_str(), key.dst), 1);
-    const uint64_t seen = 1;
-    ASSERT_EQ(bpf_map_update_elem(dp_->map_fd(datapath::Map::kEgressFlows), &key, &seen, BPF_ANY),
+    const pc_flow opened = {.opened_at = 1'000'000'000, .seen_at = 1'000'000'000};
+    ASSERT_EQ(bpf_map_update_elem(dp_->map_fd(datapath::Map::kEgressFlows), &key, &opened, BPF_ANY),
               0);
     datapath::Judgement j = Run(reply);
     EXPECT_EQ(j.reason, PC_REASON_ESTABLISHED);
@@ -522,10 +525,157 @@ TEST_F(ParserTest, TcEgressDoesNotRecordConnectionsTheNodeServes) {
   EXPECT_EQ(Run(query).reason, PC_REASON_ALLOWED);  // admitted: now in ingress_flows
   ASSERT_TRUE(runner_->RunEgress(Udp(kV4.dst, kV4.client, 53, 43001).Build()).ok());
   EXPECT_EQ(Run(query).reason, PC_REASON_ALLOWED);
-  // An outbound connection that predates the agent (no SYN seen) is recorded
-  // from its next packet.
+  // Only a SYN opens a TCP flow: the node's ACKs and data on a connection it
+  // did not open (or that predates the agent) record nothing.
   ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 44000, 6443, kAck).Build()).ok());
-  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 6443, 44000, kAck)).reason, PC_REASON_ESTABLISHED);
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 6443, 44000, kAck)).reason, PC_REASON_PORT_CLOSED);
+}
+
+uint64_t FlowEntries(const datapath::Datapath& dp) {
+  uint64_t n = 0;
+  pc_flow_key key{}, next{};
+  const int fd = dp.map_fd(datapath::Map::kEgressFlows);
+  for (void* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &key) {
+    key = next;
+    ++n;
+  }
+  return n;
+}
+
+// The red team's priming: unsolicited ACKs make the kernel answer with RSTs
+// (and a SYN-ACK answers a SYN). None of what leaves is a flow the node
+// opened, so the attacker's packets on those 5-tuples stay judged, and the
+// flow table does not grow.
+TEST_F(ParserTest, WhatAnAttackerMakesTheNodeSendOpensNoFlow) {
+  for (const Hosts* h : {&kV4, &kV6}) {
+    for (uint16_t sport = 50000; sport < 50100; ++sport) {
+      // 50000 -> 10254: admins only; the attacker is the client.
+      ASSERT_TRUE(
+          runner_->RunEgress(Tcp(h->dst, h->client, 10254, sport, kRst | kAck).Build()).ok());
+      ASSERT_TRUE(runner_->RunEgress(Tcp(h->dst, h->client, 10254, sport, kRst).Build()).ok());
+      ASSERT_TRUE(
+          runner_->RunEgress(Tcp(h->dst, h->client, 10254, sport, kSyn | kAck).Build()).ok());
+      ASSERT_TRUE(runner_->RunEgress(Tcp(h->dst, h->client, 10254, sport, kAck).Build()).ok());
+      ASSERT_EQ(Run(Tcp(h->client, h->dst, sport, 10254, kAck)).reason, PC_REASON_NOT_ALLOWLISTED)
+          << h->client << ":" << sport;
+    }
+  }
+  EXPECT_EQ(FlowEntries(*dp_), 0u);
+}
+
+// A RST either way ends a flow at once; a FIN starts its close, after which
+// it lives PC_FLOW_CLOSING_NS from the node's last packet. Idle flows expire.
+TEST_F(ParserTest, FlowsEndWithRstFinOrIdleness) {
+  const uint64_t t0 = 1'000'000'000;
+  const Frame reply = Tcp(kV4.client, kV4.dst, 8080, 42000, kAck);
+  auto open = [&] {
+    ASSERT_TRUE(runner_->RunEgress(Syn(kV4.dst, kV4.client, 8080, 42000).Build()).ok());
+  };
+  open();
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 8080, 42000, kRst)).reason, PC_REASON_ESTABLISHED);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_PORT_CLOSED) << "the peer's RST did not end the flow";
+  open();
+  ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 42000, 8080, kRst).Build()).ok());
+  EXPECT_EQ(Run(reply).reason, PC_REASON_PORT_CLOSED) << "the node's RST did not end the flow";
+
+  open();
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 8080, 42000, kFin | kAck)).reason, PC_REASON_ESTABLISHED);
+  SetClock(t0 + PC_FLOW_CLOSING_NS);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED);
+  SetClock(t0 + PC_FLOW_CLOSING_NS + 1);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_PORT_CLOSED) << "a closing flow outlived its close";
+
+  SetClock(t0);
+  open();
+  SetClock(t0 + PC_FLOW_TCP_IDLE_NS);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED);
+  // The node's packets keep it alive.
+  ASSERT_TRUE(runner_->RunEgress(Tcp(kV4.dst, kV4.client, 42000, 8080, kAck).Build()).ok());
+  SetClock(t0 + 2 * PC_FLOW_TCP_IDLE_NS);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED);
+  SetClock(t0 + 3 * PC_FLOW_TCP_IDLE_NS + 1);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_PORT_CLOSED) << "an idle TCP flow never expired";
+
+  SetClock(t0);
+  const Frame dns = Udp(kV4.client, kV4.dst, 53, 42001);
+  ASSERT_TRUE(runner_->RunEgress(Udp(kV4.dst, kV4.client, 42001, 53).Build()).ok());
+  SetClock(t0 + PC_FLOW_UDP_IDLE_NS);
+  EXPECT_EQ(Run(dns).reason, PC_REASON_ESTABLISHED);
+  SetClock(t0 + PC_FLOW_UDP_IDLE_NS + 1);
+  EXPECT_EQ(Run(dns).reason, PC_REASON_PORT_CLOSED) << "an idle UDP flow never expired";
+  EXPECT_EQ(FlowEntries(*dp_), 0u) << "expired entries are removed";
+}
+
+// An upgrade from a build whose egress_flows held only a last-seen time
+// carries the node's flows over into the new map: its connections go on.
+TEST_F(ParserTest, AnUpgradeCarriesOverTheFlowsTheNodeOpened) {
+  const std::string dir = absl::StrCat("/sys/fs/bpf/pc-carry-", getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0) << dir << ": " << strerror(errno);
+  const std::string pin = dir + "/egress_flows";
+  absl::Cleanup remove = [&] {
+    unlink(pin.c_str());
+    rmdir(dir.c_str());
+  };
+  const int old = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "egress_flows", sizeof(pc_flow_key),
+                                 sizeof(uint64_t), 16, nullptr);
+  ASSERT_GE(old, 0);
+  absl::Cleanup close_old = [old] { close(old); };
+  pc_flow_key key{};
+  key.family = PC_FAMILY_V4;
+  key.proto = IPPROTO_TCP;
+  key.sport = htons(6443);
+  key.dport = htons(41000);
+  ASSERT_EQ(inet_pton(AF_INET, kV4.client.c_str(), key.src), 1);
+  ASSERT_EQ(inet_pton(AF_INET, kV4.dst.c_str(), key.dst), 1);
+  const uint64_t seen = 900'000'000;
+  ASSERT_EQ(bpf_map_update_elem(old, &key, &seen, BPF_ANY), 0);
+  ASSERT_EQ(bpf_obj_pin(old, pin.c_str()), 0);
+
+  const Frame reply = Tcp(kV4.client, kV4.dst, 6443, 41000, kAck);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_PORT_CLOSED);
+  auto carried = dp_->CarryOverFlows(dir);
+  ASSERT_TRUE(carried.ok()) << carried.status();
+  EXPECT_EQ(*carried, 1u);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED);
+  auto none = dp_->CarryOverFlows(dir + "-missing");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0u);
+}
+
+// A blocklisted source is established only on flows the node opened after
+// the blocklist last changed. Policies that keep the blocklist keep that
+// moment, so they do not cut such flows.
+TEST_F(ParserTest, ABlocklistedSourceIsEstablishedOnlyOnFlowsOpenedSinceTheBlocklisting) {
+  const std::string peer = "198.18.7.7";
+  const std::string unlisted = Variant("198.18.3.0/24", "198.18.3.0/24, 198.18.250.0/24");
+  const std::string listed = Variant("198.18.3.0/24", "198.18.3.0/24, 198.18.7.0/24");
+  const Frame reply = Tcp(peer, kV4.dst, 443, 42000, kAck);
+  Install(unlisted, 2);
+  ASSERT_TRUE(runner_->RunEgress(Syn(kV4.dst, peer, 443, 42000).Build()).ok());
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED);
+  SetClock(2'000'000'000);
+  Install(listed, 3);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_BLOCKLIST) << "a flow opened before the blocklisting";
+  SetClock(3'000'000'000);
+  ASSERT_TRUE(runner_->RunEgress(Syn(kV4.dst, peer, 443, 42000).Build()).ok());
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED) << "the node reopened it since";
+  SetClock(4'000'000'000);
+  Install(Variant("icmp: allow", "icmp: deny") + "", 4);  // another blocklist: the base one
+  Install(absl::StrReplaceAll(listed, {{"icmp: allow", "icmp: deny"}}), 5);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_BLOCKLIST) << "the blocklist changed twice since";
+  ASSERT_TRUE(runner_->RunEgress(Syn(kV4.dst, peer, 443, 42000).Build()).ok());
+  SetClock(5'000'000'000);
+  Install(absl::StrReplaceAll(
+              listed, {{"icmp: allow", "icmp: deny"}, {"fragments: deny", "fragments: allow"}}),
+          6);
+  EXPECT_EQ(Run(reply).reason, PC_REASON_ESTABLISHED) << "an unchanged blocklist kept its moment";
+  // Sources not in the blocklist never need the moment.
+  const Frame other = Tcp(kV4.client, kV4.dst, 443, 42002, kAck);
+  SetClock(1'000'000'000);
+  ASSERT_TRUE(runner_->RunEgress(Syn(kV4.dst, kV4.client, 443, 42002).Build()).ok());
+  SetClock(6'000'000'000);
+  Install(unlisted, 7);
+  EXPECT_EQ(Run(other).reason, PC_REASON_ESTABLISHED);
 }
 
 // The pod-facing program (a pod interface's egress) does not judge again

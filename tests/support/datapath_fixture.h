@@ -67,7 +67,6 @@ class DatapathTest : public ::testing::Test {
     ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV6), sizeof(pc_bucket_key_v6));
     ClearMap(dp_->map_fd(datapath::Map::kEgressFlows), sizeof(pc_flow_key));
     ClearMap(dp_->map_fd(datapath::Map::kIngressFlows), sizeof(pc_flow_key));
-    ClearMap(dp_->map_fd(datapath::Map::kServedFlows), sizeof(pc_flow_key));
     const pc_global_bucket full = {PC_BUCKET_FULL, 0};
     for (__u32 k = 0; k < PC_GLOBAL_BUCKETS; ++k) {
       ASSERT_EQ(bpf_map_update_elem(dp_->map_fd(datapath::Map::kGlobalBuckets), &k, &full, BPF_ANY),

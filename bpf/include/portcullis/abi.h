@@ -112,8 +112,14 @@ enum pc_l4 {
 
 /* IPv6 extension headers walked before giving up as malformed. */
 #define PC_MAX_IPV6_EXT_HEADERS 8
-/* The egress program refreshes a known flow's timestamp at most this often. */
+/* The recorder refreshes a known flow's seen_at at most this often. */
 #define PC_FLOW_REFRESH_NS 1000000000ULL
+/* A flow the node opened stops being `established` after this long without a
+ * packet from the node (Cilium's connection-tracking defaults), or, once a
+ * FIN was seen either way, PC_FLOW_CLOSING_NS. A RST ends it at once. */
+#define PC_FLOW_TCP_IDLE_NS (6 * 3600 * 1000000000ULL)
+#define PC_FLOW_UDP_IDLE_NS (60 * 1000000000ULL)
+#define PC_FLOW_CLOSING_NS (120 * 1000000000ULL)
 /* Bytes the TC program makes linear before parsing. */
 #define PC_TC_PULL_BYTES 512
 
@@ -210,6 +216,12 @@ struct pc_config {
 	__u8 source_prefix_v4; /* bucket grouping, bits */
 	__u8 source_prefix_v6;
 	__u8 pad[6];
+	/* Flows the node opened before this moment (pc_now()'s clock) are not
+	 * `established` for blocklisted sources: the blocklist changed since.
+	 * Written by the installer, which keeps it while blocklist_hash (the
+	 * compiler's) stays the same. */
+	__s64 blocklist_since;
+	__u64 blocklist_hash;
 };
 
 /* ---- shared state ---- */
@@ -271,6 +283,14 @@ struct pc_flow_key {
 	__u16 pad;
 	__u8 src[16];
 	__u8 dst[16];
+};
+
+/* egress_flows value: a flow this node (or a policed pod) opened. */
+struct pc_flow {
+	__s64 opened_at; /* its SYN (or first UDP datagram) left */
+	__s64 seen_at; /* the last packet from the node, within PC_FLOW_REFRESH_NS */
+	__u32 closing; /* a FIN was seen: PC_FLOW_CLOSING_NS after seen_at */
+	__u32 pad;
 };
 
 struct pc_verdict_key {
