@@ -1,6 +1,7 @@
 #include "policy/validator.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/ip_prefix.h"
 #include "policy/compiler.h"
+#include "policy/limits.h"
 #include "policy/rules.h"
 
 namespace portcullis::policy {
@@ -54,17 +56,102 @@ void CheckRate(const v1::Rate& rate, absl::string_view path, Diagnostics& diags)
   }
 }
 
-// The ports of a rule, expanded, for overlap checks: (l4 << 16) | port.
-std::vector<uint32_t> RulePorts(const v1::PortRule& rule) {
-  std::vector<uint32_t> out;
+// A rule's ports as sorted, disjoint intervals of (l4 << 16) | port.
+using Intervals = std::vector<std::pair<uint32_t, uint32_t>>;
+Intervals RuleIntervals(const v1::PortRule& rule) {
+  Intervals out;
   const int l4 = L4Index(rule.proto());
   if (l4 < 0) return out;  // a rule without proto is an error of its own
+  const uint32_t base = static_cast<uint32_t>(l4) << 16;
   for (const v1::PortRange& r : rule.ports()) {
-    if (!IsPortRange(r)) continue;
-    for (uint32_t p = r.first(); p <= r.last(); ++p) out.push_back((uint32_t(l4) << 16) | p);
+    if (IsPortRange(r)) out.emplace_back(base | r.first(), base | r.last());
   }
-  return out;
+  std::sort(out.begin(), out.end());
+  Intervals merged;
+  for (const auto& iv : out) {
+    if (!merged.empty() && iv.first <= merged.back().second + 1) {
+      merged.back().second = std::max(merged.back().second, iv.second);
+    } else {
+      merged.push_back(iv);
+    }
+  }
+  return merged;
 }
+
+// Which sources the rules so far admit on each port, as disjoint segments
+// of ports with the same answer: the work grows with the number of ranges
+// the policy writes, never with the number of ports they span.
+class Coverage {
+ public:
+  // Whether every port in `ivs` already admits every source of `from`; if
+  // so, *by is the last rule that made it so.
+  bool Covers(const Intervals& ivs, const v1::Sources& from, int* by) const {
+    for (const auto& [first, last] : ivs) {
+      uint64_t pos = first;
+      auto it = segments_.upper_bound(first);
+      if (it != segments_.begin() && std::prev(it)->second.last >= first) --it;
+      while (pos <= last) {
+        if (it == segments_.end() || it->first > pos) return false;  // a port nobody opened
+        const Cover& c = it->second.cover;
+        const bool admits =
+            c.any ||
+            (!from.any() && std::all_of(from.sets().begin(), from.sets().end(),
+                                        [&](const std::string& s) { return c.sets.contains(s); }));
+        if (!admits) return false;
+        *by = std::max(*by, c.last_rule);
+        pos = uint64_t{it->second.last} + 1;
+        ++it;
+      }
+    }
+    return true;
+  }
+
+  void Add(const Intervals& ivs, const v1::Sources& from, int rule) {
+    for (const auto& [first, last] : ivs) {
+      SplitAt(first);
+      SplitAt(last + 1);
+      uint64_t pos = first;
+      auto it = segments_.lower_bound(first);
+      while (pos <= last) {
+        if (it == segments_.end() || it->first > pos) {
+          // A gap up to the next segment (or to `last`): a fresh segment.
+          const uint32_t end = it == segments_.end() ? last : std::min(last, it->first - 1);
+          it = segments_.emplace_hint(it, static_cast<uint32_t>(pos), Segment{end, {}});
+        }
+        Cover& c = it->second.cover;
+        c.any = c.any || from.any();
+        c.sets.insert(from.sets().begin(), from.sets().end());
+        c.last_rule = rule;
+        pos = uint64_t{it->second.last} + 1;
+        ++it;
+      }
+    }
+  }
+
+ private:
+  struct Cover {
+    bool any = false;
+    std::set<std::string> sets;
+    int last_rule = -1;
+  };
+  struct Segment {
+    uint32_t last;
+    Cover cover;
+  };
+
+  // Makes `port` the first port of a segment, if a segment holds it.
+  void SplitAt(uint32_t port) {
+    auto it = segments_.upper_bound(port);
+    if (it == segments_.begin()) return;
+    --it;
+    if (it->first == port || it->second.last < port) return;
+    Segment tail{it->second.last, it->second.cover};
+    it->second.last = port - 1;
+    segments_.emplace(port, std::move(tail));
+  }
+
+  std::map<uint32_t, Segment> segments_;  // keyed by first port
+};
 
 void CheckRule(const v1::PortRule& rule, const std::string& path, bool failsafe,
                const absl::flat_hash_set<std::string>& sets, Diagnostics& diags) {
@@ -120,60 +207,59 @@ std::string DescribeRule(const std::string& path, int index) {
 // shadowed by the rules before it, and an identical rule is a duplicate.
 void CheckOverlaps(const google::protobuf::RepeatedPtrField<v1::PortRule>& rules,
                    const std::string& path, Diagnostics& diags) {
-  struct Cover {
-    bool any = false;
-    std::set<std::string> sets;
-    int last_rule = -1;
-  };
-  absl::flat_hash_map<uint32_t, Cover> covered;
-  std::vector<std::vector<uint32_t>> ports_of;  // each rule's ports, expanded once
-  ports_of.reserve(rules.size());
-  for (const v1::PortRule& rule : rules) ports_of.push_back(RulePorts(rule));
+  Coverage covered;
+  std::map<std::string, int> first_with;  // a rule's ports and sources -> its first index
   for (int r = 0; r < rules.size(); ++r) {
     const v1::PortRule& rule = rules[r];
-    const std::vector<uint32_t>& ports = ports_of[r];
+    const Intervals ports = RuleIntervals(rule);
     if (ports.empty()) continue;
-    for (int q = 0; q < r; ++q) {
-      const v1::PortRule& earlier = rules[q];
-      if (earlier.proto() == rule.proto() && ports_of[q] == ports &&
-          earlier.from().any() == rule.from().any() &&
-          std::set<std::string>(earlier.from().sets().begin(), earlier.from().sets().end()) ==
-              std::set<std::string>(rule.from().sets().begin(), rule.from().sets().end())) {
-        diags.Warning(DescribeRule(path, r), absl::StrCat("duplicates ", DescribeRule(path, q)));
-        goto next_rule;
-      }
+    std::vector<std::string> sets(rule.from().sets().begin(), rule.from().sets().end());
+    std::sort(sets.begin(), sets.end());
+    sets.erase(std::unique(sets.begin(), sets.end()), sets.end());
+    std::string key = rule.from().any() ? "any" : absl::StrJoin(sets, ",");
+    for (const auto& [first, last] : ports) absl::StrAppend(&key, ";", first, "-", last);
+    const auto [earlier, fresh] = first_with.try_emplace(key, r);
+    int by = -1;
+    if (!fresh) {
+      diags.Warning(DescribeRule(path, r),
+                    absl::StrCat("duplicates ", DescribeRule(path, earlier->second)));
+    } else if (!rule.has_syn_rate() && !rule.has_conn_rate() &&
+               covered.Covers(ports, rule.from(), &by)) {
+      diags.Warning(DescribeRule(path, r),
+                    absl::StrCat("is shadowed: earlier rules (up to ", DescribeRule(path, by),
+                                 ") already admit these sources on all of its ports"));
     }
-    {
-      bool adds = false;
-      int by = -1;
-      for (uint32_t port : ports) {
-        auto it = covered.find(port);
-        const bool shadowed =
-            it != covered.end() &&
-            (it->second.any ||
-             (!rule.from().any() &&
-              std::all_of(rule.from().sets().begin(), rule.from().sets().end(),
-                          [&](const std::string& s) { return it->second.sets.contains(s); })));
-        if (!shadowed) {
-          adds = true;
-          break;
-        }
-        by = std::max(by, it->second.last_rule);
-      }
-      if (!adds && !rule.has_syn_rate() && !rule.has_conn_rate()) {
-        diags.Warning(DescribeRule(path, r),
-                      absl::StrCat("is shadowed: earlier rules (up to ", DescribeRule(path, by),
-                                   ") already admit these sources on all of its ports"));
-      }
-    }
-  next_rule:
-    for (uint32_t port : ports) {
-      Cover& c = covered[port];
-      c.any = c.any || rule.from().any();
-      c.sets.insert(rule.from().sets().begin(), rule.from().sets().end());
-      c.last_rule = r;
+    covered.Add(ports, rule.from(), r);
+  }
+}
+
+// The admission limits of policy/limits.h; false when one is exceeded.
+bool CheckLimits(const v1::Policy& policy, Diagnostics& diags) {
+  const v1::PolicySpec& spec = policy.spec();
+  bool ok = true;
+  auto over = [&](absl::string_view path, absl::string_view what, uint64_t n, uint64_t limit) {
+    if (n <= limit) return;
+    diags.Error(path, absl::StrCat(n, " ", what, "; the limit is ", limit));
+    ok = false;
+  };
+  over("spec.failsafe", "rules", spec.failsafe_size(), kMaxRules);
+  over("spec.ports", "rules", spec.ports_size(), kMaxRules);
+  uint64_t ranges = 0;
+  for (const v1::PortRule& r : spec.failsafe()) ranges += r.ports_size();
+  for (const v1::PortRule& r : spec.ports()) ranges += r.ports_size();
+  over("spec", "port ranges in the rules", ranges, kMaxPortRanges);
+  over("spec.sets", "sets", spec.sets_size(), kMaxSetsDefined);
+  uint64_t cidrs = spec.blocklist_size() + spec.destinations_size();
+  for (const v1::CidrSet& set : spec.sets()) {
+    cidrs += set.cidrs_size();
+    if (set.name().size() > kMaxNameBytes) {
+      over(absl::StrCat("spec.sets.", set.name().substr(0, 32), "..."), "bytes in the set's name",
+           set.name().size(), kMaxNameBytes);
     }
   }
+  over("spec", "CIDRs in the sets, the blocklist and the destinations", cidrs, kMaxCidrs);
+  over("metadata.name", "bytes", policy.metadata().name().size(), kMaxNameBytes);
+  return ok;
 }
 
 }  // namespace
@@ -197,6 +283,9 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
     return;
   }
   const v1::PolicySpec& spec = policy.spec();
+  // Over a limit, nothing else is checked: the checks' cost is what the
+  // limits bound.
+  if (!CheckLimits(policy, diags)) return;
 
   CheckCidrs(spec.destinations(), "spec.destinations", diags);
   CheckCidrs(spec.blocklist(), "spec.blocklist", diags);

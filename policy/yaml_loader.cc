@@ -9,11 +9,13 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "policy/limits.h"
 
 namespace portcullis::policy {
 namespace {
@@ -326,44 +328,93 @@ class Reader {
   SourceMap& locations_;
 };
 
-// Where a second YAML document starts, if there is one. Not YAML::LoadAll:
-// on some malformed input (found by fuzzing, 187 bytes) it builds documents
-// without end until memory runs out; the parser is asked for two at most.
-std::optional<YAML::Mark> SecondDocument(absl::string_view text) {
+// What one event pass over the text finds before the tree is built: where a
+// second document starts, and where aliases (*name) first reach more than
+// kMaxAliasNodes nodes. yaml-cpp resolves an alias to the anchored node
+// itself, so walking the tree visits an anchored subtree once per alias:
+// 2 KB of nested aliases stand for billions of nodes.
+struct Survey {
+  std::optional<YAML::Mark> second_document;
+  std::optional<YAML::Mark> alias_limit;
+};
+
+// YAML::Load takes the first document only, but on some malformed input
+// (found by fuzzing, 187 bytes) it builds documents without end until memory
+// runs out; the parser is asked for two at most. The pass stops at the
+// alias limit (by throwing past yaml-cpp, which unwinds cleanly).
+Survey SurveyText(absl::string_view text) {
   // Documents are separated by "---" or ended by "..." at the start of a
-  // line; without either there is one, and the second parse (which costs as
-  // much as the first on a 100k-line policy) is skipped.
+  // line, and anchors start with "&"; without either the pass (which costs
+  // as much as the parse on a 100k-line policy) is skipped.
   bool marker = false;
   for (size_t at = 0; at < text.size() && !marker;) {
     marker = absl::StartsWith(text.substr(at), "---") || absl::StartsWith(text.substr(at), "...");
     const size_t nl = text.find('\n', at);
     at = nl == absl::string_view::npos ? text.size() : nl + 1;
   }
-  if (!marker) return std::nullopt;
-  class Starts : public YAML::EventHandler {
+  if (!marker && !absl::StrContains(text, '&')) return {};
+  struct Stop {};
+  class Events : public YAML::EventHandler {
    public:
     void OnDocumentStart(const YAML::Mark& mark) override {
-      if (++documents == 2) second = mark;
+      if (++documents_ == 2) survey.second_document = mark;
+      anchored_.clear();
     }
     void OnDocumentEnd() override {}
-    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  const std::string&) override {}
-    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                         YAML::EmitterStyle::value) override {}
-    void OnSequenceEnd() override {}
-    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                    YAML::EmitterStyle::value) override {}
-    void OnMapEnd() override {}
-    int documents = 0;
-    std::optional<YAML::Mark> second;
-  } starts;
+    void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override { Leaf(anchor); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+      const auto it = anchored_.find(anchor);
+      const uint64_t size = it == anchored_.end() ? 1 : it->second;
+      nodes_ += size;
+      alias_nodes_ += size;
+      if (alias_nodes_ > kMaxAliasNodes) {
+        survey.alias_limit = mark;
+        throw Stop{};
+      }
+    }
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                  const std::string&) override {
+      Leaf(anchor);
+    }
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                         YAML::EmitterStyle::value) override {
+      Open(anchor);
+    }
+    void OnSequenceEnd() override { Close(); }
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                    YAML::EmitterStyle::value) override {
+      Open(anchor);
+    }
+    void OnMapEnd() override { Close(); }
+
+    Survey survey;
+
+   private:
+    void Leaf(YAML::anchor_t anchor) {
+      ++nodes_;
+      if (anchor) anchored_[anchor] = 1;
+    }
+    void Open(YAML::anchor_t anchor) { open_.push_back({anchor, nodes_++}); }
+    void Close() {
+      if (open_.empty()) return;
+      const auto [anchor, start] = open_.back();
+      open_.pop_back();
+      if (anchor) anchored_[anchor] = nodes_ - start;  // aliases inside included
+    }
+
+    int documents_ = 0;
+    uint64_t nodes_ = 0, alias_nodes_ = 0;  // as the tree walk will visit them
+    std::vector<std::pair<YAML::anchor_t, uint64_t>> open_;
+    absl::flat_hash_map<YAML::anchor_t, uint64_t> anchored_;  // subtree sizes
+  } events;
   std::stringstream stream{std::string(text)};
   YAML::Parser parser(stream);
-  for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+  try {
+    for (int i = 0; i < 2 && parser.HandleNextDocument(events); ++i) {
+    }
+  } catch (const Stop&) {
   }
-  return starts.second;
+  return events.survey;
 }
 
 // Where the text stops being UTF-8, if it does. Policies become protobuf
@@ -401,15 +452,29 @@ std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics&
     diags.ErrorAt(*bad, "", "the file is not valid UTF-8 here");
     return std::nullopt;
   }
+  if (text.size() > kMaxPolicyBytes) {
+    diags.ErrorAt(SourceLocation{1, 1}, "",
+                  absl::StrCat("the policy is ", text.size(), " bytes; the limit is ",
+                               kMaxPolicyBytes, " (", kMaxPolicyBytes >> 20, " MiB)"));
+    return std::nullopt;
+  }
   YAML::Node doc;
-  std::optional<YAML::Mark> second_document;
+  Survey survey;
   try {
+    survey = SurveyText(text);
+    if (survey.alias_limit) {
+      diags.ErrorAt(ToLocation(*survey.alias_limit), "",
+                    absl::StrCat("aliases here expand to more than ", kMaxAliasNodes,
+                                 " YAML nodes, the limit: write large lists out once (a set "
+                                 "can be used by many rules)"));
+      return std::nullopt;
+    }
     doc = YAML::Load(std::string(text));
-    second_document = SecondDocument(text);
   } catch (const YAML::Exception& e) {
     diags.ErrorAt(ToLocation(e.mark), "", e.msg);
     return std::nullopt;
   }
+  const std::optional<YAML::Mark>& second_document = survey.second_document;
   if (doc.IsNull()) {
     diags.ErrorAt(SourceLocation{1, 1}, "", "the document is empty");
     return std::nullopt;

@@ -9,6 +9,7 @@
 #include "common/abi.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "policy/limits.h"
 #include "policy/validator.h"
 #include "tests/support/text_edit.h"
 
@@ -226,6 +227,74 @@ TEST(ValidateTest, DuplicateAndShadowedRulesAreWarnings) {
                           "p.yaml:19:7: warning: spec.ports[4]: is shadowed: earlier rules (up "
                           "to spec.ports[3]) already admit these sources on all of its ports"));
   EXPECT_TRUE(CheckPolicyText(text).ok());  // warnings do not reject
+}
+
+// Overlaps are judged on ranges as written, whatever ports they span: the
+// same ports in another order are a duplicate, and a range is shadowed only
+// when every one of its ports is.
+TEST(ValidateTest, OverlapsAreJudgedOnRanges) {
+  const std::string text =
+      Edit(kGood, "    - {ports: [\"30000-32767\"], proto: tcp, from: [office]}",
+           "    - {ports: [\"1-100\"], proto: udp, from: [office]}\n"
+           "    - {ports: [\"50-150\"], proto: udp, from: [office]}\n"
+           "    - {ports: [\"1-150\"], proto: udp, from: [office]}\n"
+           "    - {ports: [\"1-151\"], proto: udp, from: [office]}\n"
+           "    - {ports: [443, 80], proto: tcp, from: any}\n"
+           "    - {ports: [\"1-65535\"], proto: tcp, from: any}\n"
+           "    - {ports: [\"1000-2000\", 7], proto: tcp, from: [office]}");
+  EXPECT_THAT(Findings(text),
+              ElementsAre("p.yaml:18:7: warning: spec.ports[3]: is shadowed: earlier rules (up "
+                          "to spec.ports[2]) already admit these sources on all of its ports",
+                          "p.yaml:20:7: warning: spec.ports[5]: duplicates spec.ports[0]",
+                          "p.yaml:22:7: warning: spec.ports[7]: is shadowed: earlier rules (up "
+                          "to spec.ports[6]) already admit these sources on all of its ports"));
+}
+
+// Each limit of policy/limits.h is an error that names it, and nothing else
+// is checked past it.
+TEST(ValidateTest, AdmissionLimitsAreErrorsThatNameTheLimit) {
+  std::string many_rules = "  ports:\n";
+  for (int i = 0; i <= kMaxRules; ++i)
+    absl::StrAppend(&many_rules, "    - {ports: [", 1 + i, "], proto: tcp, from: any}\n");
+  std::string many_sets = "  sets:\n";
+  for (int i = 0; i <= kMaxSetsDefined; ++i) absl::StrAppend(&many_sets, "    s", i, ": []\n");
+  const std::string head =
+      "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: x}\nspec:\n";
+  EXPECT_THAT(
+      Findings(head + many_rules),
+      ElementsAre("p.yaml:5:3: error: spec: 4097 port ranges in the rules; the limit is 4096",
+                  "p.yaml:6:5: error: spec.ports: 4097 rules; the limit is 4096"));
+  EXPECT_THAT(Findings(head + many_sets),
+              ElementsAre("p.yaml:6:5: error: spec.sets: 1025 sets; the limit is 1024"));
+  EXPECT_THAT(
+      Findings(absl::StrCat("apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: ",
+                            std::string(254, 'n'), "}\nspec: {}\n")),
+      ElementsAre("p.yaml:3:18: error: metadata.name: 254 bytes; the limit is 253"));
+  EXPECT_THAT(Findings(std::string(kMaxPolicyBytes + 1, ' ')),
+              ElementsAre("p.yaml:1:1: error: the policy is 33554433 bytes; the limit is 33554432 "
+                          "(32 MiB)"));
+}
+
+// Anchors for small pieces are fine; aliases that reach past the limit are
+// refused before the tree is walked.
+TEST(ValidateTest, AliasesAreBoundedByTheNodesTheyReach) {
+  EXPECT_THAT(Findings(Edit(kGood, "    office: [192.0.2.0/24, \"2001:db8:100::/48\"]",
+                            "    office: &office [192.0.2.0/24, \"2001:db8:100::/48\"]\n"
+                            "    office2: *office")),
+              ElementsAre("p.yaml:11:5: warning: spec.sets.office2: set \"office2\" is not used "
+                          "by any rule"));
+  std::string bomb =
+      "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: b}\n"
+      "spec:\n  sets:\n    a0: &a0 [198.18.0.0/24]\n";
+  for (int i = 1; i < 6; ++i) {
+    absl::StrAppend(&bomb, "    a", i, ": &a", i, " [");
+    for (int k = 0; k < 10; ++k) absl::StrAppend(&bomb, k ? ", " : "", "*a", i - 1);
+    absl::StrAppend(&bomb, "]\n");
+  }
+  EXPECT_THAT(
+      Findings(bomb),
+      ElementsAre("p.yaml:10:29: error: aliases here expand to more than 10000 YAML nodes, "
+                  "the limit: write large lists out once (a set can be used by many rules)"));
 }
 
 TEST(ValidateTest, UnusedSetIsAWarning) {

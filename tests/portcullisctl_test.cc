@@ -93,6 +93,53 @@ TEST_F(PortcullisctlTest, ValidateReportsWarningsButPasses) {
   EXPECT_EQ(r.err, p + ":15:5: warning: spec.sets.spare: set \"spare\" is not used by any rule\n");
 }
 
+// The red team's admission bombs, each validated under a 256 MiB address
+// space (the agent's whole memory limit): a 20 KB rule listing the whole
+// port range 2,000 times (21 s and 545 MB before), a 1 KB alias bomb (117 s
+// and 2.6 GB, then "valid"), and 1 MB of ranges over the limit. Each is
+// answered, and the bombs are refused naming the limit.
+TEST_F(PortcullisctlTest, HostilePoliciesAreJudgedInBoundedMemory) {
+  const std::string head =
+      "apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: h}\nspec:\n"
+      "  failsafe:\n    - {ports: [22], proto: tcp, from: any}\n";
+  std::string wide = head + "  ports:\n    - {ports: [";
+  for (int i = 0; i < 2000; ++i) absl::StrAppend(&wide, i ? ", " : "", "\"1-65535\"");
+  absl::StrAppend(&wide, "], proto: tcp, from: any}\n");
+  std::string bomb = head + "  sets:\n    a0: &a0 [198.18.0.0/24, 198.18.1.0/24]\n";
+  for (int i = 1; i < 12; ++i) {
+    absl::StrAppend(&bomb, "    a", i, ": &a", i, " [");
+    for (int k = 0; k < 10; ++k) absl::StrAppend(&bomb, k ? ", " : "", "*a", i - 1);
+    absl::StrAppend(&bomb, "]\n");
+  }
+  absl::StrAppend(&bomb, "  ports:\n    - {ports: [443], proto: tcp, from: [a11]}\n");
+  std::string ranges = head + "  ports:\n";
+  for (int i = 0; ranges.size() < (1u << 20); ++i) {
+    absl::StrAppend(&ranges, "    - {ports: [");
+    for (int k = 0; k < 20; ++k)
+      absl::StrAppend(&ranges, k ? ", " : "", "\"", 1 + (i * 7 + k) % 60000, "-65535\"");
+    absl::StrAppend(&ranges, "], proto: tcp, from: any}\n");
+  }
+  struct Case {
+    std::string name, text;
+    int exit_code;
+    std::string output;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"wide.yaml", wide, 0, "wide.yaml: valid\n"},
+           {"bomb.yaml", bomb, 1,
+            "bomb.yaml:12:24: error: aliases here expand to more than 10000 YAML nodes, the limit"},
+           {"ranges.yaml", ranges, 1,
+            "ranges.yaml:5:3: error: spec: 63741 port ranges in the rules; the limit is 4096"},
+       }) {
+    const std::string path = dir_.Write(c.name, c.text);
+    CommandResult r = RunCommand(
+        absl::StrCat("prlimit --as=", 256 << 20, " ", Quote(kCtl), " validate ", Quote(path)));
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.name << ": " << r.out << r.err;
+    EXPECT_THAT(r.out + r.err, HasSubstr(path.substr(0, path.size() - c.name.size()) + c.output))
+        << c.name;
+  }
+}
+
 TEST_F(PortcullisctlTest, UsageErrorsExitTwo) {
   EXPECT_EQ(Ctl("").exit_code, 2);
   EXPECT_EQ(Ctl("validate").exit_code, 2);
