@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace portcullis::policy {
@@ -37,18 +39,33 @@ void Diagnostics::Add(Severity severity, SourceLocation location, absl::string_v
   diagnostics_.push_back(Diagnostic{severity, std::string(path), location, std::string(message)});
 }
 
+const SourceLocation* SourceMap::Find(absl::string_view path) const {
+  if (auto it = fields_.find(path); it != fields_.end()) return &it->second;
+  // "LIST[N]": item N of a list of strings.
+  if (!absl::EndsWith(path, "]")) return nullptr;
+  const size_t open = path.rfind('[');
+  size_t index = 0;
+  if (open == absl::string_view::npos ||
+      !absl::SimpleAtoi(path.substr(open + 1, path.size() - open - 2), &index)) {
+    return nullptr;
+  }
+  const auto it = items_.find(path.substr(0, open));
+  if (it == items_.end() || index >= it->second.size()) return nullptr;
+  return &it->second[index];
+}
+
 SourceLocation Diagnostics::Locate(absl::string_view path) const {
   if (locations_ == nullptr) return {};
   // A field that was never written (a missing key) is placed at the nearest
   // enclosing field that was.
-  std::string p(path);
+  absl::string_view p = path;
   while (true) {
-    if (auto it = locations_->find(p); it != locations_->end()) return it->second;
+    if (const SourceLocation* at = locations_->Find(p)) return *at;
     const size_t cut = p.find_last_of(".[");
-    if (cut == std::string::npos || cut == 0) break;
-    p.resize(cut);
+    if (cut == absl::string_view::npos || cut == 0) break;
+    p = p.substr(0, cut);
   }
-  if (auto it = locations_->find(""); it != locations_->end()) return it->second;
+  if (const SourceLocation* at = locations_->Find("")) return *at;
   return {};
 }
 

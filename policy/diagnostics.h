@@ -17,8 +17,22 @@ struct SourceLocation {
   int column = 0;  // 1-based
 };
 
-// Where each field of a loaded policy was written, by path.
-using SourceMap = absl::flat_hash_map<std::string, SourceLocation>;
+// Where each field of a loaded policy was written, by path. The items of
+// lists of strings (CIDRs, set names) are kept as one array per list, 8
+// bytes an item: a path per item cost 100 bytes each for 1M CIDRs.
+class SourceMap {
+ public:
+  void Set(const std::string& path, SourceLocation at) { fields_[path] = at; }
+  // Item `index` of the list at `list` ("spec.blocklist"), whose path is
+  // "spec.blocklist[index]"; items are added in order.
+  void AddItem(const std::string& list, SourceLocation at) { items_[list].push_back(at); }
+  // Where `path` was written, if it was.
+  const SourceLocation* Find(absl::string_view path) const;
+
+ private:
+  absl::flat_hash_map<std::string, SourceLocation> fields_;
+  absl::flat_hash_map<std::string, std::vector<SourceLocation>> items_;
+};
 
 enum class Severity { kError, kWarning };
 

@@ -24,7 +24,10 @@ std::string At(absl::string_view path, size_t i) { return absl::StrCat(path, "["
 
 void CheckCidrs(const google::protobuf::RepeatedPtrField<std::string>& cidrs,
                 absl::string_view path, Diagnostics& diags) {
-  absl::flat_hash_map<std::string, size_t> seen;
+  // Repeats are found by sorting parsed prefixes (24 bytes each), not by a
+  // map of their texts: a blocklist holds a million of them.
+  std::vector<std::pair<IpPrefix, int>> parsed;
+  parsed.reserve(cidrs.size());
   for (int i = 0; i < cidrs.size(); ++i) {
     const std::string p = At(path, i);
     auto prefix = IpPrefix::Parse(cidrs[i]);
@@ -38,11 +41,21 @@ void CheckCidrs(const google::protobuf::RepeatedPtrField<std::string>& cidrs,
                                   prefix->max_length(), " for the host"));
       continue;
     }
-    auto [it, fresh] = seen.try_emplace(prefix->ToString(), i);
-    if (!fresh) {
-      diags.Warning(
-          p, absl::StrCat("\"", cidrs[i], "\" is listed twice (also at index ", it->second, ")"));
+    parsed.emplace_back(*prefix, i);
+  }
+  std::sort(parsed.begin(), parsed.end());
+  std::vector<std::pair<int, int>> repeats;  // (index, first index), in file order
+  for (size_t k = 1, run = 0; k < parsed.size(); ++k) {
+    if (!(parsed[k].first == parsed[run].first)) {
+      run = k;  // a new prefix; within a run, the first index sorts first
+    } else {
+      repeats.emplace_back(parsed[k].second, parsed[run].second);
     }
+  }
+  std::sort(repeats.begin(), repeats.end());
+  for (const auto& [i, first] : repeats) {
+    diags.Warning(At(path, i),
+                  absl::StrCat("\"", cidrs[i], "\" is listed twice (also at index ", first, ")"));
   }
 }
 

@@ -1,5 +1,8 @@
 #include "policy/yaml_loader.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -9,6 +12,7 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -16,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "policy/limits.h"
+#include "policy/yaml_tree.h"
 
 namespace portcullis::policy {
 namespace {
@@ -34,18 +39,16 @@ class Reader {
  public:
   Reader(Diagnostics& diags, SourceMap& locations) : diags_(diags), locations_(locations) {}
 
-  void Note(const YAML::Node& node, const std::string& path) {
-    locations_[path] = ToLocation(node.Mark());
-  }
+  void Note(const YamlNode& node, const std::string& path) { locations_.Set(path, node.Mark()); }
 
-  void Fail(const YAML::Node& node, const std::string& path, absl::string_view message) {
-    diags_.ErrorAt(ToLocation(node.Mark()), path, message);
+  void Fail(const YamlNode& node, const std::string& path, absl::string_view message) {
+    diags_.ErrorAt(node.Mark(), path, message);
   }
 
   // Calls on_field(key, value, path) for every key of a mapping. Unknown and
   // duplicate keys are errors at the key.
   template <typename OnField>
-  bool Fields(const YAML::Node& node, const std::string& path,
+  bool Fields(const YamlNode& node, const std::string& path,
               std::initializer_list<absl::string_view> known, OnField&& on_field) {
     Note(node, path);
     if (!node.IsMap()) {
@@ -53,13 +56,14 @@ class Reader {
       return false;
     }
     absl::flat_hash_set<std::string> seen;
-    for (const auto& kv : node) {
-      const YAML::Node& key = kv.first;
+    for (size_t i = 0; i < node.size(); ++i) {
+      const YamlNode key = node.key(i);
+      const YamlNode value = node.value(i);
       if (!key.IsScalar()) {
         Fail(key, path, "keys must be plain words");
         continue;
       }
-      const std::string& name = key.Scalar();
+      const std::string name(key.Scalar());
       const std::string child = Field(path, name);
       if (std::find(known.begin(), known.end(), name) == known.end()) {
         Fail(key, path,
@@ -71,22 +75,22 @@ class Reader {
         Fail(key, child, "duplicate key");
         continue;
       }
-      Note(kv.second, child);
-      on_field(name, kv.second, child);
+      Note(value, child);
+      on_field(name, value, child);
     }
     return true;
   }
 
-  std::optional<std::string> String(const YAML::Node& node, const std::string& path) {
+  std::optional<std::string> String(const YamlNode& node, const std::string& path) {
     Note(node, path);
     if (!node.IsScalar()) {
       Fail(node, path, "expected a string");
       return std::nullopt;
     }
-    return node.Scalar();
+    return std::string(node.Scalar());
   }
 
-  std::optional<uint64_t> Unsigned(const YAML::Node& node, const std::string& path) {
+  std::optional<uint64_t> Unsigned(const YamlNode& node, const std::string& path) {
     Note(node, path);
     uint64_t value = 0;
     if (!node.IsScalar() || node.Scalar().empty() ||
@@ -99,7 +103,7 @@ class Reader {
   }
 
   template <typename Enum>
-  std::optional<Enum> Word(const YAML::Node& node, const std::string& path,
+  std::optional<Enum> Word(const YamlNode& node, const std::string& path,
                            std::initializer_list<std::pair<absl::string_view, Enum>> words) {
     auto text = String(node, path);
     if (!text) return std::nullopt;
@@ -113,7 +117,7 @@ class Reader {
   }
 
   // A sequence of strings (CIDRs, set names).
-  void Strings(const YAML::Node& node, const std::string& path,
+  void Strings(const YamlNode& node, const std::string& path,
                google::protobuf::RepeatedPtrField<std::string>* out) {
     Note(node, path);
     if (!node.IsSequence()) {
@@ -121,13 +125,19 @@ class Reader {
       return;
     }
     for (size_t i = 0; i < node.size(); ++i) {
-      if (auto s = String(node[i], Index(path, i))) out->Add(std::move(*s));
+      const YamlNode item = node[i];
+      locations_.AddItem(path, item.Mark());  // every item, so that indices match
+      if (item.IsScalar()) {
+        out->Add(std::string(item.Scalar()));
+      } else {
+        Fail(item, Index(path, i), "expected a string");
+      }
     }
   }
 
-  void Rate(const YAML::Node& node, const std::string& path, v1::Rate* out) {
+  void Rate(const YamlNode& node, const std::string& path, v1::Rate* out) {
     Fields(node, path, {"rate", "burst"},
-           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+           [&](const std::string& key, const YamlNode& v, const std::string& p) {
              auto n = Unsigned(v, p);
              if (!n) return;
              if (key == "rate")
@@ -138,7 +148,7 @@ class Reader {
   }
 
   // "80", 80 or "30000-32767".
-  void Ports(const YAML::Node& node, const std::string& path,
+  void Ports(const YamlNode& node, const std::string& path,
              google::protobuf::RepeatedPtrField<v1::PortRange>* out) {
     if (!node.IsSequence()) {
       Fail(node, path, "expected a list of ports or \"FIRST-LAST\" ranges");
@@ -147,8 +157,8 @@ class Reader {
     for (size_t i = 0; i < node.size(); ++i) {
       const std::string p = Index(path, i);
       Note(node[i], p);
-      const YAML::Node& item = node[i];
-      const std::string text = item.IsScalar() ? item.Scalar() : "";
+      const YamlNode item = node[i];
+      const std::string text(item.Scalar());
       const size_t dash = text.find('-');
       uint64_t first = 0;
       uint64_t last = 0;
@@ -170,9 +180,9 @@ class Reader {
     }
   }
 
-  void Rule(const YAML::Node& node, const std::string& path, v1::PortRule* rule) {
+  void Rule(const YamlNode& node, const std::string& path, v1::PortRule* rule) {
     Fields(node, path, {"ports", "proto", "from", "synRate", "connRate"},
-           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+           [&](const std::string& key, const YamlNode& v, const std::string& p) {
              if (key == "ports") {
                Ports(v, p, rule->mutable_ports());
              } else if (key == "proto") {
@@ -196,7 +206,7 @@ class Reader {
            });
   }
 
-  void Rules(const YAML::Node& node, const std::string& path,
+  void Rules(const YamlNode& node, const std::string& path,
              google::protobuf::RepeatedPtrField<v1::PortRule>* out) {
     if (!node.IsSequence()) {
       Fail(node, path, "expected a list of rules");
@@ -205,54 +215,54 @@ class Reader {
     for (size_t i = 0; i < node.size(); ++i) Rule(node[i], Index(path, i), out->Add());
   }
 
-  void RateLimits(const YAML::Node& node, const std::string& path, v1::RateLimits* out) {
+  void RateLimits(const YamlNode& node, const std::string& path, v1::RateLimits* out) {
     Fields(node, path, {"syn", "connections", "icmp"},
-           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+           [&](const std::string& key, const YamlNode& v, const std::string& p) {
              if (key == "syn") {
                v1::SynLimits* syn = out->mutable_syn();
                Fields(v, p, {"perSource", "global", "sourcePrefix"},
-                      [&](const std::string& k, const YAML::Node& sv, const std::string& sp) {
+                      [&](const std::string& k, const YamlNode& sv, const std::string& sp) {
                         if (k == "perSource") {
                           Rate(sv, sp, syn->mutable_per_source());
                         } else if (k == "global") {
                           Rate(sv, sp, syn->mutable_global());
                         } else {
                           v1::SourcePrefix* prefix = syn->mutable_source_prefix();
-                          Fields(sv, sp, {"ipv4", "ipv6"},
-                                 [&](const std::string& f, const YAML::Node& fv,
-                                     const std::string& fp) {
-                                   auto n = Unsigned(fv, fp);
-                                   if (!n) return;
-                                   // Out-of-range values are kept for the validator to name.
-                                   const uint32_t bits = *n > 255 ? 255 : static_cast<uint32_t>(*n);
-                                   if (f == "ipv4")
-                                     prefix->set_ipv4(bits);
-                                   else
-                                     prefix->set_ipv6(bits);
-                                 });
+                          Fields(
+                              sv, sp, {"ipv4", "ipv6"},
+                              [&](const std::string& f, const YamlNode& fv, const std::string& fp) {
+                                auto n = Unsigned(fv, fp);
+                                if (!n) return;
+                                // Out-of-range values are kept for the validator to name.
+                                const uint32_t bits = *n > 255 ? 255 : static_cast<uint32_t>(*n);
+                                if (f == "ipv4")
+                                  prefix->set_ipv4(bits);
+                                else
+                                  prefix->set_ipv6(bits);
+                              });
                         }
                       });
              } else if (key == "connections") {
                v1::ConnectionLimits* conn = out->mutable_connections();
                Fields(v, p, {"perSource"},
-                      [&](const std::string&, const YAML::Node& cv, const std::string& cp) {
+                      [&](const std::string&, const YamlNode& cv, const std::string& cp) {
                         Rate(cv, cp, conn->mutable_per_source());
                       });
              } else {
                v1::IcmpLimits* icmp = out->mutable_icmp();
                Fields(v, p, {"perSource"},
-                      [&](const std::string&, const YAML::Node& iv, const std::string& ip) {
+                      [&](const std::string&, const YamlNode& iv, const std::string& ip) {
                         Rate(iv, ip, icmp->mutable_per_source());
                       });
              }
            });
   }
 
-  void Spec(const YAML::Node& node, const std::string& path, v1::PolicySpec* spec) {
+  void Spec(const YamlNode& node, const std::string& path, v1::PolicySpec* spec) {
     Fields(node, path,
            {"mode", "defaultAction", "destinations", "sets", "blocklist", "failsafe", "ports",
             "icmp", "fragments", "rateLimits"},
-           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+           [&](const std::string& key, const YamlNode& v, const std::string& p) {
              if (key == "mode") {
                if (auto m = Word<v1::Mode>(
                        v, p, {{"enforce", v1::MODE_ENFORCE}, {"audit", v1::MODE_AUDIT}})) {
@@ -278,22 +288,23 @@ class Reader {
                  return;
                }
                absl::flat_hash_set<std::string> seen;
-               for (const auto& kv : v) {
-                 if (!kv.first.IsScalar()) {
-                   Fail(kv.first, p, "set names must be plain words");
+               for (size_t i = 0; i < v.size(); ++i) {
+                 const YamlNode key = v.key(i);
+                 if (!key.IsScalar()) {
+                   Fail(key, p, "set names must be plain words");
                    continue;
                  }
-                 const std::string name = kv.first.Scalar();
+                 const std::string name(key.Scalar());
                  const std::string sp = Field(p, name);
                  if (!seen.insert(name).second) {
-                   Fail(kv.first, sp, absl::StrCat("set \"", name, "\" is defined twice"));
+                   Fail(key, sp, absl::StrCat("set \"", name, "\" is defined twice"));
                    continue;
                  }
-                 Note(kv.first, sp);
+                 Note(key, sp);
                  v1::CidrSet* set = spec->add_sets();
                  set->set_name(name);
-                 Strings(kv.second, sp, set->mutable_cidrs());
-                 locations_[sp] = ToLocation(kv.first.Mark());  // the name, not the list
+                 Strings(v.value(i), sp, set->mutable_cidrs());
+                 locations_.Set(sp, key.Mark());  // the name, not the list
                }
              } else if (key == "failsafe") {
                Rules(v, p, spec->mutable_failsafe());
@@ -305,16 +316,16 @@ class Reader {
            });
   }
 
-  void Document(const YAML::Node& root, v1::Policy* policy) {
+  void Document(const YamlNode& root, v1::Policy* policy) {
     Fields(root, "", {"apiVersion", "kind", "metadata", "spec"},
-           [&](const std::string& key, const YAML::Node& v, const std::string& p) {
+           [&](const std::string& key, const YamlNode& v, const std::string& p) {
              if (key == "apiVersion") {
                if (auto s = String(v, p)) policy->set_api_version(*s);
              } else if (key == "kind") {
                if (auto s = String(v, p)) policy->set_kind(*s);
              } else if (key == "metadata") {
                Fields(v, p, {"name"},
-                      [&](const std::string&, const YAML::Node& nv, const std::string& np) {
+                      [&](const std::string&, const YamlNode& nv, const std::string& np) {
                         if (auto s = String(nv, np)) policy->mutable_metadata()->set_name(*s);
                       });
              } else {
@@ -327,95 +338,6 @@ class Reader {
   Diagnostics& diags_;
   SourceMap& locations_;
 };
-
-// What one event pass over the text finds before the tree is built: where a
-// second document starts, and where aliases (*name) first reach more than
-// kMaxAliasNodes nodes. yaml-cpp resolves an alias to the anchored node
-// itself, so walking the tree visits an anchored subtree once per alias:
-// 2 KB of nested aliases stand for billions of nodes.
-struct Survey {
-  std::optional<YAML::Mark> second_document;
-  std::optional<YAML::Mark> alias_limit;
-};
-
-// YAML::Load takes the first document only, but on some malformed input
-// (found by fuzzing, 187 bytes) it builds documents without end until memory
-// runs out; the parser is asked for two at most. The pass stops at the
-// alias limit (by throwing past yaml-cpp, which unwinds cleanly).
-Survey SurveyText(absl::string_view text) {
-  // Documents are separated by "---" or ended by "..." at the start of a
-  // line, and anchors start with "&"; without either the pass (which costs
-  // as much as the parse on a 100k-line policy) is skipped.
-  bool marker = false;
-  for (size_t at = 0; at < text.size() && !marker;) {
-    marker = absl::StartsWith(text.substr(at), "---") || absl::StartsWith(text.substr(at), "...");
-    const size_t nl = text.find('\n', at);
-    at = nl == absl::string_view::npos ? text.size() : nl + 1;
-  }
-  if (!marker && !absl::StrContains(text, '&')) return {};
-  struct Stop {};
-  class Events : public YAML::EventHandler {
-   public:
-    void OnDocumentStart(const YAML::Mark& mark) override {
-      if (++documents_ == 2) survey.second_document = mark;
-      anchored_.clear();
-    }
-    void OnDocumentEnd() override {}
-    void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override { Leaf(anchor); }
-    void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-      const auto it = anchored_.find(anchor);
-      const uint64_t size = it == anchored_.end() ? 1 : it->second;
-      nodes_ += size;
-      alias_nodes_ += size;
-      if (alias_nodes_ > kMaxAliasNodes) {
-        survey.alias_limit = mark;
-        throw Stop{};
-      }
-    }
-    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
-                  const std::string&) override {
-      Leaf(anchor);
-    }
-    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
-                         YAML::EmitterStyle::value) override {
-      Open(anchor);
-    }
-    void OnSequenceEnd() override { Close(); }
-    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
-                    YAML::EmitterStyle::value) override {
-      Open(anchor);
-    }
-    void OnMapEnd() override { Close(); }
-
-    Survey survey;
-
-   private:
-    void Leaf(YAML::anchor_t anchor) {
-      ++nodes_;
-      if (anchor) anchored_[anchor] = 1;
-    }
-    void Open(YAML::anchor_t anchor) { open_.push_back({anchor, nodes_++}); }
-    void Close() {
-      if (open_.empty()) return;
-      const auto [anchor, start] = open_.back();
-      open_.pop_back();
-      if (anchor) anchored_[anchor] = nodes_ - start;  // aliases inside included
-    }
-
-    int documents_ = 0;
-    uint64_t nodes_ = 0, alias_nodes_ = 0;  // as the tree walk will visit them
-    std::vector<std::pair<YAML::anchor_t, uint64_t>> open_;
-    absl::flat_hash_map<YAML::anchor_t, uint64_t> anchored_;  // subtree sizes
-  } events;
-  std::stringstream stream{std::string(text)};
-  YAML::Parser parser(stream);
-  try {
-    for (int i = 0; i < 2 && parser.HandleNextDocument(events); ++i) {
-    }
-  } catch (const Stop&) {
-  }
-  return events.survey;
-}
 
 // Where the text stops being UTF-8, if it does. Policies become protobuf
 // strings, which must be UTF-8 (found by fuzzing: the wire refused such a
@@ -458,30 +380,28 @@ std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics&
                                kMaxPolicyBytes, " (", kMaxPolicyBytes >> 20, " MiB)"));
     return std::nullopt;
   }
-  YAML::Node doc;
-  Survey survey;
+  YamlTree tree;
   try {
-    survey = SurveyText(text);
-    if (survey.alias_limit) {
-      diags.ErrorAt(ToLocation(*survey.alias_limit), "",
-                    absl::StrCat("aliases here expand to more than ", kMaxAliasNodes,
-                                 " YAML nodes, the limit: write large lists out once (a set "
-                                 "can be used by many rules)"));
-      return std::nullopt;
-    }
-    doc = YAML::Load(std::string(text));
+    tree = YamlTree::Parse(text, kMaxAliasNodes);
   } catch (const YAML::Exception& e) {
     diags.ErrorAt(ToLocation(e.mark), "", e.msg);
     return std::nullopt;
   }
-  const std::optional<YAML::Mark>& second_document = survey.second_document;
+  if (tree.alias_limit()) {
+    diags.ErrorAt(*tree.alias_limit(), "",
+                  absl::StrCat("aliases here expand to more than ", kMaxAliasNodes,
+                               " YAML nodes, the limit: write large lists out once (a set "
+                               "can be used by many rules)"));
+    return std::nullopt;
+  }
+  const YamlNode doc = tree.root();
+  const std::optional<SourceLocation>& second_document = tree.second_document();
   if (doc.IsNull()) {
     diags.ErrorAt(SourceLocation{1, 1}, "", "the document is empty");
     return std::nullopt;
   }
   if (second_document) {
-    diags.ErrorAt(ToLocation(*second_document), "",
-                  "a policy file holds exactly one YAML document");
+    diags.ErrorAt(*second_document, "", "a policy file holds exactly one YAML document");
   }
   LoadedPolicy loaded;
   Reader reader(diags, loaded.locations);
@@ -489,18 +409,45 @@ std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics&
   return loaded;
 }
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, int extra_flags) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it hung the
+  // agent, deaf to SIGTERM); only regular files are read, and only up to
+  // the policy limit (/dev/zero would fill memory).
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | extra_flags);
+  if (fd < 0) {
     const int err = errno;
     const std::string why = absl::StrCat(path, ": ", std::strerror(err));
     if (err == ENOENT) return absl::NotFoundError(why);
     if (err == EACCES) return absl::PermissionDeniedError(why);
+    if (err == ELOOP)
+      return absl::PermissionDeniedError(absl::StrCat(path, ": is a symbolic link"));
     return absl::UnavailableError(why);
   }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  struct stat st;
+  if (fstat(fd, &st)) return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxPolicyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.st_size, " bytes; the limit is ",
+                                                   kMaxPolicyBytes, " (", kMaxPolicyBytes >> 20,
+                                                   " MiB)"));
+  }
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(errno)));
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > kMaxPolicyBytes) {  // it grew while being read
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": more than ", kMaxPolicyBytes, " bytes, the limit"));
+    }
+  }
+  return out;
 }
 
 }  // namespace portcullis::policy

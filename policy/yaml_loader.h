@@ -22,7 +22,10 @@ struct LoadedPolicy {
 // whatever could be read, or nothing when the text is not YAML at all.
 std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics& diags);
 
-// Reads a whole file; NotFound / PermissionDenied name the path.
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
+// Reads a whole regular file of at most kMaxPolicyBytes (policy/limits.h);
+// a FIFO, a device or a larger file is InvalidArgument, never a hang or an
+// unbounded read. NotFound / PermissionDenied name the path. extra_flags
+// are added to open(2)'s (O_NOFOLLOW for files in the agent's state dir).
+absl::StatusOr<std::string> ReadTextFile(const std::string& path, int extra_flags = 0);
 
 }  // namespace portcullis::policy
