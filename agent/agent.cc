@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "datapath/counters.h"
+#include "datapath/flow_seed.h"
 #include "policy/text.h"
 #include "policy/validator.h"
 
@@ -115,7 +116,13 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   a->metrics_ = std::make_unique<AgentMetrics>(*a->registry_);
   a->readiness_ = std::make_unique<Readiness>(a->metrics_->ready);
   a->collector_ = std::make_shared<DatapathCollector>(*a->dp_);
-  a->applier_ = std::make_unique<Applier>(*a->dp_, *a->state_, *a->metrics_, *a->collector_, lkg);
+  std::optional<InterruptedApply> interrupted = a->state_->TakeApplying();
+  if (interrupted) {
+    LogError("the last agent died while applying a policy",
+             {{"hash", interrupted->hash}, {"attempts", interrupted->attempts}});
+  }
+  a->applier_ = std::make_unique<Applier>(*a->dp_, *a->state_, *a->metrics_, *a->collector_, lkg,
+                                          std::move(interrupted));
   a->attachments_ = std::make_unique<Attachments>(
       AttachOptions{options.interfaces, options.tc_interfaces, options.xdp_mode}, a->layout_,
       *a->dp_, *a->state_, *a->metrics_, *a->readiness_);
@@ -139,8 +146,20 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
                {{"error", std::string(samples.status().message())}});
   }
 
-  // Policy before programs: a new program never runs without one.
-  if (initial) RETURN_IF_ERROR(a->OnUpdate(*initial));
+  // Policy before programs: a new program never runs without one. A policy
+  // file that cannot be applied (one that stopped the last agent) leaves the
+  // last-known-good one in force.
+  if (initial) {
+    absl::Status applied = a->OnUpdate(*initial);
+    if (!applied.ok() && lkg && initial->text != lkg->yaml) {
+      const std::string why = absl::StrCat(initial->origin, ": ", applied.message());
+      LogError("enforcing the last-known-good policy instead", {{"version", lkg->version}});
+      ASSIGN_OR_RETURN(PolicyUpdate fallback, LastKnownGood(*lkg, options.state_dir));
+      applied = a->OnUpdate(fallback);
+      a->applier_->SetLastError(why);
+    }
+    RETURN_IF_ERROR(applied);
+  }
 
   if (options.control) {
     ControlSourceHooks hooks;
@@ -187,7 +206,18 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
 }
 
 absl::Status Agent::Attach() {
+  // Connections the node opened before the recorder ran (the agent's own to
+  // the control service among them): before attaching, and again after, for
+  // those opened in between.
+  auto seed = [this] {
+    auto seeded = datapath::SeedOpenedFlows(*dp_);
+    if (seeded.ok() && *seeded > 0) {
+      LogInfo("recorded the connections the node had open", {{"flows", *seeded}});
+    }
+  };
+  seed();
   RETURN_IF_ERROR(attachments_->AttachAll());
+  seed();
   if (repin_) {
     // New programs run everywhere now; the old maps go with the old pins.
     // The pod interfaces' filters are replaced as the link watcher attaches.

@@ -1,7 +1,10 @@
 #include "agent/applier.h"
 
+#include <malloc.h>
+
 #include <chrono>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -11,8 +14,13 @@
 namespace portcullis::agent {
 
 Applier::Applier(datapath::Datapath& dp, const StateDir& state, AgentMetrics& metrics,
-                 DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied)
-    : installer_(dp), state_(state), metrics_(metrics), collector_(collector) {
+                 DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied,
+                 std::optional<InterruptedApply> interrupted)
+    : installer_(dp),
+      state_(state),
+      metrics_(metrics),
+      collector_(collector),
+      interrupted_(std::move(interrupted)) {
   if (last_applied) {
     applied_.version = last_applied->version;
     applied_text_ = last_applied->yaml;
@@ -41,6 +49,23 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
              {{"origin", update.origin}, {"error", std::string(s.message())}});
     return s;
   };
+  const std::string hash = policy::ContentHash(update.policy);
+  int attempts = 1;
+  if (interrupted_ && interrupted_->hash == hash) {
+    if (interrupted_->attempts >= kMaxInterruptedApplies) {
+      return fail("fatal", absl::FailedPreconditionError(absl::StrCat(
+                               "the agent died ", interrupted_->attempts,
+                               " times in a row while applying this policy (killed for memory, "
+                               "most likely): it is not applied again")));
+    }
+    attempts = interrupted_->attempts + 1;
+  }
+  if (absl::Status s = state_.MarkApplying({hash, attempts}); !s.ok()) return fail("state", s);
+  absl::Cleanup unmark = [&] {
+    if (absl::Status s = state_.ClearApplying(); !s.ok()) {
+      LogWarning("cannot clear the apply marker", {{"error", std::string(s.message())}});
+    }
+  };
   auto compiled = policy::Compile(update.policy);
   if (!compiled.ok()) return fail("compile", compiled.status());
   const uint64_t previous_version = applied().version;
@@ -56,7 +81,7 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
   {
     std::lock_guard<std::mutex> status_lock(status_mu_);
     applied_.version = version;
-    applied_.hash = policy::ContentHash(update.policy);
+    applied_.hash = hash;
     applied_.last_error.clear();
   }
   metrics_.policy_version.Set(static_cast<double>(version));
@@ -78,6 +103,9 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
     }
   }
   applied_text_ = text;
+  // Compiling a large policy leaves hundreds of MB free on the heap; give
+  // them back, or the next one stacks its peak on top of them.
+  malloc_trim(0);
   return absl::OkStatus();
 }
 

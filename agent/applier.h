@@ -20,13 +20,21 @@ namespace portcullis::agent {
 
 class Applier {
  public:
-  // `last_applied` (the state dir's) seeds the version count. Everything
-  // passed must outlive the applier.
+  // `last_applied` (the state dir's) seeds the version count.
+  // `interrupted` is the policy the last agent died applying
+  // (StateDir::TakeApplying). A policy whose applies were begun
+  // kMaxInterruptedApplies times in a row without finishing is refused: it
+  // is what kills the agent (out of memory, most likely), and retrying it
+  // would crash-loop every node it reached. One death (a kill -9 mid-apply
+  // in a rollout) is retried. Everything passed must outlive the applier.
+  static constexpr int kMaxInterruptedApplies = 2;
   Applier(datapath::Datapath& dp, const StateDir& state, AgentMetrics& metrics,
-          DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied);
+          DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied,
+          std::optional<InterruptedApply> interrupted = std::nullopt);
 
   // Compiles, installs and switches to `update`, then saves it. On error
-  // the previous policy stays, and the error is counted and kept.
+  // the previous policy stays, and the error is counted and kept. While it
+  // runs, the state dir marks the policy as being applied.
   absl::Status Apply(const PolicyUpdate& update);
 
   // An error to report (e.g. a policy the source rejected).
@@ -49,6 +57,7 @@ class Applier {
   DatapathCollector& collector_;
   std::mutex apply_mu_;       // one apply at a time
   std::string applied_text_;  // under apply_mu_
+  const std::optional<InterruptedApply> interrupted_;
   mutable std::mutex status_mu_;
   Applied applied_;  // under status_mu_
 };

@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/state_dir.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "datapath/attach.h"
@@ -75,6 +76,11 @@ absl::Status PreparePinDir(const PinLayout& layout, bool mount_private) {
     return absl::FailedPreconditionError(
         absl::StrCat("--pin-dir ", layout.pin_dir, " is not on a bpffs mount",
                      ec ? absl::StrCat(" (", ec.message(), ")") : ""));
+  }
+  // Whoever can write here can replace a pinned map (a policy slot) with one
+  // of their own.
+  for (const std::string& dir : {layout.pin_dir, layout.maps(), layout.links()}) {
+    RETURN_IF_ERROR(CheckPrivateDir("--pin-dir", dir));
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/compiler.h"
+#include "policy/text.h"
 #include "policy/validator.h"
 #include "tests/support/lab.h"
 #include "tests/support/portcullis_commands.h"
@@ -143,6 +145,105 @@ class AgentFaultsTest : public ::testing::Test {
   std::string pin_dir_, state_dir_, file_, log_;
   Process agent_;
 };
+
+// The memory limit of deploy/base/agent-daemonset.yaml, in bytes.
+uint64_t ManifestMemoryLimit() {
+  std::ifstream in(std::string(PORTCULLIS_SOURCE_DIR) + "/deploy/base/agent-daemonset.yaml");
+  bool limits = false;
+  for (std::string line; std::getline(in, line);) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l == "limits:") limits = true;
+    uint64_t n = 0;
+    if (limits && absl::ConsumePrefix(&l, "memory: ")) {
+      if (absl::ConsumeSuffix(&l, "Gi") && absl::SimpleAtoi(l, &n)) return n << 30;
+      if (absl::ConsumeSuffix(&l, "Mi") && absl::SimpleAtoi(l, &n)) return n << 20;
+    }
+  }
+  return 0;
+}
+
+// `n` blocklist entries, half hosts and half /24s, under 10.0.0.0/8 or
+// 11.0.0.0/8 by `variant`.
+std::string MillionPolicy(int n, int variant) {
+  std::string text =
+      absl::StrCat("apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: big", variant,
+                   "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n"
+                   "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
+                   "  ports:\n    - {ports: [80, 8080], proto: tcp, from: any}\n  blocklist:\n");
+  for (int i = 0; i < n; ++i) {
+    absl::StrAppend(&text, "    - ", 10 + variant, ".", (i >> 16) & 255, ".", (i >> 8) & 255, ".",
+                    i % 2 ? "0/24" : absl::StrCat(i & 255, "/32"), "\n");
+  }
+  return text;
+}
+
+// The documented capacity in the manifest's memory limit: an agent in a
+// memory cgroup of that limit (as the kubelet makes it) applies a policy of
+// 1M blocklist prefixes, then a different one (both policy slots full at
+// the switch), without being OOM-killed, and enforces the second.
+TEST_F(AgentFaultsTest, AMillionPrefixesFitTheManifestsMemoryLimit) {
+  const uint64_t limit = ManifestMemoryLimit();
+  ASSERT_GT(limit, 0u) << "no memory limit in the agent's DaemonSet";
+  const std::string cgroup = absl::StrCat("/sys/fs/cgroup/memory/", lab_->prefix(), "mem");
+  if (!std::filesystem::exists("/sys/fs/cgroup/memory/cgroup.procs")) {
+    GTEST_SKIP() << "no cgroup v1 memory controller here";
+  }
+  ASSERT_TRUE(std::filesystem::create_directory(cgroup)) << cgroup;
+  absl::Cleanup remove_cgroup = [&] {
+    agent_.Kill(SIGKILL);
+    rmdir(cgroup.c_str());
+  };
+  std::ofstream(cgroup + "/memory.limit_in_bytes") << limit;
+  Write(MillionPolicy(1'000'000, 0));
+  agent_ = Process(
+      {"sh", "-c",
+       absl::StrCat("echo $$ > ", cgroup, "/cgroup.procs && exec nsenter --net=/run/netns/",
+                    lab_->Ns("ing"), " ", kAgent, " --policy-file ", file_, " --interfaces ",
+                    lab_->Link("ing"), " --pin-dir ", pin_dir_, " --state-dir ", state_dir_,
+                    " --metrics-addr 127.0.0.1:9469 --node faults")},
+      log_);
+  ASSERT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(120)))
+      << "the agent did not become ready";
+  Write(MillionPolicy(1'000'000, 1));
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"name\":\"big1\",\"version\":2"); },
+                      std::chrono::seconds(120)))
+      << "the second policy was not applied";
+  std::ifstream oom(cgroup + "/memory.oom_control");
+  std::string control((std::istreambuf_iterator<char>(oom)), {});
+  EXPECT_THAT(control, ::testing::HasSubstr("oom_kill 0")) << control;
+  std::ifstream peak(cgroup + "/memory.max_usage_in_bytes");
+  uint64_t max_usage = 0;
+  peak >> max_usage;
+  std::cout << "peak " << (max_usage >> 20) << " MiB of a " << (limit >> 20) << " MiB limit\n";
+  EXPECT_TRUE(Ready());
+  EXPECT_EQ(Get8080(), "200");
+}
+
+// A policy that killed the agent twice in a row while it was being applied
+// (killed for memory) is not applied by the next agent, which would only die
+// too: the fleet-wide crash loop the red team saw. It keeps the
+// last-known-good policy and is ready; the next change of the file is
+// applied as usual. (One death mid-apply is retried: the kill -9 test.)
+TEST_F(AgentFaultsTest, APolicyThatKilledTheAgentTwiceIsNotAppliedAgain) {
+  Write(PolicyText(1, 8));  // 8080 open to any
+  StartAgent();
+  EXPECT_EQ(Get8080(), "200");
+  agent_.Stop();
+  const std::string fatal = PolicyText(0, 8);  // 8080 only from [many]
+  Write(fatal);
+  auto checked = policy::CheckPolicyText(fatal);
+  ASSERT_TRUE(checked.ok());
+  // What the killed agent left behind: the mark of the policy it applied.
+  std::ofstream(state_dir_ + "/applying") << policy::ContentHash(checked.loaded->policy) << " 2\n";
+  StartAgent();
+  EXPECT_EQ(Get8080(), "200") << "the policy that stopped the last agent was applied";
+  EXPECT_THAT(Log(), ::testing::HasSubstr("the agent died 2 times in a row while applying this "
+                                          "policy (killed for memory, most likely)"));
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/applying"));
+  Write(PolicyText(0, 9));
+  EXPECT_TRUE(WaitFor([&] { return Get8080() != "200"; }, std::chrono::seconds(10)))
+      << "a new version of the file was not applied";
+}
 
 TEST_F(AgentFaultsTest, KillDuringAppliesLeavesOneWholeVersionAndRestartsConverge) {
   const std::string texts[2] = {PolicyText(0, 30000), PolicyText(1, 30000)};
