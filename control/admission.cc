@@ -1,6 +1,5 @@
 #include "control/admission.h"
 
-#include "policy/compiler.h"
 #include "policy/validator.h"
 
 namespace portcullis::control {
@@ -8,13 +7,8 @@ namespace portcullis::control {
 std::vector<v1::Finding> Admit(const v1::Policy& policy, const v1::Policy* live,
                                bool allow_failsafe_change, const Baseline& baseline) {
   policy::Diagnostics diags;
-  policy::Validate(policy, diags);
-  if (!diags.has_errors()) {
-    if (auto compiled = policy::Compile(policy); !compiled.ok()) {
-      diags.Error("", compiled.status().message());
-    }
-    CheckBaseline(policy, live, allow_failsafe_change, baseline, diags);
-  }
+  policy::Validate(policy, diags);  // compiles it too: what no agent could load is an error
+  if (!diags.has_errors()) CheckBaseline(policy, live, allow_failsafe_change, baseline, diags);
   std::vector<v1::Finding> out;
   for (const policy::Diagnostic& d : diags.all()) {
     v1::Finding& f = out.emplace_back();

@@ -473,8 +473,8 @@ TEST_F(AgentE2eTest, ClearErrorsForBadInterfacesAndFlags) {
   // Without privileges: say which are needed. (Its own state dir, so that
   // only the privileges are missing.)
   const std::string nobody_state = lab_->tmp() + "/nobody-state";
-  RunCommand("mkdir -p " + nobody_state + " && chmod 777 " + nobody_state + " && chmod 755 " +
-             lab_->tmp() + " && chmod 644 " + policy_file_);
+  RunCommand("mkdir -p " + nobody_state + " && chown 65534:65534 " + nobody_state +
+             " && chmod 755 " + lab_->tmp() + " && chmod 644 " + policy_file_);
   r = RunCommand(absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ing"),
                               " setpriv --reuid=65534 --regid=65534 --clear-groups "
                               "--inh-caps=-all --bounding-set=-all ",

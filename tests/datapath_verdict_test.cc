@@ -16,7 +16,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "datapath/flow_seed.h"
 #include "tests/support/datapath_fixture.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/test_link.h"
 
 namespace portcullis::testing {
@@ -604,6 +606,32 @@ TEST_F(ParserTest, FlowsEndWithRstFinOrIdleness) {
   SetClock(t0 + PC_FLOW_UDP_IDLE_NS + 1);
   EXPECT_EQ(Run(dns).reason, PC_REASON_PORT_CLOSED) << "an idle UDP flow never expired";
   EXPECT_EQ(FlowEntries(*dp_), 0u) << "expired entries are removed";
+}
+
+// Connections the node had open before the recorder ran are read from the
+// socket table (here a fake one): outbound ones become established, served
+// ones (a listener holds their port) do not, and dual-stack sockets' mapped
+// addresses are IPv4 on the wire.
+TEST_F(ParserTest, ConnectionsOpenBeforeTheAgentAreSeededFromTheSocketTable) {
+  TempDir proc;
+  // 198.18.0.10:41000 -> 198.18.4.1:6443 (outbound), :443 served, and a
+  // dual-stack ::ffff:198.18.0.10:41001 -> ::ffff:198.18.4.1:8080.
+  proc.Write("tcp",
+             "  sl  local_address rem_address   st\n"
+             "   0: 00000000:01BB 00000000:0000 0A 00000000:00000000\n"
+             "   1: 0A0012C6:A028 010412C6:192B 01 00000000:00000000\n"
+             "   2: 0A0012C6:01BB 010412C6:A000 01 00000000:00000000\n");
+  proc.Write(
+      "tcp6",
+      "  sl  local_address                         remote_address                        st\n"
+      "   0: 0000000000000000FFFF00000A0012C6:A029 0000000000000000FFFF0000010412C6:1F90 01 0\n");
+  auto seeded = datapath::SeedOpenedFlows(*dp_, proc.path());
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  EXPECT_EQ(*seeded, 2u);
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 6443, 41000, kAck)).reason, PC_REASON_ESTABLISHED);
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 8080, 41001, kAck)).reason, PC_REASON_ESTABLISHED);
+  EXPECT_EQ(Run(Tcp(kV4.client, kV4.dst, 40960, 443, kAck)).reason, PC_REASON_ALLOWED)
+      << "a served connection is judged by the policy";
 }
 
 // An upgrade from a build whose egress_flows held only a last-seen time
