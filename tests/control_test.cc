@@ -258,11 +258,61 @@ TEST(BaselineTest, RefusesRemovingALiveFailsafeRuleUnlessAllowed) {
                                 "    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
                                 "    - {ports: [2222], proto: tcp, from: [admins]}\n");
   EXPECT_THAT(Refusals(kPolicy, &live),
-              ElementsAre("live version's spec.failsafe[1]: removes the live failsafe rule "
-                          "\"tcp 2222 from [admins]\"; push with --allow-failsafe-change if that "
-                          "is intended"));
+              ElementsAre("live version's spec.failsafe[1]: the live failsafe rule \"tcp 2222 "
+                          "from [admins]\" would no longer admit tcp/2222 from 198.18.1.0/28; push "
+                          "with --allow-failsafe-change if that is intended"));
   EXPECT_THAT(Refusals(kPolicy, &live, /*allow_failsafe_change=*/true), IsEmpty());
   EXPECT_THAT(Refusals(live, &live), IsEmpty());
+}
+
+// The red team opened protected ports to everyone in halves, which the
+// text check (a /0 somewhere) did not see. The baseline judges the union of
+// the rule's sets: all of a family, or more than a /8 of IPv4 or a /32 of
+// IPv6, is every source.
+TEST(BaselineTest, JudgesTheAddressSpaceARuleAdmitsNotHowItIsSpelled) {
+  const std::string halves = Edit(
+      kPolicy, "    world: [0.0.0.0/0]",
+      "    world: [0.0.0.0/0]\n    h4: [0.0.0.0/1, 128.0.0.0/1]\n    h6: [\"::/1\", \"8000::/1\"]\n"
+      "    wide: [10.0.0.0/8, 11.0.0.0/32]\n    org: [10.0.0.0/8, \"2001:db8::/32\"]");
+  auto with_rule = [&](const std::string& from) {
+    return Refusals(
+        Edit(halves, "{ports: [10254], proto: tcp, from: [admins]}",
+             absl::StrCat("{ports: [10254, 2379, 6443], proto: tcp, from: [", from, "]}")));
+  };
+  EXPECT_THAT(with_rule("h4"),
+              ElementsAre("spec.ports[1]: rule \"tcp 10254,2379,6443 from [h4]\" opens protected "
+                          "ports 10254, 2379-2380, 6443 to every source (its sets together hold "
+                          "every IPv4 address); admit only the networks that manage it"));
+  EXPECT_THAT(with_rule("admins, h6"),
+              ElementsAre(HasSubstr("(its sets together hold every IPv6 address)")));
+  EXPECT_THAT(with_rule("wide"),
+              ElementsAre(HasSubstr("(its sets together hold more IPv4 addresses than a /8)")));
+  EXPECT_THAT(with_rule("org"), IsEmpty()) << "a /8 and a /32 are one organisation's";
+}
+
+// A failsafe rule kept word for word with its set emptied admitted nothing
+// and was accepted: the comparison is on what the rules admit.
+TEST(BaselineTest, AFailsafeIsComparedOnTheSourcesAndPortsItAdmits) {
+  const std::string live = kPolicy;
+  const std::string emptied = Edit(kPolicy, "    admins: [198.18.1.0/28]", "    admins: []");
+  EXPECT_THAT(Refusals(emptied, &live),
+              ElementsAre("live version's spec.failsafe[0]: the live failsafe rule \"tcp "
+                          "22,10250 from [admins]\" would no longer admit tcp/22 from "
+                          "198.18.1.0/28; tcp/10250 from 198.18.1.0/28; push with "
+                          "--allow-failsafe-change if that is intended"));
+  const std::string narrowed =
+      Edit(kPolicy, "    admins: [198.18.1.0/28]", "    admins: [198.18.1.0/29]");
+  EXPECT_THAT(Refusals(narrowed, &live),
+              ElementsAre(HasSubstr("would no longer admit tcp/22 from 198.18.1.8/29")));
+  // The same admission, written otherwise, is no change.
+  const std::string rewritten =
+      Edit(kPolicy, "    - {ports: [22, 10250], proto: tcp, from: [admins]}",
+           "    - {ports: [10250], proto: tcp, from: [ops]}\n"
+           "    - {ports: [22], proto: tcp, from: [ops, admins]}");
+  EXPECT_THAT(Refusals(Edit(rewritten, "    world: [0.0.0.0/0]",
+                            "    world: [0.0.0.0/0]\n    ops: [198.18.1.0/29, 198.18.1.8/29]"),
+                       &live),
+              IsEmpty());
 }
 
 TEST(PortListTest, ParsesPortsAndRangesAndRejectsNonsense) {
