@@ -1,7 +1,10 @@
 #include "common/http_server.h"
 
 #include <CivetServer.h>
+#include <civetweb.h>
 #include <prometheus/text_serializer.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 
@@ -69,9 +72,25 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   s->handlers_->metrics = std::make_unique<MetricsHandler>(std::move(sources));
   s->handlers_->healthz = std::make_unique<StaticHandler>(nullptr);
   s->handlers_->readyz = std::make_unique<StaticHandler>(ready);
+  // Debian's CivetWeb is built without IPv6: say so rather than "cannot
+  // listen".
+  const std::string& listen = address;
+  if (std::count(address.begin(), address.end(), ':') > 1 && !mg_check_feature(8)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics-addr ", address,
+        ": this build's HTTP server (CivetWeb) has no IPv6; give an IPv4 address or 0.0.0.0"));
+  }
   try {
-    s->server_ = std::make_unique<CivetServer>(
-        std::vector<std::string>{"listening_ports", address, "num_threads", "2"});
+    // Workers are few and the probes must always find one: a client that
+    // holds a request open (slowloris: two held /healthz for 29.5 s with 2
+    // workers, and kubelet restarts an agent that misses three probes) is
+    // cut off after a second, requests are small, and connections are not
+    // kept alive. CivetWeb has no per-client connection limit; the request
+    // timeout bounds what each connection holds.
+    s->server_ = std::make_unique<CivetServer>(std::vector<std::string>{
+        "listening_ports", listen, "num_threads", "16", "request_timeout_ms", "1000",
+        "keep_alive_timeout_ms", "0", "linger_timeout_ms", "0", "max_request_size", "8192",
+        "listen_backlog", "128", "enable_keep_alive", "no"});
   } catch (const CivetException& e) {
     return absl::UnavailableError(
         absl::StrCat("--metrics-addr ", address, ": cannot listen (", e.what(), ")"));
