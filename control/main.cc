@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, metrics_addr, "0.0.0.0:9470",
           "HOST:PORT for /metrics, /healthz and /readyz; empty to disable.");
 ABSL_FLAG(int, stale_after_seconds, 45,
           "An agent that has not reported for this long is stale (agents report every 10 s).");
+ABSL_FLAG(absl::Duration, refusal_audit_window, absl::Minutes(1),
+          "Refused calls are audited one row each up to 20 per window, then counted into one "
+          "summary row per window.");
 ABSL_FLAG(int, max_watch_streams, 10000,
           "Policy streams open at once, at most (one per agent); more are refused.");
 ABSL_FLAG(int, max_memory_mb, 1024,
@@ -85,6 +88,10 @@ int main(int argc, char** argv) {
                                                                 : absl::GetFlag(FLAGS_role_map);
   options.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_seconds));
   options.max_watch_streams = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_watch_streams));
+  options.refusal_window = absl::GetFlag(FLAGS_refusal_audit_window);
+  if (options.refusal_window < absl::Seconds(1)) {
+    return Fail("--refusal-audit-window: at least 1s");
+  }
   auto protected_ports = control::PortList::Parse(absl::GetFlag(FLAGS_protected_ports));
   if (!protected_ports.ok()) {
     return Fail(absl::StrCat("--protected-ports: ", protected_ports.status().message()));

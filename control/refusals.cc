@@ -10,10 +10,11 @@
 
 namespace portcullis::control {
 
-RefusalAuditor::RefusalAuditor(Store& store, int itemised_per_second,
+RefusalAuditor::RefusalAuditor(Store& store, int itemised, absl::Duration window,
                                prometheus::Registry& registry)
     : store_(store),
-      itemised_per_second_(itemised_per_second),
+      itemised_(itemised),
+      window_(window),
       refusals_(prometheus::BuildCounter()
                     .Name("portcullis_control_refusals_total")
                     .Help("Refused calls, by method and reason: unauthenticated, "
@@ -21,7 +22,7 @@ RefusalAuditor::RefusalAuditor(Store& store, int itemised_per_second,
                     .Register(registry)) {
   flusher_ = std::thread([this] {
     std::unique_lock<std::mutex> lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+    while (!cv_.wait_for(lock, absl::ToChronoMilliseconds(window_), [this] { return stopping_; })) {
       lock.unlock();
       FlushSummary();
       lock.lock();
@@ -42,18 +43,18 @@ RefusalAuditor::~RefusalAuditor() {
 void RefusalAuditor::Refuse(const Caller& caller, absl::string_view method,
                             absl::string_view reason, const absl::Status& why) {
   refusals_.Add({{"method", std::string(method)}, {"reason", std::string(reason)}}).Increment();
-  const int64_t second = absl::ToInt64Seconds(AgentRegistry::SteadyNow());
+  const int64_t window = AgentRegistry::SteadyNow() / window_;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (second != second_) {
-      second_ = second;
-      itemised_this_second_ = 0;
+    if (window != window_index_) {
+      window_index_ = window;
+      itemised_this_window_ = 0;
     }
-    if (itemised_this_second_ >= itemised_per_second_) {
+    if (itemised_this_window_ >= itemised_) {
       ++not_itemised_[absl::StrCat(method, "/", reason)];
       return;
     }
-    ++itemised_this_second_;
+    ++itemised_this_window_;
   }
   absl::Status s = store_.AppendAudit({caller.principal, caller.role, std::string(method),
                                        "refused", std::string(why.message()), 0});

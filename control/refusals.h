@@ -28,7 +28,9 @@ struct Caller {
 
 class RefusalAuditor {
  public:
-  RefusalAuditor(Store& store, int itemised_per_second, prometheus::Registry& registry);
+  // Up to `itemised` refusals a `window` are audited one row each; the rest
+  // are counted and summarised in one row at the end of the window.
+  RefusalAuditor(Store& store, int itemised, absl::Duration window, prometheus::Registry& registry);
   // Writes what is still counted, then stops the thread.
   ~RefusalAuditor();
   RefusalAuditor(const RefusalAuditor&) = delete;
@@ -43,13 +45,14 @@ class RefusalAuditor {
   void FlushSummary();
 
   Store& store_;
-  const int itemised_per_second_;
+  const int itemised_;
+  const absl::Duration window_;
   prometheus::Family<prometheus::Counter>& refusals_;  // method, reason
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  int64_t second_ = 0;  // the second (monotonic) being counted
-  int itemised_this_second_ = 0;
+  int64_t window_index_ = 0;  // which window (monotonic) is being counted
+  int itemised_this_window_ = 0;
   std::map<std::string, int64_t> not_itemised_;  // "method/reason" -> count
   std::thread flusher_;
 };

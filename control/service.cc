@@ -80,7 +80,7 @@ ControlService::ControlService(Store& store, ServiceOptions options, prometheus:
                              .Help("1 when the audit log's hash chain verified at start, else 0")
                              .Register(registry)
                              .Add({})),
-      refusals_(store, options_.itemised_refusals_per_second, registry),
+      refusals_(store, options_.itemised_refusals, options_.refusal_window, registry),
       authorizer_(options_.role_map_path, options_.insecure_plaintext, refusals_),
       live_(options_.max_watch_streams, registry) {}
 

@@ -36,10 +36,12 @@ struct ServiceOptions {
   bool insecure_plaintext = false;  // every caller may do everything
   absl::Duration stale_after = absl::Seconds(45);
   uint32_t max_watch_streams = 10000;
-  // Refusals written to the audit log one row each per second; beyond that
-  // they are counted into one summary row a second (a flood of bad calls
-  // costs bounded writes, and every refusal is still accounted for).
-  int itemised_refusals_per_second = 20;
+  // Refusals written to the audit log one row each per `refusal_window`;
+  // beyond that they are counted into one summary row a window (a flood of
+  // bad calls, from anyone, costs a bounded number of rows a minute, and
+  // every refusal is still accounted for).
+  int itemised_refusals = 20;
+  absl::Duration refusal_window = absl::Minutes(1);
 };
 
 class CallScope;

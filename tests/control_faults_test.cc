@@ -75,7 +75,8 @@ class ControlFaultsTest : public ::testing::Test {
 
   void StartControl() {
     control_ = Process({kControl, "--dev", "--state-dir", state_, "--listen",
-                        absl::StrCat("127.0.0.1:", port_), "--metrics-addr", ""},
+                        absl::StrCat("127.0.0.1:", port_), "--metrics-addr", "",
+                        "--refusal-audit-window", "1s"},
                        tmp_.File("control.log"));
     ASSERT_TRUE(
         WaitFor([&] { return Stub("viewer") != nullptr && Live().ok(); }, std::chrono::seconds(10)))
@@ -221,8 +222,8 @@ TEST_F(ControlFaultsTest, AFloodOfUnauthenticatedCallsIsRefusedAccountedAndCheap
   EXPECT_EQ(other, 0);
   EXPECT_LT(RssMb(control_.pid()), 300);
 
-  // Every refusal is in the audit log: itemised (at most 20 a second), or
-  // counted in a summary row.
+  // Every refusal is in the audit log: itemised (at most 20 a window, here
+  // of a second), or counted in a summary row.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the last summary
   int64_t itemised = 0, summarised = 0;
   for (const v1::AuditEntry& e : AuditLog()) {

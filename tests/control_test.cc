@@ -11,6 +11,7 @@
 #include "control/agent_registry.h"
 #include "control/audit_chain.h"
 #include "control/baseline.h"
+#include "control/refusals.h"
 #include "control/roles.h"
 #include "control/store.h"
 #include "gmock/gmock.h"
@@ -96,6 +97,38 @@ TEST(StoreTest, NumbersVersionsAndKeepsThemAcrossReopen) {
   EXPECT_EQ((*audit)[1].version(), 2u);  // the audit entry names the version it made
   EXPECT_EQ((*audit)[1].prev_hash(), (*audit)[0].hash());
   EXPECT_TRUE((*store)->VerifyAudit().ok());
+}
+
+// Unauthenticated noise costs a bounded number of audit rows a minute: 20
+// itemised, then one summary for the rest of the window (it was 20 rows and
+// a summary every second, 1,260 a minute, without end).
+TEST(RefusalAuditorTest, AFloodOfRefusalsCostsBoundedRowsAMinute) {
+  testing::TempDir dir;
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok()) << store.status();
+  prometheus::Registry registry;
+  {
+    RefusalAuditor auditor(**store, 20, absl::Minutes(1), registry);
+    for (int i = 0; i < 2000; ++i) {
+      auditor.Refuse({"", ""}, "Push", "unauthenticated",
+                     absl::UnauthenticatedError("no client certificate"));
+    }
+  }  // the last summary is written as it stops
+  auto audit = (*store)->Audit(0, 0);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_LE(audit->size(), 42u) << "at most two windows' worth";
+  int64_t itemised = 0, summarised = 0;
+  for (const v1::AuditEntry& e : *audit) {
+    if (e.method() == "(many)") {
+      int64_t n = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(e.detail().substr(0, e.detail().find(' ')), &n));
+      summarised += n;
+    } else {
+      ++itemised;
+    }
+  }
+  EXPECT_EQ(itemised + summarised, 2000);
+  EXPECT_LE(itemised, 40);
 }
 
 // Runs SQL on the store's file behind its back, as an attacker with the file would.
