@@ -74,10 +74,10 @@ class ControlFaultsTest : public ::testing::Test {
   }
 
   void StartControl() {
-    control_ = Process({kControl, "--dev", "--state-dir", state_, "--listen",
-                        absl::StrCat("127.0.0.1:", port_), "--metrics-addr", "",
-                        "--refusal-audit-window", "1s"},
-                       tmp_.File("control.log"));
+    control_ = Process(
+        {kControl, "--dev", "--state-dir", state_, "--listen", absl::StrCat("127.0.0.1:", port_),
+         "--metrics-addr", "", "--refusal-audit-window", "1s"},
+        tmp_.File("control.log"));
     ASSERT_TRUE(
         WaitFor([&] { return Stub("viewer") != nullptr && Live().ok(); }, std::chrono::seconds(10)))
         << "the control service did not start";
