@@ -41,6 +41,23 @@ ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
 namespace portcullis::cli {
 namespace {
 
+// Text that came from the service (node names, errors, reasons: written by
+// agents and editors), made safe for a terminal: control characters (an
+// escape sequence can rewrite the screen) become \xNN.
+std::string Printable(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 int Fail(int code, absl::string_view message) {
   std::cerr << "portcullisctl: " << message << "\n";
   return code;
@@ -220,12 +237,12 @@ int History(Remote& remote, const std::vector<char*>&) {
   std::cout << absl::StrFormat("%-8s %-19s %-16s %-19s %s\n", "VERSION", "TIME (UTC)", "AUTHOR",
                                "HASH", "REASON");
   for (const v1::PolicyVersion& v : response.versions()) {
-    std::string reason = v.reason();
+    std::string reason = Printable(v.reason());
     if (v.rollback_of()) reason = absl::StrCat("[rollback to ", v.rollback_of(), "] ", reason);
     std::cout << absl::StrFormat(
         "%-8s %-19s %-16s %-19s %s\n",
         absl::StrCat(v.version(), v.version() == response.live_version() ? "*" : ""),
-        Time(v.created_unix_nanos()), v.author(), ShortHash(v.content_hash()), reason);
+        Time(v.created_unix_nanos()), Printable(v.author()), ShortHash(v.content_hash()), reason);
   }
   return kExitOk;
 }
@@ -241,9 +258,9 @@ int Get(Remote& remote, const std::vector<char*>& args) {
   if (absl::Status s = remote.Call(&control::ControlStub::Get, request, &response); !s.ok()) {
     return Fail(ExitFor(s), s.message());
   }
-  std::cout << "# version " << response.version() << " by " << response.author() << " at "
-            << Time(response.created_unix_nanos()) << " UTC: " << response.reason() << "\n# "
-            << response.content_hash() << "\n"
+  std::cout << "# version " << response.version() << " by " << Printable(response.author())
+            << " at " << Time(response.created_unix_nanos())
+            << " UTC: " << Printable(response.reason()) << "\n# " << response.content_hash() << "\n"
             << policy::ToYaml(response.policy());
   return kExitOk;
 }
@@ -277,10 +294,11 @@ int Audit(Remote& remote, const std::vector<char*>&) {
     const v1::AuditEntry& e = all[i];
     std::string detail = e.detail();
     std::replace(detail.begin(), detail.end(), '\n', ' ');
+    detail = Printable(detail);
     std::cout << absl::StrFormat(
         "%-6d %-19s %-12s %-7s %-12s %-8s %-7s %s\n", e.seq(), Time(e.time_unix_nanos()),
-        e.principal().empty() ? "-" : e.principal(), e.role().empty() ? "-" : e.role(), e.method(),
-        e.outcome(), e.version() ? absl::StrCat(e.version()) : "-", detail);
+        e.principal().empty() ? "-" : Printable(e.principal()), e.role().empty() ? "-" : e.role(),
+        e.method(), e.outcome(), e.version() ? absl::StrCat(e.version()) : "-", detail);
   }
   return kExitOk;
 }
@@ -306,13 +324,13 @@ int Status(Remote& remote, const std::vector<char*>&) {
                                                  : "in sync";
     drifted += a.drifted();
     stale += a.stale();
-    std::cout << absl::StrFormat("%-20s %-8d %-19s %-16s %-19s %-8s %-6s %s\n", a.status().node(),
-                                 a.status().applied_version(), ShortHash(a.status().applied_hash()),
-                                 state, Time(a.last_seen_unix_nanos()), a.status().xdp_mode(),
-                                 a.status().ready() ? "yes" : "no",
-                                 absl::StrJoin(a.status().interfaces(), ","));
+    std::cout << absl::StrFormat(
+        "%-20s %-8d %-19s %-16s %-19s %-8s %-6s %s\n", Printable(a.status().node()),
+        a.status().applied_version(), ShortHash(a.status().applied_hash()), state,
+        Time(a.last_seen_unix_nanos()), Printable(a.status().xdp_mode()),
+        a.status().ready() ? "yes" : "no", Printable(absl::StrJoin(a.status().interfaces(), ",")));
     if (!a.status().last_error().empty()) {
-      std::cout << "    last error: " << a.status().last_error() << "\n";
+      std::cout << "    last error: " << Printable(a.status().last_error()) << "\n";
     }
   }
   std::cout << response.agents_size() << " agents: " << drifted << " drifted, " << stale

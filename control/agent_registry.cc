@@ -2,8 +2,12 @@
 
 #include <prometheus/metric_family.h>
 
+#include <algorithm>
 #include <chrono>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
 namespace portcullis::control {
@@ -12,10 +16,36 @@ absl::Duration AgentRegistry::SteadyNow() {
   return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
 }
 
-void AgentRegistry::Report(const v1::AgentStatus& status) {
+absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
+  const std::string& node = status.node();
+  const bool name_ok =
+      !node.empty() && node.size() <= 253 && std::all_of(node.begin(), node.end(), [](char c) {
+        return absl::ascii_isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':';
+      });
+  if (!name_ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", absl::CEscape(node.substr(0, 64)),
+                     "\" is not a node name (at most 253 letters, digits, '.', '-', '_', ':')"));
+  }
+  if (status.ByteSizeLong() > kMaxReportBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the status is ", status.ByteSizeLong(),
+                                                   " bytes; the limit is ", kMaxReportBytes));
+  }
   const absl::Duration now = monotonic_();
   std::lock_guard<std::mutex> lock(mu_);
-  agents_[status.node()] = {status, absl::Now(), now};
+  ForgetSilent(now);
+  if (!agents_.contains(node) && agents_.size() >= kMaxAgents) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("more than ", kMaxAgents, " agents report to this service"));
+  }
+  agents_[node] = {status, absl::Now(), now};
+  return absl::OkStatus();
+}
+
+void AgentRegistry::ForgetSilent(absl::Duration now) const {
+  for (auto it = agents_.begin(); it != agents_.end();) {
+    it = now - it->second.monotonic > forget_after_ ? agents_.erase(it) : std::next(it);
+  }
 }
 
 void AgentRegistry::SetLiveHash(std::string hash) {
@@ -26,6 +56,7 @@ void AgentRegistry::SetLiveHash(std::string hash) {
 std::vector<v1::AgentState> AgentRegistry::States() const {
   const absl::Duration now = monotonic_();
   std::lock_guard<std::mutex> lock(mu_);
+  ForgetSilent(now);
   std::vector<v1::AgentState> out;
   for (const auto& [node, seen] : agents_) {
     v1::AgentState& s = out.emplace_back();

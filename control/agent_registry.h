@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "portcullis/v1/control.pb.h"
 
@@ -26,10 +27,17 @@ class AgentRegistry : public prometheus::Collectable {
   using MonotonicClock = std::function<absl::Duration()>;  // since any fixed point
   static absl::Duration SteadyNow();
 
-  explicit AgentRegistry(absl::Duration stale_after, MonotonicClock monotonic = SteadyNow)
-      : stale_after_(stale_after), monotonic_(std::move(monotonic)) {}
+  explicit AgentRegistry(absl::Duration stale_after, MonotonicClock monotonic = SteadyNow,
+                         absl::Duration forget_after = absl::Hours(1))
+      : stale_after_(stale_after), forget_after_(forget_after), monotonic_(std::move(monotonic)) {}
 
-  void Report(const v1::AgentStatus& status);
+  // Keeps `status` as its node's latest. InvalidArgument for a node name
+  // that is not a Kubernetes node name (at most 253 bytes of [A-Za-z0-9.-_:])
+  // or a report over kMaxReportBytes; ResourceExhausted for a new node past
+  // kMaxAgents. Nodes silent for `forget_after` are forgotten.
+  static constexpr size_t kMaxReportBytes = 16 << 10;
+  static constexpr size_t kMaxAgents = 20000;
+  absl::Status Report(const v1::AgentStatus& status);
   void SetLiveHash(std::string hash);
   // By node name.
   std::vector<v1::AgentState> States() const;
@@ -44,11 +52,14 @@ class AgentRegistry : public prometheus::Collectable {
     absl::Time wall;
     absl::Duration monotonic;
   };
+  void ForgetSilent(absl::Duration now) const;  // under mu_
+
   const absl::Duration stale_after_;
+  const absl::Duration forget_after_;
   const MonotonicClock monotonic_;
   mutable std::mutex mu_;
   std::string live_hash_;
-  std::map<std::string, Seen> agents_;
+  mutable std::map<std::string, Seen> agents_;
 };
 
 }  // namespace portcullis::control

@@ -9,8 +9,10 @@ namespace portcullis::control {
 // it), then each newer one.
 class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
  public:
-  WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request)
-      : broadcast_(broadcast), request_(request) {}
+  WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request, std::string identity)
+      : broadcast_(broadcast), request_(request), identity_(std::move(identity)) {}
+
+  const std::string& identity() const { return identity_; }
 
   // Sends the headers, then `live` unless the agent has it. Versions offered
   // before this (by a push racing the stream's start) wait until now.
@@ -83,6 +85,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
 
   LiveBroadcast* broadcast_;
   const v1::WatchRequest request_;
+  const std::string identity_;
   std::mutex mu_;
   bool started_ = false;
   uint64_t newest_ = 0;  // the newest version taken
@@ -122,8 +125,9 @@ void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
 }
 
 absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open(
-    grpc::CallbackServerContext* ctx, const v1::WatchRequest& request) {
-  auto* reactor = new WatchReactor(this, request);
+    grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, const std::string& identity,
+    uint32_t per_identity) {
+  auto* reactor = new WatchReactor(this, request, identity);
   std::shared_ptr<const v1::PolicyVersion> live;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -132,6 +136,12 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
       return absl::ResourceExhaustedError(
           absl::StrCat("too many policy streams (", max_streams_, ")"));
     }
+    if (per_identity && per_identity_[identity] >= per_identity) {
+      delete reactor;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many policy streams for \"", identity, "\" (", per_identity, ")"));
+    }
+    ++per_identity_[identity];
     // Registered and given the live version under one lock: no Publish is
     // missed, and one racing this is held until Start.
     watchers_.insert(reactor);
@@ -145,6 +155,9 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
 void LiveBroadcast::Closed(WatchReactor* reactor) {
   std::lock_guard<std::mutex> lock(mu_);
   watchers_.erase(reactor);
+  if (auto it = per_identity_.find(reactor->identity()); it != per_identity_.end()) {
+    if (--it->second == 0) per_identity_.erase(it);
+  }
   watch_streams_.Set(static_cast<double>(watchers_.size()));
 }
 

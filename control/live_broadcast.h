@@ -7,9 +7,11 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "portcullis/v1/control.grpc.pb.h"
@@ -32,9 +34,11 @@ class LiveBroadcast {
   void Publish(std::shared_ptr<const v1::PolicyVersion> version);
 
   // A new stream for `request`, or ResourceExhausted when max_streams are
-  // open. The reactor sends the live version at once unless the agent has it.
+  // open, or `per_identity` (if not 0) already are for `identity`. The
+  // reactor sends the live version at once unless the agent has it.
   absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> Open(
-      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request);
+      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request,
+      const std::string& identity = "", uint32_t per_identity = 0);
 
  private:
   friend class WatchReactor;
@@ -46,6 +50,7 @@ class LiveBroadcast {
   mutable std::mutex mu_;
   std::shared_ptr<const v1::PolicyVersion> live_;  // under mu_
   std::set<WatchReactor*> watchers_;               // under mu_
+  std::map<std::string, uint32_t> per_identity_;   // open streams; under mu_
 };
 
 }  // namespace portcullis::control

@@ -46,6 +46,13 @@ ABSL_FLAG(int, stale_after_seconds, 45,
 ABSL_FLAG(absl::Duration, refusal_audit_window, absl::Minutes(1),
           "Refused calls are audited one row each up to 20 per window, then counted into one "
           "summary row per window.");
+ABSL_FLAG(std::vector<std::string>, dev_node_certs, {},
+          "With --dev: also issue, once, a certificate per node (tls/agent-NODE.crt, named "
+          "portcullis-agent:NODE) and accept only those from agents.");
+ABSL_FLAG(bool, allow_shared_agent_certs, false,
+          "Let an agent certificate not named portcullis-agent:NODE speak for any node (one "
+          "certificate shared by every node). --dev turns it on for its shared agent "
+          "certificate.");
 ABSL_FLAG(int, max_watch_streams, 10000,
           "Policy streams open at once, at most (one per agent); more are refused.");
 ABSL_FLAG(int, max_memory_mb, 1024,
@@ -89,6 +96,9 @@ int main(int argc, char** argv) {
   options.stale_after = absl::Seconds(absl::GetFlag(FLAGS_stale_after_seconds));
   options.max_watch_streams = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_watch_streams));
   options.refusal_window = absl::GetFlag(FLAGS_refusal_audit_window);
+  const std::vector<std::string> node_certs = absl::GetFlag(FLAGS_dev_node_certs);
+  options.shared_agent_certs =
+      (dev && node_certs.empty()) || absl::GetFlag(FLAGS_allow_shared_agent_certs);
   if (options.refusal_window < absl::Seconds(1)) {
     return Fail("--refusal-audit-window: at least 1s");
   }
@@ -121,6 +131,11 @@ int main(int argc, char** argv) {
       auto made = control::EnsureDevCertificates(state_dir);
       if (!made.ok()) return Fail(std::string(made.status().message()));
       paths = *made;
+      for (const std::string& node : node_certs) {
+        if (absl::Status s = control::IssueDevNodeCertificate(state_dir, node); !s.ok()) {
+          return Fail(absl::StrCat("--dev-node-certs: ", s.message()));
+        }
+      }
       if (access(options.role_map_path.c_str(), F_OK) != 0) {
         FILE* f = fopen(options.role_map_path.c_str(), "wx");
         if (f) {

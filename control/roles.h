@@ -49,6 +49,10 @@ inline constexpr absl::string_view kDevRoleMap =
     "  - {subject: admin, role: admin}\n"
     "  - {subject: editor, role: editor}\n"
     "  - {subject: viewer, role: viewer}\n"
-    "  - {subject: agent, role: agent}\n";
+    "  - {subject: agent, role: agent}\n"
+    "  - {subject: \"portcullis-agent:*\", role: agent}\n";
+
+// An agent certificate named `portcullis-agent:NODE` speaks for NODE only.
+inline constexpr absl::string_view kNodeCertPrefix = "portcullis-agent:";
 
 }  // namespace portcullis::control

@@ -1,5 +1,7 @@
 #include "control/service.h"
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -293,12 +295,42 @@ grpc::ServerUnaryReactor* ControlService::Audit(grpc::CallbackServerContext* ctx
   return call.Finish(absl::OkStatus());
 }
 
+// The node an agent's certificate speaks for: the NODE of
+// `portcullis-agent:NODE`, or "" (any) for a shared certificate where those
+// are allowed. PermissionDenied when the certificate may not speak for `node`.
+absl::StatusOr<std::string> ControlService::BoundNode(const Caller& caller,
+                                                      absl::string_view node) const {
+  if (options_.insecure_plaintext) return std::string();
+  if (absl::StartsWith(caller.principal, kNodeCertPrefix)) {
+    const std::string bound = caller.principal.substr(kNodeCertPrefix.size());
+    if (node != bound) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("the certificate \"", caller.principal, "\" speaks for node \"", bound,
+                       "\" only, not \"", absl::CEscape(node), "\""));
+    }
+    return bound;
+  }
+  if (options_.shared_agent_certs) return std::string();
+  return absl::PermissionDeniedError(
+      absl::StrCat("the agent certificate \"", caller.principal,
+                   "\" names no node: agent certificates are "
+                   "named ",
+                   kNodeCertPrefix,
+                   "NODE, one per node (docs/CONTROL.md), unless the service runs "
+                   "with --allow-shared-agent-certs"));
+}
+
 grpc::ServerWriteReactor<v1::PolicyVersion>* ControlService::Watch(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
   constexpr absl::string_view kMethod = "Watch";
   auto caller = authorizer_.Authorize(*ctx, kMethod, Permission::kAgent);
+  absl::StatusOr<std::string> bound =
+      caller.ok() ? BoundNode(*caller, request->node()) : caller.status();
+  if (caller.ok() && !bound.ok()) refusals_.Refuse(*caller, kMethod, "node", bound.status());
   absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> stream =
-      caller.ok() ? live_.Open(ctx, *request) : caller.status();
+      bound.ok() ? live_.Open(ctx, *request, *bound,
+                              bound->empty() ? 0 : options_.max_streams_per_node_cert)
+                 : bound.status();
   Count(kMethod, stream.status());
   if (stream.ok()) return *stream;
   class Refused : public grpc::ServerWriteReactor<v1::PolicyVersion> {
@@ -317,8 +349,10 @@ grpc::ServerUnaryReactor* ControlService::ReportStatus(grpc::CallbackServerConte
   if (request->node().empty()) {
     return call.Finish(absl::InvalidArgumentError("the status names no node"));
   }
-  agents_->Report(*request);
-  return call.Finish(absl::OkStatus());
+  if (absl::StatusOr<std::string> bound = BoundNode(call.caller(), request->node()); !bound.ok()) {
+    return call.Finish(call.Refuse("node", bound.status()));
+  }
+  return call.Finish(agents_->Report(*request));
 }
 
 grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ctx,

@@ -36,6 +36,11 @@ struct ServiceOptions {
   bool insecure_plaintext = false;  // every caller may do everything
   absl::Duration stale_after = absl::Seconds(45);
   uint32_t max_watch_streams = 10000;
+  // Agent certificates not named portcullis-agent:NODE (one shared by every
+  // node, as --dev makes) may speak for any node. Off: such a certificate
+  // is refused, and each node's certificate speaks for its node only.
+  bool shared_agent_certs = false;
+  uint32_t max_streams_per_node_cert = 4;
   // Refusals written to the audit log one row each per `refusal_window`;
   // beyond that they are counted into one summary row a window (a flood of
   // bad calls, from anyone, costs a bounded number of rows a minute, and
@@ -82,6 +87,7 @@ class ControlService final : public v1::Control::CallbackService {
                                    v1::StatusResponse* response) override;
 
  private:
+  absl::StatusOr<std::string> BoundNode(const Caller& caller, absl::string_view node) const;
   friend class CallScope;
 
   ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry);

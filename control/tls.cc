@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "control/roles.h"
 #include "policy/yaml_loader.h"
 
 namespace portcullis::control {
@@ -182,6 +183,29 @@ absl::StatusOr<TlsPaths> EnsureDevCertificates(const std::string& state_dir) {
         absl::StrCat("cannot move the dev certificates into ", dir.string(), ": ", ec.message())));
   }
   return server;
+}
+
+absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::string& node) {
+  const fs::path dir = fs::path(state_dir) / "tls";
+  const std::string name = absl::StrCat("agent-", node);
+  std::error_code ec;
+  if (fs::exists(dir / (name + ".crt"), ec)) return absl::OkStatus();
+  auto read = [&](const char* file, auto reader) {
+    std::unique_ptr<FILE, int (*)(FILE*)> f(fopen((dir / file).c_str(), "r"), fclose);
+    return f ? reader(f.get()) : nullptr;
+  };
+  CertPtr ca(read("ca.crt", [](FILE* f) { return PEM_read_X509(f, nullptr, nullptr, nullptr); }));
+  KeyPtr ca_key(
+      read("ca.key", [](FILE* f) { return PEM_read_PrivateKey(f, nullptr, nullptr, nullptr); }));
+  if (!ca || !ca_key) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot read the dev CA in ", dir.string()));
+  }
+  KeyPtr key(EVP_EC_gen("P-256"));
+  if (!key) return OpenSslError("generating a key");
+  auto cert = MakeCertificate(absl::StrCat(kNodeCertPrefix, node), key.get(), ca.get(),
+                              ca_key.get(), "client", "");
+  if (!cert.ok()) return cert.status();
+  return WritePair(dir, name, cert->get(), key.get());
 }
 
 }  // namespace portcullis::control

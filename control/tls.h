@@ -28,4 +28,8 @@ absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_op
 // and "portcullis-control". Returns the server's paths.
 absl::StatusOr<TlsPaths> EnsureDevCertificates(const std::string& state_dir);
 
+// With the dev CA: STATE_DIR/tls/agent-NODE.crt/.key, named
+// portcullis-agent:NODE, the certificate that speaks for NODE only (once).
+absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::string& node);
+
 }  // namespace portcullis::control

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -25,6 +26,7 @@
 #include "policy/text.h"
 #include "policy/validator.h"
 #include "portcullis/v1/control.grpc.pb.h"
+#include "tests/support/command.h"
 #include "tests/support/lab.h"
 #include "tests/support/wait.h"
 
@@ -238,6 +240,67 @@ TEST_F(ControlFaultsTest, AFloodOfUnauthenticatedCallsIsRefusedAccountedAndCheap
   }
   EXPECT_EQ(itemised + summarised, kThreads * kCallsPerThread);
   EXPECT_LE(itemised, 20 * (static_cast<int64_t>(seconds) + 2));
+}
+
+// One agent certificate reported status for any node name (three spoofed
+// nodes shown in sync) and took every policy stream. A node's certificate
+// (portcullis-agent:NODE) now speaks for that node only, holds at most 4
+// streams, and a shared certificate is refused unless the service allows it.
+TEST_F(ControlFaultsTest, AnAgentCertificateSpeaksForItsOwnNodeOnly) {
+  control_ = Process({kControl, "--dev", "--dev-node-certs", "node-a", "--state-dir", state_,
+                      "--listen", absl::StrCat("127.0.0.1:", port_), "--metrics-addr", ""},
+                     tmp_.File("control.log"));
+  ASSERT_TRUE(
+      WaitFor([&] { return Stub("viewer") != nullptr && Live().ok(); }, std::chrono::seconds(10)));
+  auto report = [&](const std::string& cert, const std::string& node,
+                    const std::string& error = "") {
+    auto stub = Stub(cert);
+    grpc::ClientContext ctx;
+    v1::AgentStatus status;
+    status.set_node(node);
+    status.set_last_error(error);
+    v1::ReportStatusResponse response;
+    return stub->ReportStatus(&ctx, status, &response);
+  };
+  EXPECT_TRUE(report("agent-node-a", "node-a", "\x1b[2J\x1b[32mall in sync").ok());
+  // What agents write reaches a terminal escaped.
+  const std::string tls = state_ + "/tls/";
+  const CommandResult status = RunCommand(
+      absl::StrCat(PORTCULLISCTL_PATH, " --control 127.0.0.1:", port_, " --ca ", tls,
+                   "ca.crt --cert ", tls, "viewer.crt --key ", tls, "viewer.key status"));
+  EXPECT_THAT(status.out, HasSubstr("last error: \\x1b[2J\\x1b[32mall in sync"));
+  EXPECT_EQ(status.out.find('\x1b'), std::string::npos);
+  grpc::Status s = report("agent-node-a", "node-b");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message(),
+            "the certificate \"portcullis-agent:node-a\" speaks for node \"node-a\" only, not "
+            "\"node-b\"");
+  s = report("agent", "node-c");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("the agent certificate \"agent\" names no node"));
+
+  auto stub = Stub("agent-node-a");
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::PolicyVersion>>> streams;
+  absl::Cleanup cancel = [&] {
+    for (auto& c : contexts) c->TryCancel();
+    for (auto& r : streams) r->Finish();
+  };
+  v1::WatchRequest request;
+  request.set_node("node-a");
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub->Watch(contexts.back().get(), request));
+    streams.back()->WaitForInitialMetadata();
+  }
+  grpc::ClientContext fifth;
+  auto refused = stub->Watch(&fifth, request);
+  v1::PolicyVersion version;
+  while (refused->Read(&version)) {
+  }
+  s = refused->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(s.error_message(), "too many policy streams for \"node-a\" (4)");
 }
 
 // Watch streams that never read.

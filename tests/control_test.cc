@@ -370,9 +370,9 @@ TEST(AgentRegistryTest, StalenessFollowsTheMonotonicClockAndDriftTheLiveHash) {
   a.set_applied_hash("sha256:a");
   b.set_node("b");
   b.set_applied_hash("sha256:b");
-  agents.Report(a);
+  ASSERT_TRUE(agents.Report(a).ok());
   now += absl::Seconds(40);
-  agents.Report(b);
+  ASSERT_TRUE(agents.Report(b).ok());
   std::vector<v1::AgentState> states = agents.States();
   ASSERT_EQ(states.size(), 2u);
   EXPECT_TRUE(states[0].drifted());
@@ -383,6 +383,31 @@ TEST(AgentRegistryTest, StalenessFollowsTheMonotonicClockAndDriftTheLiveHash) {
   EXPECT_TRUE(states[0].stale());
   EXPECT_FALSE(states[1].stale());
   // The wall clock plays no part: a registry is only as stale as its clock.
+}
+
+// Reports of 25 MB each, and node names carrying terminal escapes, made
+// `status` fail for every viewer. Reports are bounded, names are node names,
+// and nodes silent for an hour are forgotten.
+TEST(AgentRegistryTest, ReportsAreBoundedAndSilentNodesForgotten) {
+  absl::Duration now = absl::Seconds(1000);
+  AgentRegistry agents(
+      absl::Seconds(45), [&] { return now; }, absl::Hours(1));
+  v1::AgentStatus s;
+  s.set_node("node\x1b[2J");
+  EXPECT_EQ(
+      agents.Report(s).message(),
+      "\"node\\033[2J\" is not a node name (at most 253 letters, digits, '.', '-', '_', ':')");
+  s.set_node(std::string(254, 'n'));
+  EXPECT_TRUE(absl::IsInvalidArgument(agents.Report(s)));
+  s.set_node("big");
+  s.set_last_error(std::string(AgentRegistry::kMaxReportBytes, 'e'));
+  EXPECT_THAT(agents.Report(s).message(), HasSubstr("bytes; the limit is 16384"));
+  s.clear_last_error();
+  ASSERT_TRUE(agents.Report(s).ok());
+  now += absl::Minutes(59);
+  EXPECT_EQ(agents.States().size(), 1u) << "stale, but still shown";
+  now += absl::Minutes(2);
+  EXPECT_TRUE(agents.States().empty()) << "silent for an hour: forgotten";
 }
 
 // --- Roles ------------------------------------------------------------------
