@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/check_policy.h"
 #include "control/audit_chain.h"
@@ -32,7 +33,12 @@ ABSL_FLAG(uint64_t, to, 0, "rollback: the version to restore");
 ABSL_FLAG(bool, allow_failsafe_change, false,
           "push, rollback: allow removing failsafe rules that the live version has");
 ABSL_FLAG(bool, exit_code, false, "diff: exit 1 when there are differences");
-ABSL_FLAG(bool, verify, false, "audit: check the audit log's hash chain, exit 1 when broken");
+ABSL_FLAG(bool, verify, false,
+          "audit: check the audit log's hash chain and that each version holds the policy its "
+          "entry recorded; exit 1 when broken");
+ABSL_FLAG(std::string, expect_head, "",
+          "audit --verify: SEQ:HASH, a head printed by an earlier --verify and kept apart from "
+          "the control service (a ticket, a CI artifact): the log must still hold that entry");
 ABSL_FLAG(uint32_t, limit, 0, "history, audit: show at most this many (newest); 0 = all");
 ABSL_FLAG(int, timeout_seconds, 30, "how long to wait for the control service");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
@@ -282,8 +288,37 @@ int Audit(Remote& remote, const std::vector<char*>&) {
     if (absl::Status s = control::VerifyAuditChain(all, ""); !s.ok()) {
       return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: ", s.message()));
     }
+    for (const v1::AuditEntry& e : all) {
+      if (e.content_hash().empty()) continue;
+      v1::GetRequest request;
+      request.set_version(e.version());
+      v1::PolicyVersion version;
+      if (absl::Status s = remote.Call(&control::ControlStub::Get, request, &version); !s.ok()) {
+        return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: version ", e.version(),
+                                               " of entry ", e.seq(), ": ", s.message()));
+      }
+      if (absl::Status s = control::VerifyVersionAgainstAudit(version, e); !s.ok()) {
+        return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: ", s.message()));
+      }
+    }
+    if (const std::string head = absl::GetFlag(FLAGS_expect_head); !head.empty()) {
+      const std::vector<std::string> parts = absl::StrSplit(head, absl::MaxSplits(':', 1));
+      uint64_t seq = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &seq)) {
+        return Fail(kExitUsage, "--expect-head: SEQ:HASH, as --verify prints the head");
+      }
+      const bool held = seq >= 1 && seq <= all.size() && all[seq - 1].hash() == parts[1];
+      if (!held) {
+        return Fail(
+            kExitInvalid,
+            absl::StrCat("the audit chain is broken: it no longer holds entry ", seq, " with hash ",
+                         parts[1], " (entries were removed or the chain rewritten)"));
+      }
+    }
     std::cout << "audit chain verified: " << all.size() << " entries"
-              << (all.empty() ? "" : absl::StrCat(", head ", all.back().hash())) << "\n";
+              << (all.empty() ? ""
+                              : absl::StrCat(", head ", all.back().seq(), ":", all.back().hash()))
+              << "\n";
     return kExitOk;
   }
   const uint32_t limit = absl::GetFlag(FLAGS_limit);

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS audit (
   detail TEXT NOT NULL,
   version INTEGER NOT NULL,
   prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
+  hash TEXT NOT NULL,
+  content_hash TEXT NOT NULL DEFAULT ''
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -135,6 +136,17 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir)
   if (absl::Status s = store->Exec(kSchema); !s.ok()) {
     return absl::DataLossError(absl::StrCat(s.message(), restore));
   }
+  // Stores from before the chain covered policies gain the column.
+  {
+    Stmt has(store->db_, "SELECT 1 FROM pragma_table_info('audit') WHERE name = 'content_hash'");
+    if (has.ok() && has.Step() == SQLITE_DONE) {
+      if (absl::Status s =
+              store->Exec("ALTER TABLE audit ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''");
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
   return store;
 }
 
@@ -222,10 +234,11 @@ absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now
   e.set_outcome(std::move(audit.outcome));
   e.set_detail(std::move(audit.detail));
   e.set_version(audit.version);
+  e.set_content_hash(std::move(audit.content_hash));
   e.set_hash(AuditEntryHash(e));
   Stmt ins(db_,
            "INSERT INTO audit (seq, time_unix_nanos, principal, role, method, outcome, detail, "
-           "version, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+           "version, prev_hash, hash, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!ins.ok()) return Error("cannot append to the audit log");
   ins.Bind(1, static_cast<int64_t>(e.seq()))
       .Bind(2, e.time_unix_nanos())
@@ -236,7 +249,8 @@ absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now
       .Bind(7, e.detail())
       .Bind(8, static_cast<int64_t>(e.version()))
       .Bind(9, e.prev_hash())
-      .Bind(10, e.hash());
+      .Bind(10, e.hash())
+      .Bind(11, e.content_hash());
   if (ins.Step() != SQLITE_DONE) return Error("cannot append to the audit log");
   return e;
 }
@@ -274,6 +288,7 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
         .BindBlob(7, body);
     if (ins.Step() != SQLITE_DONE) return Error("cannot store the version");
     audit.version = version.version();
+    audit.content_hash = version.content_hash();
     return InsertAudit(std::move(audit), now).status();
   });
   if (!s.ok()) return s;
@@ -289,7 +304,7 @@ absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uin
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT seq, time_unix_nanos, principal, role, method, outcome, detail, version, "
-         "prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
+         "prev_hash, hash, content_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
   if (!s.ok()) return Error("cannot read the audit log");
   s.Bind(1, static_cast<int64_t>(after_seq)).Bind(2, limit == 0 ? int64_t{-1} : int64_t{limit});
   std::vector<v1::AuditEntry> out;
@@ -306,6 +321,7 @@ absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uin
     e.set_version(s.Int(7));
     e.set_prev_hash(s.Text(8));
     e.set_hash(s.Text(9));
+    e.set_content_hash(s.Text(10));
   }
   if (rc != SQLITE_DONE) return Error("cannot read the audit log");
   return out;
@@ -319,6 +335,12 @@ absl::Status Store::VerifyAudit() {
     if (!page.ok()) return page.status();
     if (page->empty()) return absl::OkStatus();
     if (absl::Status s = VerifyAuditChain(*page, prev); !s.ok()) return s;
+    for (const v1::AuditEntry& e : *page) {
+      if (e.content_hash().empty()) continue;
+      auto version = Get(e.version());
+      if (!version.ok()) return version.status();
+      if (absl::Status s = VerifyVersionAgainstAudit(*version, e); !s.ok()) return s;
+    }
     prev = page->back().hash();
     after = page->back().seq();
   }

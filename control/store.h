@@ -25,6 +25,7 @@ namespace portcullis::control {
 struct AuditRecord {
   std::string principal, role, method, outcome, detail;
   uint64_t version = 0;
+  std::string content_hash;  // of the version's policy (set by AddVersion)
 };
 
 class Store {

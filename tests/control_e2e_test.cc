@@ -238,7 +238,15 @@ TEST_F(ControlE2eTest, PushReachesBothAgentsWithinASecondAndRollbackRestores) {
   EXPECT_THAT(history.out, HasSubstr(absl::StrCat("[rollback to ", a, "] revert")));
   const CommandResult verify = Ctl("viewer", "audit --verify");
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
-  EXPECT_THAT(verify.out, HasSubstr("audit chain verified: 3 entries"));
+  EXPECT_THAT(verify.out, HasSubstr("audit chain verified: 3 entries, head 3:sha256:"));
+  // The head, kept apart from the service, anchors the chain: a log cut
+  // back to fewer entries, or rewritten, no longer holds it.
+  const std::string head = verify.out.substr(verify.out.find("head ") + 5, std::string::npos);
+  const std::string anchor(absl::StripAsciiWhitespace(head));
+  EXPECT_EQ(Ctl("viewer", "audit --verify --expect-head " + anchor).exit_code, 0);
+  const CommandResult forged = Ctl("viewer", "audit --verify --expect-head 3:sha256:00");
+  EXPECT_EQ(forged.exit_code, 1);
+  EXPECT_THAT(forged.err, HasSubstr("it no longer holds entry 3 with hash sha256:00"));
 }
 
 TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCertificates) {

@@ -180,6 +180,36 @@ TEST(StoreTest, VerifyDetectsAnAlteredEntryAndAMissingOne) {
   }
 }
 
+// The red team replaced a version's policy (and its content hash) with
+// another version's, which verified: the versions table was outside the
+// chain. Each entry now covers the content hash of the version it made.
+TEST(StoreTest, VerifyDetectsAVersionWhosePolicyWasReplaced) {
+  testing::TempDir dir;
+  {
+    auto store = Store::Open(dir.path());
+    ASSERT_TRUE(store.ok());
+    for (const char* ports : {"[80, 443]", "[80]"}) {
+      v1::PolicyVersion v = Version(Edit(kPolicy, "[80, 443]", ports), "r");
+      v.set_content_hash(policy::ContentHash(v.policy()));
+      ASSERT_TRUE((*store)->AddVersion(v, {"editor", "editor", "Push", "ok", ""}).ok());
+    }
+    ASSERT_TRUE((*store)->VerifyAudit().ok());
+    auto audit = (*store)->Audit(0, 0);
+    ASSERT_TRUE(audit.ok());
+    EXPECT_EQ((*audit)[0].content_hash(), (*store)->Get(1)->content_hash());
+  }
+  Tamper(dir.path(),
+         "DROP TRIGGER versions_no_update; UPDATE versions SET policy = (SELECT policy FROM "
+         "versions WHERE version = 2), "
+         "content_hash = (SELECT content_hash FROM versions WHERE version = 2) WHERE version = 1");
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  const absl::Status verified = (*store)->VerifyAudit();
+  EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
+  EXPECT_THAT(std::string(verified.message()),
+              HasSubstr("version 1 does not hold the policy audit entry 1 recorded"));
+}
+
 TEST(StoreTest, ACorruptFileIsRefusedWithHowToRestore) {
   testing::TempDir dir;
   dir.Write("control.db", std::string(8192, 'x'));
