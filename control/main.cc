@@ -1,7 +1,10 @@
 // portcullis-control: see service.h and PRODUCT.md "Command-line contract".
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <prometheus/registry.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -137,10 +140,15 @@ int main(int argc, char** argv) {
         }
       }
       if (access(options.role_map_path.c_str(), F_OK) != 0) {
-        FILE* f = fopen(options.role_map_path.c_str(), "wx");
-        if (f) {
-          fputs(std::string(control::kDevRoleMap).c_str(), f);
-          fclose(f);
+        // 0600 whatever the umask: who holds it decides every role.
+        const int fd = open(options.role_map_path.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+          const std::string map(control::kDevRoleMap);
+          const bool written = fchmod(fd, 0600) == 0 && write(fd, map.data(), map.size()) ==
+                                                            static_cast<ssize_t>(map.size());
+          close(fd);
+          if (!written) return Fail(absl::StrCat("cannot write ", options.role_map_path));
         }
       }
       if (absl::GetFlag(FLAGS_dev_certs_only)) {

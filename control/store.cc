@@ -1,5 +1,10 @@
 #include "control/store.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -107,6 +112,14 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir)
         absl::StrCat("--state-dir ", state_dir, ": cannot create: ", ec.message()));
   }
   const std::string path = state_dir + "/control.db";
+  // The store is the policy and the audit log: 0600 whatever the umask.
+  // SQLite creates the -wal and -shm files with the database's mode.
+  if (const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600); fd >= 0) {
+    fchmod(fd, 0600);
+    close(fd);
+  } else {
+    return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {

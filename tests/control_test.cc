@@ -2,6 +2,7 @@
 // numbering, history, an append-only hash-chained audit log that detects
 // tampering), the safety baseline, the role map and port lists.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <string>
@@ -129,6 +130,25 @@ TEST(RefusalAuditorTest, AFloodOfRefusalsCostsBoundedRowsAMinute) {
   }
   EXPECT_EQ(itemised + summarised, 2000);
   EXPECT_LE(itemised, 40);
+}
+
+// The store holds the policy and the audit log: its files are 0600 whatever
+// the umask (they were 0644).
+TEST(StoreTest, TheDatabaseAndItsWalArePrivate) {
+  testing::TempDir dir;
+  const mode_t old_umask = umask(0);
+  {
+    auto store = Store::Open(dir.path());
+    umask(old_umask);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->AppendAudit({"admin", "admin", "Push", "ok", "x"}).ok());
+    for (const char* file : {"/control.db", "/control.db-wal"}) {
+      struct stat st;
+      ASSERT_EQ(stat((dir.path() + file).c_str(), &st), 0) << file;
+      EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+    }
+  }
+  umask(old_umask);
 }
 
 // Runs SQL on the store's file behind its back, as an attacker with the file would.
