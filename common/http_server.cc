@@ -74,7 +74,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   s->handlers_->readyz = std::make_unique<StaticHandler>(ready);
   // Debian's CivetWeb is built without IPv6: say so rather than "cannot
   // listen".
-  const std::string& listen = address;
   if (std::count(address.begin(), address.end(), ':') > 1 && !mg_check_feature(8)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--metrics-addr ", address,
@@ -88,7 +87,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     // kept alive. CivetWeb has no per-client connection limit; the request
     // timeout bounds what each connection holds.
     s->server_ = std::make_unique<CivetServer>(std::vector<std::string>{
-        "listening_ports", listen, "num_threads", "16", "request_timeout_ms", "1000",
+        "listening_ports", address, "num_threads", "16", "request_timeout_ms", "1000",
         "keep_alive_timeout_ms", "0", "linger_timeout_ms", "0", "max_request_size", "8192",
         "listen_backlog", "128", "enable_keep_alive", "no"});
   } catch (const CivetException& e) {

@@ -19,6 +19,12 @@ namespace {
 
 using u128 = unsigned __int128;
 
+// Whether `rule`'s from: names `set`.
+bool Names(const v1::PortRule& rule, const v1::CidrSet& set) {
+  return std::find(rule.from().sets().begin(), rule.from().sets().end(), set.name()) !=
+         rule.from().sets().end();
+}
+
 // The addresses a rule admits, per family, as merged [first, last] runs of
 // 128-bit integers (IPv4 in the low 32 bits): what a rule opens, whatever
 // prefixes spell it (0.0.0.0/1 and 128.0.0.0/1 are 0.0.0.0/0).
@@ -36,10 +42,7 @@ class AddressSpace {
     if (rule.from().any()) return Everything();
     AddressSpace a;
     for (const v1::CidrSet& set : policy.spec().sets()) {
-      if (std::find(rule.from().sets().begin(), rule.from().sets().end(), set.name()) ==
-          rule.from().sets().end()) {
-        continue;
-      }
+      if (!Names(rule, set)) continue;
       for (const std::string& cidr : set.cidrs()) {
         if (auto prefix = IpPrefix::Parse(cidr); prefix.ok()) a.Add(prefix->Canonical());
       }
@@ -155,10 +158,7 @@ constexpr int kWidestV4 = 8, kWidestV6 = 32;
 std::string OpenToAll(const v1::PortRule& rule, const v1::Policy& policy) {
   if (rule.from().any()) return "from: any";
   for (const v1::CidrSet& set : policy.spec().sets()) {
-    if (std::find(rule.from().sets().begin(), rule.from().sets().end(), set.name()) ==
-        rule.from().sets().end()) {
-      continue;
-    }
+    if (!Names(rule, set)) continue;
     for (const std::string& cidr : set.cidrs()) {
       auto prefix = IpPrefix::Parse(cidr);
       if (prefix.ok() && prefix->length() == 0) {

@@ -370,14 +370,15 @@ std::optional<SourceLocation> FirstInvalidUtf8(absl::string_view text) {
 }  // namespace
 
 std::optional<LoadedPolicy> ParsePolicyYaml(absl::string_view text, Diagnostics& diags) {
-  if (std::optional<SourceLocation> bad = FirstInvalidUtf8(text)) {
-    diags.ErrorAt(*bad, "", "the file is not valid UTF-8 here");
-    return std::nullopt;
-  }
+  // The bound first: nothing is spent on text over it.
   if (text.size() > kMaxPolicyBytes) {
     diags.ErrorAt(SourceLocation{1, 1}, "",
                   absl::StrCat("the policy is ", text.size(), " bytes; the limit is ",
                                kMaxPolicyBytes, " (", kMaxPolicyBytes >> 20, " MiB)"));
+    return std::nullopt;
+  }
+  if (std::optional<SourceLocation> bad = FirstInvalidUtf8(text)) {
+    diags.ErrorAt(*bad, "", "the file is not valid UTF-8 here");
     return std::nullopt;
   }
   YamlTree tree;
