@@ -37,15 +37,19 @@ class ControlPolicySource : public PolicySource {
   // Without a stub, Start makes the gRPC one from options.client.
   ControlPolicySource(std::unique_ptr<control::ControlStub> stub, ControlSourceOptions options,
                       ControlSourceHooks hooks)
-      : options_(std::move(options)), hooks_(std::move(hooks)), stub_(std::move(stub)) {}
+      : options_(std::move(options)), hooks_(std::move(hooks)), stub_(std::move(stub)) {
+    // One connection of its own: a new channel must mean a new handshake.
+    options_.client.own_connection = true;
+  }
   ~ControlPolicySource() override { Stop(); }
 
   absl::Status Start(std::function<absl::Status(PolicyUpdate)> on_update,
                      std::function<void(std::string)> on_rejected) override {
     if (!stub_) {
-      auto channel = control::MakeChannel(options_.client);
-      if (!channel.ok()) return channel.status();
-      stub_ = control::NewGrpcControlStub(*std::move(channel), options_.client.target);
+      own_stub_ = true;
+      auto stub = MakeStub();
+      if (!stub.ok()) return stub.status();
+      stub_ = *std::move(stub);
     }
     watcher_ =
         std::thread([this, on_update = std::move(on_update), on_rejected = std::move(on_rejected)] {
@@ -76,7 +80,8 @@ class ControlPolicySource : public PolicySource {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) return;
       }
-      if (!stub_->WaitForConnected(absl::Seconds(5))) {
+      const std::shared_ptr<control::ControlStub> stub = Stub();
+      if (!stub->WaitForConnected(absl::Seconds(5))) {
         if (!Retry(backoff, false, "not connected within 5 s")) return;
         continue;
       }
@@ -85,7 +90,7 @@ class ControlPolicySource : public PolicySource {
       request.set_node(now.node());
       request.set_applied_version(now.applied_version());
       request.set_applied_hash(now.applied_hash());
-      std::shared_ptr<control::WatchStream> stream = stub_->Watch(request);
+      std::shared_ptr<control::WatchStream> stream = stub->Watch(request);
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_) return;
@@ -103,8 +108,40 @@ class ControlPolicySource : public PolicySource {
       while (stream->Read(&version)) Deliver(version, on_update, on_rejected);
       const absl::Status status = stream->Finish();
       if (up) hooks_.connected(false);
+      if (absl::IsUnauthenticated(status)) Reconnect(status);
       if (!Retry(backoff, up, status.message())) return;
     }
+  }
+
+  absl::StatusOr<std::shared_ptr<control::ControlStub>> MakeStub() const {
+    auto channel = control::MakeChannel(options_.client);
+    if (!channel.ok()) return channel.status();
+    return control::NewGrpcControlStub(*std::move(channel), options_.client.target);
+  }
+
+  std::shared_ptr<control::ControlStub> Stub() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stub_;
+  }
+
+  // The service refused this agent's certificate (revoked, or expired since
+  // the connection was made): a new channel, so that the next handshake
+  // presents the certificate files as they are now (renewed, in the usual
+  // case). The connection that presented the old one is closed with it.
+  void Reconnect(const absl::Status& why) {
+    if (!own_stub_) return;
+    LogWarning(
+        "the control service refused this agent's certificate; reconnecting with the "
+        "certificate on disk now",
+        {{"error", std::string(why.message())}, {"cert", options_.client.tls.cert}});
+    auto stub = MakeStub();
+    if (!stub.ok()) {
+      LogError("cannot read the certificate files",
+               {{"error", std::string(stub.status().message())}});
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    stub_ = *std::move(stub);
   }
 
   // Counts and logs a lost or failed stream, then waits out the backoff.
@@ -160,7 +197,7 @@ class ControlPolicySource : public PolicySource {
         report_now_ = false;
       }
       const absl::StatusOr<v1::ReportStatusResponse> s =
-          stub_->ReportStatus(hooks_.status(), absl::Seconds(5));
+          Stub()->ReportStatus(hooks_.status(), absl::Seconds(5));
       if (!s.ok() && !absl::IsUnavailable(s.status())) {
         // Unavailable is the broken stream's to report; this is something else.
         hooks_.sync_error("report");
@@ -170,9 +207,10 @@ class ControlPolicySource : public PolicySource {
     }
   }
 
-  const ControlSourceOptions options_;
+  ControlSourceOptions options_;
   const ControlSourceHooks hooks_;
-  std::unique_ptr<control::ControlStub> stub_;
+  bool own_stub_ = false;                       // made from options_.client, so remade
+  std::shared_ptr<control::ControlStub> stub_;  // under mu_ once started
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;

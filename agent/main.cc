@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, control, "",
 ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) of the control service, for --control.");
 ABSL_FLAG(std::string, cert, "", "This agent's client certificate (PEM), for --control.");
 ABSL_FLAG(std::string, key, "", "This agent's client key (PEM), for --control.");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, portcullis::control::kDefaultTlsRefresh,
+          "How often --ca, --cert and --key are re-read: a renewed certificate is used at "
+          "the next handshake, without a restart and without touching enforcement.");
 ABSL_FLAG(std::string, server_name, "",
           "Name to expect in the control service's certificate (default: the host of "
           "--control).");
@@ -92,6 +95,8 @@ int main(int argc, char** argv) {
     client.target = control;
     client.tls = {absl::GetFlag(FLAGS_ca), absl::GetFlag(FLAGS_cert), absl::GetFlag(FLAGS_key)};
     client.server_name = absl::GetFlag(FLAGS_server_name);
+    client.tls_refresh = absl::GetFlag(FLAGS_tls_refresh_interval);
+    if (client.tls_refresh < absl::Seconds(1)) return Fail("--tls-refresh-interval: at least 1s");
     client.insecure_plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
     if (client.insecure_plaintext) {
       portcullis::LogWarning(

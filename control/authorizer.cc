@@ -36,6 +36,15 @@ absl::StatusOr<Caller> Authorizer::Authorize(const grpc::CallbackServerContext& 
     for (const grpc::string_ref& cn : auth->FindPropertyValues("x509_common_name")) {
       caller.principal.assign(cn.data(), cn.size());
     }
+    for (const grpc::string_ref& pem : auth->FindPropertyValues("x509_pem_cert")) {
+      auto parsed = ParsePeerCertificate(absl::string_view(pem.data(), pem.size()));
+      absl::Status holds = parsed.ok() ? CheckPeer(*parsed, crl_, absl::Now()) : parsed.status();
+      if (!holds.ok()) {
+        refusals_.Refuse(caller, method, "unauthenticated", holds);
+        return holds;
+      }
+      caller.certificate = *std::move(parsed);
+    }
   }
   if (caller.principal.empty()) {
     absl::Status why = absl::UnauthenticatedError(

@@ -28,11 +28,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
   if (!options.server_name.empty()) {
     args.SetSslTargetNameOverride(options.server_name);
   }
-  grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = tls->ca;
-  ssl.pem_cert_chain = tls->cert;
-  ssl.pem_private_key = tls->key;
-  return grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args);
+  // Files, not their contents: a renewed certificate is used at the next
+  // handshake, without a restart.
+  return grpc::CreateCustomChannel(
+      options.target, ReloadingChannelCredentials(options.tls, options.tls_refresh), args);
 }
 
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view target) {

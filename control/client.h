@@ -22,9 +22,11 @@ struct ClientOptions {
   // A TCP connection of its own, not shared with other channels to the same
   // target (gRPC shares by default): for simulating many agents in one process.
   bool own_connection = false;
+  absl::Duration tls_refresh = kDefaultTlsRefresh;  // how often the files are re-read
 };
 
-// Reads the certificate files (errors name the flag) and makes the channel.
+// Checks the certificate files (errors name the flag) and makes the channel,
+// which re-reads them every `tls_refresh`.
 // Keepalive pings (every 10 s, 5 s to answer) let a watch notice a dead
 // peer within about 15 s.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options);

@@ -9,10 +9,11 @@ namespace portcullis::control {
 // it), then each newer one.
 class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
  public:
-  WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request, std::string identity)
-      : broadcast_(broadcast), request_(request), identity_(std::move(identity)) {}
+  WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request,
+               LiveBroadcast::Owner owner)
+      : broadcast_(broadcast), request_(request), owner_(std::move(owner)) {}
 
-  const std::string& identity() const { return identity_; }
+  const LiveBroadcast::Owner& owner() const { return owner_; }
 
   // Sends the headers, then `live` unless the agent has it. Versions offered
   // before this (by a push racing the stream's start) wait until now.
@@ -56,10 +57,11 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
     delete this;
   }
 
-  // At shutdown: end the stream.
-  void Close() {
+  // Ends the stream from outside: at shutdown, or when its certificate no
+  // longer holds.
+  void End(const grpc::Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
-    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the control service is stopping"));
+    FinishOnce(status);
   }
 
  private:
@@ -85,7 +87,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
 
   LiveBroadcast* broadcast_;
   const v1::WatchRequest request_;
-  const std::string identity_;
+  const LiveBroadcast::Owner owner_;
   std::mutex mu_;
   bool started_ = false;
   uint64_t newest_ = 0;  // the newest version taken
@@ -109,7 +111,22 @@ LiveBroadcast::LiveBroadcast(uint32_t max_streams, prometheus::Registry& registr
 
 LiveBroadcast::~LiveBroadcast() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (WatchReactor* w : watchers_) w->Close();
+  for (WatchReactor* w : watchers_) {
+    w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the control service is stopping"));
+  }
+}
+
+size_t LiveBroadcast::EndStreams(const std::function<absl::Status(const PeerCertificate&)>& holds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t ended = 0;
+  for (WatchReactor* w : watchers_) {
+    if (!w->owner().certificate) continue;
+    if (absl::Status s = holds(*w->owner().certificate); !s.ok()) {
+      w->End(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(s.message())));
+      ++ended;
+    }
+  }
+  return ended;
 }
 
 std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
@@ -125,9 +142,10 @@ void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
 }
 
 absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open(
-    grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, const std::string& identity,
-    uint32_t per_identity) {
-  auto* reactor = new WatchReactor(this, request, identity);
+    grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, Owner owner) {
+  const std::string identity = owner.identity;
+  const uint32_t per_identity = owner.per_identity;
+  auto* reactor = new WatchReactor(this, request, std::move(owner));
   std::shared_ptr<const v1::PolicyVersion> live;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -155,7 +173,7 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
 void LiveBroadcast::Closed(WatchReactor* reactor) {
   std::lock_guard<std::mutex> lock(mu_);
   watchers_.erase(reactor);
-  if (auto it = per_identity_.find(reactor->identity()); it != per_identity_.end()) {
+  if (auto it = per_identity_.find(reactor->owner().identity); it != per_identity_.end()) {
     if (--it->second == 0) per_identity_.erase(it);
   }
   watch_streams_.Set(static_cast<double>(watchers_.size()));

@@ -7,13 +7,16 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "control/revocation.h"
 #include "portcullis/v1/control.grpc.pb.h"
 
 namespace portcullis::control {
@@ -33,12 +36,23 @@ class LiveBroadcast {
   // Makes `version` live and offers it to every stream.
   void Publish(std::shared_ptr<const v1::PolicyVersion> version);
 
+  // Who opens a stream.
+  struct Owner {
+    std::string identity;       // the node a certificate is bound to, or ""
+    uint32_t per_identity = 0;  // streams it may hold at once; 0 = no limit
+    std::optional<PeerCertificate> certificate;
+  };
+
   // A new stream for `request`, or ResourceExhausted when max_streams are
-  // open, or `per_identity` (if not 0) already are for `identity`. The
+  // open, or `owner.per_identity` already are for its identity. The
   // reactor sends the live version at once unless the agent has it.
   absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> Open(
-      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request,
-      const std::string& identity = "", uint32_t per_identity = 0);
+      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, Owner owner);
+
+  // Ends (UNAUTHENTICATED, with the reason) every stream whose certificate
+  // `holds` no longer accepts: revoked or expired since it was opened.
+  // Returns how many it ended.
+  size_t EndStreams(const std::function<absl::Status(const PeerCertificate&)>& holds);
 
  private:
   friend class WatchReactor;

@@ -6,8 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +30,14 @@ ABSL_FLAG(std::string, state_dir, "/var/lib/portcullis-control",
 ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) that client certificates must chain to.");
 ABSL_FLAG(std::string, cert, "", "The service's certificate (PEM).");
 ABSL_FLAG(std::string, key, "", "The service's private key (PEM).");
+ABSL_FLAG(std::string, crl, "",
+          "Certificate revocation list (PEM, signed by the --ca CA; with --dev, the dev CA): "
+          "callers whose certificate it lists are refused, and their policy streams ended. "
+          "Re-read when it changes.");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, portcullis::control::kDefaultTlsRefresh,
+          "How often --ca, --cert, --key and --crl are re-read for changes (renewed "
+          "certificates are used without a restart), and open streams' certificates checked "
+          "again for expiry and revocation.");
 ABSL_FLAG(bool, dev, false,
           "Create, once, a throwaway CA, a server certificate and a client certificate per role "
           "(admin, editor, viewer, agent) under STATE_DIR/tls/, with a role map; use them "
@@ -105,6 +116,8 @@ int main(int argc, char** argv) {
   if (options.refusal_window < absl::Seconds(1)) {
     return Fail("--refusal-audit-window: at least 1s");
   }
+  const absl::Duration tls_refresh = absl::GetFlag(FLAGS_tls_refresh_interval);
+  if (tls_refresh < absl::Seconds(1)) return Fail("--tls-refresh-interval: at least 1s");
   auto protected_ports = control::PortList::Parse(absl::GetFlag(FLAGS_protected_ports));
   if (!protected_ports.ok()) {
     return Fail(absl::StrCat("--protected-ports: ", protected_ports.status().message()));
@@ -119,6 +132,9 @@ int main(int argc, char** argv) {
   if (plaintext) {
     if (dev || !absl::GetFlag(FLAGS_ca).empty()) {
       return Fail("--insecure-plaintext-for-testing cannot be combined with --dev or --ca");
+    }
+    if (!absl::GetFlag(FLAGS_crl).empty()) {
+      return Fail("--crl needs TLS: drop --insecure-plaintext-for-testing");
     }
     LogWarning(
         "INSECURE: serving without TLS and without authentication "
@@ -164,10 +180,9 @@ int main(int argc, char** argv) {
     }
     auto tls = control::ReadTlsFiles(paths);
     if (!tls.ok()) return Fail(std::string(tls.status().message()));
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
-    ssl.pem_root_certs = tls->ca;
-    ssl.pem_key_cert_pairs.push_back({tls->key, tls->cert});
-    credentials = grpc::SslServerCredentials(ssl);
+    credentials = control::ReloadingServerCredentials(paths, tls_refresh);
+    options.crl_path = absl::GetFlag(FLAGS_crl);
+    options.ca_path = paths.ca;
   }
 
   auto store = control::Store::Open(state_dir);
@@ -209,6 +224,19 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("--listen ", listen, ": cannot listen"));
 
+  // The CRL re-read, and open streams checked again, every --tls-refresh-interval.
+  std::mutex check_mu;
+  std::condition_variable check_cv;
+  bool stopping = false;
+  std::thread checker([&] {
+    std::unique_lock<std::mutex> lock(check_mu);
+    while (!check_cv.wait_for(lock, absl::ToChronoSeconds(tls_refresh), [&] { return stopping; })) {
+      lock.unlock();
+      (*service)->CheckCredentials();
+      lock.lock();
+    }
+  });
+
   ready = true;
   LogInfo("serving", {{"listen", listen},
                       {"port", static_cast<int64_t>(port)},
@@ -218,6 +246,12 @@ int main(int argc, char** argv) {
   sigwait(&signals, &sig);
   LogInfo("shutting down", {{"signal", static_cast<int64_t>(sig)}});
   ready = false;
+  {
+    std::lock_guard<std::mutex> lock(check_mu);
+    stopping = true;
+  }
+  check_cv.notify_all();
+  checker.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   service->reset();
   std::fflush(nullptr);

@@ -11,11 +11,13 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "control/revocation.h"
 #include "control/store.h"
 
 namespace portcullis::control {
@@ -24,6 +26,7 @@ namespace portcullis::control {
 struct Caller {
   std::string principal;  // the certificate's common name, "" if none
   std::string role;
+  std::optional<PeerCertificate> certificate;  // what it presented, over TLS
 };
 
 class RefusalAuditor {

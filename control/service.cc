@@ -69,7 +69,8 @@ class CallScope {
   const absl::StatusOr<Caller> caller_;
 };
 
-ControlService::ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry)
+ControlService::ControlService(Store& store, ServiceOptions options,
+                               std::unique_ptr<RevocationList> crl, prometheus::Registry& registry)
     : store_(store),
       options_(std::move(options)),
       agents_(std::make_shared<AgentRegistry>(options_.stale_after)),
@@ -83,12 +84,20 @@ ControlService::ControlService(Store& store, ServiceOptions options, prometheus:
                              .Register(registry)
                              .Add({})),
       refusals_(store, options_.itemised_refusals, options_.refusal_window, registry),
-      authorizer_(options_.role_map_path, options_.insecure_plaintext, refusals_),
+      crl_(std::move(crl)),
+      authorizer_(options_.role_map_path, options_.insecure_plaintext, crl_.get(), refusals_),
       live_(options_.max_watch_streams, registry) {}
 
 absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
     Store& store, ServiceOptions options, prometheus::Registry& registry) {
-  std::unique_ptr<ControlService> s(new ControlService(store, std::move(options), registry));
+  std::unique_ptr<RevocationList> crl;
+  if (!options.crl_path.empty()) {
+    auto opened = RevocationList::Open(options.crl_path, options.ca_path);
+    if (!opened.ok()) return opened.status();
+    crl = *std::move(opened);
+  }
+  std::unique_ptr<ControlService> s(
+      new ControlService(store, std::move(options), std::move(crl), registry));
   if (!s->options_.insecure_plaintext) {
     auto roles = RoleMap::Load(s->options_.role_map_path);
     if (!roles.ok()) return roles.status();
@@ -106,6 +115,18 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
 }
 
 ControlService::~ControlService() = default;
+
+size_t ControlService::CheckCredentials() {
+  if (crl_) crl_->Refresh();
+  const absl::Time now = absl::Now();
+  const size_t ended = live_.EndStreams(
+      [&](const PeerCertificate& cert) { return CheckPeer(cert, crl_.get(), now); });
+  if (ended > 0) {
+    LogWarning("ended policy streams whose certificates no longer hold",
+               {{"streams", static_cast<int64_t>(ended)}});
+  }
+  return ended;
+}
 
 void ControlService::Count(absl::string_view method, const absl::Status& status) {
   requests_
@@ -328,8 +349,9 @@ grpc::ServerWriteReactor<v1::PolicyVersion>* ControlService::Watch(
       caller.ok() ? BoundNode(*caller, request->node()) : caller.status();
   if (caller.ok() && !bound.ok()) refusals_.Refuse(*caller, kMethod, "node", bound.status());
   absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> stream =
-      bound.ok() ? live_.Open(ctx, *request, *bound,
-                              bound->empty() ? 0 : options_.max_streams_per_node_cert)
+      bound.ok() ? live_.Open(ctx, *request,
+                              {*bound, bound->empty() ? 0 : options_.max_streams_per_node_cert,
+                               caller->certificate})
                  : bound.status();
   Count(kMethod, stream.status());
   if (stream.ok()) return *stream;

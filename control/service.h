@@ -24,6 +24,7 @@
 #include "control/baseline.h"
 #include "control/live_broadcast.h"
 #include "control/refusals.h"
+#include "control/revocation.h"
 #include "control/roles.h"
 #include "control/store.h"
 #include "portcullis/v1/control.grpc.pb.h"
@@ -47,6 +48,9 @@ struct ServiceOptions {
   // every refusal is still accounted for).
   int itemised_refusals = 20;
   absl::Duration refusal_window = absl::Minutes(1);
+  // --crl: the CRL file (PEM), re-read by CheckCredentials when it changes,
+  // and the CA bundle that must have signed it. Empty: no CRL.
+  std::string crl_path, ca_path;
 };
 
 class CallScope;
@@ -59,6 +63,12 @@ class ControlService final : public v1::Control::CallbackService {
   ~ControlService() override;
 
   std::shared_ptr<AgentRegistry> agents() const { return agents_; }
+
+  // Re-reads the CRL if it changed, and ends the policy streams of
+  // certificates revoked or expired since they were opened (each call is
+  // checked as it comes). The caller runs it periodically. Returns how
+  // many streams it ended.
+  size_t CheckCredentials();
 
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx, const v1::PushRequest* request,
                                  v1::PushResponse* response) override;
@@ -90,7 +100,8 @@ class ControlService final : public v1::Control::CallbackService {
   absl::StatusOr<std::string> BoundNode(const Caller& caller, absl::string_view node) const;
   friend class CallScope;
 
-  ControlService(Store& store, ServiceOptions options, prometheus::Registry& registry);
+  ControlService(Store& store, ServiceOptions options, std::unique_ptr<RevocationList> crl,
+                 prometheus::Registry& registry);
 
   // Push and Rollback: check, store, stream. Under push_mu_.
   absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const v1::Policy& policy,
@@ -106,6 +117,7 @@ class ControlService final : public v1::Control::CallbackService {
   prometheus::Family<prometheus::Counter>& requests_;  // method, code
   prometheus::Gauge& audit_chain_valid_;
   RefusalAuditor refusals_;
+  const std::unique_ptr<RevocationList> crl_;  // null without --crl
   Authorizer authorizer_;
   // The live version, kept in memory from start and each Publish, so that no
   // call reads and decodes it from the store again.

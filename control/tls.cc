@@ -1,5 +1,7 @@
 #include "control/tls.h"
 
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -10,9 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -50,9 +55,12 @@ bool AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
 }
 
 // A certificate for `cn`, signed by `issuer` (self-signed when null).
+constexpr long kDevValiditySeconds = 60L * 60 * 24 * 825;
+
 absl::StatusOr<CertPtr> MakeCertificate(const std::string& cn, EVP_PKEY* key, X509* issuer,
                                         EVP_PKEY* issuer_key, const std::string& extensions_kind,
-                                        const std::string& san) {
+                                        const std::string& san,
+                                        long valid_seconds = kDevValiditySeconds) {
   CertPtr cert(X509_new());
   X509_set_version(cert.get(), 2);
   unsigned char serial[16];
@@ -62,7 +70,7 @@ absl::StatusOr<CertPtr> MakeCertificate(const std::string& cn, EVP_PKEY* key, X5
   BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
   BN_free(bn);
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 60L * 60 * 24 * 825);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), valid_seconds);
   X509_set_pubkey(cert.get(), key);
   X509_NAME* name = X509_get_subject_name(cert.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
@@ -137,6 +145,54 @@ absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_op
   return m;
 }
 
+namespace {
+
+// One watcher (one thread re-reading the files) per set of files, shared by
+// the channels that use them: a process simulating thousands of agents
+// would otherwise run thousands.
+std::shared_ptr<grpc::experimental::CertificateProviderInterface> FileWatcher(
+    const TlsPaths& paths, absl::Duration refresh) {
+  using Provider = grpc::experimental::FileWatcherCertificateProvider;
+  static std::mutex mu;
+  static std::map<std::tuple<std::string, std::string, std::string, int64_t>,
+                  std::weak_ptr<Provider>>
+      watchers;
+  const auto seconds = static_cast<unsigned>(std::max<int64_t>(1, absl::ToInt64Seconds(refresh)));
+  std::lock_guard<std::mutex> lock(mu);
+  std::weak_ptr<Provider>& slot = watchers[{paths.ca, paths.cert, paths.key, seconds}];
+  std::shared_ptr<Provider> provider = slot.lock();
+  if (!provider) {
+    provider = paths.cert.empty()
+                   ? std::make_shared<Provider>(paths.ca, seconds)
+                   : std::make_shared<Provider>(paths.key, paths.cert, paths.ca, seconds);
+    slot = provider;
+  }
+  return provider;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::ServerCredentials> ReloadingServerCredentials(const TlsPaths& paths,
+                                                                    absl::Duration refresh) {
+  grpc::experimental::TlsServerCredentialsOptions options(FileWatcher(paths, refresh));
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  // Requested, not required: a caller without one is told why by the
+  // Authorizer instead of seeing a closed socket.
+  options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ReloadingChannelCredentials(const TlsPaths& paths,
+                                                                      absl::Duration refresh) {
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(FileWatcher(paths, refresh));
+  options.watch_root_certs();
+  if (!paths.cert.empty()) options.watch_identity_key_cert_pairs();
+  options.set_verify_server_certs(true);
+  return grpc::experimental::TlsCredentials(options);
+}
+
 absl::StatusOr<TlsPaths> EnsureDevCertificates(const std::string& state_dir) {
   const fs::path dir = fs::path(state_dir) / "tls";
   const TlsPaths server{(dir / "ca.crt").string(), (dir / "server.crt").string(),
@@ -190,6 +246,13 @@ absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::st
   const std::string name = absl::StrCat("agent-", node);
   std::error_code ec;
   if (fs::exists(dir / (name + ".crt"), ec)) return absl::OkStatus();
+  return IssueDevCertificate(dir.string(), {absl::StrCat(kNodeCertPrefix, node)},
+                             (dir / (name + ".crt")).string(), (dir / (name + ".key")).string());
+}
+
+absl::Status IssueDevCertificate(const std::string& tls_dir, const DevLeaf& leaf,
+                                 const std::string& crt_path, const std::string& key_path) {
+  const fs::path dir(tls_dir);
   auto read = [&](const char* file, auto reader) {
     std::unique_ptr<FILE, int (*)(FILE*)> f(fopen((dir / file).c_str(), "r"), fclose);
     return f ? reader(f.get()) : nullptr;
@@ -198,14 +261,16 @@ absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::st
   KeyPtr ca_key(
       read("ca.key", [](FILE* f) { return PEM_read_PrivateKey(f, nullptr, nullptr, nullptr); }));
   if (!ca || !ca_key) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot read the dev CA in ", dir.string()));
+    return absl::FailedPreconditionError(absl::StrCat("cannot read the dev CA in ", tls_dir));
   }
   KeyPtr key(EVP_EC_gen("P-256"));
   if (!key) return OpenSslError("generating a key");
-  auto cert = MakeCertificate(absl::StrCat(kNodeCertPrefix, node), key.get(), ca.get(),
-                              ca_key.get(), "client", "");
+  auto cert = MakeCertificate(leaf.cn, key.get(), ca.get(), ca_key.get(),
+                              leaf.san.empty() ? "client" : "server", leaf.san,
+                              static_cast<long>(absl::ToInt64Seconds(leaf.valid_for)));
   if (!cert.ok()) return cert.status();
-  return WritePair(dir, name, cert->get(), key.get());
+  if (absl::Status s = WritePem(crt_path, cert->get(), nullptr); !s.ok()) return s;
+  return WritePem(key_path, nullptr, key.get());
 }
 
 }  // namespace portcullis::control

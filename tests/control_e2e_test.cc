@@ -3,6 +3,7 @@
 // enforcing on its own veth in its own namespace (they reach the service
 // through those veths, past their own XDP programs), nginx behind each, and
 // real clients.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,10 +19,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "control/tls.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/lab.h"
 #include "tests/support/portcullis_commands.h"
+#include "tests/support/test_crl.h"
 #include "tests/support/wait.h"
 
 namespace portcullis::testing {
@@ -321,6 +324,122 @@ TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
               HasSubstr("Cipher is (NONE)"));
   EXPECT_THAT(handshake("-tls1_2"),
               ::testing::ContainsRegex("New, TLSv1.2, Cipher is [A-Z0-9-]*GCM"));
+}
+
+// Certificates are renewed in place and revoked, as cert-manager and an
+// operator do: each pair is a directory reached through a symlink that is
+// swapped (as kubelet updates a Secret volume), and the CRL is replaced.
+// The service presents its renewed certificate to new connections, the
+// agent reconnects with its renewed one once the old one is revoked, and
+// neither restarts nor stops enforcing; the revoked certificate is refused.
+TEST_F(ControlE2eTest, RenewedCertificatesAreUsedWithoutRestartsAndRevokedOnesAreRefused) {
+  ASSERT_EQ(
+      RunCommand(absl::StrCat(kControl, " --dev --dev-certs-only --state-dir ", dir_, "/control"))
+          .exit_code,
+      0);
+  const std::string pki = dir_ + "/pki";
+  std::filesystem::create_directories(pki);
+  auto issue = [&](const std::string& gen, const control::DevLeaf& leaf) {
+    std::filesystem::create_directories(pki + "/" + gen);
+    ASSERT_TRUE(control::IssueDevCertificate(tls_, leaf, pki + "/" + gen + "/tls.crt",
+                                             pki + "/" + gen + "/tls.key")
+                    .ok());
+  };
+  auto use = [&](const std::string& link, const std::string& gen) {
+    const std::string tmp = pki + "/" + link + ".new";
+    std::filesystem::remove(tmp);
+    std::filesystem::create_directory_symlink(gen, tmp);
+    std::filesystem::rename(tmp, pki + "/" + link);
+  };
+  const control::DevLeaf server{kControlServerName,
+                                "DNS:portcullis-control,IP:127.0.0.1,IP:198.18.0.2"};
+  const control::DevLeaf agent{"portcullis-agent:ing"};
+  issue("server-1", server);
+  issue("agent-1", agent);
+  use("server", "server-1");
+  use("agent", "agent-1");
+  const std::string crl = pki + "/crl.pem";
+  ASSERT_TRUE(WriteTestCrl(tls_, {}, crl).ok());
+
+  control_ = Process(
+      InNamespace(*lab_, "ctl",
+                  {kControl, "--state-dir", dir_ + "/control", "--ca", tls_ + "/ca.crt", "--cert",
+                   pki + "/server/tls.crt", "--key", pki + "/server/tls.key", "--crl", crl,
+                   "--tls-refresh-interval", "1s", "--listen",
+                   absl::StrCat("0.0.0.0:", kControlPort), "--metrics-addr", "127.0.0.1:9470"}),
+      dir_ + "/control.log");
+  ASSERT_TRUE(WaitFor([&] { return CtlHttp("/readyz") == "200"; }, std::chrono::seconds(10)));
+  const uint64_t va = Push(kPolicyA, "start");
+  agents_["ing"] = Process(
+      AgentWithControl(*lab_, "ing", kAgent, tls_, PinDir("ing"), StateDir("ing"), "127.0.0.1:9469",
+                       {"--cert", pki + "/agent/tls.crt", "--key", pki + "/agent/tls.key",
+                        "--tls-refresh-interval", "1s", "--report-interval-seconds", "1"}),
+      dir_ + "/agent-ing.log");
+  ASSERT_TRUE(WaitFor([&] { return Enforces("ing", va); }, std::chrono::seconds(10)));
+
+  // The service's certificate, renewed: new handshakes get it.
+  auto served_serial = [&] {
+    return lab_
+        ->In("ctl", absl::StrCat("openssl s_client -connect 127.0.0.1:", kControlPort,
+                                 " </dev/null 2>/dev/null | openssl x509 -noout -serial"))
+        .out;
+  };
+  const std::string serial1 = *CertificateSerial(pki + "/server-1/tls.crt");
+  EXPECT_EQ(absl::StripAsciiWhitespace(served_serial()), "serial=" + serial1);
+  issue("server-2", server);
+  use("server", "server-2");
+  const std::string serial2 = *CertificateSerial(pki + "/server-2/tls.crt");
+  EXPECT_TRUE(
+      WaitFor([&] { return absl::StripAsciiWhitespace(served_serial()) == "serial=" + serial2; },
+              std::chrono::seconds(10)))
+      << "still serving " << served_serial();
+  EXPECT_EQ(Ctl("viewer", "status").exit_code, 0) << "clients verify the renewed certificate";
+  const CommandResult wrong_name = Ctl("viewer", "status --server-name elsewhere.example");
+  EXPECT_NE(wrong_name.exit_code, 0) << "the server's name is checked";
+
+  // The agent's, renewed on disk, then the old one revoked: the service ends
+  // the stream that presented it, and the agent comes back with the new one.
+  issue("agent-2", agent);
+  use("agent", "agent-2");
+  ASSERT_TRUE(WriteTestCrl(tls_, {pki + "/agent-1/tls.crt"}, crl).ok());
+  const auto agent_log = [&] {
+    std::ifstream in(dir_ + "/agent-ing.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  bool enforcing_throughout = true;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        enforcing_throughout &= Enforces("ing", va);
+        return absl::StrContains(agent_log(), "refused this agent's certificate");
+      },
+      std::chrono::seconds(15)));
+  const uint64_t vb = Push(PolicyB(), "after the rotation");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const bool b = Enforces("ing", vb);
+        enforcing_throughout &= b || Enforces("ing", va);
+        return b;
+      },
+      std::chrono::seconds(15)))
+      << "the agent did not come back with its renewed certificate";
+  EXPECT_TRUE(enforcing_throughout) << "enforcement stopped during the rotation";
+  EXPECT_EQ(Get8080("out", "ing"), "200") << "policy B, which opens 8080 to all";
+  EXPECT_EQ(waitpid(agents_["ing"].pid(), nullptr, WNOHANG), 0) << "the agent exited";
+
+  // The revoked certificate is refused, saying why; and an admin's revoked
+  // certificate is refused on connections already open, without a restart.
+  const CommandResult revoked = RunCommand(
+      absl::StrCat("nsenter --net=/run/netns/", lab_->Ns("ctl"), " ", kCtl,
+                   " --control 127.0.0.1:", kControlPort, " --ca ", tls_, "/ca.crt --cert ", pki,
+                   "/agent-1/tls.crt --key ", pki, "/agent-1/tls.key status"));
+  EXPECT_NE(revoked.exit_code, 0);
+  EXPECT_THAT(revoked.err, HasSubstr("is revoked by " + crl));
+  EXPECT_EQ(Ctl("editor", "history").exit_code, 0);
+  ASSERT_TRUE(WriteTestCrl(tls_, {pki + "/agent-1/tls.crt", tls_ + "/editor.crt"}, crl).ok());
+  EXPECT_TRUE(
+      WaitFor([&] { return Ctl("editor", "history").exit_code != 0; }, std::chrono::seconds(10)));
+  EXPECT_THAT(Ctl("editor", "history").err, HasSubstr("is revoked"));
+  EXPECT_EQ(Ctl("admin", "history").exit_code, 0);
 }
 
 TEST_F(ControlE2eTest, KillDuringPushesLosesNoAcknowledgedVersionAndAgentsConverge) {
