@@ -20,6 +20,7 @@
 #include "control/control_stub.h"
 #include "policy/diff.h"
 #include "policy/text.h"
+#include "policy/yaml_loader.h"
 #include "portcullis/v1/control.grpc.pb.h"
 
 ABSL_FLAG(std::string, control, "", "HOST:PORT of portcullis-control");
@@ -39,6 +40,9 @@ ABSL_FLAG(bool, verify, false,
 ABSL_FLAG(std::string, expect_head, "",
           "audit --verify: SEQ:HASH, a head printed by an earlier --verify and kept apart from "
           "the control service (a ticket, a CI artifact): the log must still hold that entry");
+ABSL_FLAG(std::string, audit_public_key, "",
+          "audit --verify: the control service's audit signing public key(s), PEM, kept apart "
+          "from it: every entry from the first signed one on must carry a valid signature");
 ABSL_FLAG(uint32_t, limit, 0, "history, audit: show at most this many (newest); 0 = all");
 ABSL_FLAG(int, timeout_seconds, 30, "how long to wait for the control service");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
@@ -315,10 +319,24 @@ int Audit(Remote& remote, const std::vector<char*>&) {
                          parts[1], " (entries were removed or the chain rewritten)"));
       }
     }
+    std::string signatures = "signatures not checked (no --audit-public-key)";
+    if (const std::string key_file = absl::GetFlag(FLAGS_audit_public_key); !key_file.empty()) {
+      auto text = policy::ReadTextFile(key_file);
+      if (!text.ok()) {
+        return Fail(kExitUsage, absl::StrCat("--audit-public-key: ", text.status().message()));
+      }
+      auto keys = control::AuditKeys::Parse(*text, absl::StrCat("--audit-public-key ", key_file));
+      if (!keys.ok()) return Fail(kExitUsage, keys.status().message());
+      uint64_t first_signed = 0;
+      if (absl::Status s = keys->Verify(all, /*all_keys_known=*/true, first_signed); !s.ok()) {
+        return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: ", s.message()));
+      }
+      signatures = absl::StrCat("signed from entry ", first_signed);
+    }
     std::cout << "audit chain verified: " << all.size() << " entries"
               << (all.empty() ? ""
                               : absl::StrCat(", head ", all.back().seq(), ":", all.back().hash()))
-              << "\n";
+              << "; " << signatures << "\n";
     return kExitOk;
   }
   const uint32_t limit = absl::GetFlag(FLAGS_limit);

@@ -38,6 +38,10 @@ ABSL_FLAG(absl::Duration, tls_refresh_interval, portcullis::control::kDefaultTls
           "How often --ca, --cert, --key and --crl are re-read for changes (renewed "
           "certificates are used without a restart), and open streams' certificates checked "
           "again for expiry and revocation.");
+ABSL_FLAG(std::string, audit_signing_key, "",
+          "Ed25519 private key (PEM; openssl genpkey -algorithm ed25519) that signs each audit "
+          "entry, kept apart from the state dir (a Secret): audit --verify --audit-public-key "
+          "then detects a chain rewritten by whoever can write the database. --dev makes one.");
 ABSL_FLAG(bool, dev, false,
           "Create, once, a throwaway CA, a server certificate and a client certificate per role "
           "(admin, editor, viewer, agent) under STATE_DIR/tls/, with a role map; use them "
@@ -168,6 +172,9 @@ int main(int argc, char** argv) {
         }
       }
       if (absl::GetFlag(FLAGS_dev_certs_only)) {
+        if (auto made = control::EnsureDevAuditKey(state_dir); !made.ok()) {
+          return Fail(std::string(made.status().message()));
+        }
         std::cout << state_dir << "/tls\n";
         return 0;
       }
@@ -185,8 +192,23 @@ int main(int argc, char** argv) {
     options.ca_path = paths.ca;
   }
 
+  std::string audit_key = absl::GetFlag(FLAGS_audit_signing_key);
+  if (audit_key.empty() && dev) {
+    auto made = control::EnsureDevAuditKey(state_dir);
+    if (!made.ok()) return Fail(std::string(made.status().message()));
+    audit_key = *made;
+  }
+  std::unique_ptr<control::AuditSigner> signer;
+  if (!audit_key.empty()) {
+    auto loaded = control::AuditSigner::Load(audit_key);
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    signer = *std::move(loaded);
+    LogInfo("signing audit entries", {{"key", audit_key}, {"key_id", signer->key_id()}});
+  }
+
   auto store = control::Store::Open(state_dir);
   if (!store.ok()) return Fail(std::string(store.status().message()));
+  if (signer) (*store)->SetAuditSigner(std::move(signer));
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = control::ControlService::Create(**store, options, *registry);
   if (!service.ok()) return Fail(std::string(service.status().message()));

@@ -149,13 +149,16 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir)
   if (absl::Status s = store->Exec(kSchema); !s.ok()) {
     return absl::DataLossError(absl::StrCat(s.message(), restore));
   }
-  // Stores from before the chain covered policies gain the column.
-  {
-    Stmt has(store->db_, "SELECT 1 FROM pragma_table_info('audit') WHERE name = 'content_hash'");
+  // Stores from before the chain covered policies, and before entries were
+  // signed, gain the columns.
+  for (const char* column : {"content_hash", "signature"}) {
+    Stmt has(store->db_,
+             absl::StrCat("SELECT 1 FROM pragma_table_info('audit') WHERE name = '", column, "'")
+                 .c_str());
     if (has.ok() && has.Step() == SQLITE_DONE) {
-      if (absl::Status s =
-              store->Exec("ALTER TABLE audit ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''");
-          !s.ok()) {
+      const std::string alter =
+          absl::StrCat("ALTER TABLE audit ADD COLUMN ", column, " TEXT NOT NULL DEFAULT ''");
+      if (absl::Status s = store->Exec(alter.c_str()); !s.ok()) {
         return s;
       }
     }
@@ -249,9 +252,11 @@ absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now
   e.set_version(audit.version);
   e.set_content_hash(std::move(audit.content_hash));
   e.set_hash(AuditEntryHash(e));
+  if (signer_) e.set_signature(signer_->Sign(e.hash()));
   Stmt ins(db_,
            "INSERT INTO audit (seq, time_unix_nanos, principal, role, method, outcome, detail, "
-           "version, prev_hash, hash, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+           "version, prev_hash, hash, content_hash, signature) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!ins.ok()) return Error("cannot append to the audit log");
   ins.Bind(1, static_cast<int64_t>(e.seq()))
       .Bind(2, e.time_unix_nanos())
@@ -263,7 +268,8 @@ absl::StatusOr<v1::AuditEntry> Store::InsertAudit(AuditRecord audit, int64_t now
       .Bind(8, static_cast<int64_t>(e.version()))
       .Bind(9, e.prev_hash())
       .Bind(10, e.hash())
-      .Bind(11, e.content_hash());
+      .Bind(11, e.content_hash())
+      .Bind(12, e.signature());
   if (ins.Step() != SQLITE_DONE) return Error("cannot append to the audit log");
   return e;
 }
@@ -317,7 +323,8 @@ absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uin
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT seq, time_unix_nanos, principal, role, method, outcome, detail, version, "
-         "prev_hash, hash, content_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
+         "prev_hash, hash, content_hash, signature FROM audit WHERE seq > ? ORDER BY seq "
+         "LIMIT ?");
   if (!s.ok()) return Error("cannot read the audit log");
   s.Bind(1, static_cast<int64_t>(after_seq)).Bind(2, limit == 0 ? int64_t{-1} : int64_t{limit});
   std::vector<v1::AuditEntry> out;
@@ -335,19 +342,33 @@ absl::StatusOr<std::vector<v1::AuditEntry>> Store::Audit(uint64_t after_seq, uin
     e.set_prev_hash(s.Text(8));
     e.set_hash(s.Text(9));
     e.set_content_hash(s.Text(10));
+    e.set_signature(s.Text(11));
   }
   if (rc != SQLITE_DONE) return Error("cannot read the audit log");
   return out;
 }
 
 absl::Status Store::VerifyAudit() {
+  std::optional<AuditKeys> keys;
+  if (signer_) {
+    auto parsed = AuditKeys::Parse(signer_->PublicKeyPem(), "the audit signing key");
+    if (!parsed.ok()) return parsed.status();
+    keys = *std::move(parsed);
+  }
   std::string prev;
-  uint64_t after = 0;
+  uint64_t after = 0, first_signed = 0;
   for (;;) {
     auto page = Audit(after, 10000);
     if (!page.ok()) return page.status();
     if (page->empty()) return absl::OkStatus();
     if (absl::Status s = VerifyAuditChain(*page, prev); !s.ok()) return s;
+    // Entries by earlier keys (before a rotation) are checked by
+    // `audit --verify`, which is given every public key.
+    if (keys) {
+      if (absl::Status s = keys->Verify(*page, /*all_keys_known=*/false, first_signed); !s.ok()) {
+        return s;
+      }
+    }
     for (const v1::AuditEntry& e : *page) {
       if (e.content_hash().empty()) continue;
       auto version = Get(e.version());

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "control/audit_chain.h"
 #include "portcullis/v1/control.pb.h"
 
 namespace portcullis::control {
@@ -48,8 +49,11 @@ class Store {
   absl::Status AppendAudit(AuditRecord audit);
   // Entries with seq > after_seq, oldest first, at most `limit`.
   absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);
-  // Walks the whole chain.
+  // Walks the whole chain, and with a signer the signatures made by its key.
   absl::Status VerifyAudit();
+
+  // From now on each new audit entry is signed by `signer` (--audit-signing-key).
+  void SetAuditSigner(std::unique_ptr<const AuditSigner> signer) { signer_ = std::move(signer); }
 
  private:
   explicit Store(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
@@ -63,6 +67,7 @@ class Store {
   std::mutex mu_;
   sqlite3* db_;
   std::string path_;
+  std::unique_ptr<const AuditSigner> signer_;  // set before the service starts
 };
 
 }  // namespace portcullis::control

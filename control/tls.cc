@@ -250,6 +250,23 @@ absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::st
                              (dir / (name + ".crt")).string(), (dir / (name + ".key")).string());
 }
 
+absl::StatusOr<std::string> EnsureDevAuditKey(const std::string& state_dir) {
+  const fs::path dir = fs::path(state_dir) / "tls";
+  const fs::path key_path = dir / "audit-signing.key", pub_path = dir / "audit-signing.pub";
+  std::error_code ec;
+  if (fs::exists(key_path, ec)) return key_path.string();
+  if (fs::create_directories(dir, ec)) fs::permissions(dir, fs::perms::owner_all, ec);
+  KeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  if (!key) return OpenSslError("generating the audit signing key");
+  // The public half first: a crash leaves no private key without it.
+  std::unique_ptr<FILE, int (*)(FILE*)> pub(fopen(pub_path.c_str(), "w"), fclose);
+  if (!pub || PEM_write_PUBKEY(pub.get(), key.get()) != 1 || fflush(pub.get()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", pub_path.string()));
+  }
+  if (absl::Status s = WritePem(key_path, nullptr, key.get()); !s.ok()) return s;
+  return key_path.string();
+}
+
 absl::Status IssueDevCertificate(const std::string& tls_dir, const DevLeaf& leaf,
                                  const std::string& crt_path, const std::string& key_path) {
   const fs::path dir(tls_dir);

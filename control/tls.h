@@ -53,6 +53,10 @@ absl::StatusOr<TlsPaths> EnsureDevCertificates(const std::string& state_dir);
 // portcullis-agent:NODE, the certificate that speaks for NODE only (once).
 absl::Status IssueDevNodeCertificate(const std::string& state_dir, const std::string& node);
 
+// With --dev: STATE_DIR/tls/audit-signing.key (Ed25519) and its public half
+// audit-signing.pub, made once. Returns the private key's path.
+absl::StatusOr<std::string> EnsureDevAuditKey(const std::string& state_dir);
+
 // A certificate issued by the dev CA in `tls_dir` (ca.crt, ca.key): a
 // server one when it has a subjectAltName, else a client one. Written to
 // new files (the key 0600). Tests use it to rotate and revoke.

@@ -244,8 +244,14 @@ TEST_F(ControlE2eTest, PushReachesBothAgentsWithinASecondAndRollbackRestores) {
   EXPECT_THAT(verify.out, HasSubstr("audit chain verified: 3 entries, head 3:sha256:"));
   // The head, kept apart from the service, anchors the chain: a log cut
   // back to fewer entries, or rewritten, no longer holds it.
-  const std::string head = verify.out.substr(verify.out.find("head ") + 5, std::string::npos);
-  const std::string anchor(absl::StripAsciiWhitespace(head));
+  const size_t at = verify.out.find("head ") + 5;
+  const std::string anchor = verify.out.substr(at, verify.out.find(';', at) - at);
+  EXPECT_THAT(verify.out, HasSubstr("; signatures not checked (no --audit-public-key)"));
+  // --dev signs every entry with its own key; the public half verifies them.
+  const CommandResult signed_ =
+      Ctl("viewer", absl::StrCat("audit --verify --audit-public-key ", tls_, "/audit-signing.pub"));
+  EXPECT_EQ(signed_.exit_code, 0) << signed_.err;
+  EXPECT_THAT(signed_.out, HasSubstr("; signed from entry 1"));
   EXPECT_EQ(Ctl("viewer", "audit --verify --expect-head " + anchor).exit_code, 0);
   const CommandResult forged = Ctl("viewer", "audit --verify --expect-head 3:sha256:00");
   EXPECT_EQ(forged.exit_code, 1);

@@ -15,6 +15,7 @@
 #include "control/refusals.h"
 #include "control/roles.h"
 #include "control/store.h"
+#include "control/tls.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/text.h"
@@ -228,6 +229,90 @@ TEST(StoreTest, VerifyDetectsAVersionWhosePolicyWasReplaced) {
   EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
   EXPECT_THAT(std::string(verified.message()),
               HasSubstr("version 1 does not hold the policy audit entry 1 recorded"));
+}
+
+// The red team recomputed the chain after changing an author, and it
+// verified: anyone who can write the database can rewrite a hash chain.
+// Entries signed with a key kept apart from the database cannot be.
+TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
+  testing::TempDir dir;
+  auto key_path = EnsureDevAuditKey(dir.path());
+  ASSERT_TRUE(key_path.ok()) << key_path.status();
+  auto signer = AuditSigner::Load(*key_path);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  auto keys = AuditKeys::Parse((*signer)->PublicKeyPem(), "test");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  const std::string key_id = (*signer)->key_id();
+  std::vector<v1::AuditEntry> signed_log;
+  auto open = [&] {
+    auto store = Store::Open(dir.path());
+    EXPECT_TRUE(store.ok());
+    auto again = AuditSigner::Load(*key_path);
+    EXPECT_TRUE(again.ok());
+    (*store)->SetAuditSigner(*std::move(again));
+    return *std::move(store);
+  };
+  {
+    std::unique_ptr<Store> store = open();
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(store->AppendAudit({"admin", "admin", "Push", "ok", absl::StrCat(i)}).ok());
+    }
+    ASSERT_TRUE(store->VerifyAudit().ok());
+    auto audit = store->Audit(0, 0);
+    ASSERT_TRUE(audit.ok());
+    for (const v1::AuditEntry& e : *audit) {
+      EXPECT_THAT(e.signature(), ::testing::StartsWith("ed25519:" + key_id + ":"));
+    }
+    uint64_t first = 0;
+    EXPECT_TRUE(keys->Verify(*audit, true, first).ok());
+    EXPECT_EQ(first, 1u);
+    signed_log = *audit;
+  }
+
+  // Entry 2's author changed, and the chain recomputed from it on.
+  {
+    std::unique_ptr<Store> store = open();
+    auto audit = store->Audit(0, 0);
+    ASSERT_TRUE(audit.ok());
+    std::vector<v1::AuditEntry> forged = *audit;
+    forged[1].set_principal("mallory");
+    std::string sql = "DROP TRIGGER audit_no_update;";
+    for (size_t i = 1; i < forged.size(); ++i) {
+      forged[i].set_prev_hash(forged[i - 1].hash());
+      forged[i].set_hash(AuditEntryHash(forged[i]));
+      absl::StrAppend(&sql, "UPDATE audit SET principal = '", forged[i].principal(),
+                      "', prev_hash = '", forged[i].prev_hash(), "', hash = '", forged[i].hash(),
+                      "' WHERE seq = ", forged[i].seq(), ";");
+    }
+    ASSERT_TRUE(VerifyAuditChain(forged, "").ok()) << "the unsigned chain is fooled";
+    store.reset();
+    Tamper(dir.path(), sql);
+  }
+  std::unique_ptr<Store> store = open();
+  const absl::Status verified = store->VerifyAudit();
+  EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
+  EXPECT_THAT(verified.message(), HasSubstr("audit entry 2's signature does not verify"));
+
+  // Signatures stripped from the newest entry, or from all of them.
+  std::vector<v1::AuditEntry> stripped = signed_log;
+  stripped[2].clear_signature();
+  uint64_t first = 0;
+  EXPECT_THAT(keys->Verify(stripped, true, first).message(),
+              HasSubstr("audit entry 3 is not signed, but entry 1"));
+  for (v1::AuditEntry& e : stripped) e.clear_signature();
+  first = 0;
+  EXPECT_THAT(keys->Verify(stripped, true, first).message(), HasSubstr("no audit entry is signed"));
+
+  // Another key (a forger's) is not the service's.
+  testing::TempDir other;
+  auto other_key = EnsureDevAuditKey(other.path());
+  ASSERT_TRUE(other_key.ok());
+  auto other_signer = AuditSigner::Load(*other_key);
+  ASSERT_TRUE(other_signer.ok());
+  v1::AuditEntry e = signed_log[0];
+  e.set_signature((*other_signer)->Sign(e.hash()));
+  first = 0;
+  EXPECT_THAT(keys->Verify({e}, true, first).message(), HasSubstr("is signed by a key not given"));
 }
 
 TEST(StoreTest, ACorruptFileIsRefusedWithHowToRestore) {
