@@ -111,12 +111,16 @@ class Remote {
     return Remote(control::NewGrpcControlStub(*std::move(channel), options.target));
   }
 
+  // With `deadline` from now (default: --timeout-seconds).
   template <typename Request, typename Response>
   absl::Status Call(absl::StatusOr<Response> (control::ControlStub::*method)(const Request&,
                                                                              absl::Duration),
-                    const Request& request, Response* response) {
-    absl::StatusOr<Response> r =
-        ((*stub_).*method)(request, absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds)));
+                    const Request& request, Response* response,
+                    absl::Duration deadline = absl::ZeroDuration()) {
+    if (deadline == absl::ZeroDuration()) {
+      deadline = absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds));
+    }
+    absl::StatusOr<Response> r = ((*stub_).*method)(request, deadline);
     if (!r.ok()) return r.status();
     *response = *std::move(r);
     return absl::OkStatus();
@@ -140,7 +144,32 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
-    return Fail(ExitFor(s), absl::StrCat("push refused: ", s.message()));
+    if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {
+      return Fail(ExitFor(s), absl::StrCat("push refused: ", s.message()));
+    }
+    // The answer was lost: say whether the push was stored. (The service
+    // stores nothing for a client that is gone or whose deadline is too
+    // near to be answered.)
+    v1::HistoryRequest recent;
+    recent.set_limit(100);
+    v1::HistoryResponse history;
+    const std::string hash = policy::ContentHash(*policy);
+    // Finding out takes a read, which no push holds up: a deadline of its own.
+    if (remote.Call(&control::ControlStub::History, recent, &history, absl::Seconds(15)).ok()) {
+      for (const v1::PolicyVersion& v : history.versions()) {  // newest first
+        if (v.content_hash() == hash && v.reason() == reason) {
+          std::cerr << "the service's answer was lost (" << s.message() << "), but version "
+                    << v.version() << " holds " << args[2] << " with this reason\n";
+          std::cout << v.version() << "\n";
+          return kExitOk;
+        }
+      }
+      return Fail(ExitFor(s), absl::StrCat("push failed: ", s.message(),
+                                           " (no version holds it: it was not stored)"));
+    }
+    return Fail(ExitFor(s),
+                absl::StrCat("push failed: ", s.message(),
+                             "; whether it was stored is unknown: see portcullisctl history"));
   }
   if (response.unchanged()) {
     std::cerr << args[2] << " equals the live version " << response.version()

@@ -44,6 +44,14 @@ class CallScope {
 
   bool authorized() const { return caller_.ok(); }
   const Caller& caller() const { return *caller_; }
+  // The client is gone (it cancelled, or its connection broke), or its
+  // deadline is too close for the answer to reach it: a change it could not
+  // be told about must not be made.
+  bool abandoned() const {
+    return ctx_->IsCancelled() ||
+           ctx_->deadline() < std::chrono::system_clock::now() + kAnswerMargin;
+  }
+  static constexpr std::chrono::milliseconds kAnswerMargin{250};
   absl::string_view method() const { return method_; }
 
   // Audits `why` as this call's refusal, for `reason`, and returns it.
@@ -146,7 +154,12 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
                                                           uint64_t rollback_of) {
   const Caller& caller = call.caller();
   const std::string method(call.method());
+  const absl::Status gone = absl::DeadlineExceededError(
+      "nothing was stored: the client's deadline passed (or it went away) before the push "
+      "could be stored and acknowledged");
   std::lock_guard<std::mutex> lock(push_mu_);
+  // Waiting behind another push, the client may have given up.
+  if (call.abandoned()) return gone;
   // Only this function (under push_mu_) changes what is live.
   const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
   const v1::Policy* live_policy = live ? &live->policy() : nullptr;
@@ -190,6 +203,7 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
                     " from version ", live->version(), "; ");
   }
   absl::StrAppend(&detail, "reason: ", reason);
+  if (call.abandoned()) return gone;
   auto stored = store_.AddVersion(std::move(version),
                                   {caller.principal, caller.role, method, "ok", detail, 0});
   if (!stored.ok()) {

@@ -24,6 +24,7 @@
 #include "policy/compiler.h"
 #include "policy/text.h"
 #include "policy/validator.h"
+#include "tests/support/big_policy.h"
 #include "tests/support/lab.h"
 #include "tests/support/portcullis_commands.h"
 #include "tests/support/wait.h"
@@ -162,21 +163,6 @@ uint64_t ManifestMemoryLimit() {
   return 0;
 }
 
-// `n` blocklist entries, half hosts and half /24s, under 10.0.0.0/8 or
-// 11.0.0.0/8 by `variant`.
-std::string MillionPolicy(int n, int variant) {
-  std::string text =
-      absl::StrCat("apiVersion: portcullis/v1\nkind: IngressPolicy\nmetadata: {name: big", variant,
-                   "}\nspec:\n  defaultAction: deny\n  sets:\n    admins: [198.18.1.0/28]\n"
-                   "  failsafe:\n    - {ports: [22, 10250], proto: tcp, from: [admins]}\n"
-                   "  ports:\n    - {ports: [80, 8080], proto: tcp, from: any}\n  blocklist:\n");
-  for (int i = 0; i < n; ++i) {
-    absl::StrAppend(&text, "    - ", 10 + variant, ".", (i >> 16) & 255, ".", (i >> 8) & 255, ".",
-                    i % 2 ? "0/24" : absl::StrCat(i & 255, "/32"), "\n");
-  }
-  return text;
-}
-
 // The documented capacity in the manifest's memory limit: an agent in a
 // memory cgroup of that limit (as the kubelet makes it) applies a policy of
 // 1M blocklist prefixes, then a different one (both policy slots full at
@@ -194,7 +180,7 @@ TEST_F(AgentFaultsTest, AMillionPrefixesFitTheManifestsMemoryLimit) {
     rmdir(cgroup.c_str());
   };
   std::ofstream(cgroup + "/memory.limit_in_bytes") << limit;
-  Write(MillionPolicy(1'000'000, 0));
+  Write(BlocklistPolicy(1'000'000, 0));
   agent_ = Process(
       {"sh", "-c",
        absl::StrCat("echo $$ > ", cgroup, "/cgroup.procs && exec nsenter --net=/run/netns/",
@@ -204,7 +190,7 @@ TEST_F(AgentFaultsTest, AMillionPrefixesFitTheManifestsMemoryLimit) {
       log_);
   ASSERT_TRUE(WaitFor([&] { return Ready(); }, std::chrono::seconds(120)))
       << "the agent did not become ready";
-  Write(MillionPolicy(1'000'000, 1));
+  Write(BlocklistPolicy(1'000'000, 1));
   ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log(), "\"name\":\"big1\",\"version\":2"); },
                       std::chrono::seconds(120)))
       << "the second policy was not applied";
