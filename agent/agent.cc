@@ -123,6 +123,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
   }
   a->applier_ = std::make_unique<Applier>(*a->dp_, *a->state_, *a->metrics_, *a->collector_, lkg,
                                           std::move(interrupted));
+  a->confirm_ = std::make_unique<ConfirmWindow>(
+      [agent = a.get()](const AppliedPolicy& previous) { return agent->Revert(previous); });
   a->attachments_ = std::make_unique<Attachments>(
       AttachOptions{options.interfaces, options.tc_interfaces, options.xdp_mode}, a->layout_,
       *a->dp_, *a->state_, *a->metrics_, *a->readiness_);
@@ -201,8 +203,42 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
         {{"policy", update.policy.metadata().name()},
          {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
   }
+  if (update.confirmed && confirm_->Confirm(update.version)) {
+    // The version this agent enforces, awaiting confirmation, is confirmed:
+    // keep it, and from now on come back to it after a restart.
+    LogInfo("version confirmed", {{"version", update.version}});
+    if (absl::Status s = applier_->SaveAsLastKnownGood(); !s.ok()) {
+      LogWarning("confirmed but not saved as last-known-good",
+                 {{"error", std::string(s.message())}});
+    }
+    if (applier_->applied().version == update.version) return absl::OkStatus();
+  }
+  std::optional<AppliedPolicy> previous;
+  if (update.awaits_confirmation()) {
+    if (absl::FromUnixNanos(update.confirm_by_unix_nanos) <= absl::Now()) {
+      // Its window closed before it got here: the service reverts it.
+      LogWarning("not applying a version whose confirmation window has closed",
+                 {{"version", update.version}});
+      return absl::OkStatus();
+    }
+    previous = applier_->Current();
+  }
   RETURN_IF_ERROR(applier_->Apply(update));
+  if (previous) {
+    confirm_->Arm(update.version, absl::FromUnixNanos(update.confirm_by_unix_nanos),
+                  *std::move(previous));
+  } else if (!update.awaits_confirmation()) {
+    confirm_->Disarm();
+  }
   return attached_ ? absl::OkStatus() : Attach();
+}
+
+absl::Status Agent::Revert(const AppliedPolicy& previous) {
+  ASSIGN_OR_RETURN(PolicyUpdate update, LastKnownGood(previous, options_.state_dir));
+  update.origin = absl::StrCat("version ", previous.version, " (going back: unconfirmed)");
+  RETURN_IF_ERROR(applier_->Apply(update));
+  metrics_->policy_reverts.Increment();
+  return absl::OkStatus();
 }
 
 absl::Status Agent::Attach() {
@@ -241,6 +277,13 @@ v1::AgentStatus Agent::StatusSnapshot() const {
   status.set_applied_version(applied.version);
   status.set_applied_hash(applied.hash);
   status.set_last_error(applied.last_error);
+  const ConfirmWindow::Reverted r = confirm_ ? confirm_->last_revert() : ConfirmWindow::Reverted{};
+  status.set_awaiting_confirmation(confirm_ && confirm_->awaiting());
+  if (r.from != 0) {
+    status.set_reverted_version(r.from);
+    status.set_reverted_to_version(r.to);
+    status.set_reverted_unix_nanos(r.at_unix_nanos);
+  }
   status.set_xdp_mode(attachments_->xdp_mode());
   for (const std::string& ifname : options_.interfaces) status.add_interfaces(ifname);
   status.set_ready(readiness_->ready());
@@ -272,6 +315,7 @@ void Agent::Shutdown() {
   if (source_) source_->Stop();
   if (attachments_) attachments_->StopWatching();
   samples_.reset();
+  confirm_.reset();  // no revert while stopping: a restart comes back to the last-known-good
   if (applier_) applier_->WaitForApply();
 }
 

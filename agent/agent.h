@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "agent/applier.h"
 #include "agent/attachments.h"
+#include "agent/confirm_window.h"
 #include "agent/drop_samples.h"
 #include "agent/metrics.h"
 #include "agent/pin_keeper.h"
@@ -74,6 +75,8 @@ class Agent {
   absl::Status LoadDatapath();
   // The policy source's update: apply, and attach after the first one.
   absl::Status OnUpdate(const PolicyUpdate& update);
+  // A version unconfirmed by its deadline: back to `previous`.
+  absl::Status Revert(const AppliedPolicy& previous);
   // Attaches the programs and starts the pin watch; once, after the first
   // policy is applied.
   absl::Status Attach();
@@ -88,6 +91,7 @@ class Agent {
   std::unique_ptr<Readiness> readiness_;
   std::shared_ptr<DatapathCollector> collector_;
   std::unique_ptr<Applier> applier_;
+  std::unique_ptr<ConfirmWindow> confirm_;  // after applier_: its revert applies
   std::unique_ptr<Attachments> attachments_;
   std::unique_ptr<PinKeeper> pins_;
   std::unique_ptr<HttpServer> http_;

@@ -39,6 +39,17 @@ Applier::Applied Applier::applied() const {
 
 void Applier::WaitForApply() { std::lock_guard<std::mutex> lock(apply_mu_); }
 
+std::optional<AppliedPolicy> Applier::Current() const {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  if (applied_text_.empty()) return std::nullopt;
+  return AppliedPolicy{applied_text_, applied().version};
+}
+
+absl::Status Applier::SaveAsLastKnownGood() {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  return state_.SaveApplied({applied_text_, applied().version});
+}
+
 absl::Status Applier::Apply(const PolicyUpdate& update) {
   std::lock_guard<std::mutex> lock(apply_mu_);
   const auto start = std::chrono::steady_clock::now();
@@ -96,7 +107,8 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
   // service comes without text: it is written as YAML here, after the
   // switch, so that a large policy does not wait for it.
   const std::string text = update.text.empty() ? policy::ToYaml(update.policy) : update.text;
-  if (version != previous_version || text != applied_text_) {
+  // Unconfirmed, it is not what a restart should come back to.
+  if (!update.awaits_confirmation() && (version != previous_version || text != applied_text_)) {
     if (absl::Status s = state_.SaveApplied({text, version}); !s.ok()) {
       LogWarning("policy applied but not saved as last-known-good",
                  {{"error", std::string(s.message())}});

@@ -32,10 +32,17 @@ class Applier {
           DatapathCollector& collector, const std::optional<AppliedPolicy>& last_applied,
           std::optional<InterruptedApply> interrupted = std::nullopt);
 
-  // Compiles, installs and switches to `update`, then saves it. On error
-  // the previous policy stays, and the error is counted and kept. While it
-  // runs, the state dir marks the policy as being applied.
+  // Compiles, installs and switches to `update`, then saves it as
+  // last-known-good (unless it awaits confirmation). On error the previous
+  // policy stays, and the error is counted and kept. While it runs, the
+  // state dir marks the policy as being applied.
   absl::Status Apply(const PolicyUpdate& update);
+
+  // What is applied, as its text and version (empty before the first).
+  std::optional<AppliedPolicy> Current() const;
+  // Keeps what is applied as last-known-good: a version, applied while it
+  // awaited confirmation, is confirmed.
+  absl::Status SaveAsLastKnownGood();
 
   // An error to report (e.g. a policy the source rejected).
   void SetLastError(std::string error);
@@ -55,8 +62,8 @@ class Applier {
   const StateDir& state_;
   AgentMetrics& metrics_;
   DatapathCollector& collector_;
-  std::mutex apply_mu_;       // one apply at a time
-  std::string applied_text_;  // under apply_mu_
+  mutable std::mutex apply_mu_;  // one apply at a time
+  std::string applied_text_;     // under apply_mu_
   const std::optional<InterruptedApply> interrupted_;
   mutable std::mutex status_mu_;
   Applied applied_;  // under status_mu_

@@ -90,6 +90,7 @@ class ControlPolicySource : public PolicySource {
       request.set_node(now.node());
       request.set_applied_version(now.applied_version());
       request.set_applied_hash(now.applied_hash());
+      request.set_awaiting_confirmation(now.awaiting_confirmation());
       std::shared_ptr<control::WatchStream> stream = stub->Watch(request);
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -174,6 +175,8 @@ class ControlPolicySource : public PolicySource {
       // No text: the agent writes its last-known-good YAML after the switch.
       PolicyUpdate update{version.policy(), "", absl::StrCat("control version ", version.version()),
                           version.version()};
+      update.confirm_by_unix_nanos = version.confirm_by_unix_nanos();
+      update.confirmed = version.confirmed_unix_nanos() != 0;
       on_update(std::move(update)).IgnoreError();  // the agent logs, counts and reports it
     }
     Kick();

@@ -102,6 +102,12 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                              .Help("Drop samples not logged because of the log rate limit")
                              .Register(r)
                              .Add({})),
+      policy_reverts(prometheus::BuildCounter()
+                         .Name("portcullis_policy_reverts_total")
+                         .Help("Versions pushed with --confirm-within that this agent went back "
+                               "from by itself, unconfirmed by their deadline")
+                         .Register(r)
+                         .Add({})),
       xdp_attached(prometheus::BuildGauge()
                        .Name("portcullis_xdp_attached")
                        .Help("1 per interface with the XDP program attached, by mode")

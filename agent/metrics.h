@@ -36,6 +36,7 @@ class AgentMetrics {
   prometheus::Gauge& ready;                              // what /readyz answers, for alerts
   prometheus::Family<prometheus::Counter>& sync_errors;  // label kind
   prometheus::Counter& samples_suppressed;
+  prometheus::Counter& policy_reverts;                  // unconfirmed versions gone back from
   prometheus::Family<prometheus::Gauge>& xdp_attached;  // labels iface, mode
 };
 

@@ -23,6 +23,11 @@ struct PolicyUpdate {
                          // the agent writes the policy as YAML itself
   std::string origin;    // e.g. the file path
   uint64_t version = 0;  // the control service's version; 0: the agent numbers it
+  // A push with --confirm-within: the deadline (0: none), and whether it
+  // was confirmed. Unconfirmed, it is not kept as last-known-good.
+  int64_t confirm_by_unix_nanos = 0;
+  bool confirmed = false;
+  bool awaits_confirmation() const { return confirm_by_unix_nanos != 0 && !confirmed; }
 };
 
 class PolicySource {

@@ -50,7 +50,13 @@ Commands that talk to the control service take
       added (+) and removed (-), settings changed (~). --exit-code: exit 1
       when there are differences.
   portcullisctl push POLICY.yaml --reason "..." [--allow-failsafe-change]
+                [--confirm-within DURATION]
       Validates locally, then pushes. Prints the new version on stdout.
+      --confirm-within 2m: every agent, and the service, go back to the
+      previous version unless `confirm VERSION` comes within 2 minutes (an
+      agent that cannot reach the service goes back by itself).
+  portcullisctl confirm VERSION
+      Keeps a version pushed with --confirm-within, within its window.
   portcullisctl rollback --to VERSION --reason "..." [--allow-failsafe-change]
       Makes VERSION's policy live again, as a new version (admin only).
   portcullisctl history | audit [--verify] | status | get [VERSION]

@@ -33,6 +33,10 @@ ABSL_FLAG(std::string, reason, "", "push, rollback: why (recorded in the history
 ABSL_FLAG(uint64_t, to, 0, "rollback: the version to restore");
 ABSL_FLAG(bool, allow_failsafe_change, false,
           "push, rollback: allow removing failsafe rules that the live version has");
+ABSL_FLAG(absl::Duration, confirm_within, absl::ZeroDuration(),
+          "push: go back to the previous version unless `portcullisctl confirm VERSION` comes "
+          "within this long (e.g. 2m); agents that cannot reach the service go back by "
+          "themselves");
 ABSL_FLAG(bool, exit_code, false, "diff: exit 1 when there are differences");
 ABSL_FLAG(bool, verify, false,
           "audit: check the audit log's hash chain and that each version holds the policy its "
@@ -142,6 +146,13 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   *request.mutable_policy() = *policy;
   request.set_reason(reason);
   request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
+  const absl::Duration confirm_within = absl::GetFlag(FLAGS_confirm_within);
+  if (confirm_within < absl::ZeroDuration() ||
+      (confirm_within > absl::ZeroDuration() && confirm_within < absl::Seconds(1)) ||
+      confirm_within > absl::Hours(24)) {
+    return Fail(kExitUsage, "--confirm-within: from 1s to 24h (e.g. 2m)");
+  }
+  request.set_confirm_within_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(confirm_within)));
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {
@@ -177,6 +188,11 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   } else {
     std::cerr << "pushed " << args[2] << " as version " << response.version() << " ("
               << response.content_hash() << ")\n";
+    if (confirm_within > absl::ZeroDuration()) {
+      std::cerr << "confirm it within " << absl::FormatDuration(confirm_within)
+                << " (portcullisctl confirm " << response.version()
+                << "), or every agent goes back to the version before it\n";
+    }
   }
   std::cout << response.version() << "\n";
   return kExitOk;
@@ -266,6 +282,22 @@ int Rollback(Remote& remote, const std::vector<char*>& args) {
   return kExitOk;
 }
 
+int Confirm(Remote& remote, const std::vector<char*>& args) {
+  uint64_t version = 0;
+  if (args.size() != 3 || !absl::SimpleAtoi(args[2], &version) || version == 0) {
+    return Fail(kExitUsage, "usage: portcullisctl confirm VERSION");
+  }
+  v1::ConfirmRequest request;
+  request.set_version(version);
+  v1::PolicyVersion response;
+  if (absl::Status s = remote.Call(&control::ControlStub::Confirm, request, &response); !s.ok()) {
+    return Fail(ExitFor(s), absl::StrCat("not confirmed: ", s.message()));
+  }
+  std::cerr << "version " << version << " confirmed at " << Time(response.confirmed_unix_nanos())
+            << " UTC; it stays\n";
+  return kExitOk;
+}
+
 int History(Remote& remote, const std::vector<char*>&) {
   v1::HistoryRequest request;
   request.set_limit(absl::GetFlag(FLAGS_limit));
@@ -278,6 +310,14 @@ int History(Remote& remote, const std::vector<char*>&) {
   for (const v1::PolicyVersion& v : response.versions()) {
     std::string reason = Printable(v.reason());
     if (v.rollback_of()) reason = absl::StrCat("[rollback to ", v.rollback_of(), "] ", reason);
+    if (v.confirm_by_unix_nanos() != 0) {
+      reason =
+          absl::StrCat(v.confirmed_unix_nanos() ? "[confirmed] "
+                       : v.version() == response.live_version()
+                           ? absl::StrCat("[to confirm by ", Time(v.confirm_by_unix_nanos()), "] ")
+                           : std::string("[not confirmed] "),
+                       reason);
+    }
     std::cout << absl::StrFormat(
         "%-8s %-19s %-16s %-19s %s\n",
         absl::StrCat(v.version(), v.version() == response.live_version() ? "*" : ""),
@@ -423,7 +463,8 @@ int Status(Remote& remote, const std::vector<char*>&) {
 }  // namespace
 
 bool IsRemoteCommand(const char* command) {
-  for (const char* c : {"push", "diff", "rollback", "history", "get", "audit", "status"}) {
+  for (const char* c :
+       {"push", "diff", "rollback", "confirm", "history", "get", "audit", "status"}) {
     if (std::strcmp(command, c) == 0) return true;
   }
   // validate is local, and also asks the service when one is named.
@@ -438,6 +479,7 @@ int RunRemote(const std::vector<char*>& args) {
   if (command == "push") return Push(*remote, args);
   if (command == "diff") return Diff(*remote, args);
   if (command == "rollback") return Rollback(*remote, args);
+  if (command == "confirm") return Confirm(*remote, args);
   if (command == "get") return Get(*remote, args);
   if (args.size() != 2) {
     return Fail(kExitUsage, absl::StrCat(command, " takes no positional arguments"));

@@ -42,9 +42,23 @@ absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
   return absl::OkStatus();
 }
 
+bool AgentRegistry::FirstReportOfRevert(const v1::AgentStatus& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!agents_.contains(status.node())) return false;  // refused by Report
+  int64_t& seen = audited_reverts_[status.node()];
+  if (seen == status.reverted_unix_nanos()) return false;
+  seen = status.reverted_unix_nanos();
+  return true;
+}
+
 void AgentRegistry::ForgetSilent(absl::Duration now) const {
   for (auto it = agents_.begin(); it != agents_.end();) {
-    it = now - it->second.monotonic > forget_after_ ? agents_.erase(it) : std::next(it);
+    if (now - it->second.monotonic > forget_after_) {
+      audited_reverts_.erase(it->first);
+      it = agents_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 

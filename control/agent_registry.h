@@ -38,6 +38,9 @@ class AgentRegistry : public prometheus::Collectable {
   static constexpr size_t kMaxReportBytes = 16 << 10;
   static constexpr size_t kMaxAgents = 20000;
   absl::Status Report(const v1::AgentStatus& status);
+  // True the first time a reported node's revert (reverted_unix_nanos) is
+  // seen: the caller audits it once, though every report repeats it.
+  bool FirstReportOfRevert(const v1::AgentStatus& status);
   void SetLiveHash(std::string hash);
   // By node name.
   std::vector<v1::AgentState> States() const;
@@ -60,6 +63,7 @@ class AgentRegistry : public prometheus::Collectable {
   mutable std::mutex mu_;
   std::string live_hash_;
   mutable std::map<std::string, Seen> agents_;
+  mutable std::map<std::string, int64_t> audited_reverts_;  // node: reverted_unix_nanos
 };
 
 }  // namespace portcullis::control

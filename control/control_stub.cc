@@ -69,6 +69,10 @@ class GrpcControlStub : public ControlStub {
   absl::StatusOr<v1::StatusResponse> Status(const v1::StatusRequest& r, absl::Duration d) override {
     return Call(&v1::Control::Stub::Status, r, d);
   }
+  absl::StatusOr<v1::PolicyVersion> Confirm(const v1::ConfirmRequest& r,
+                                            absl::Duration d) override {
+    return Call(&v1::Control::Stub::Confirm, r, d);
+  }
   absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::AgentStatus& r,
                                                         absl::Duration d) override {
     return Call(&v1::Control::Stub::ReportStatus, r, d);

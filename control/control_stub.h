@@ -55,6 +55,8 @@ class ControlStub {
                                                   absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::StatusResponse> Status(const v1::StatusRequest& request,
                                                     absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::PolicyVersion> Confirm(const v1::ConfirmRequest& request,
+                                                    absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::AgentStatus& request,
                                                                 absl::Duration deadline) = 0;
 

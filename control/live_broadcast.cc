@@ -22,8 +22,11 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
     StartSendInitialMetadata();
     std::lock_guard<std::mutex> lock(mu_);
     started_ = true;
-    if (live && !(live->version() == request_.applied_version() &&
-                  live->content_hash() == request_.applied_hash())) {
+    // What the agent has is not sent again, unless it waits to learn that
+    // it was confirmed, and it was.
+    const bool has_it = live && live->version() == request_.applied_version() &&
+                        live->content_hash() == request_.applied_hash();
+    if (live && (!has_it || (request_.awaiting_confirmation() && live->confirmed_unix_nanos()))) {
       Take(std::move(live));
     }
     if (!writing_) WriteNext();
@@ -67,10 +70,13 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
  private:
   // Keeps `version` as the one to send next, unless a newer one was
   // offered already: version numbers only grow (a rollback is a new one),
-  // and a stream must never go back.
+  // and a stream must never go back. The same version once confirmed is
+  // newer than it was.
   void Take(std::shared_ptr<const v1::PolicyVersion> version) {
-    if (finished_ || version->version() <= newest_) return;
-    newest_ = version->version();
+    const std::pair<uint64_t, bool> order{version->version(), version->confirmed_unix_nanos() != 0};
+    if (finished_ || (newest_taken_ && order <= newest_)) return;
+    newest_ = order;
+    newest_taken_ = true;
     pending_ = std::move(version);
   }
   void WriteNext() {
@@ -90,7 +96,8 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   const LiveBroadcast::Owner owner_;
   std::mutex mu_;
   bool started_ = false;
-  uint64_t newest_ = 0;  // the newest version taken
+  std::pair<uint64_t, bool> newest_{0, false};  // the newest taken: version, confirmed
+  bool newest_taken_ = false;
   bool writing_ = false;
   bool finished_ = false;
   std::shared_ptr<const v1::PolicyVersion> current_, pending_;

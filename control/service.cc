@@ -15,6 +15,9 @@
 namespace portcullis::control {
 namespace {
 
+// Who the audit log names for the changes the service makes itself.
+constexpr char kServicePrincipal[] = "portcullis-control";
+
 grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
@@ -28,7 +31,15 @@ std::string FormatFindings(const std::vector<v1::Finding>& findings) {
   return absl::StrJoin(lines, "\n");
 }
 
+std::string FormatUnixNanos(int64_t nanos) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(nanos), absl::UTCTimeZone());
+}
+
 }  // namespace
+
+bool AwaitsConfirmation(const v1::PolicyVersion& v) {
+  return v.confirm_by_unix_nanos() != 0 && v.confirmed_unix_nanos() == 0;
+}
 
 // One unary call: its method and permission are written once. Authorizes
 // at construction (auditing a refusal), audits later refusals under the
@@ -41,6 +52,9 @@ class CallScope {
         ctx_(ctx),
         method_(method),
         caller_(service.authorizer_.Authorize(*ctx, method, permission)) {}
+  // A change the service makes itself (a revert of an unconfirmed push).
+  CallScope(ControlService& service, absl::string_view method)
+      : service_(service), ctx_(nullptr), method_(method), caller_(Caller{kServicePrincipal, ""}) {}
 
   bool authorized() const { return caller_.ok(); }
   const Caller& caller() const { return *caller_; }
@@ -48,6 +62,7 @@ class CallScope {
   // deadline is too close for the answer to reach it: a change it could not
   // be told about must not be made.
   bool abandoned() const {
+    if (ctx_ == nullptr) return false;
     return ctx_->IsCancelled() ||
            ctx_->deadline() < std::chrono::system_clock::now() + kAnswerMargin;
   }
@@ -119,10 +134,64 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
   auto live = store.Live();
   if (!live.ok()) return live.status();
   if (*live) s->Publish(std::make_shared<const v1::PolicyVersion>(**std::move(live)));
+  s->reverter_ = std::thread([svc = s.get()] { svc->RevertLoop(); });
   return s;
 }
 
-ControlService::~ControlService() = default;
+ControlService::~ControlService() {
+  {
+    std::lock_guard<std::mutex> lock(revert_mu_);
+    stopping_ = true;
+  }
+  revert_cv_.notify_all();
+  if (reverter_.joinable()) reverter_.join();
+}
+
+void ControlService::RevertLoop() {
+  std::unique_lock<std::mutex> lock(revert_mu_);
+  while (!stopping_) {
+    const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+    if (!live || !AwaitsConfirmation(*live)) {
+      revert_cv_.wait(lock);
+      continue;
+    }
+    const absl::Time due = absl::FromUnixNanos(live->confirm_by_unix_nanos());
+    if (absl::Now() < due) {
+      revert_cv_.wait_for(lock, absl::ToChronoNanoseconds(due - absl::Now()));
+      continue;
+    }
+    lock.unlock();
+    RevertUnconfirmed(*live);
+    lock.lock();
+  }
+}
+
+void ControlService::RevertUnconfirmed(const v1::PolicyVersion& pending) {
+  const uint64_t to = pending.version() - 1;
+  auto previous = store_.Get(to);
+  absl::Status s = previous.status();
+  if (previous.ok()) {
+    CallScope call(*this, "Revert");
+    const std::string reason =
+        absl::StrCat("version ", pending.version(), " was not confirmed by ",
+                     FormatUnixNanos(pending.confirm_by_unix_nanos()), ": back to version ", to);
+    // What was live before, failsafe rules included, comes back as it was.
+    s = MakeLive(call, {.policy = previous->policy(),
+                        .reason = reason,
+                        .allow_failsafe_change = true,
+                        .rollback_of = to,
+                        .revert_of = pending.version()})
+            .status();
+    if (s.ok()) LogWarning("reverted an unconfirmed version", {{"reason", reason}});
+  }
+  if (!s.ok() && !absl::IsAborted(s)) {
+    // Retried at the next wake-up; the agents go back by themselves meanwhile.
+    LogError("cannot revert an unconfirmed version",
+             {{"version", pending.version()}, {"error", std::string(s.message())}});
+    std::unique_lock<std::mutex> lock(revert_mu_);
+    revert_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+  }
+}
 
 size_t ControlService::CheckCredentials() {
   if (crl_) crl_->Refresh();
@@ -146,12 +215,15 @@ void ControlService::Count(absl::string_view method, const absl::Status& status)
 void ControlService::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
   agents_->SetLiveHash(version->content_hash());
   live_.Publish(std::move(version));
+  { std::lock_guard<std::mutex> lock(revert_mu_); }
+  revert_cv_.notify_all();  // a new deadline, or none
 }
 
-absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const v1::Policy& policy,
-                                                          std::string reason,
-                                                          bool allow_failsafe_change,
-                                                          uint64_t rollback_of) {
+absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const Change& change) {
+  const v1::Policy& policy = change.policy;
+  const std::string& reason = change.reason;
+  const bool allow_failsafe_change = change.allow_failsafe_change;
+  const uint64_t rollback_of = change.rollback_of;
   const Caller& caller = call.caller();
   const std::string method(call.method());
   const absl::Status gone = absl::DeadlineExceededError(
@@ -163,6 +235,22 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   // Only this function (under push_mu_) changes what is live.
   const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
   const v1::Policy* live_policy = live ? &live->policy() : nullptr;
+  if (change.revert_of != 0 &&
+      (!live || live->version() != change.revert_of || !AwaitsConfirmation(*live))) {
+    return absl::AbortedError("the version to revert is no longer live and unconfirmed");
+  }
+  if (change.revert_of == 0 && live && AwaitsConfirmation(*live) && rollback_of == 0) {
+    return call.Refuse(
+        "policy",
+        absl::FailedPreconditionError(absl::StrCat(
+            "version ", live->version(), " awaits confirmation until ",
+            FormatUnixNanos(live->confirm_by_unix_nanos()), ": confirm it (portcullisctl confirm ",
+            live->version(), ") or let it revert, then push; an admin may roll back meanwhile")));
+  }
+  if (change.confirm_within > absl::ZeroDuration() && !live) {
+    return call.Refuse("policy", absl::FailedPreconditionError(
+                                     "--confirm-within needs a live version to go back to"));
+  }
   const std::vector<v1::Finding> findings =
       Admit(policy, live_policy, allow_failsafe_change, options_.baseline);
   if (HasErrors(findings)) {
@@ -197,6 +285,11 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   version.set_rollback_of(rollback_of);
   std::string detail =
       rollback_of ? absl::StrCat("rolled back to version ", rollback_of, "; ") : std::string();
+  if (change.confirm_within > absl::ZeroDuration()) {
+    version.set_confirm_by_unix_nanos(absl::ToUnixNanos(absl::Now() + change.confirm_within));
+    absl::StrAppend(&detail, "to confirm until ", FormatUnixNanos(version.confirm_by_unix_nanos()),
+                    "; ");
+  }
   if (live_policy) {
     const auto changes = policy::DiffPolicies(*live_policy, policy);
     absl::StrAppend(&detail, changes.size(), " change", changes.size() == 1 ? "" : "s",
@@ -230,7 +323,10 @@ grpc::ServerUnaryReactor* ControlService::Push(grpc::CallbackServerContext* ctx,
         call.Refuse("policy", absl::InvalidArgumentError("a push needs a reason (--reason)")));
   }
   auto result =
-      MakeLive(call, request->policy(), request->reason(), request->allow_failsafe_change(), 0);
+      MakeLive(call, {.policy = request->policy(),
+                      .reason = request->reason(),
+                      .allow_failsafe_change = request->allow_failsafe_change(),
+                      .confirm_within = absl::Seconds(request->confirm_within_seconds())});
   if (result.ok()) *response = *std::move(result);
   return call.Finish(result.status());
 }
@@ -246,8 +342,10 @@ grpc::ServerUnaryReactor* ControlService::Rollback(grpc::CallbackServerContext* 
   }
   auto target = store_.Get(request->to_version());
   if (!target.ok()) return call.Finish(call.Refuse("policy", target.status()));
-  auto result = MakeLive(call, target->policy(), request->reason(),
-                         request->allow_failsafe_change(), request->to_version());
+  auto result = MakeLive(call, {.policy = target->policy(),
+                                .reason = request->reason(),
+                                .allow_failsafe_change = request->allow_failsafe_change(),
+                                .rollback_of = request->to_version()});
   if (result.ok()) *response = *std::move(result);
   return call.Finish(result.status());
 }
@@ -388,7 +486,68 @@ grpc::ServerUnaryReactor* ControlService::ReportStatus(grpc::CallbackServerConte
   if (absl::StatusOr<std::string> bound = BoundNode(call.caller(), request->node()); !bound.ok()) {
     return call.Finish(call.Refuse("node", bound.status()));
   }
-  return call.Finish(agents_->Report(*request));
+  if (absl::Status s = agents_->Report(*request); !s.ok()) return call.Finish(s);
+  if (request->reverted_version() != 0 && agents_->FirstReportOfRevert(*request)) {
+    const Caller& caller = call.caller();
+    absl::Status s = store_.AppendAudit(
+        {caller.principal, caller.role, "Revert", "ok",
+         absl::StrCat("node ", request->node(), " went back by itself from version ",
+                      request->reverted_version(), " to ", request->reverted_to_version(), " at ",
+                      FormatUnixNanos(request->reverted_unix_nanos()),
+                      ": not confirmed within its window"),
+         request->reverted_version()});
+    if (!s.ok()) LogError("cannot audit an agent's revert", {{"error", std::string(s.message())}});
+  }
+  return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlService::Confirm(grpc::CallbackServerContext* ctx,
+                                                  const v1::ConfirmRequest* request,
+                                                  v1::PolicyVersion* response) {
+  CallScope call(*this, ctx, "Confirm", Permission::kEdit);
+  if (!call.authorized()) return call.Finish();
+  std::lock_guard<std::mutex> lock(push_mu_);  // against a revert racing it
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+  const uint64_t asked = request->version();
+  auto refuse = [&](std::string why) {
+    return call.Finish(call.Refuse("policy", absl::FailedPreconditionError(std::move(why))));
+  };
+  if (!live || live->version() != asked) {
+    auto version = store_.Get(asked);
+    if (!version.ok()) return call.Finish(call.Refuse("policy", version.status()));
+    if (version->confirm_by_unix_nanos() != 0 && version->confirmed_unix_nanos() == 0) {
+      return refuse(absl::StrCat("version ", asked, " was not confirmed by ",
+                                 FormatUnixNanos(version->confirm_by_unix_nanos()),
+                                 " and was reverted; push it again to retry"));
+    }
+    return refuse(absl::StrCat("version ", asked, " is not the live version (",
+                               live ? live->version() : 0, "): there is nothing to confirm"));
+  }
+  if (live->confirm_by_unix_nanos() == 0) {
+    return refuse(absl::StrCat("version ", asked,
+                               " was not pushed with --confirm-within: there is nothing to "
+                               "confirm"));
+  }
+  if (!AwaitsConfirmation(*live)) {
+    *response = *live;  // confirmed already: saying so again is harmless
+    response->clear_policy();
+    return call.Finish(absl::OkStatus());
+  }
+  if (absl::Now() > absl::FromUnixNanos(live->confirm_by_unix_nanos())) {
+    return refuse(absl::StrCat("the confirmation window of version ", asked, " closed at ",
+                               FormatUnixNanos(live->confirm_by_unix_nanos()),
+                               ": it is being reverted; push it again to retry"));
+  }
+  const Caller& caller = call.caller();
+  auto confirmed = store_.Confirm(
+      asked, {caller.principal, caller.role, "Confirm", "ok",
+              absl::StrCat("confirmed before ", FormatUnixNanos(live->confirm_by_unix_nanos()))});
+  if (!confirmed.ok()) return call.Finish(confirmed.status());
+  LogInfo("version confirmed", {{"version", asked}, {"by", caller.principal}});
+  Publish(std::make_shared<const v1::PolicyVersion>(*confirmed));
+  *response = *std::move(confirmed);
+  response->clear_policy();
+  return call.Finish(absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ctx,

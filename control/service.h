@@ -13,9 +13,11 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -95,6 +97,9 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx,
                                    const v1::StatusRequest* request,
                                    v1::StatusResponse* response) override;
+  grpc::ServerUnaryReactor* Confirm(grpc::CallbackServerContext* ctx,
+                                    const v1::ConfirmRequest* request,
+                                    v1::PolicyVersion* response) override;
 
  private:
   absl::StatusOr<std::string> BoundNode(const Caller& caller, absl::string_view node) const;
@@ -103,10 +108,23 @@ class ControlService final : public v1::Control::CallbackService {
   ControlService(Store& store, ServiceOptions options, std::unique_ptr<RevocationList> crl,
                  prometheus::Registry& registry);
 
-  // Push and Rollback: check, store, stream. Under push_mu_.
-  absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const v1::Policy& policy,
-                                            std::string reason, bool allow_failsafe_change,
-                                            uint64_t rollback_of);
+  // What Push, Rollback and the revert of an unconfirmed push ask for.
+  struct Change {
+    const v1::Policy& policy;
+    std::string reason;
+    bool allow_failsafe_change = false;
+    uint64_t rollback_of = 0;
+    absl::Duration confirm_within = absl::ZeroDuration();  // 0: needs no confirmation
+    // A revert of this unconfirmed version: Aborted if it is no longer live
+    // and unconfirmed (confirmed, or replaced, meanwhile).
+    uint64_t revert_of = 0;
+  };
+  // Check, store, stream, under push_mu_.
+  absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const Change& change);
+  // Sleeps until the live version's confirmation deadline, and reverts it
+  // if it passes unconfirmed.
+  void RevertLoop();
+  void RevertUnconfirmed(const v1::PolicyVersion& pending);
   void Publish(std::shared_ptr<const v1::PolicyVersion> version);
   // Counts a finished call by method and code.
   void Count(absl::string_view method, const absl::Status& status);
@@ -122,7 +140,14 @@ class ControlService final : public v1::Control::CallbackService {
   // The live version, kept in memory from start and each Publish, so that no
   // call reads and decodes it from the store again.
   LiveBroadcast live_;
-  std::mutex push_mu_;  // one push or rollback at a time
+  std::mutex push_mu_;  // one push, rollback, confirmation or revert at a time
+  std::mutex revert_mu_;
+  std::condition_variable revert_cv_;  // a new live version, or stopping
+  bool stopping_ = false;              // under revert_mu_
+  std::thread reverter_;
 };
+
+// A version pushed with --confirm-within and not confirmed yet.
+bool AwaitsConfirmation(const v1::PolicyVersion& version);
 
 }  // namespace portcullis::control

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -43,6 +44,14 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
   BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+CREATE TABLE IF NOT EXISTS confirmations (
+  version INTEGER PRIMARY KEY,
+  confirmed_unix_nanos INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS confirmations_no_update BEFORE UPDATE ON confirmations
+  BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS confirmations_no_delete BEFORE DELETE ON confirmations
+  BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;
 )sql";
 
 // One prepared statement, finalized on scope exit.
@@ -78,7 +87,10 @@ class Stmt {
 };
 
 constexpr char kVersionColumns[] =
-    "version, created_unix_nanos, author, reason, content_hash, rollback_of";
+    "version, created_unix_nanos, author, reason, content_hash, rollback_of, "
+    "confirm_by_unix_nanos, (SELECT confirmed_unix_nanos FROM confirmations c "
+    "WHERE c.version = versions.version)";
+constexpr int kPolicyColumn = 8;  // the blob, after kVersionColumns
 
 v1::PolicyVersion ReadVersion(const Stmt& s) {
   v1::PolicyVersion v;
@@ -88,13 +100,15 @@ v1::PolicyVersion ReadVersion(const Stmt& s) {
   v.set_reason(s.Text(3));
   v.set_content_hash(s.Text(4));
   v.set_rollback_of(s.Int(5));
+  v.set_confirm_by_unix_nanos(s.Int(6));
+  v.set_confirmed_unix_nanos(s.Int(7));  // NULL reads as 0
   return v;
 }
 
 // A row of kVersionColumns followed by the policy blob.
 absl::StatusOr<v1::PolicyVersion> ReadVersionWithPolicy(const Stmt& s) {
   v1::PolicyVersion v = ReadVersion(s);
-  if (!v.mutable_policy()->ParseFromString(s.Text(6))) {
+  if (!v.mutable_policy()->ParseFromString(s.Text(kPolicyColumn))) {
     return absl::DataLossError(absl::StrCat("version ", v.version(), " cannot be decoded"));
   }
   return v;
@@ -149,15 +163,18 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir)
   if (absl::Status s = store->Exec(kSchema); !s.ok()) {
     return absl::DataLossError(absl::StrCat(s.message(), restore));
   }
-  // Stores from before the chain covered policies, and before entries were
-  // signed, gain the columns.
-  for (const char* column : {"content_hash", "signature"}) {
-    Stmt has(store->db_,
-             absl::StrCat("SELECT 1 FROM pragma_table_info('audit') WHERE name = '", column, "'")
-                 .c_str());
+  // Stores from before the chain covered policies, before entries were
+  // signed, and before pushes could await confirmation gain the columns.
+  for (auto [table, column, type] :
+       {std::tuple{"audit", "content_hash", "TEXT NOT NULL DEFAULT ''"},
+        std::tuple{"audit", "signature", "TEXT NOT NULL DEFAULT ''"},
+        std::tuple{"versions", "confirm_by_unix_nanos", "INTEGER NOT NULL DEFAULT 0"}}) {
+    Stmt has(store->db_, absl::StrCat("SELECT 1 FROM pragma_table_info('", table,
+                                      "') WHERE name = '", column, "'")
+                             .c_str());
     if (has.ok() && has.Step() == SQLITE_DONE) {
       const std::string alter =
-          absl::StrCat("ALTER TABLE audit ADD COLUMN ", column, " TEXT NOT NULL DEFAULT ''");
+          absl::StrCat("ALTER TABLE ", table, " ADD COLUMN ", column, " ", type);
       if (absl::Status s = store->Exec(alter.c_str()); !s.ok()) {
         return s;
       }
@@ -296,7 +313,7 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
     version.policy().SerializeToString(&body);
     Stmt ins(db_,
              "INSERT INTO versions (version, created_unix_nanos, author, reason, content_hash, "
-             "rollback_of, policy) VALUES (?, ?, ?, ?, ?, ?, ?)");
+             "rollback_of, policy, confirm_by_unix_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (!ins.ok()) return Error("cannot store the version");
     ins.Bind(1, static_cast<int64_t>(version.version()))
         .Bind(2, now)
@@ -304,7 +321,8 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
         .Bind(4, version.reason())
         .Bind(5, version.content_hash())
         .Bind(6, static_cast<int64_t>(version.rollback_of()))
-        .BindBlob(7, body);
+        .BindBlob(7, body)
+        .Bind(8, version.confirm_by_unix_nanos());
     if (ins.Step() != SQLITE_DONE) return Error("cannot store the version");
     audit.version = version.version();
     audit.content_hash = version.content_hash();
@@ -312,6 +330,27 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
   });
   if (!s.ok()) return s;
   return version;
+}
+
+absl::StatusOr<v1::PolicyVersion> Store::Confirm(uint64_t version, AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowNanos();
+  absl::Status s = InTransaction([&]() -> absl::Status {
+    Stmt ins(db_, "INSERT INTO confirmations (version, confirmed_unix_nanos) VALUES (?, ?)");
+    if (!ins.ok()) return Error("cannot store the confirmation");
+    ins.Bind(1, static_cast<int64_t>(version)).Bind(2, now);
+    if (ins.Step() != SQLITE_DONE) return Error("cannot store the confirmation");
+    audit.version = version;
+    return InsertAudit(std::move(audit), now).status();
+  });
+  if (!s.ok()) return s;
+  Stmt get(
+      db_,
+      absl::StrCat("SELECT ", kVersionColumns, ", policy FROM versions WHERE version = ?").c_str());
+  if (!get.ok()) return Error("cannot read a version");
+  get.Bind(1, static_cast<int64_t>(version));
+  if (get.Step() != SQLITE_ROW) return Error("cannot read a version");
+  return ReadVersionWithPolicy(get);
 }
 
 absl::Status Store::AppendAudit(AuditRecord audit) {

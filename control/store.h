@@ -47,6 +47,10 @@ class Store {
   // entry, in one durable transaction. Returns it as stored.
   absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version, AuditRecord audit);
   absl::Status AppendAudit(AuditRecord audit);
+  // Records `version` as confirmed, with its audit entry, in one durable
+  // transaction (the caller checks it was not already). Returns the version
+  // as stored.
+  absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit);
   // Entries with seq > after_seq, oldest first, at most `limit`.
   absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);
   // Walks the whole chain, and with a signer the signatures made by its key.

@@ -504,6 +504,83 @@ TEST_F(ControlE2eTest, APushIsStoredExactlyWhenItsClientSaysSo) {
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
 }
 
+// Commit-confirmed pushes. A push that cuts the agents off from the
+// control service (it blocklists the service's address, so the stream's
+// packets are dropped) can never be confirmed to them: each goes back by
+// itself within the window and a second, through the atomic switch, and
+// keeps serving; the service reverts it too, and the agents' reverts reach
+// the audit log once they are back. A confirmed push stays; a confirmation
+// after the window is refused.
+TEST_F(ControlE2eTest, AnUnconfirmedPushThatLocksTheAgentsOutIsRevertedByThem) {
+  const uint64_t va = StartWithPolicyA();
+  const std::string lockout = WritePolicy(
+      "lockout.yaml", Edit(kPolicyA, "  ports:\n", "  blocklist: [198.18.0.2/32]\n  ports:\n"));
+  const CommandResult pushed =
+      Ctl("editor", "push " + lockout + " --reason lockout --confirm-within 4s");
+  const auto acked = Clock::now();
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  uint64_t vl = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(pushed.out), &vl));
+  EXPECT_THAT(pushed.err, HasSubstr(absl::StrCat("portcullisctl confirm ", vl)));
+  EXPECT_TRUE(WaitFor([&] { return BothEnforce(vl); }, std::chrono::seconds(3)));
+  EXPECT_EQ(
+      Ctl("editor", "push " + WritePolicy("b.yaml", PolicyB()) + " --reason meanwhile").exit_code,
+      1)
+      << "no push over a version that awaits confirmation";
+
+  // Back by themselves within the window and a second of it.
+  const auto reverted = [&](const std::string& node) {
+    return AgentMetric(node, "portcullis_policy_reverts_total") == 1;
+  };
+  EXPECT_TRUE(WaitFor([&] { return reverted("ing") && reverted("node2"); },
+                      acked + std::chrono::seconds(5) - Clock::now()))
+      << "the agents did not go back within the window + 1 s";
+  EXPECT_EQ(Get8080("cli", "ing"), "200");
+  EXPECT_EQ(Get8080("out", "ing"), "000");
+  // The service's own revert is a new version holding A; the agents take it
+  // once they reach the service again, and report their reverts.
+  const CommandResult history = Ctl("viewer", "history");
+  EXPECT_THAT(history.out, HasSubstr(absl::StrCat("[rollback to ", va, "] version ", vl,
+                                                  " was not confirmed by")));
+  EXPECT_THAT(history.out, HasSubstr("[not confirmed] lockout"));
+  const uint64_t vr = vl + 1;
+  EXPECT_TRUE(WaitFor([&] { return BothEnforce(vr); }, std::chrono::seconds(30)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::string audit = Ctl("viewer", "audit").out;
+        return absl::StrContains(audit, absl::StrCat("node ing went back by itself from version ",
+                                                     vl, " to ", va)) &&
+               absl::StrContains(audit, absl::StrCat("node node2 went back by itself from version ",
+                                                     vl, " to ", va));
+      },
+      std::chrono::seconds(15)));
+  EXPECT_EQ(Ctl("viewer", "audit --verify").exit_code, 0);
+
+  // Confirmed, it stays.
+  const CommandResult b = Ctl(
+      "editor", "push " + WritePolicy("b.yaml", PolicyB()) + " --reason open --confirm-within 3s");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string vb(absl::StripAsciiWhitespace(b.out));
+  const CommandResult confirmed = Ctl("editor", "confirm " + vb);
+  EXPECT_EQ(confirmed.exit_code, 0) << confirmed.err;
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  uint64_t vbn = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(vb, &vbn));
+  EXPECT_TRUE(BothEnforce(vbn));
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_THAT(Ctl("viewer", "history").out, HasSubstr("[confirmed] open"));
+
+  // Too late.
+  const CommandResult c = Ctl(
+      "editor", "push " + WritePolicy("a.yaml", kPolicyA) + " --reason late --confirm-within 1s");
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const CommandResult late =
+      Ctl("editor", absl::StrCat("confirm ", absl::StripAsciiWhitespace(c.out)));
+  EXPECT_EQ(late.exit_code, 1);
+  EXPECT_THAT(late.err, ::testing::ContainsRegex("closed at|was not confirmed by"));
+}
+
 TEST_F(ControlE2eTest, KillDuringPushesLosesNoAcknowledgedVersionAndAgentsConverge) {
   StartWithPolicyA();
   // A stream of pushes, each a different blocklist; the service is killed

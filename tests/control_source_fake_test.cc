@@ -78,6 +78,7 @@ class FakeControl : public control::ControlStub {
   PC_UNUSED_CALL(Get, GetRequest, PolicyVersion)
   PC_UNUSED_CALL(Audit, AuditRequest, AuditResponse)
   PC_UNUSED_CALL(Status, StatusRequest, StatusResponse)
+  PC_UNUSED_CALL(Confirm, ConfirmRequest, PolicyVersion)
 #undef PC_UNUSED_CALL
 
  private:
