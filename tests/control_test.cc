@@ -14,6 +14,7 @@
 #include "control/baseline.h"
 #include "control/refusals.h"
 #include "control/roles.h"
+#include "control/service.h"
 #include "control/store.h"
 #include "control/tls.h"
 #include "gmock/gmock.h"
@@ -313,6 +314,41 @@ TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
   e.set_signature((*other_signer)->Sign(e.hash()));
   first = 0;
   EXPECT_THAT(keys->Verify({e}, true, first).message(), HasSubstr("is signed by a key not given"));
+}
+
+// A version's confirmation deadline and its confirmation are durable: a
+// service restarted within the window still reverts it, or keeps it.
+TEST(StoreTest, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
+  testing::TempDir dir;
+  const int64_t due = absl::ToUnixNanos(absl::Now() + absl::Minutes(2));
+  {
+    auto store = Store::Open(dir.path());
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE(
+        (*store)->AddVersion(Version(kPolicy, "one"), {"e", "editor", "Push", "ok", ""}).ok());
+    v1::PolicyVersion pending = Version(Edit(kPolicy, "[80, 443]", "[80]"), "two");
+    pending.set_confirm_by_unix_nanos(due);
+    auto stored = (*store)->AddVersion(pending, {"e", "editor", "Push", "ok", ""});
+    ASSERT_TRUE(stored.ok());
+    EXPECT_TRUE(AwaitsConfirmation(**(*store)->Live()));
+  }
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  auto live = (*store)->Live();
+  ASSERT_TRUE(live.ok() && *live);
+  EXPECT_EQ((*live)->confirm_by_unix_nanos(), due);
+  EXPECT_TRUE(AwaitsConfirmation(**live));
+  auto confirmed = (*store)->Confirm(2, {"e", "editor", "Confirm", "ok", "in time"});
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_GT(confirmed->confirmed_unix_nanos(), 0);
+  EXPECT_FALSE((*store)->Confirm(2, {"e", "editor", "Confirm", "ok", "again"}).ok());
+  store->reset();
+  auto reopened = Store::Open(dir.path());
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_FALSE(AwaitsConfirmation(**(*reopened)->Live()));
+  EXPECT_EQ((*(*reopened)->History(0))[0].confirmed_unix_nanos(),
+            confirmed->confirmed_unix_nanos());
+  EXPECT_TRUE((*reopened)->VerifyAudit().ok());
 }
 
 TEST(StoreTest, ACorruptFileIsRefusedWithHowToRestore) {
