@@ -735,6 +735,32 @@ TEST_F(ControlE2eTest, PartitionedAgentKeepsEnforcingReportsItAndConvergesWhenHe
   EXPECT_EQ(Get8080("out", "node2"), "200");
 }
 
+// A confirmation made while an agent's stream was down reaches it when it
+// reconnects (it says it awaits one): it does not go back at the deadline.
+TEST_F(ControlE2eTest, AConfirmationMissedWhileDisconnectedArrivesOnReconnect) {
+  StartWithPolicyA();
+  const CommandResult b = Ctl(
+      "editor", "push " + WritePolicy("b.yaml", PolicyB()) + " --reason open --confirm-within 15s");
+  const auto acked = Clock::now();
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  uint64_t vb = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(b.out), &vb));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(vb); }, std::chrono::seconds(5)));
+  Partition(*lab_, dir_, true);
+  lab_->In("node2", "ss -K dst 198.18.0.2 >/dev/null 2>&1");
+  ASSERT_TRUE(WaitFor([&] { return AgentMetric("node2", "portcullis_control_connected") == 0; },
+                      std::chrono::seconds(5)));
+  EXPECT_EQ(Ctl("editor", absl::StrCat("confirm ", vb)).exit_code, 0);
+  Partition(*lab_, dir_, false);
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("node2", "portcullis_control_connected") == 1; },
+                      std::chrono::seconds(10)));
+  std::this_thread::sleep_until(acked + std::chrono::seconds(17));  // past the deadline
+  EXPECT_TRUE(BothEnforce(vb));
+  EXPECT_EQ(AgentMetric("node2", "portcullis_policy_reverts_total"), 0);
+  EXPECT_EQ(AgentMetric("ing", "portcullis_policy_reverts_total"), 0);
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+}
+
 TEST_F(ControlE2eTest, AFlappingLinkCausesNoApplies) {
   StartWithPolicyA();
   const double applies = AgentMetric("node2", "portcullis_policy_apply_seconds_count");
