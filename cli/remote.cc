@@ -400,7 +400,8 @@ int Audit(Remote& remote, const std::vector<char*>&) {
       if (absl::Status s = keys->Verify(all, /*all_keys_known=*/true, first_signed); !s.ok()) {
         return Fail(kExitInvalid, absl::StrCat("the audit chain is broken: ", s.message()));
       }
-      signatures = absl::StrCat("signed from entry ", first_signed);
+      signatures = all.empty() ? std::string("no entries to check signatures of")
+                               : absl::StrCat("signed from entry ", first_signed);
     }
     std::cout << "audit chain verified: " << all.size() << " entries"
               << (all.empty() ? ""
