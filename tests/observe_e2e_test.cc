@@ -189,6 +189,7 @@ scrape_configs:
       "portcullis_policy_apply_seconds_count",
       "portcullis_policy_apply_seconds_sum",
       "portcullis_policy_last_applied_timestamp_seconds",
+      "portcullis_policy_reverts_total",
       "portcullis_policy_version",
       "portcullis_rate_limited_sources",
       "portcullis_ready",
