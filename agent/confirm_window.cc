@@ -25,6 +25,9 @@ void ConfirmWindow::Arm(uint64_t version, absl::Time deadline, AppliedPolicy pre
       absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration()));
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Over a version that awaits confirmation too, going back means going
+    // back to what that one replaced: the last policy known to be wanted.
+    if (pending_) previous = std::move(pending_->previous);
     pending_ = Pending{version, due, std::move(previous)};
   }
   cv_.notify_all();

@@ -29,7 +29,8 @@ class ConfirmWindow {
   ConfirmWindow& operator=(const ConfirmWindow&) = delete;
 
   // `version` is applied and awaits confirmation until `deadline` (the
-  // service's clock); `previous` is what it replaced.
+  // service's clock); `previous` is what it replaced (unless it replaced a
+  // version that awaited confirmation too: then what that one replaced).
   void Arm(uint64_t version, absl::Time deadline, AppliedPolicy previous);
   // A confirmation of `version`. True if this window awaited it: it is
   // closed, nothing will be reverted.

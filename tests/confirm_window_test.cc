@@ -55,5 +55,14 @@ TEST_F(ConfirmWindowTest, AConfirmationInTimeOrAVersionNeedingNoneClosesTheWindo
   EXPECT_EQ(window_.last_revert().from, 0u);
 }
 
+// Over an unconfirmed version, the way back is to the last confirmed one.
+TEST_F(ConfirmWindowTest, OverAnUnconfirmedVersionItGoesBackToWhatThatOneReplaced) {
+  window_.Arm(7, absl::Now() + absl::Seconds(30), {"p6", 6});
+  window_.Arm(8, absl::Now() + absl::Milliseconds(100), {"p7", 7});
+  ASSERT_TRUE(testing::WaitFor([&] { return reverts_ == 1; }, std::chrono::seconds(5)));
+  EXPECT_EQ(reverted_to_, 6u);
+  EXPECT_EQ(window_.last_revert().from, 8u);
+}
+
 }  // namespace
 }  // namespace portcullis::agent
