@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "control/openssl_ptr.h"
 #include "policy/text.h"
 #include "policy/yaml_loader.h"
 
@@ -17,8 +18,6 @@ namespace {
 void Field(std::string& out, absl::string_view value) {
   absl::StrAppend(&out, value.size(), ":", value, ";");
 }
-
-using PkeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
 
 // What is signed: the entry's hash, under a label of its own, so that a
 // signature over anything else is never mistaken for one.
@@ -90,7 +89,7 @@ absl::Status VerifyAuditChain(const std::vector<v1::AuditEntry>& entries, std::s
 }
 
 struct AuditSigner::Key {
-  PkeyPtr pkey{nullptr, EVP_PKEY_free};
+  KeyPtr pkey;
 };
 
 AuditSigner::AuditSigner(std::unique_ptr<Key> key, std::string key_id)
@@ -103,8 +102,7 @@ absl::StatusOr<std::unique_ptr<AuditSigner>> AuditSigner::Load(const std::string
     return absl::InvalidArgumentError(
         absl::StrCat("--audit-signing-key: ", text.status().message()));
   }
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(text->data(), static_cast<int>(text->size())), BIO_free);
+  BioPtr bio = MemoryBio(*text);
   auto key = std::make_unique<Key>();
   key->pkey.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key->pkey || !IsEd25519(key->pkey.get())) {
@@ -120,7 +118,7 @@ std::string AuditSigner::Sign(absl::string_view hash) const {
   const std::string message = Signed(hash);
   unsigned char sig[64];
   size_t len = sizeof(sig);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  MdCtxPtr ctx(EVP_MD_CTX_new());
   if (EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_->pkey.get()) != 1 ||
       EVP_DigestSign(ctx.get(), sig, &len, reinterpret_cast<const unsigned char*>(message.data()),
                      message.size()) != 1) {
@@ -132,7 +130,7 @@ std::string AuditSigner::Sign(absl::string_view hash) const {
 }
 
 std::string AuditSigner::PublicKeyPem() const {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PUBKEY(bio.get(), key_->pkey.get());
   char* data = nullptr;
   const long len = BIO_get_mem_data(bio.get(), &data);
@@ -140,7 +138,7 @@ std::string AuditSigner::PublicKeyPem() const {
 }
 
 struct AuditKeys::Key {
-  PkeyPtr pkey{nullptr, EVP_PKEY_free};
+  KeyPtr pkey;
 };
 
 AuditKeys::AuditKeys() = default;
@@ -150,8 +148,7 @@ AuditKeys::~AuditKeys() = default;
 
 absl::StatusOr<AuditKeys> AuditKeys::Parse(absl::string_view pem, absl::string_view source) {
   AuditKeys keys;
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  BioPtr bio = MemoryBio(pem);
   for (;;) {
     auto key = std::make_unique<Key>();
     key->pkey.reset(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
@@ -193,7 +190,7 @@ absl::Status AuditKeys::Verify(const std::vector<v1::AuditEntry>& entries, bool 
           "audit entry ", e.seq(), " is signed by a key not given (key id ", parts[1], ")"));
     }
     const std::string message = Signed(e.hash());
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    MdCtxPtr ctx(EVP_MD_CTX_new());
     if (EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key->second->pkey.get()) != 1 ||
         EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
                          reinterpret_cast<const unsigned char*>(message.data()),

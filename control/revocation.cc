@@ -11,25 +11,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "control/openssl_ptr.h"
 #include "policy/yaml_loader.h"
 
 namespace portcullis::control {
 namespace {
 
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using CertPtr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL, X509_CRL_free>>;
-
-BioPtr MemoryBio(absl::string_view text) {
-  return BioPtr(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-}
-
 std::string SerialHex(const ASN1_INTEGER* serial) {
-  std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>> bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
   if (!bn) return "";
   char* hex = BN_bn2hex(bn.get());
   std::string out = hex ? hex : "";

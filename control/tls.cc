@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "control/openssl_ptr.h"
 #include "control/roles.h"
 #include "policy/yaml_loader.h"
 
@@ -29,13 +30,6 @@ namespace portcullis::control {
 namespace {
 
 namespace fs = std::filesystem;
-
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using CertPtr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
 
 constexpr const char* kRoles[] = {"admin", "editor", "viewer", "agent"};
 
