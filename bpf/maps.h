@@ -200,6 +200,21 @@ struct {
 	__uint(max_entries, PC_SAMPLE_RINGBUF_BYTES);
 } drop_samples SEC(".maps");
 
+/* Shadow evaluation (bpf/shadow.h): what the candidate would change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, PC_MAX_SHADOW_TRANSITIONS);
+	__type(key, struct pc_shadow_key);
+	__type(value, __u64);
+} shadow_transitions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, PC_MAX_SHADOW_SOURCES);
+	__type(key, struct pc_shadow_source_key);
+	__type(value, __u64);
+} shadow_sources SEC(".maps");
+
 /* The settable clock (ns), read instead of bpf_ktime_get_coarse_ns() when
  * the load-time constant use_user_clock is set (ratelimit.h: pc_now). */
 struct {

@@ -104,13 +104,15 @@ pc_source_bucket(const struct pc_packet *p, const struct pc_config *cfg, __u32 o
 	}
 }
 
-/* Takes one token from the global limiter `id`; 1 if it conforms. A missing
- * entry (never: it is an array) conforms. */
-static __always_inline int pc_take_global_token(__u32 id, const struct pc_rate *rate, __s64 now)
+/* Takes one token from the global limiter `id` (the shadow policy's own
+ * word of it when `shadow`); 1 if it conforms. A missing entry (never: it is
+ * an array) conforms. */
+static __always_inline int pc_take_global_token(__u32 id, const struct pc_rate *rate, __s64 now,
+						int shadow)
 {
 	struct pc_global_bucket *g = bpf_map_lookup_elem(&global_buckets, &id);
 
-	return !g || pc_take_token(&g->empty_at, rate, now);
+	return !g || pc_take_token(shadow ? &g->shadow_empty_at : &g->empty_at, rate, now);
 }
 
 #endif /* PORTCULLIS_RATELIMIT_H */

@@ -106,7 +106,7 @@ static __always_inline void pc_sample(const struct pc_packet *p, __u32 ifindex, 
 	struct pc_sample *s;
 	__s64 now = pc_now();
 
-	if (!pc_take_global_token(PC_SAMPLE_BUCKET, &rate, now))
+	if (!pc_take_global_token(PC_SAMPLE_BUCKET, &rate, now, 0))
 		return;
 	s = bpf_ringbuf_reserve(&drop_samples, sizeof(*s), 0);
 	if (!s)

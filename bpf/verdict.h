@@ -14,6 +14,7 @@
 #include "parsing.h"
 #include "ratelimit.h"
 #include "record.h"
+#include "shadow.h"
 
 /* Which sets (and the blocklist) hold the source: exact hosts first, then the
  * longest prefix. The compiler folds enclosing prefixes into every entry.
@@ -94,13 +95,13 @@ static __always_inline int pc_is_essential_icmp(const struct pc_packet *p)
 /* Step 7's budget: a token from the source's ICMP bucket. A full bucket map
  * (LRU: transient) conforms, as the other per-source buckets do. */
 static __always_inline int pc_take_icmp_token(const struct pc_packet *p,
-					      const struct pc_config *cfg)
+					      const struct pc_config *cfg, __u32 bucket_tag)
 {
 	struct pc_bucket *b;
 
 	if (!cfg->icmp_per_source.interval_ns)
 		return 1;
-	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID);
+	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag);
 	return !b || pc_take_token(&b->syn_empty_at, &cfg->icmp_per_source, pc_now());
 }
 
@@ -121,16 +122,22 @@ static __always_inline int pc_rule_l4(__u8 proto)
 
 /* Evaluation order of PRODUCT.md, steps 3-14 (step 2's sources are the
  * parser's), for a parsed IP packet judged
- * by the policy in `slot`. *count says where a drop is counted by port. */
-static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u32 slot,
-				   struct pc_port_count *count)
+ * by the policy in `slot`. *count says where a drop is counted by port.
+ * A shadow evaluation (bucket_tag PC_SHADOW_BUCKET_TAG) takes tokens from
+ * the shadow's own buckets and admits no UDP flow: it changes nothing the
+ * live policy reads. */
+__noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u32 slot,
+			   struct pc_port_count *count, __u32 bucket_tag)
 {
 	static const struct pc_port_policy no_rule = {};
 	const struct pc_port_policy *port = &no_rule;
-	int l4 = pc_rule_l4(p->proto);
-	int is_syn;
+	int l4, is_syn;
 	pc_set_mask sets;
 	__s64 now;
+
+	if (!p || !cfg || !count)
+		return PC_REASON_NOT_POLICED;
+	l4 = pc_rule_l4(p->proto);
 
 	/* 3. destinations */
 	if ((cfg->flags & PC_CFG_HAS_DESTINATIONS) && !pc_destination_policed(p, slot))
@@ -176,7 +183,8 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 
 	/* 7. */
 	if (pc_is_essential_icmp(p))
-		return pc_take_icmp_token(p, cfg) ? PC_REASON_ALLOWED : PC_REASON_ICMP_RATE_SOURCE;
+		return pc_take_icmp_token(p, cfg, bucket_tag) ? PC_REASON_ALLOWED :
+								PC_REASON_ICMP_RATE_SOURCE;
 
 	/* 8. */
 	if (p->non_first_fragment)
@@ -230,26 +238,44 @@ static __noinline __u8 pc_evaluate(struct pc_packet *p, const struct pc_config *
 
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
-			b = pc_source_bucket(p, cfg, port->rate_override_id);
+			b = pc_source_bucket(p, cfg, port->rate_override_id ^ bucket_tag);
 			if (!b)
 				return PC_REASON_ALLOWED; /* bucket map full: LRU evicts, so only transient */
 			if (is_syn && !pc_take_token(&b->syn_empty_at, syn_rate, now))
 				return PC_REASON_SYN_RATE_SOURCE;
 		}
 		if (is_syn && cfg->syn_global.interval_ns &&
-		    !pc_take_global_token(PC_GLOBAL_SYN_BUCKET, &cfg->syn_global, now))
+		    !pc_take_global_token(PC_GLOBAL_SYN_BUCKET, &cfg->syn_global, now,
+					  bucket_tag != 0))
 			return PC_REASON_SYN_RATE_GLOBAL;
 		if (conn_rate->interval_ns && b &&
 		    !pc_take_token(&b->conn_empty_at, conn_rate, now))
 			return PC_REASON_CONN_RATE_SOURCE;
 
-		if (p->proto == IPPROTO_UDP) {
+		if (p->proto == IPPROTO_UDP && !bucket_tag) {
 			__u64 ts = (__u64)now;
 
 			bpf_map_update_elem(&ingress_flows, &fk, &ts, BPF_ANY);
 		}
 	}
 	return PC_REASON_ALLOWED;
+}
+
+/* The shadow candidate's reason for `p` (its verdict in *verdict), or
+ * PC_REASON_COUNT when the slot holds no valid policy. */
+static __always_inline __u8 pc_judge_shadow(struct pc_packet *p, __u32 slot, __u8 *verdict)
+{
+	struct pc_port_count ignored = {};
+	const struct pc_config *cfg = bpf_map_lookup_elem(&policy_config, &slot);
+	__u8 reason;
+
+	if (!cfg || !(cfg->flags & PC_CFG_VALID))
+		return PC_REASON_COUNT;
+	reason = pc_evaluate(p, cfg, slot, &ignored, PC_SHADOW_BUCKET_TAG);
+	*verdict = reason < PC_FIRST_DROP_REASON ? PC_VERDICT_PASS :
+		   (cfg->flags & PC_CFG_AUDIT)	 ? PC_VERDICT_AUDIT :
+						   PC_VERDICT_DROP;
+	return reason;
 }
 
 /* Judges one frame and records the verdict. The one entry for both hooks. */
@@ -260,7 +286,8 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	struct pc_result r = { .reason = PC_REASON_NOT_POLICED, .verdict = PC_VERDICT_PASS };
 	const struct pc_config *cfg = NULL;
 	struct pc_port_count port_count = {};
-	__u32 zero = 0, slot = 0;
+	__u32 zero = 0, slot = 0, shadow = 0;
+	__u8 shadow_reason = PC_REASON_COUNT, shadow_verdict = PC_VERDICT_PASS;
 	__u32 *active;
 	int parsed;
 
@@ -268,6 +295,7 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	active = bpf_map_lookup_elem(&active_slot, &zero);
 	if (active) {
 		slot = *active & (PC_POLICY_SLOTS - 1);
+		shadow = *active & PC_ACTIVE_SHADOW;
 		cfg = bpf_map_lookup_elem(&policy_config, &slot);
 		if (cfg && !(cfg->flags & PC_CFG_VALID))
 			cfg = NULL; /* no policy applied yet: nothing is policed */
@@ -280,13 +308,22 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 		r.reason = PC_REASON_NON_IP;
 	else if (parsed == PC_PARSE_MALFORMED)
 		r.reason = PC_REASON_MALFORMED;
-	else
-		r.reason = pc_evaluate(&p, cfg, slot, &port_count);
+	else {
+		/* The shadow first: once the live policy admits a UDP flow, its
+		 * first datagram would look like a known flow to the shadow.
+		 * Non-IP and malformed frames are judged alike by any policy. */
+		if (shadow)
+			shadow_reason = pc_judge_shadow(&p, slot ^ 1, &shadow_verdict);
+		r.reason = pc_evaluate(&p, cfg, slot, &port_count, 0);
+	}
 
 	if (r.reason >= PC_FIRST_DROP_REASON)
 		r.verdict = (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
 	if (cfg)
 		r.version = cfg->version;
+
+	if (shadow_reason != PC_REASON_COUNT)
+		pc_shadow_record(&p, r.verdict, r.reason, shadow_verdict, shadow_reason);
 
 	pc_record(&p, ifindex, hook, &r, data_end - data, &port_count);
 	return r;

@@ -30,6 +30,8 @@ static_assert(sizeof(pc_port_key) == 4);
 static_assert(sizeof(pc_counted_port) == 8);
 static_assert(sizeof(pc_sample) == 56);
 static_assert(sizeof(pc_last_verdict) == 16);
+static_assert(sizeof(pc_shadow_key) == 8);
+static_assert(sizeof(pc_shadow_source_key) == 24);
 
 // The names of PRODUCT.md, each written beside its enum value, so that a
 // reason added to abi.h without a name here fails to compile (below) instead

@@ -31,7 +31,45 @@ absl::Status ForEachPerCpu(int fd, absl::string_view name, Fn&& fn) {
   return read.status();
 }
 
+// Sums fn's per-CPU values by key, in the order keys are first seen.
+template <typename Key, typename Count>
+absl::Status SumPerCpu(int fd, absl::string_view name, std::vector<Count>& out) {
+  return ForEachPerCpu<Key, uint64_t>(fd, name, [&](const Key& k, uint64_t v) {
+    if (out.empty() || std::memcmp(&out.back().key, &k, sizeof(k)) != 0) {
+      out.push_back(Count{k, 0});
+    }
+    out.back().packets += v;
+  });
+}
+
+// Deletes every entry of the hash `fd`.
+absl::Status ClearHash(int fd, absl::string_view name, size_t key_size) {
+  std::vector<uint8_t> key(key_size);
+  while (bpf_map_get_next_key(fd, nullptr, key.data()) == 0) {
+    if (bpf_map_delete_elem(fd, key.data()) && errno != ENOENT) {
+      return ErrnoStatus("bpf_map_delete_elem", name, errno);
+    }
+  }
+  if (errno != ENOENT) return ErrnoStatus("bpf_map_get_next_key", name, errno);
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<ShadowCounts> ReadShadowCounts(const Datapath& dp) {
+  ShadowCounts counts;
+  RETURN_IF_ERROR(SumPerCpu<pc_shadow_key>(dp.map_fd(Map::kShadowTransitions), "shadow_transitions",
+                                           counts.transitions));
+  RETURN_IF_ERROR(SumPerCpu<pc_shadow_source_key>(dp.map_fd(Map::kShadowSources), "shadow_sources",
+                                                  counts.sources));
+  return counts;
+}
+
+absl::Status ClearShadowCounts(const Datapath& dp) {
+  RETURN_IF_ERROR(
+      ClearHash(dp.map_fd(Map::kShadowTransitions), "shadow_transitions", sizeof(pc_shadow_key)));
+  return ClearHash(dp.map_fd(Map::kShadowSources), "shadow_sources", sizeof(pc_shadow_source_key));
+}
 
 absl::StatusOr<std::vector<VerdictCount>> ReadVerdictCounters(int iface_slots_fd, int fast_array_fd,
                                                               int hash_fd) {

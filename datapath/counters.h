@@ -37,4 +37,21 @@ absl::StatusOr<std::vector<pc_counted_port>> ReadCountedPorts(const Datapath& dp
 // The hash, then the named_port_drops rows of every counted_ports range.
 absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& dp);
 
+// What the shadow candidate would change (bpf/shadow.h), summed over CPUs.
+struct ShadowTransitionCount {
+  pc_shadow_key key;
+  uint64_t packets;
+};
+struct ShadowSourceCount {
+  pc_shadow_source_key key;
+  uint64_t packets;
+};
+struct ShadowCounts {
+  std::vector<ShadowTransitionCount> transitions;
+  std::vector<ShadowSourceCount> sources;
+};
+absl::StatusOr<ShadowCounts> ReadShadowCounts(const Datapath& dp);
+// Empties both shadow maps (a new candidate starts from zero).
+absl::Status ClearShadowCounts(const Datapath& dp);
+
 }  // namespace portcullis::datapath

@@ -130,6 +130,8 @@ absl::string_view MapName(Map m) {
       "port_drop_counters",
       "counted_ports",
       "named_port_drops",
+      "shadow_transitions",
+      "shadow_sources",
       "drop_samples",
       "user_clock",
       "last_verdict",

@@ -59,6 +59,8 @@ enum class Map {
   kPortDropCounters,
   kCountedPorts,
   kNamedPortDrops,
+  kShadowTransitions,
+  kShadowSources,
   kDropSamples,
   kUserClock,
   kLastVerdict,

@@ -173,7 +173,7 @@ std::array<MapImage, kSlotMapCount> BuildImages(const Datapath& dp, const policy
   return images;
 }
 
-absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint64_t version) {
+absl::StatusOr<uint32_t> PolicyInstaller::BeginWrite(const policy::CompiledPolicy& policy) {
   // Array indices are slot-relative: an oversized table would spill into the
   // other slot, which may be live.
   if (policy.ports.size() != PC_PORT_ENTRIES ||
@@ -189,15 +189,28 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
     RETURN_IF_ERROR(dp_.WaitForRunningPrograms());
     fenced_ = true;
   }
+  ASSIGN_OR_RETURN(const uint32_t active, ReadActiveWord(dp_));
+  const uint32_t live = active & (PC_POLICY_SLOTS - 1);
+  // A shadow candidate in the idle slot stops being judged by before the
+  // slot is rewritten: no packet is judged by half of one.
+  if (active & PC_ACTIVE_SHADOW) RETURN_IF_ERROR(SetActive(live));
+  return live;
+}
+
+absl::Status PolicyInstaller::SetActive(uint32_t word) {
   const __u32 zero = 0;
-  __u32 active = 0;
-  if (bpf_map_lookup_elem(dp_.map_fd(Map::kActiveSlot), &zero, &active)) {
-    return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
+  // One aligned 4-byte store: each packet reads either the old word or the
+  // new one.
+  if (bpf_map_update_elem(dp_.map_fd(Map::kActiveSlot), &zero, &word, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "active_slot", errno);
   }
-  // The slot packets do not select, even when its config is not valid yet:
-  // its config may then be rewritten freely.
-  const uint32_t slot = (active & (PC_POLICY_SLOTS - 1)) ^ 1;
-  ASSIGN_OR_RETURN(const std::vector<uint16_t> rows, RegisterCountedPorts(policy, slot ^ 1));
+  return dp_.WaitForRunningPrograms();
+}
+
+absl::Status PolicyInstaller::WriteSlot(const policy::CompiledPolicy& policy, uint64_t version,
+                                        uint32_t slot) {
+  const uint32_t live_slot = slot ^ 1;
+  ASSIGN_OR_RETURN(const std::vector<uint16_t> rows, RegisterCountedPorts(policy, live_slot));
   std::array<MapImage, kSlotMapCount> target = BuildImages(dp_, policy, slot, rows);
   SlotImages& written = written_[slot];
 
@@ -228,7 +241,6 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   // Flows opened before the blocklist changed stop being established for its
   // sources; an unchanged blocklist keeps its moment.
   pc_config live{};
-  const uint32_t live_slot = slot ^ 1;
   if (bpf_map_lookup_elem(dp_.map_fd(Map::kPolicyConfig), &live_slot, &live)) {
     return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
   }
@@ -239,20 +251,65 @@ absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint
   if (bpf_map_update_elem(dp_.map_fd(Map::kPolicyConfig), &slot, &config, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "policy_config", errno);
   }
-  // The switch: one aligned 4-byte store. Slots 0 and 1 differ in one bit,
-  // so no reader can see any other value.
-  if (bpf_map_update_elem(dp_.map_fd(Map::kActiveSlot), &zero, &slot, BPF_ANY)) {
-    return ErrnoStatus("bpf_map_update_elem", "active_slot", errno);
-  }
-  return dp_.WaitForRunningPrograms();
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp) {
+absl::Status PolicyInstaller::Install(const policy::CompiledPolicy& policy, uint64_t version) {
+  ASSIGN_OR_RETURN(const uint32_t live, BeginWrite(policy));
+  // The slot packets do not select, even when its config is not valid yet:
+  // its config may then be rewritten freely.
+  const uint32_t slot = live ^ 1;
+  RETURN_IF_ERROR(WriteSlot(policy, version, slot));
+  // The switch. Slots 0 and 1 differ in one bit, so no reader can see any
+  // other value.
+  return SetActive(slot);
+}
+
+absl::Status PolicyInstaller::InstallShadow(const policy::CompiledPolicy& policy, uint64_t stamp) {
+  ASSIGN_OR_RETURN(const uint32_t live, BeginWrite(policy));
+  RETURN_IF_ERROR(WriteSlot(policy, stamp, live ^ 1));
+  // What an earlier candidate would have changed is not this one's.
+  RETURN_IF_ERROR(ClearShadowCounts(dp_));
+  return SetActive(live | PC_ACTIVE_SHADOW);
+}
+
+absl::Status PolicyInstaller::PromoteShadow(uint64_t version) {
+  ASSIGN_OR_RETURN(const uint32_t active, ReadActiveWord(dp_));
+  if (!(active & PC_ACTIVE_SHADOW)) {
+    return absl::FailedPreconditionError("no shadow candidate is loaded");
+  }
+  const uint32_t live = active & (PC_POLICY_SLOTS - 1), slot = live ^ 1;
+  // The candidate is restamped with its live version while no packet reads
+  // it; live traffic then sees one switch, from the old policy to it.
+  RETURN_IF_ERROR(SetActive(live));
+  pc_config config{};
+  if (bpf_map_lookup_elem(dp_.map_fd(Map::kPolicyConfig), &slot, &config)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "policy_config", errno);
+  }
+  config.version = version;
+  if (bpf_map_update_elem(dp_.map_fd(Map::kPolicyConfig), &slot, &config, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "policy_config", errno);
+  }
+  return SetActive(slot);
+}
+
+absl::Status PolicyInstaller::DiscardShadow() {
+  ASSIGN_OR_RETURN(const uint32_t active, ReadActiveWord(dp_));
+  if (!(active & PC_ACTIVE_SHADOW)) return absl::OkStatus();
+  return SetActive(active & (PC_POLICY_SLOTS - 1));
+}
+
+absl::StatusOr<uint32_t> ReadActiveWord(const Datapath& dp) {
   const __u32 zero = 0;
   __u32 active = 0;
   if (bpf_map_lookup_elem(dp.map_fd(Map::kActiveSlot), &zero, &active)) {
     return ErrnoStatus("bpf_map_lookup_elem", "active_slot", errno);
   }
+  return active;
+}
+
+absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp) {
+  ASSIGN_OR_RETURN(const uint32_t active, ReadActiveWord(dp));
   const uint32_t slot = active & (PC_POLICY_SLOTS - 1);
   pc_config config{};
   if (bpf_map_lookup_elem(dp.map_fd(Map::kPolicyConfig), &slot, &config)) {

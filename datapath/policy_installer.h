@@ -28,7 +28,19 @@ class PolicyInstaller {
   // Writes `policy` (stamped with `version`) into the idle slot and switches
   // to it. When it returns OK, no packet is judged by the previous policy any
   // more. On error the live policy is untouched.
+  // A shadow candidate in the idle slot is discarded first.
   absl::Status Install(const policy::CompiledPolicy& policy, uint64_t version);
+
+  // Writes `policy` (stamped with `stamp`) into the idle slot as a shadow
+  // candidate: every packet is judged by it too, without acting on it, and
+  // what it would change is counted (ReadShadowCounts), from zero. Replaces
+  // a candidate already loaded; the live policy is untouched.
+  absl::Status InstallShadow(const policy::CompiledPolicy& policy, uint64_t stamp);
+  // Makes the shadow candidate live, stamped with `version`, in one switch
+  // (nothing is rewritten). FailedPrecondition when none is loaded.
+  absl::Status PromoteShadow(uint64_t version);
+  // Stops judging by the shadow candidate (none loaded: nothing to do).
+  absl::Status DiscardShadow();
 
  private:
   using SlotImages = std::array<std::optional<MapImage>, kSlotMapCount>;
@@ -41,6 +53,14 @@ class PolicyInstaller {
   // The counted_ports rows as last read or written (read at first use).
   std::optional<std::vector<pc_counted_port>> counted_;
 
+  // Checks the policy's table sizes, waits out an earlier writer once, and
+  // stops judging by a shadow candidate. Returns the live slot.
+  absl::StatusOr<uint32_t> BeginWrite(const policy::CompiledPolicy& policy);
+  // Writes every slot map and then the config of `slot` (not live).
+  absl::Status WriteSlot(const policy::CompiledPolicy& policy, uint64_t version, uint32_t slot);
+  // Writes active_slot[0] and waits for an RCU grace period.
+  absl::Status SetActive(uint32_t word);
+
   // Registers the policy's port ranges in counted_ports, before the slot
   // that refers to them is written: reuses a range's row, else takes a free
   // one, else reclaims (zeroes) one that neither the live slot nor this
@@ -50,6 +70,9 @@ class PolicyInstaller {
                                                              uint32_t live_slot);
 };
 
+// active_slot[0]: the live slot, and PC_ACTIVE_SHADOW when a shadow
+// candidate is judged beside it.
+absl::StatusOr<uint32_t> ReadActiveWord(const Datapath& dp);
 // The slot packets are judged by now, and that slot's config.
 absl::StatusOr<std::pair<uint32_t, pc_config>> ReadActiveSlot(const Datapath& dp);
 

@@ -84,6 +84,12 @@ enum pc_l4 {
  * active_slot. See docs/ATOMIC_SWITCH.md. */
 #define PC_POLICY_SLOTS 2
 
+/* active_slot[0] holds the live slot in bit 0. With PC_ACTIVE_SHADOW set, the
+ * other slot holds a shadow candidate: every packet is judged by it too,
+ * without acting on the result, and the packets whose verdict or reason
+ * would change are counted (shadow_transitions, shadow_sources). */
+#define PC_ACTIVE_SHADOW 2u
+
 /* ---- shared (not per slot) state: capacities ---- */
 /* LRU: per-source token buckets, one map per family. Preallocated: the IPv4
  * map takes about 22 MB of kernel memory, the IPv6 one about 13 MB. */
@@ -109,6 +115,11 @@ enum pc_l4 {
  * across policy changes and agent restarts. */
 #define PC_MAX_COUNTED_PORTS 512
 #define PC_SAMPLE_RINGBUF_BYTES (256 * 1024)
+/* Shadow evaluation: transitions by port (hash; beyond it, a transition is
+ * still counted by source), and sources by transition (LRU: the top
+ * sources stay, the long tail is evicted). */
+#define PC_MAX_SHADOW_TRANSITIONS 4096
+#define PC_MAX_SHADOW_SOURCES 16384
 
 /* IPv6 extension headers walked before giving up as malformed. */
 #define PC_MAX_IPV6_EXT_HEADERS 8
@@ -249,6 +260,10 @@ struct pc_bucket_key_v6 {
  * bucket's first word. */
 #define PC_ICMP_BUCKET_ID 0xffffffffu
 
+/* The shadow policy's per-source buckets: its ids XOR this tag, so that a
+ * shadow never takes the live policy's tokens (nor the live its). */
+#define PC_SHADOW_BUCKET_TAG 0x80000000u
+
 /* GCRA form of a token bucket: the moment the bucket was (or will be) empty.
  * tokens(now) = min(burst, (now - empty_at) / interval). One 64-bit word per
  * bucket, updated with compare-and-swap, so concurrent CPUs never lose a take. */
@@ -261,7 +276,8 @@ struct pc_bucket {
  * reading (refill is capped at burst). */
 #define PC_BUCKET_FULL (-((__s64)1 << 62))
 
-/* global_buckets[id]: limiters shared by all sources, one GCRA word each.
+/* global_buckets[id]: limiters shared by all sources, one GCRA word each,
+ * and a second word for the shadow policy's limiter of the same name.
  * The value stays 16 bytes (it was a pc_bucket), so older pins are adopted. */
 enum pc_global_bucket_id {
 	PC_GLOBAL_SYN_BUCKET = 0, /* rateLimits.syn.global */
@@ -271,7 +287,7 @@ enum pc_global_bucket_id {
 
 struct pc_global_bucket {
 	__s64 empty_at;
-	__s64 reserved;
+	__s64 shadow_empty_at;
 };
 
 /* A transport 5-tuple as seen on ingress: src is the remote peer. */
@@ -323,6 +339,29 @@ struct pc_port_key {
 	__u16 port; /* host byte order */
 	__u8 proto; /* IPPROTO_* */
 	__u8 reason;
+};
+
+/* shadow_transitions key: packets whose verdict or reason the shadow
+ * candidate would change, by (live -> shadow) and destination port. */
+struct pc_shadow_key {
+	__u8 from_verdict;
+	__u8 from_reason;
+	__u8 to_verdict;
+	__u8 to_reason;
+	__u16 port; /* host byte order; 0 for packets without ports */
+	__u8 proto; /* IPPROTO_* */
+	__u8 pad;
+};
+
+/* shadow_sources key: the same packets by (live -> shadow) and source. */
+struct pc_shadow_source_key {
+	__u8 from_verdict;
+	__u8 from_reason;
+	__u8 to_verdict;
+	__u8 to_reason;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16]; /* IPv4 in the first 4 bytes */
 };
 
 /* One drop (or audit) sample for the agent's log, from the ring buffer. */
