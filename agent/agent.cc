@@ -7,11 +7,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/shadow_summary.h"
 #include "common/abi.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "datapath/counters.h"
 #include "datapath/flow_seed.h"
+#include "policy/compiler.h"
 #include "policy/text.h"
 #include "policy/validator.h"
 
@@ -211,7 +213,17 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
       LogWarning("confirmed but not saved as last-known-good",
                  {{"error", std::string(s.message())}});
     }
-    if (applier_->applied().version == update.version) return absl::OkStatus();
+    if (applier_->applied().version == update.version) {
+      SyncShadow(update);
+      return absl::OkStatus();
+    }
+  }
+  if (const Applier::Applied applied = applier_->applied();
+      update.version != 0 && applied.version == update.version &&
+      applied.hash == policy::ContentHash(update.policy)) {
+    // The version this agent enforces, sent again for its shadow candidate.
+    SyncShadow(update);
+    return absl::OkStatus();
   }
   std::optional<AppliedPolicy> previous;
   if (update.awaits_confirmation()) {
@@ -224,6 +236,7 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
     previous = applier_->Current();
   }
   RETURN_IF_ERROR(applier_->Apply(update));
+  SyncShadow(update);
   if (previous) {
     confirm_->Arm(update.version, absl::FromUnixNanos(update.confirm_by_unix_nanos),
                   *std::move(previous));
@@ -270,6 +283,19 @@ absl::Status Agent::Attach() {
   return absl::OkStatus();
 }
 
+void Agent::SyncShadow(const PolicyUpdate& update) {
+  const Applier::Shadow loaded = applier_->shadow();
+  if (!update.shadow) {
+    if (loaded.id == 0) return;
+    if (absl::Status s = applier_->DiscardShadow(); !s.ok()) {
+      LogError("cannot discard the shadow candidate", {{"error", std::string(s.message())}});
+    }
+    return;
+  }
+  if (loaded.id == update.shadow->id && loaded.content_hash == update.shadow->content_hash) return;
+  applier_->ApplyShadow(*update.shadow).IgnoreError();  // logged, counted and reported
+}
+
 v1::AgentStatus Agent::StatusSnapshot() const {
   v1::AgentStatus status;
   status.set_node(options_.node);
@@ -287,6 +313,13 @@ v1::AgentStatus Agent::StatusSnapshot() const {
   status.set_xdp_mode(attachments_->xdp_mode());
   for (const std::string& ifname : options_.interfaces) status.add_interfaces(ifname);
   status.set_ready(readiness_->ready());
+  if (const Applier::Shadow shadow = applier_->shadow(); shadow.id != 0) {
+    if (auto counts = datapath::ReadShadowCounts(*dp_); counts.ok()) {
+      *status.mutable_shadow() = SummarizeShadow(*counts, shadow.id, shadow.content_hash);
+    }
+  } else if (!shadow.error.empty()) {
+    status.mutable_shadow()->set_error(shadow.error);
+  }
   if (auto counters = datapath::ReadVerdictCounters(*dp_); counters.ok()) {
     std::map<std::pair<std::string, std::string>, uint64_t> sums;
     for (const datapath::VerdictCount& c : *counters) {

@@ -75,6 +75,8 @@ class Agent {
   absl::Status LoadDatapath();
   // The policy source's update: apply, and attach after the first one.
   absl::Status OnUpdate(const PolicyUpdate& update);
+  // Loads, replaces or discards the shadow candidate as `update` says.
+  void SyncShadow(const PolicyUpdate& update);
   // A version unconfirmed by its deadline: back to `previous`.
   absl::Status Revert(const AppliedPolicy& previous);
   // Attaches the programs and starts the pin watch; once, after the first

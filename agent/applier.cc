@@ -86,7 +86,17 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
                            : update.text == applied_text_ && previous_version > 0
                                ? previous_version
                                : previous_version + 1;
-  if (absl::Status s = installer_.Install(*compiled, version); !s.ok()) return fail("apply", s);
+  // The candidate judged in shadow is this policy: it is loaded already.
+  const Shadow shadow = this->shadow();
+  const bool promote = shadow.id != 0 && shadow.content_hash == hash;
+  if (absl::Status s =
+          promote ? installer_.PromoteShadow(version) : installer_.Install(*compiled, version);
+      !s.ok()) {
+    // Either way the candidate stopped being judged (or may have).
+    std::lock_guard<std::mutex> status_lock(status_mu_);
+    shadow_ = {};
+    return fail("apply", s);
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   {
@@ -94,15 +104,17 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
     applied_.version = version;
     applied_.hash = hash;
     applied_.last_error.clear();
+    shadow_ = {};
   }
   metrics_.policy_version.Set(static_cast<double>(version));
   metrics_.apply_seconds.Observe(seconds);
   metrics_.last_applied_timestamp.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
   collector_.SetPolicy(*compiled);
-  LogInfo("policy applied", {{"origin", update.origin},
-                             {"name", update.policy.metadata().name()},
-                             {"version", version},
-                             {"apply_seconds", seconds}});
+  LogInfo(promote ? "policy applied: the shadow candidate, promoted" : "policy applied",
+          {{"origin", update.origin},
+           {"name", update.policy.metadata().name()},
+           {"version", version},
+           {"apply_seconds", seconds}});
   // Enforced; now kept as last-known-good. A policy from the control
   // service comes without text: it is written as YAML here, after the
   // switch, so that a large policy does not wait for it.
@@ -118,6 +130,46 @@ absl::Status Applier::Apply(const PolicyUpdate& update) {
   // Compiling a large policy leaves hundreds of MB free on the heap; give
   // them back, or the next one stacks its peak on top of them.
   malloc_trim(0);
+  return absl::OkStatus();
+}
+
+Applier::Shadow Applier::shadow() const {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  return shadow_;
+}
+
+absl::Status Applier::ApplyShadow(const ShadowUpdate& update) {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  auto fail = [&](const absl::Status& s) {
+    metrics_.sync_errors.Add({{"kind", "shadow"}}).Increment();
+    LogError("shadow candidate not loaded",
+             {{"shadow", update.id}, {"error", std::string(s.message())}});
+    std::lock_guard<std::mutex> status_lock(status_mu_);
+    shadow_ = {.error = absl::StrCat("shadow candidate ", update.id, ": ", s.message())};
+    return s;
+  };
+  auto compiled = policy::Compile(update.policy);
+  if (!compiled.ok()) return fail(compiled.status());
+  // Stamped with the live version: the candidate has none of its own.
+  if (absl::Status s = installer_.InstallShadow(*compiled, applied().version); !s.ok()) {
+    return fail(s);
+  }
+  {
+    std::lock_guard<std::mutex> status_lock(status_mu_);
+    shadow_ = {.id = update.id, .content_hash = update.content_hash};
+  }
+  LogInfo("shadow candidate loaded: judged beside the live policy, not enforced",
+          {{"shadow", update.id}, {"hash", update.content_hash}});
+  malloc_trim(0);
+  return absl::OkStatus();
+}
+
+absl::Status Applier::DiscardShadow() {
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  if (absl::Status s = installer_.DiscardShadow(); !s.ok()) return s;
+  std::lock_guard<std::mutex> status_lock(status_mu_);
+  if (shadow_.id != 0) LogInfo("shadow candidate discarded", {{"shadow", shadow_.id}});
+  shadow_ = {};
   return absl::OkStatus();
 }
 

@@ -35,8 +35,23 @@ class Applier {
   // Compiles, installs and switches to `update`, then saves it as
   // last-known-good (unless it awaits confirmation). On error the previous
   // policy stays, and the error is counted and kept. While it runs, the
-  // state dir marks the policy as being applied.
+  // state dir marks the policy as being applied. The shadow candidate ends:
+  // when `update` is its policy, the switch is to the slot it is loaded in.
   absl::Status Apply(const PolicyUpdate& update);
+
+  // Loads `shadow` as the candidate judged beside the live policy, its
+  // counts from zero; on error none is loaded, and the error is kept for
+  // the report.
+  absl::Status ApplyShadow(const ShadowUpdate& shadow);
+  // Stops judging by the shadow candidate.
+  absl::Status DiscardShadow();
+  // The candidate loaded (id 0: none), or the last one that failed to load.
+  struct Shadow {
+    uint64_t id = 0;
+    std::string content_hash;
+    std::string error;
+  };
+  Shadow shadow() const;
 
   // What is applied, as its text and version (empty before the first).
   std::optional<AppliedPolicy> Current() const;
@@ -67,6 +82,7 @@ class Applier {
   const std::optional<InterruptedApply> interrupted_;
   mutable std::mutex status_mu_;
   Applied applied_;  // under status_mu_
+  Shadow shadow_;    // under status_mu_; written under apply_mu_ too
 };
 
 }  // namespace portcullis::agent

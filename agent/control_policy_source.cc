@@ -91,6 +91,7 @@ class ControlPolicySource : public PolicySource {
       request.set_applied_version(now.applied_version());
       request.set_applied_hash(now.applied_hash());
       request.set_awaiting_confirmation(now.awaiting_confirmation());
+      request.set_shadow_hash(now.shadow().content_hash());
       std::shared_ptr<control::WatchStream> stream = stub->Watch(request);
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -177,6 +178,17 @@ class ControlPolicySource : public PolicySource {
                           version.version()};
       update.confirm_by_unix_nanos = version.confirm_by_unix_nanos();
       update.confirmed = version.confirmed_unix_nanos() != 0;
+      if (version.has_shadow()) {
+        policy::Diagnostics shadow_diags;
+        policy::Validate(version.shadow().policy(), shadow_diags);
+        if (shadow_diags.has_errors()) {
+          on_rejected(absl::StrCat("shadow candidate ", version.shadow().id(), ": ",
+                                   shadow_diags.Format("policy")));
+        } else {
+          update.shadow = ShadowUpdate{version.shadow().id(), version.shadow().policy(),
+                                       version.shadow().content_hash()};
+        }
+      }
       on_update(std::move(update)).IgnoreError();  // the agent logs, counts and reports it
     }
     Kick();

@@ -14,12 +14,6 @@
 namespace portcullis::agent {
 namespace {
 
-std::string Address(uint8_t family, const uint8_t* addr) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(family == PC_FAMILY_V6 ? AF_INET6 : AF_INET, addr, buf, sizeof(buf));
-  return buf;
-}
-
 int64_t MonotonicNs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -33,8 +27,8 @@ std::string FormatDropSample(const pc_sample& s) {
                       {"hook", std::string(HookName(s.hook))},
                       {"verdict", std::string(VerdictName(s.verdict))},
                       {"reason", std::string(ReasonName(s.reason))},
-                      {"src", Address(s.family, s.src)},
-                      {"dst", Address(s.family, s.dst)},
+                      {"src", AddressName(s.family, s.src)},
+                      {"dst", AddressName(s.family, s.dst)},
                       {"proto", ProtoName(s.proto)}};
   if (s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) {
     fields.push_back({"sport", static_cast<uint64_t>(s.sport)});

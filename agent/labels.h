@@ -1,6 +1,7 @@
 // How interfaces and protocols are named in metric labels and log lines.
 #pragma once
 
+#include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/abi.h"
 
 namespace portcullis::agent {
 
@@ -37,6 +39,14 @@ inline std::string ProtoName(uint8_t proto) {
     default:
       return absl::StrCat(proto);
   }
+}
+
+// An address as the datapath stores it (PC_FAMILY_*, 16 bytes; IPv4 in the
+// first 4), as text.
+inline std::string AddressName(uint8_t family, const uint8_t* addr) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family == PC_FAMILY_V6 ? AF_INET6 : AF_INET, addr, buf, sizeof(buf));
+  return buf;
 }
 
 }  // namespace portcullis::agent

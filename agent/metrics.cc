@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "datapath/counters.h"
 #include "datapath/map_reader.h"
+#include "datapath/policy_installer.h"
 
 namespace portcullis::agent {
 namespace {
@@ -160,9 +161,10 @@ DatapathCollector::Scan DatapathCollector::ScanLruMaps(const LivePolicy& p) cons
   // A bucket refills within milliseconds, so "empty right now" would show
   // nothing to a scrape; count the buckets that ran dry within the window,
   // each by the rates of its own port rule (rate_override_id) or the
-  // policy-wide ones. ICMP budgets are not SYN or connection buckets.
+  // policy-wide ones. ICMP budgets are not SYN or connection buckets, and
+  // a shadow candidate's buckets (PC_SHADOW_BUCKET_TAG) limit nothing.
   auto judge = [&](uint32_t override_id, const pc_bucket& b) {
-    if (override_id == PC_ICMP_BUCKET_ID) return;
+    if (override_id >= PC_MAX_RATE_OVERRIDES) return;
     const pc_rate_override* ov = override_id && override_id < p.rate_overrides.size()
                                      ? &p.rate_overrides[override_id]
                                      : nullptr;
@@ -289,6 +291,28 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   limited.metric.push_back(Value({{"kind", "syn"}}, static_cast<double>(scan.syn_over), false));
   limited.metric.push_back(Value({{"kind", "conn"}}, static_cast<double>(scan.conn_over), false));
   out.push_back(std::move(limited));
+
+  // While a shadow candidate is judged: what it would change, by
+  // (live -> shadow) reason. Counted from zero for each candidate.
+  MetricFamily shadow{"portcullis_shadow_packets_total",
+                      "Packets whose verdict or reason the shadow candidate would change, by the "
+                      "live policy's reason and the candidate's",
+                      MetricType::Counter,
+                      {}};
+  if (auto word = datapath::ReadActiveWord(dp_); word.ok() && (*word & PC_ACTIVE_SHADOW)) {
+    if (auto counts = datapath::ReadShadowCounts(dp_); counts.ok()) {
+      std::map<std::pair<uint8_t, uint8_t>, uint64_t> sums;
+      for (const datapath::ShadowTransitionCount& c : counts->transitions) {
+        sums[{c.key.from_reason, c.key.to_reason}] += c.packets;
+      }
+      for (const auto& [key, n] : sums) {
+        shadow.metric.push_back(Value({{"from_reason", std::string(ReasonName(key.first))},
+                                       {"to_reason", std::string(ReasonName(key.second))}},
+                                      static_cast<double>(n), true));
+      }
+    }
+  }
+  out.push_back(std::move(shadow));
 
   MetricFamily took{"portcullis_scrape_duration_seconds",
                     "Time this scrape took to read the datapath's maps (bucket and flow maps "

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -17,6 +18,13 @@
 
 namespace portcullis::agent {
 
+// A shadow candidate from the control service (ShadowCandidate).
+struct ShadowUpdate {
+  uint64_t id = 0;
+  v1::Policy policy;  // validated
+  std::string content_hash;
+};
+
 struct PolicyUpdate {
   v1::Policy policy;     // validated
   std::string text;      // the YAML it came from, kept as last-known-good; empty:
@@ -28,6 +36,9 @@ struct PolicyUpdate {
   int64_t confirm_by_unix_nanos = 0;
   bool confirmed = false;
   bool awaits_confirmation() const { return confirm_by_unix_nanos != 0 && !confirmed; }
+  // The shadow candidate to judge beside it; none when absent. Only the
+  // control service sends candidates.
+  std::optional<ShadowUpdate> shadow;
 };
 
 class PolicySource {

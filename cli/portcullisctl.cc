@@ -19,7 +19,7 @@
 
 ABSL_FLAG(std::string, policy, "", "simulate: the policy file (YAML)");
 ABSL_FLAG(std::string, pcap, "", "simulate: the capture (pcap or pcapng, Ethernet frames)");
-ABSL_FLAG(std::string, format, "table", "simulate: output format, json or table");
+ABSL_FLAG(std::string, format, "table", "simulate, shadow report: output format, json or table");
 
 namespace {
 
@@ -55,6 +55,17 @@ Commands that talk to the control service take
       --confirm-within 2m: every agent, and the service, go back to the
       previous version unless `confirm VERSION` comes within 2 minutes (an
       agent that cannot reach the service goes back by itself).
+  portcullisctl push POLICY.yaml --shadow --reason "..."
+      Stores the policy as the shadow candidate: every agent judges each
+      packet by it too, beside the live version, and acts on nothing.
+  portcullisctl shadow report [--format table|json] [--top N]
+      What the candidate would change, over all agents: packets and
+      sources by (live -> shadow) verdict and reason, ports, top sources.
+  portcullisctl shadow promote [--id N] --reason "..." [--allow-failsafe-change]
+      Makes the candidate live as a new version; agents switch to the slot
+      it is loaded in. --id: refuse unless N is still the candidate.
+  portcullisctl shadow discard [--id N] --reason "..."
+      Drops the candidate. Any new live version ends it too.
   portcullisctl confirm VERSION
       Keeps a version pushed with --confirm-within, within its window.
   portcullisctl rollback --to VERSION --reason "..." [--allow-failsafe-change]

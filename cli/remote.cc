@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,7 @@
 #include "control/audit_chain.h"
 #include "control/client.h"
 #include "control/control_stub.h"
+#include "google/protobuf/util/json_util.h"
 #include "policy/diff.h"
 #include "policy/text.h"
 #include "policy/yaml_loader.h"
@@ -37,6 +39,13 @@ ABSL_FLAG(absl::Duration, confirm_within, absl::ZeroDuration(),
           "push: go back to the previous version unless `portcullisctl confirm VERSION` comes "
           "within this long (e.g. 2m); agents that cannot reach the service go back by "
           "themselves");
+ABSL_FLAG(bool, shadow, false,
+          "push: store the policy as the shadow candidate, judged by every agent beside the "
+          "live version on real traffic without acting on it (see `shadow report`)");
+ABSL_FLAG(uint64_t, id, 0,
+          "shadow promote, shadow discard: the candidate reviewed (refused if another is "
+          "current); 0 = the current one");
+ABSL_FLAG(uint32_t, top, 10, "shadow report: sources listed per change");
 ABSL_FLAG(bool, exit_code, false, "diff: exit 1 when there are differences");
 ABSL_FLAG(bool, verify, false,
           "audit: check the audit log's hash chain and that each version holds the policy its "
@@ -51,6 +60,8 @@ ABSL_FLAG(uint32_t, limit, 0, "history, audit: show at most this many (newest); 
 ABSL_FLAG(int, timeout_seconds, 30, "how long to wait for the control service");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
           "talk to a control service started with the same flag (no TLS)");
+
+ABSL_DECLARE_FLAG(std::string, format);  // portcullisctl.cc: simulate's too
 
 namespace portcullis::cli {
 namespace {
@@ -153,10 +164,22 @@ int Push(Remote& remote, const std::vector<char*>& args) {
     return Fail(kExitUsage, "--confirm-within: from 1s to 24h (e.g. 2m)");
   }
   request.set_confirm_within_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(confirm_within)));
+  const bool shadow = absl::GetFlag(FLAGS_shadow);
+  if (shadow && confirm_within > absl::ZeroDuration()) {
+    return Fail(kExitUsage,
+                "--shadow changes nothing to confirm: use --confirm-within when promoting it "
+                "(push it without --shadow)");
+  }
+  request.set_shadow(shadow);
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {
       return Fail(ExitFor(s), absl::StrCat("push refused: ", s.message()));
+    }
+    if (shadow) {
+      return Fail(ExitFor(s), absl::StrCat("push failed: ", s.message(),
+                                           "; whether it was stored is unknown: see "
+                                           "portcullisctl shadow report"));
     }
     // The answer was lost: say whether the push was stored. (The service
     // stores nothing for a client that is gone or whose deadline is too
@@ -181,6 +204,14 @@ int Push(Remote& remote, const std::vector<char*>& args) {
     return Fail(ExitFor(s),
                 absl::StrCat("push failed: ", s.message(),
                              "; whether it was stored is unknown: see portcullisctl history"));
+  }
+  if (shadow) {
+    std::cerr << "stored " << args[2] << " as shadow candidate " << response.shadow_id() << " ("
+              << response.content_hash()
+              << "): agents judge traffic by it beside the live version, acting on nothing. "
+                 "See portcullisctl shadow report; then shadow promote or shadow discard\n";
+    std::cout << response.shadow_id() << "\n";
+    return kExitOk;
   }
   if (response.unchanged()) {
     std::cerr << args[2] << " equals the live version " << response.version()
@@ -461,11 +492,133 @@ int Status(Remote& remote, const std::vector<char*>&) {
   return kExitOk;
 }
 
+// The heading a (live -> shadow) change is listed under.
+absl::string_view ChangeKind(const v1::ShadowChange& c) {
+  const bool was_passed = c.from_verdict() == "pass", is_passed = c.to_verdict() == "pass";
+  if (was_passed && !is_passed) return "would newly drop (or audit)";
+  if (!was_passed && is_passed) return "would newly allow";
+  return "would judge differently, still not passing";
+}
+
+int ShadowReport(Remote& remote) {
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format != "table" && format != "json") {
+    return Fail(kExitUsage, absl::StrCat("--format: \"", format, "\" is not table or json"));
+  }
+  v1::ShadowReportRequest request;
+  request.set_top(absl::GetFlag(FLAGS_top));
+  v1::ShadowReportResponse r;
+  if (absl::Status s = remote.Call(&control::ControlStub::ShadowReport, request, &r); !s.ok()) {
+    return Fail(ExitFor(s), s.message());
+  }
+  if (format == "json") {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(r, &json, options).ok()) {
+      return Fail(kExitSystem, "cannot write the report as JSON");
+    }
+    std::cout << json;
+    return kExitOk;
+  }
+  if (!r.has_candidate()) {
+    std::cout << "no shadow candidate (push one with portcullisctl push POLICY.yaml --shadow)\n";
+    return kExitOk;
+  }
+  const v1::ShadowCandidate& c = r.candidate();
+  std::cout << "shadow candidate " << c.id() << " (" << ShortHash(c.content_hash()) << ") by "
+            << Printable(c.author()) << " at " << Time(c.created_unix_nanos()) << " UTC: \""
+            << Printable(c.reason()) << "\"\n";
+  std::cout << "judged beside live version " << r.live_version() << " on "
+            << r.agents_reporting_size() << " agent" << (r.agents_reporting_size() == 1 ? "" : "s")
+            << (r.agents_reporting().empty()
+                    ? std::string()
+                    : absl::StrCat(" (", Printable(absl::StrJoin(r.agents_reporting(), ", ")), ")"))
+            << "\n";
+  if (!r.agents_missing().empty()) {
+    std::cout << "not (yet) reported by " << r.agents_missing_size() << " live agent"
+              << (r.agents_missing_size() == 1 ? "" : "s") << ": "
+              << Printable(absl::StrJoin(r.agents_missing(), ", ")) << "\n";
+  }
+  for (const std::string& e : r.agent_errors()) std::cout << "error: " << Printable(e) << "\n";
+  if (r.changes().empty()) {
+    std::cout << "it would change the verdict of no packet seen so far\n";
+    return kExitOk;
+  }
+  for (absl::string_view kind : {"would newly drop (or audit)", "would newly allow",
+                                 "would judge differently, still not passing"}) {
+    uint64_t packets = 0;
+    for (const v1::ShadowChange& ch : r.changes()) {
+      if (ChangeKind(ch) == kind) packets += ch.packets();
+    }
+    if (packets == 0) continue;
+    std::cout << kind << ": " << packets << " packet" << (packets == 1 ? "" : "s") << "\n";
+    for (const v1::ShadowChange& ch : r.changes()) {
+      if (ChangeKind(ch) != kind) continue;
+      std::cout << "  " << ch.from_verdict() << "/" << ch.from_reason() << " -> " << ch.to_verdict()
+                << "/" << ch.to_reason() << ": " << ch.packets() << " packet"
+                << (ch.packets() == 1 ? "" : "s") << " from " << ch.sources() << " source"
+                << (ch.sources() == 1 ? "" : "s") << "\n";
+      std::vector<std::string> ports, sources;
+      for (const v1::ShadowTransition& p : ch.ports()) {
+        ports.push_back(p.port() ? absl::StrCat(p.proto(), "/", p.port(), " ", p.packets())
+                                 : absl::StrCat(p.proto(), " ", p.packets()));
+      }
+      for (const v1::ShadowSource& src : ch.top_sources()) {
+        sources.push_back(absl::StrCat(Printable(src.address()), " (", src.packets(), ")"));
+      }
+      std::cout << "      to: " << absl::StrJoin(ports, ", ") << "\n";
+      std::cout << "      top sources: " << absl::StrJoin(sources, ", ") << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+int ShadowPromote(Remote& remote) {
+  v1::PromoteShadowRequest request;
+  request.set_id(absl::GetFlag(FLAGS_id));
+  request.set_reason(absl::GetFlag(FLAGS_reason));
+  request.set_allow_failsafe_change(absl::GetFlag(FLAGS_allow_failsafe_change));
+  if (request.reason().empty()) return Fail(kExitUsage, "shadow promote needs --reason \"why\"");
+  v1::PushResponse response;
+  if (absl::Status s = remote.Call(&control::ControlStub::PromoteShadow, request, &response);
+      !s.ok()) {
+    return Fail(ExitFor(s), absl::StrCat("not promoted: ", s.message()));
+  }
+  std::cerr << "promoted the shadow candidate as version " << response.version() << " ("
+            << response.content_hash() << ")\n";
+  std::cout << response.version() << "\n";
+  return kExitOk;
+}
+
+int ShadowDiscard(Remote& remote) {
+  v1::DiscardShadowRequest request;
+  request.set_id(absl::GetFlag(FLAGS_id));
+  request.set_reason(absl::GetFlag(FLAGS_reason));
+  if (request.reason().empty()) return Fail(kExitUsage, "shadow discard needs --reason \"why\"");
+  v1::DiscardShadowResponse response;
+  if (absl::Status s = remote.Call(&control::ControlStub::DiscardShadow, request, &response);
+      !s.ok()) {
+    return Fail(ExitFor(s), absl::StrCat("not discarded: ", s.message()));
+  }
+  std::cerr << "discarded shadow candidate " << response.id() << "\n";
+  return kExitOk;
+}
+
+int Shadow(Remote& remote, const std::vector<char*>& args) {
+  const std::string sub = args.size() == 3 ? args[2] : "";
+  if (sub == "report") return ShadowReport(remote);
+  if (sub == "promote") return ShadowPromote(remote);
+  if (sub == "discard") return ShadowDiscard(remote);
+  return Fail(kExitUsage, "usage: portcullisctl shadow report|promote|discard");
+}
+
 }  // namespace
 
 bool IsRemoteCommand(const char* command) {
   for (const char* c :
-       {"push", "diff", "rollback", "confirm", "history", "get", "audit", "status"}) {
+       {"push", "diff", "rollback", "confirm", "history", "get", "audit", "status", "shadow"}) {
     if (std::strcmp(command, c) == 0) return true;
   }
   // validate is local, and also asks the service when one is named.
@@ -482,6 +635,7 @@ int RunRemote(const std::vector<char*>& args) {
   if (command == "rollback") return Rollback(*remote, args);
   if (command == "confirm") return Confirm(*remote, args);
   if (command == "get") return Get(*remote, args);
+  if (command == "shadow") return Shadow(*remote, args);
   if (args.size() != 2) {
     return Fail(kExitUsage, absl::StrCat(command, " takes no positional arguments"));
   }

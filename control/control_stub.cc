@@ -69,6 +69,18 @@ class GrpcControlStub : public ControlStub {
   absl::StatusOr<v1::StatusResponse> Status(const v1::StatusRequest& r, absl::Duration d) override {
     return Call(&v1::Control::Stub::Status, r, d);
   }
+  absl::StatusOr<v1::ShadowReportResponse> ShadowReport(const v1::ShadowReportRequest& r,
+                                                        absl::Duration d) override {
+    return Call(&v1::Control::Stub::ShadowReport, r, d);
+  }
+  absl::StatusOr<v1::PushResponse> PromoteShadow(const v1::PromoteShadowRequest& r,
+                                                 absl::Duration d) override {
+    return Call(&v1::Control::Stub::PromoteShadow, r, d);
+  }
+  absl::StatusOr<v1::DiscardShadowResponse> DiscardShadow(const v1::DiscardShadowRequest& r,
+                                                          absl::Duration d) override {
+    return Call(&v1::Control::Stub::DiscardShadow, r, d);
+  }
   absl::StatusOr<v1::PolicyVersion> Confirm(const v1::ConfirmRequest& r,
                                             absl::Duration d) override {
     return Call(&v1::Control::Stub::Confirm, r, d);

@@ -57,6 +57,12 @@ class ControlStub {
                                                     absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::PolicyVersion> Confirm(const v1::ConfirmRequest& request,
                                                     absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::ShadowReportResponse> ShadowReport(
+      const v1::ShadowReportRequest& request, absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::PushResponse> PromoteShadow(const v1::PromoteShadowRequest& request,
+                                                         absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::DiscardShadowResponse> DiscardShadow(
+      const v1::DiscardShadowRequest& request, absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::AgentStatus& request,
                                                                 absl::Duration deadline) = 0;
 

@@ -1,5 +1,7 @@
 #include "control/live_broadcast.h"
 
+#include <tuple>
+
 #include "absl/strings/str_cat.h"
 #include "control/wire.h"
 
@@ -25,7 +27,8 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
     // What the agent has is not sent again, unless it waits to learn that
     // it was confirmed, and it was.
     const bool has_it = live && live->version() == request_.applied_version() &&
-                        live->content_hash() == request_.applied_hash();
+                        live->content_hash() == request_.applied_hash() &&
+                        live->shadow().content_hash() == request_.shadow_hash();
     if (live && (!has_it || (request_.awaiting_confirmation() && live->confirmed_unix_nanos()))) {
       Take(std::move(live));
     }
@@ -70,10 +73,11 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
  private:
   // Keeps `version` as the one to send next, unless a newer one was
   // offered already: version numbers only grow (a rollback is a new one),
-  // and a stream must never go back. The same version once confirmed is
-  // newer than it was.
+  // and a stream must never go back. The same version once confirmed, or
+  // with another shadow candidate, is newer than it was.
   void Take(std::shared_ptr<const v1::PolicyVersion> version) {
-    const std::pair<uint64_t, bool> order{version->version(), version->confirmed_unix_nanos() != 0};
+    const Order order{version->version(), version->confirmed_unix_nanos() != 0,
+                      version->shadow_generation()};
     if (finished_ || (newest_taken_ && order <= newest_)) return;
     newest_ = order;
     newest_taken_ = true;
@@ -96,7 +100,8 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   const LiveBroadcast::Owner owner_;
   std::mutex mu_;
   bool started_ = false;
-  std::pair<uint64_t, bool> newest_{0, false};  // the newest taken: version, confirmed
+  using Order = std::tuple<uint64_t, bool, uint64_t>;  // version, confirmed, shadow generation
+  Order newest_{0, false, 0};                          // the newest taken
   bool newest_taken_ = false;
   bool writing_ = false;
   bool finished_ = false;

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "control/admission.h"
+#include "control/shadow_report.h"
 #include "policy/compiler.h"
 #include "policy/diff.h"
 #include "policy/text.h"
@@ -133,7 +134,10 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
   }
   auto live = store.Live();
   if (!live.ok()) return live.status();
-  if (*live) s->Publish(std::make_shared<const v1::PolicyVersion>(**std::move(live)));
+  auto shadow = store.Shadow();
+  if (!shadow.ok()) return shadow.status();
+  s->shadow_ = *std::move(shadow);
+  if (*live) s->Publish(**std::move(live));
   s->reverter_ = std::thread([svc = s.get()] { svc->RevertLoop(); });
   return s;
 }
@@ -212,9 +216,15 @@ void ControlService::Count(absl::string_view method, const absl::Status& status)
       .Increment();
 }
 
-void ControlService::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
-  agents_->SetLiveHash(version->content_hash());
-  live_.Publish(std::move(version));
+void ControlService::Publish(v1::PolicyVersion version) {
+  if (shadow_) {
+    *version.mutable_shadow() = *shadow_;
+  } else {
+    version.clear_shadow();
+  }
+  version.set_shadow_generation(shadow_generation_);
+  agents_->SetLiveHash(version.content_hash());
+  live_.Publish(std::make_shared<const v1::PolicyVersion>(std::move(version)));
   { std::lock_guard<std::mutex> lock(revert_mu_); }
   revert_cv_.notify_all();  // a new deadline, or none
 }
@@ -238,6 +248,11 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   if (change.revert_of != 0 &&
       (!live || live->version() != change.revert_of || !AwaitsConfirmation(*live))) {
     return absl::AbortedError("the version to revert is no longer live and unconfirmed");
+  }
+  if (change.promotes_shadow != 0 && (!shadow_ || shadow_->id() != change.promotes_shadow)) {
+    return call.Refuse("policy", absl::AbortedError(absl::StrCat(
+                                     "shadow candidate ", change.promotes_shadow,
+                                     " is no longer the current one: nothing was promoted")));
   }
   if (change.revert_of == 0 && live && AwaitsConfirmation(*live) && rollback_of == 0) {
     return call.Refuse(
@@ -285,6 +300,11 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   version.set_rollback_of(rollback_of);
   std::string detail =
       rollback_of ? absl::StrCat("rolled back to version ", rollback_of, "; ") : std::string();
+  if (change.promotes_shadow) {
+    absl::StrAppend(&detail, "promoted shadow candidate ", change.promotes_shadow, "; ");
+  } else if (shadow_) {
+    absl::StrAppend(&detail, "ends shadow candidate ", shadow_->id(), "; ");
+  }
   if (change.confirm_within > absl::ZeroDuration()) {
     version.set_confirm_by_unix_nanos(absl::ToUnixNanos(absl::Now() + change.confirm_within));
     absl::StrAppend(&detail, "to confirm until ", FormatUnixNanos(version.confirm_by_unix_nanos()),
@@ -309,7 +329,68 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
                                {"hash", hash}});
   response.set_version(stored->version());
   response.set_content_hash(hash);
-  Publish(std::make_shared<const v1::PolicyVersion>(*std::move(stored)));
+  // The store ended the candidate: it was judged against the version before.
+  if (shadow_) ++shadow_generation_;
+  shadow_.reset();
+  Publish(*std::move(stored));
+  return response;
+}
+
+absl::StatusOr<v1::PushResponse> ControlService::AddShadow(CallScope& call,
+                                                           const v1::PushRequest& request) {
+  const Caller& caller = call.caller();
+  if (request.confirm_within_seconds() != 0) {
+    return call.Refuse("policy", absl::InvalidArgumentError(
+                                     "a shadow candidate changes nothing to confirm: "
+                                     "--confirm-within applies when it is promoted (push it)"));
+  }
+  std::lock_guard<std::mutex> lock(push_mu_);
+  if (call.abandoned()) {
+    return absl::DeadlineExceededError(
+        "nothing was stored: the client's deadline passed (or it went away) first");
+  }
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+  if (!live) {
+    return call.Refuse("policy", absl::FailedPreconditionError(
+                                     "a shadow candidate is judged beside the live version, and "
+                                     "there is none yet: push one first"));
+  }
+  // The checks of a push, so that what was previewed can be promoted.
+  const std::vector<v1::Finding> findings =
+      Admit(request.policy(), &live->policy(), request.allow_failsafe_change(), options_.baseline);
+  if (HasErrors(findings)) {
+    return call.Refuse("policy", absl::FailedPreconditionError(
+                                     absl::StrCat("policy refused:\n", FormatFindings(findings))));
+  }
+  const std::string hash = policy::ContentHash(request.policy());
+  if (hash == live->content_hash()) {
+    return call.Refuse("policy", absl::InvalidArgumentError(absl::StrCat(
+                                     "the policy equals the live version ", live->version(),
+                                     ": as a shadow it would change nothing")));
+  }
+  v1::ShadowCandidate candidate;
+  *candidate.mutable_policy() = request.policy();
+  candidate.set_content_hash(hash);
+  candidate.set_author(caller.principal);
+  candidate.set_reason(request.reason());
+  candidate.set_live_version(live->version());
+  const auto changes = policy::DiffPolicies(live->policy(), request.policy());
+  std::string detail =
+      absl::StrCat("shadow candidate: ", changes.size(), " change", changes.size() == 1 ? "" : "s",
+                   " from version ", live->version(), "; reason: ", request.reason());
+  if (shadow_) absl::StrAppend(&detail, "; replaces shadow candidate ", shadow_->id());
+  auto stored = store_.AddShadow(
+      std::move(candidate),
+      {caller.principal, caller.role, std::string(call.method()), "ok", std::move(detail), 0});
+  if (!stored.ok()) return stored.status();
+  LogInfo("new shadow candidate",
+          {{"shadow", stored->id()}, {"author", caller.principal}, {"hash", hash}});
+  v1::PushResponse response;
+  response.set_shadow_id(stored->id());
+  response.set_content_hash(hash);
+  shadow_ = *std::move(stored);
+  ++shadow_generation_;
+  Publish(*live);
   return response;
 }
 
@@ -323,10 +404,12 @@ grpc::ServerUnaryReactor* ControlService::Push(grpc::CallbackServerContext* ctx,
         call.Refuse("policy", absl::InvalidArgumentError("a push needs a reason (--reason)")));
   }
   auto result =
-      MakeLive(call, {.policy = request->policy(),
-                      .reason = request->reason(),
-                      .allow_failsafe_change = request->allow_failsafe_change(),
-                      .confirm_within = absl::Seconds(request->confirm_within_seconds())});
+      request->shadow()
+          ? AddShadow(call, *request)
+          : MakeLive(call, {.policy = request->policy(),
+                            .reason = request->reason(),
+                            .allow_failsafe_change = request->allow_failsafe_change(),
+                            .confirm_within = absl::Seconds(request->confirm_within_seconds())});
   if (result.ok()) *response = *std::move(result);
   return call.Finish(result.status());
 }
@@ -544,7 +627,7 @@ grpc::ServerUnaryReactor* ControlService::Confirm(grpc::CallbackServerContext* c
               absl::StrCat("confirmed before ", FormatUnixNanos(live->confirm_by_unix_nanos()))});
   if (!confirmed.ok()) return call.Finish(confirmed.status());
   LogInfo("version confirmed", {{"version", asked}, {"by", caller.principal}});
-  Publish(std::make_shared<const v1::PolicyVersion>(*confirmed));
+  Publish(*confirmed);
   *response = *std::move(confirmed);
   response->clear_policy();
   return call.Finish(absl::OkStatus());
@@ -560,6 +643,78 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
     response->set_live_hash(live->content_hash());
   }
   for (v1::AgentState& st : agents_->States()) *response->add_agents() = std::move(st);
+  return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlService::ShadowReport(grpc::CallbackServerContext* ctx,
+                                                       const v1::ShadowReportRequest* request,
+                                                       v1::ShadowReportResponse* response) {
+  CallScope call(*this, ctx, "ShadowReport", Permission::kRead);
+  if (!call.authorized()) return call.Finish();
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+  *response = BuildShadowReport(live.get(), agents_->States(), std::min(request->top(), 1000u));
+  return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlService::PromoteShadow(grpc::CallbackServerContext* ctx,
+                                                        const v1::PromoteShadowRequest* request,
+                                                        v1::PushResponse* response) {
+  CallScope call(*this, ctx, "PromoteShadow", Permission::kEdit);
+  if (!call.authorized()) return call.Finish();
+  if (request->reason().empty()) {
+    return call.Finish(
+        call.Refuse("policy", absl::InvalidArgumentError("a promotion needs a reason (--reason)")));
+  }
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+  if (!live || !live->has_shadow()) {
+    return call.Finish(call.Refuse(
+        "policy", absl::FailedPreconditionError("there is no shadow candidate to promote")));
+  }
+  const uint64_t id = live->shadow().id();
+  if (request->id() != 0 && request->id() != id) {
+    return call.Finish(call.Refuse(
+        "policy", absl::FailedPreconditionError(absl::StrCat(
+                      "the shadow candidate is ", id, ", not ", request->id(),
+                      ": review its report (portcullisctl shadow report), then promote it"))));
+  }
+  auto result = MakeLive(call, {.policy = live->shadow().policy(),
+                                .reason = request->reason(),
+                                .allow_failsafe_change = request->allow_failsafe_change(),
+                                .promotes_shadow = id});
+  if (result.ok()) *response = *std::move(result);
+  return call.Finish(result.status());
+}
+
+grpc::ServerUnaryReactor* ControlService::DiscardShadow(grpc::CallbackServerContext* ctx,
+                                                        const v1::DiscardShadowRequest* request,
+                                                        v1::DiscardShadowResponse* response) {
+  CallScope call(*this, ctx, "DiscardShadow", Permission::kEdit);
+  if (!call.authorized()) return call.Finish();
+  if (request->reason().empty()) {
+    return call.Finish(
+        call.Refuse("policy", absl::InvalidArgumentError("discarding needs a reason (--reason)")));
+  }
+  std::lock_guard<std::mutex> lock(push_mu_);
+  if (!shadow_ || (request->id() != 0 && request->id() != shadow_->id())) {
+    return call.Finish(call.Refuse(
+        "policy", absl::FailedPreconditionError(
+                      shadow_ ? absl::StrCat("the shadow candidate is ", shadow_->id(), ", not ",
+                                             request->id(), ": nothing was discarded")
+                              : std::string("there is no shadow candidate to discard"))));
+  }
+  const Caller& caller = call.caller();
+  const uint64_t id = shadow_->id();
+  if (absl::Status s = store_.DiscardShadow(
+          id, {caller.principal, caller.role, "DiscardShadow", "ok",
+               absl::StrCat("discarded shadow candidate ", id, "; reason: ", request->reason())});
+      !s.ok()) {
+    return call.Finish(s);
+  }
+  LogInfo("shadow candidate discarded", {{"shadow", id}, {"by", caller.principal}});
+  shadow_.reset();
+  ++shadow_generation_;
+  if (const std::shared_ptr<const v1::PolicyVersion> live = live_.Live()) Publish(*live);
+  response->set_id(id);
   return call.Finish(absl::OkStatus());
 }
 

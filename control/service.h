@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -100,6 +101,15 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* Confirm(grpc::CallbackServerContext* ctx,
                                     const v1::ConfirmRequest* request,
                                     v1::PolicyVersion* response) override;
+  grpc::ServerUnaryReactor* ShadowReport(grpc::CallbackServerContext* ctx,
+                                         const v1::ShadowReportRequest* request,
+                                         v1::ShadowReportResponse* response) override;
+  grpc::ServerUnaryReactor* PromoteShadow(grpc::CallbackServerContext* ctx,
+                                          const v1::PromoteShadowRequest* request,
+                                          v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* DiscardShadow(grpc::CallbackServerContext* ctx,
+                                          const v1::DiscardShadowRequest* request,
+                                          v1::DiscardShadowResponse* response) override;
 
  private:
   absl::StatusOr<std::string> BoundNode(const Caller& caller, absl::string_view node) const;
@@ -118,6 +128,9 @@ class ControlService final : public v1::Control::CallbackService {
     // A revert of this unconfirmed version: Aborted if it is no longer live
     // and unconfirmed (confirmed, or replaced, meanwhile).
     uint64_t revert_of = 0;
+    // A promotion of this shadow candidate: Aborted if it is no longer the
+    // current one.
+    uint64_t promotes_shadow = 0;
   };
   // Check, store, stream, under push_mu_.
   absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const Change& change);
@@ -125,7 +138,10 @@ class ControlService final : public v1::Control::CallbackService {
   // if it passes unconfirmed.
   void RevertLoop();
   void RevertUnconfirmed(const v1::PolicyVersion& pending);
-  void Publish(std::shared_ptr<const v1::PolicyVersion> version);
+  // Stores `request`'s policy as the shadow candidate, under push_mu_.
+  absl::StatusOr<v1::PushResponse> AddShadow(CallScope& call, const v1::PushRequest& request);
+  // Makes `version` live, with the current shadow candidate; under push_mu_.
+  void Publish(v1::PolicyVersion version);
   // Counts a finished call by method and code.
   void Count(absl::string_view method, const absl::Status& status);
 
@@ -140,7 +156,11 @@ class ControlService final : public v1::Control::CallbackService {
   // The live version, kept in memory from start and each Publish, so that no
   // call reads and decodes it from the store again.
   LiveBroadcast live_;
-  std::mutex push_mu_;  // one push, rollback, confirmation or revert at a time
+  std::mutex push_mu_;  // one push, rollback, confirmation, revert or shadow change at a time
+  // The shadow candidate (under push_mu_), and how often it changed: agents'
+  // streams order updates of one version by it.
+  std::optional<v1::ShadowCandidate> shadow_;
+  uint64_t shadow_generation_ = 0;
   std::mutex revert_mu_;
   std::condition_variable revert_cv_;  // a new live version, or stopping
   bool stopping_ = false;              // under revert_mu_

@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS confirmations (
 );
 CREATE TRIGGER IF NOT EXISTS confirmations_no_update BEFORE UPDATE ON confirmations
   BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;
+CREATE TABLE IF NOT EXISTS shadows (
+  id INTEGER PRIMARY KEY,
+  created_unix_nanos INTEGER NOT NULL,
+  author TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  content_hash TEXT NOT NULL,
+  live_version INTEGER NOT NULL,
+  policy BLOB NOT NULL,
+  ended TEXT NOT NULL DEFAULT ''
+);
 CREATE TRIGGER IF NOT EXISTS confirmations_no_delete BEFORE DELETE ON confirmations
   BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;
 )sql";
@@ -324,6 +334,12 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
         .BindBlob(7, body)
         .Bind(8, version.confirm_by_unix_nanos());
     if (ins.Step() != SQLITE_DONE) return Error("cannot store the version");
+    Stmt end(db_,
+             "UPDATE shadows SET ended = CASE WHEN content_hash = ? THEN 'promoted to version ' "
+             "ELSE 'ended by version ' END || ? WHERE ended = ''");
+    if (!end.ok()) return Error("cannot end the shadow candidate");
+    end.Bind(1, version.content_hash()).Bind(2, static_cast<int64_t>(version.version()));
+    if (end.Step() != SQLITE_DONE) return Error("cannot end the shadow candidate");
     audit.version = version.version();
     audit.content_hash = version.content_hash();
     return InsertAudit(std::move(audit), now).status();
@@ -351,6 +367,79 @@ absl::StatusOr<v1::PolicyVersion> Store::Confirm(uint64_t version, AuditRecord a
   get.Bind(1, static_cast<int64_t>(version));
   if (get.Step() != SQLITE_ROW) return Error("cannot read a version");
   return ReadVersionWithPolicy(get);
+}
+
+absl::StatusOr<v1::ShadowCandidate> Store::AddShadow(v1::ShadowCandidate candidate,
+                                                     AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::Status s = InTransaction([&]() -> absl::Status {
+    {
+      Stmt last(db_, "SELECT COALESCE(MAX(id), 0) FROM shadows");
+      if (!last.ok() || last.Step() != SQLITE_ROW) return Error("cannot number a shadow candidate");
+      candidate.set_id(last.Int(0) + 1);
+    }
+    Stmt end(db_, "UPDATE shadows SET ended = 'replaced by shadow ' || ? WHERE ended = ''");
+    if (!end.ok()) return Error("cannot end the shadow candidate");
+    end.Bind(1, static_cast<int64_t>(candidate.id()));
+    if (end.Step() != SQLITE_DONE) return Error("cannot end the shadow candidate");
+    const int64_t now = NowNanos();
+    candidate.set_created_unix_nanos(now);
+    std::string body;
+    candidate.policy().SerializeToString(&body);
+    Stmt ins(db_,
+             "INSERT INTO shadows (id, created_unix_nanos, author, reason, content_hash, "
+             "live_version, policy) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (!ins.ok()) return Error("cannot store the shadow candidate");
+    ins.Bind(1, static_cast<int64_t>(candidate.id()))
+        .Bind(2, now)
+        .Bind(3, candidate.author())
+        .Bind(4, candidate.reason())
+        .Bind(5, candidate.content_hash())
+        .Bind(6, static_cast<int64_t>(candidate.live_version()))
+        .BindBlob(7, body);
+    if (ins.Step() != SQLITE_DONE) return Error("cannot store the shadow candidate");
+    // The candidate is no version: the chain covers its hash in the detail.
+    absl::StrAppend(&audit.detail, "; shadow ", candidate.id(), " ", candidate.content_hash());
+    return InsertAudit(std::move(audit), now).status();
+  });
+  if (!s.ok()) return s;
+  return candidate;
+}
+
+absl::StatusOr<std::optional<v1::ShadowCandidate>> Store::Shadow() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_,
+         "SELECT id, created_unix_nanos, author, reason, content_hash, live_version, policy "
+         "FROM shadows WHERE ended = '' ORDER BY id DESC LIMIT 1");
+  if (!s.ok()) return Error("cannot read the shadow candidate");
+  const int rc = s.Step();
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return Error("cannot read the shadow candidate");
+  v1::ShadowCandidate c;
+  c.set_id(s.Int(0));
+  c.set_created_unix_nanos(s.Int(1));
+  c.set_author(s.Text(2));
+  c.set_reason(s.Text(3));
+  c.set_content_hash(s.Text(4));
+  c.set_live_version(s.Int(5));
+  if (!c.mutable_policy()->ParseFromString(s.Text(6))) {
+    return absl::DataLossError(absl::StrCat("shadow candidate ", c.id(), " cannot be decoded"));
+  }
+  return c;
+}
+
+absl::Status Store::DiscardShadow(uint64_t id, AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return InTransaction([&]() -> absl::Status {
+    Stmt end(db_, "UPDATE shadows SET ended = 'discarded' WHERE id = ? AND ended = ''");
+    if (!end.ok()) return Error("cannot end the shadow candidate");
+    end.Bind(1, static_cast<int64_t>(id));
+    if (end.Step() != SQLITE_DONE) return Error("cannot end the shadow candidate");
+    if (sqlite3_changes(db_) != 1) {
+      return absl::NotFoundError(absl::StrCat("shadow candidate ", id, " is not the current one"));
+    }
+    return InsertAudit(std::move(audit), NowNanos()).status();
+  });
 }
 
 absl::Status Store::AppendAudit(AuditRecord audit) {

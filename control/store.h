@@ -44,13 +44,24 @@ class Store {
   absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit);
 
   // Stores `version` (its number is assigned: live + 1) with its audit
-  // entry, in one durable transaction. Returns it as stored.
+  // entry, in one durable transaction, and ends the shadow candidate (it
+  // was judged against the version before; promoted, when it is this
+  // version's policy). Returns it as stored.
   absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version, AuditRecord audit);
   absl::Status AppendAudit(AuditRecord audit);
   // Records `version` as confirmed, with its audit entry, in one durable
   // transaction (the caller checks it was not already). Returns the version
   // as stored.
   absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit);
+  // Stores `candidate` (its id is assigned) as the shadow candidate, ending
+  // the one before, with its audit entry, in one durable transaction.
+  absl::StatusOr<v1::ShadowCandidate> AddShadow(v1::ShadowCandidate candidate, AuditRecord audit);
+  // The current shadow candidate; nullopt when none.
+  absl::StatusOr<std::optional<v1::ShadowCandidate>> Shadow();
+  // Ends candidate `id` (discarded), with its audit entry. NotFound when it
+  // is not the current one.
+  absl::Status DiscardShadow(uint64_t id, AuditRecord audit);
+
   // Entries with seq > after_seq, oldest first, at most `limit`.
   absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);
   // Walks the whole chain, and with a signer the signatures made by its key.

@@ -12,7 +12,9 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
@@ -21,7 +23,9 @@
 #include "absl/strings/strip.h"
 #include "control/tls.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "portcullis/v1/control.pb.h"
 #include "tests/support/big_policy.h"
 #include "tests/support/lab.h"
 #include "tests/support/portcullis_commands.h"
@@ -39,6 +43,7 @@ using Clock = std::chrono::steady_clock;
 const std::string kAgent = PORTCULLIS_AGENT_PATH;
 const std::string kControl = PORTCULLIS_CONTROL_PATH;
 const std::string kCtl = PORTCULLISCTL_PATH;
+const std::string kSynSend = PORTCULLIS_SYNSEND_PATH;
 
 // Port 8080 is the office's under A, everyone's under B.
 constexpr char kPolicyA[] = R"(apiVersion: portcullis/v1
@@ -71,6 +76,7 @@ class ControlE2eTest : public ::testing::Test {
     lab_ = new Lab({{"node2", "198.18.0.11"},
                     {"ctl", "198.18.0.2"},
                     {"cli", "198.18.2.9"},
+                    {"adm", "198.18.1.5"},
                     {"out", "198.18.30.9"}});
     nginx1_ = new Process(lab_->StartNginx("ing", {80, 8080}));
     nginx2_ = new Process(lab_->StartNginx("node2", {80, 8080}));
@@ -193,6 +199,39 @@ class ControlE2eTest : public ::testing::Test {
     EXPECT_EQ(Get8080("out", "ing"), "000");
     EXPECT_EQ(Get8080("cli", "ing"), "200");
     return v;
+  }
+
+  std::string AgentLog(const std::string& node) const {
+    std::ifstream in(dir_ + "/agent-" + node + ".log");
+    std::stringstream log;
+    log << in.rdbuf();
+    return log.str();
+  }
+
+  // Exactly `count` SYNs from host `from` to `node`:`port`.
+  void SendSyns(const std::string& from, const std::string& node, int port, int count) {
+    const CommandResult r =
+        lab_->In(from, absl::StrCat(kSynSend, " ", lab_->Address(from), " ", lab_->Address(node),
+                                    " ", port, " ", count, " 10"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // The agent's portcullis_packets_total, summed over interfaces and hooks.
+  double AgentPackets(const std::string& node, const std::string& verdict,
+                      const std::string& reason) {
+    const std::string text =
+        lab_->In(node, "curl -s --max-time 1 http://127.0.0.1:9469/metrics").out;
+    double sum = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      if (!absl::StartsWith(line, "portcullis_packets_total{")) continue;
+      if (!absl::StrContains(line, absl::StrCat("verdict=\"", verdict, "\"")) ||
+          !absl::StrContains(line, absl::StrCat("reason=\"", reason, "\""))) {
+        continue;
+      }
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) sum += v;
+    }
+    return sum;
   }
 
   static inline Lab* lab_ = nullptr;
@@ -784,6 +823,147 @@ TEST_F(ControlE2eTest, AFlappingLinkCausesNoApplies) {
   EXPECT_GE(new_breaks, 1);
   EXPECT_LE(new_breaks, 40) << "reconnects are paced by the backoff";
   EXPECT_EQ(Get8080("out", "node2"), "000");
+}
+
+// Shadow: the candidate is judged beside the live policy on real traffic
+// (an office client, an outsider and an admin, SYNs counted exactly, to
+// ports where nothing answers so that no reply adds packets), acting on
+// nothing; the report counts exactly the packets whose verdict it changes;
+// promoted, it enforces what it predicted.
+TEST_F(ControlE2eTest, AShadowCandidateCountsExactlyWhatItWouldChangeAndPromotionEnforcesIt) {
+  StartControl();
+  std::string live = kPolicyA;
+  live += "    - {ports: [9443], proto: tcp, from: any}\n";
+  const uint64_t v = Push(live, "start");
+  StartAgent("ing");
+  StartAgent("node2");
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v); }, std::chrono::seconds(10)));
+
+  // Opens 8080 to anyone, closes 9443, opens 10254 to the admins.
+  std::string candidate = PolicyB();
+  candidate += "    - {ports: [10254], proto: tcp, from: [admins]}\n";
+  const CommandResult pushed = Ctl("editor", absl::StrCat("push ", WritePolicy("s.yaml", candidate),
+                                                          " --shadow --reason 'review 8080'"));
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(pushed.out), "1");
+  EXPECT_THAT(pushed.err, HasSubstr("as shadow candidate 1"));
+  // Both agents load it; the live version is untouched.
+  auto report = [&] {
+    portcullis::v1::ShadowReportResponse r;
+    const CommandResult out = Ctl("viewer", "shadow report --format json");
+    EXPECT_EQ(out.exit_code, 0) << out.err;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(out.out, &r).ok()) << out.out;
+    return r;
+  };
+  ASSERT_TRUE(
+      WaitFor([&] { return report().agents_reporting_size() == 2; }, std::chrono::seconds(10)))
+      << report().DebugString();
+  EXPECT_TRUE(BothEnforce(v));
+
+  const double dropped_before = AgentPackets("ing", "drop", "not_allowlisted");
+  SendSyns("out", "ing", 8080, 20);  // dropped live; the candidate would allow them
+  SendSyns("cli", "ing", 9443, 10);  // allowed live (nothing listens); the candidate closes it
+  SendSyns("adm", "ing", 10254, 5);  // closed live; the candidate opens it to the admins
+  SendSyns("cli", "ing", 80, 10);    // allowed by both
+  SendSyns("adm", "ing", 22, 3);     // failsafe in both
+  EXPECT_EQ(Get8080("out", "ing"), "000") << "the candidate acts on nothing";
+  // Every packet the live policy dropped as not_allowlisted is the
+  // outsider's to 8080: its 20 SYNs and those of its curl.
+  const auto outsider =
+      static_cast<uint64_t>(AgentPackets("ing", "drop", "not_allowlisted") - dropped_before);
+  EXPECT_GE(outsider, 21u);
+  using Row = std::tuple<std::string, std::string, std::string, std::string, uint64_t, uint64_t,
+                         std::string>;
+  const std::set<Row> want = {
+      {"drop", "not_allowlisted", "pass", "allowed", outsider, 1, "tcp/8080"},
+      {"pass", "allowed", "drop", "port_closed", 10, 1, "tcp/9443"},
+      {"drop", "port_closed", "pass", "allowed", 5, 1, "tcp/10254"},
+  };
+  auto rows = [&](const portcullis::v1::ShadowReportResponse& r) {
+    std::set<Row> got;
+    for (const portcullis::v1::ShadowChange& c : r.changes()) {
+      std::string ports;
+      for (const portcullis::v1::ShadowTransition& p : c.ports()) {
+        absl::StrAppend(&ports, ports.empty() ? "" : ",", p.proto(), "/", p.port());
+      }
+      got.insert({c.from_verdict(), c.from_reason(), c.to_verdict(), c.to_reason(), c.packets(),
+                  c.sources(), ports});
+    }
+    return got;
+  };
+  ASSERT_TRUE(WaitFor([&] { return rows(report()) == want; }, std::chrono::seconds(10)))
+      << report().DebugString();
+  const portcullis::v1::ShadowReportResponse r = report();
+  for (const portcullis::v1::ShadowChange& c : r.changes()) {
+    ASSERT_EQ(c.top_sources_size(), 1);
+    const std::string from = c.to_reason() == "port_closed" ? "cli"
+                             : c.ports(0).port() == 8080    ? "out"
+                                                            : "adm";
+    EXPECT_EQ(c.top_sources(0).address(), lab_->Address(from));
+  }
+  EXPECT_EQ(AgentMetric("ing",
+                        "portcullis_shadow_packets_total{from_reason=\"port_closed\","
+                        "to_reason=\"allowed\"}"),
+            5);
+  const CommandResult table = Ctl("viewer", "shadow report");
+  EXPECT_THAT(table.out, HasSubstr("would newly drop (or audit): 10 packets"));
+  EXPECT_THAT(table.out, HasSubstr("pass/allowed -> drop/port_closed: 10 packets from 1 source"));
+  EXPECT_THAT(table.out, HasSubstr("top sources: 198.18.2.9 (10)"));
+
+  // Promoted, it enforces what it predicted, through the slot it was in.
+  const CommandResult stale = Ctl("editor", "shadow promote --id 7 --reason 'reviewed'");
+  EXPECT_EQ(stale.exit_code, 1);
+  EXPECT_THAT(stale.err, HasSubstr("the shadow candidate is 1, not 7"));
+  const CommandResult promoted = Ctl("editor", "shadow promote --id 1 --reason 'reviewed'");
+  ASSERT_EQ(promoted.exit_code, 0) << promoted.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(promoted.out), absl::StrCat(v + 1));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v + 1); }, std::chrono::seconds(5)));
+  const double closed_before = AgentPackets("ing", "drop", "port_closed");
+  SendSyns("cli", "ing", 9443, 10);
+  EXPECT_EQ(AgentPackets("ing", "drop", "port_closed") - closed_before, 10);
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_THAT(AgentLog("ing"), HasSubstr("policy applied: the shadow candidate, promoted"));
+  EXPECT_FALSE(report().has_candidate()) << "promotion ends the candidate";
+  const CommandResult audit = Ctl("viewer", "audit");
+  EXPECT_THAT(audit.out, HasSubstr("shadow candidate: "));
+  EXPECT_THAT(audit.out, HasSubstr("promoted shadow candidate 1"));
+  EXPECT_EQ(Ctl("viewer", "audit --verify").exit_code, 0);
+}
+
+// A discarded candidate, or one a live push ends, is judged no more.
+TEST_F(ControlE2eTest, ADiscardedOrSupersededShadowCandidateEnds) {
+  const uint64_t v = StartWithPolicyA();
+  const std::string path = WritePolicy("s.yaml", PolicyB());
+  ASSERT_EQ(Ctl("editor", "push " + path + " --shadow --reason one").exit_code, 0);
+  const CommandResult again = Ctl("editor", "push " + path + " --shadow --reason two");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(again.out), "2") << "a new candidate replaces the first";
+  const CommandResult live =
+      Ctl("editor", "push " + WritePolicy("a.yaml", kPolicyA) + " --shadow --reason same");
+  EXPECT_EQ(live.exit_code, 1);
+  EXPECT_THAT(live.err, HasSubstr("equals the live version"));
+  ASSERT_TRUE(
+      WaitFor([&] { return AgentLog("ing").find("shadow candidate loaded") != std::string::npos; },
+              std::chrono::seconds(5)));
+  ASSERT_EQ(Ctl("editor", "shadow discard --reason 'not now'").exit_code, 0);
+  EXPECT_THAT(Ctl("viewer", "shadow report").out, HasSubstr("no shadow candidate"));
+  EXPECT_TRUE(WaitFor(
+      [&] { return AgentLog("ing").find("shadow candidate discarded") != std::string::npos; },
+      std::chrono::seconds(5)))
+      << "the agents stop judging by it";
+  const CommandResult none = Ctl("editor", "shadow promote --reason x");
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_THAT(none.err, HasSubstr("there is no shadow candidate to promote"));
+
+  ASSERT_EQ(Ctl("editor", "push " + path + " --shadow --reason three").exit_code, 0);
+  std::string c = kPolicyA;
+  c += "    - {ports: [9090], proto: tcp, from: any}\n";
+  const uint64_t next = Push(c, "unrelated change");
+  ASSERT_EQ(next, v + 1);
+  EXPECT_THAT(Ctl("viewer", "shadow report").out, HasSubstr("no shadow candidate"));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(next); }, std::chrono::seconds(5)));
+  EXPECT_EQ(AgentMetric("ing", "portcullis_policy_version"), next);
+  EXPECT_THAT(Ctl("viewer", "audit").out, HasSubstr("ends shadow candidate 3"));
 }
 
 }  // namespace

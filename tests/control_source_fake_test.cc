@@ -79,6 +79,9 @@ class FakeControl : public control::ControlStub {
   PC_UNUSED_CALL(Audit, AuditRequest, AuditResponse)
   PC_UNUSED_CALL(Status, StatusRequest, StatusResponse)
   PC_UNUSED_CALL(Confirm, ConfirmRequest, PolicyVersion)
+  PC_UNUSED_CALL(ShadowReport, ShadowReportRequest, ShadowReportResponse)
+  PC_UNUSED_CALL(PromoteShadow, PromoteShadowRequest, PushResponse)
+  PC_UNUSED_CALL(DiscardShadow, DiscardShadowRequest, DiscardShadowResponse)
 #undef PC_UNUSED_CALL
 
  private:

@@ -218,11 +218,12 @@ TEST_F(ShadowTest, PromotionMakesTheCandidateLiveWithTheVerdictsItPredicted) {
 }
 
 TEST_F(ShadowTest, TheShadowsRateLimitsRunOnBucketsOfTheirOwn) {
-  const std::string live = absl::StrCat(
-      kLive, "  rateLimits:\n    syn:\n      perSource: {rate: 1, burst: 3}\n"
-             "      global: {rate: 1, burst: 4}\n");
-  const std::string candidate = absl::StrCat(
-      kCandidate, "  rateLimits:\n    syn:\n      perSource: {rate: 1, burst: 1}\n");
+  const std::string live =
+      absl::StrCat(kLive,
+                   "  rateLimits:\n    syn:\n      perSource: {rate: 1, burst: 3}\n"
+                   "      global: {rate: 1, burst: 4}\n");
+  const std::string candidate =
+      absl::StrCat(kCandidate, "  rateLimits:\n    syn:\n      perSource: {rate: 1, burst: 1}\n");
   Install(live, 7);
   InstallShadow(candidate);
   // The live bucket allows 3; the shadow's (burst 1) would allow 1.
@@ -261,8 +262,7 @@ TEST_F(ShadowTest, TheShadowAdmitsNoUdpFlowForTheLivePolicy) {
   };
   EXPECT_EQ(Read().first, want);
   std::vector<uint8_t> key(sizeof(pc_flow_key));
-  EXPECT_NE(bpf_map_get_next_key(dp_->map_fd(datapath::Map::kIngressFlows), nullptr, key.data()),
-            0)
+  EXPECT_NE(bpf_map_get_next_key(dp_->map_fd(datapath::Map::kIngressFlows), nullptr, key.data()), 0)
       << "no UDP flow was admitted";
 }
 
