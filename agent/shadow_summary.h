@@ -13,9 +13,9 @@
 namespace portcullis::agent {
 
 struct ShadowSummaryLimits {
-  size_t transitions = 64;         // (transition, proto, port) rows, busiest first
+  size_t transitions = 32;         // (transition, proto, port) rows, busiest first
   size_t sources_per_change = 10;  // busiest sources of each transition
-  size_t sources = 64;             // source rows in all
+  size_t sources = 32;             // source rows in all
 };
 
 v1::ShadowCounts SummarizeShadow(const datapath::ShadowCounts& counts, uint64_t id,

@@ -52,9 +52,10 @@ Stats Summarise(std::vector<double> v) {
 }
 
 // Mean ns per run of `prog_fd` over `frame`, per round.
-std::vector<double> Measure(int prog_fd, const std::vector<uint8_t>& frame) {
+std::vector<double> Measure(int prog_fd, const std::vector<uint8_t>& frame,
+                            int round_count = kRounds) {
   std::vector<double> rounds;
-  for (int r = 0; r < kRounds; ++r) {
+  for (int r = 0; r < round_count; ++r) {
     LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
                 .data_size_in = static_cast<__u32>(frame.size()), .repeat = kRepeat);
     if (bpf_prog_test_run_opts(prog_fd, &opts) != 0) {
@@ -300,6 +301,44 @@ int Main(bool quick) {
     bpf_object__close(xf.obj);
   } else {
     std::printf("  xdp-filter: not available (install xdp-tools)\n");
+  }
+
+  // Shadow evaluation (docs/CONTROL.md): a candidate judged beside the live
+  // policy, round by round against none, on the 100k-prefix policy.
+  {
+    const v1::Policy live = BenchPolicy(Prefixes(100'000, 42), 1'000'000'000);
+    v1::Policy alike = live;  // another blocklist entry: judges the SYN as live does
+    alike.mutable_spec()->add_blocklist("198.18.201.0/24");
+    v1::Policy differs = live;  // blocklists its source: every packet is a counted change
+    differs.mutable_spec()->add_blocklist("198.18.77.0/24");
+    auto l = policy::Compile(live), a = policy::Compile(alike), d = policy::Compile(differs);
+    if (!l.ok() || !a.ok() || !d.ok() || !installer.Install(*l, ++version).ok()) {
+      std::cerr << "bench: cannot install the shadow workload\n";
+      return 1;
+    }
+    std::vector<double> floors, none, same, changed;
+    for (int r = 0; r < kRounds; ++r) {
+      auto one = [&](std::vector<double>& into, int fd) { into.push_back(Measure(fd, syn, 1)[0]); };
+      one(floors, drop_fd);
+      if (!installer.DiscardShadow().ok()) return 1;
+      one(none, (*dp)->xdp_prog_fd());
+      if (!installer.InstallShadow(*a, version).ok()) return 1;
+      one(same, (*dp)->xdp_prog_fd());
+      if (!installer.InstallShadow(*d, version).ok()) return 1;
+      one(changed, (*dp)->xdp_prog_fd());
+    }
+    if (!installer.DiscardShadow().ok()) return 1;
+    std::printf(
+        "\nShadow evaluation, a SYN passing every stage, 100000 prefixes (rounds interleaved):\n");
+    const Stats f = Summarise(floors), n = Summarise(none), s = Summarise(same),
+                c = Summarise(changed);
+    PrintRow("floor: XDP_DROP only", f, f.median);
+    PrintRow("no shadow candidate", n, f.median);
+    PrintRow("a candidate judging it alike", s, f.median);
+    PrintRow("a candidate that would drop it (counted)", c, f.median);
+    std::printf("  over the floor, candidate / none: alike %.2f, counted %.2f\n",
+                (s.median - f.median) / std::max(0.1, n.median - f.median),
+                (c.median - f.median) / std::max(0.1, n.median - f.median));
   }
   close(drop_fd);
   return 0;

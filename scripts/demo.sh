@@ -9,8 +9,9 @@
 # control-service mode as the DaemonSet runs it, with nginx as the ingress
 # pod, and sends real traffic: a client through the NodePort, an outsider, a
 # blocklisted host, remote pods over the overlays (one blocklisted), the
-# ingress pod to its backend, the node's own probe, a SYN flood; then pushes
-# a reviewed change and shows it arrive. Prints what was dropped, why and at
+# ingress pod to its backend, the node's own probe, a SYN flood; then judges
+# a reviewed change in shadow on live traffic, shows its report, promotes it
+# and shows it arrive. Prints what was dropped, why and at
 # which hook, and cleans everything up. All addresses are in 198.18.0.0/15
 # and 2001:db8::/32, inside namespaces this script creates.
 set -euo pipefail
@@ -149,20 +150,35 @@ done
 wait "$flood"
 
 echo
-echo "== 5. a policy change: open the NodePort to a partner network, reviewed with diff, pushed"
+echo "== 5. a policy change: open the NodePort to a partner network, reviewed with diff,"
+echo "   judged in shadow on live traffic, then promoted"
 sed -e 's|^    clients: \[.*\].*$|&\n    partners: [198.18.4.0/24]|' \
   -e 's|^    - {ports: \[30443\], proto: tcp, from: \[clients\]}.*$|    - {ports: [30443], proto: tcp, from: [clients, partners]}|' \
   "$policy" >"$work/k8s-node-v2.yaml"
 printf '   outsider -> NodePort : %s (before)\n' "$(http out http://198.18.0.10:30443/ 1)"
 as editor diff "$work/k8s-node-v2.yaml" | sed 's/^/   /'
+as editor push "$work/k8s-node-v2.yaml" --shadow --reason "demo: partners reach the ingress" \
+  >/dev/null 2>"$work/push.err" || { sed 's/^/   /' "$work/push.err"; exit 1; }
+sed 's/^portcullisctl: //; s/^/   /' "$work/push.err"
+for _ in $(seq 100); do
+  grep -q '"shadow candidate loaded' "$work/agent.log" && break
+  sleep 0.1
+done
+printf '   outsider -> NodePort : %s (the candidate is judged, not enforced)\n' \
+  "$(http out http://198.18.0.10:30443/ 1)"
+for _ in $(seq 20); do http cli http://198.18.0.10:30443/ >/dev/null; done
+sleep 1.2  # one status report
+echo "   portcullisctl shadow report:"
+as viewer shadow report | sed 's/^/     /'
 start=$(date +%s%N)
-version=$(push "$work/k8s-node-v2.yaml" "demo: partners reach the ingress")
+version=$(as editor shadow promote --reason "demo: reviewed in shadow" 2>"$work/push.err") ||
+  { sed 's/^/   /' "$work/push.err"; exit 1; }
 for _ in $(seq 200); do
   in_ns n1 curl -s --max-time 1 http://127.0.0.1:9469/metrics |
     grep -qx "portcullis_policy_version $version" && break
   sleep 0.01
 done
-echo "   pushed version $version; enforced on the node $(( ($(date +%s%N) - start) / 1000000 )) ms later"
+echo "   promoted as version $version; enforced on the node $(( ($(date +%s%N) - start) / 1000000 )) ms later"
 printf '   outsider -> NodePort : %s (after: a partner now)\n' "$(http out http://198.18.0.10:30443/)"
 printf '   blocked  -> NodePort : %s (still refused)\n' "$(http bad http://198.18.0.10:30443/ 1)"
 sleep 1.2  # one status report

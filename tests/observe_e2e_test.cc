@@ -10,6 +10,7 @@
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -98,6 +99,23 @@ TEST(ObserveE2eTest, PrometheusSeesExactDropCountsAndEveryMetricTheDashboardsUse
       },
       std::chrono::seconds(10)));
 
+  // A shadow candidate that opens 8080 to anyone: the outsider's SYNs are
+  // what it would change, in portcullis_shadow_packets_total.
+  std::string candidate = kPolicy;
+  candidate.replace(candidate.find("from: [office]"), std::string("from: [office]").size(),
+                    "from: any");
+  std::ofstream(dir + "/candidate.yaml") << candidate;
+  ASSERT_EQ(ctl("editor", "push " + dir + "/candidate.yaml --shadow --reason observe").exit_code,
+            0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::ifstream in(dir + "/agent.log");
+        std::stringstream log;
+        log << in.rdbuf();
+        return log.str().find("shadow candidate loaded") != std::string::npos;
+      },
+      std::chrono::seconds(10)));
+
   // The node's metrics port is reachable from the monitoring address only.
   std::ofstream(dir + "/prometheus.yml") << R"(global:
   scrape_interval: 1s
@@ -161,6 +179,16 @@ scrape_configs:
       std::chrono::seconds(20)))
       << result;
 
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        result = query(
+            "portcullis_shadow_packets_total{from_reason=\\\"not_allowlisted\\\","
+            "to_reason=\\\"allowed\\\"}");
+        return absl::StrContains(result, absl::StrCat("\"", kNotAllowlisted, "\"]"));
+      },
+      std::chrono::seconds(20)))
+      << result;
+
   // Every metric name Prometheus received, for the dashboard and alerts check.
   const std::string names =
       in_ctl("curl -s http://127.0.0.1:9090/api/v1/label/__name__/values").out;
@@ -194,6 +222,7 @@ scrape_configs:
       "portcullis_rate_limited_sources",
       "portcullis_ready",
       "portcullis_scrape_duration_seconds",
+      "portcullis_shadow_packets_total",
       "portcullis_sync_errors_total",
       "portcullis_xdp_attached",
   };
