@@ -208,8 +208,8 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   if (shadow) {
     std::cerr << "stored " << args[2] << " as shadow candidate " << response.shadow_id() << " ("
               << response.content_hash()
-              << "): agents judge traffic by it beside the live version, acting on nothing. "
-                 "See portcullisctl shadow report; then shadow promote or shadow discard\n";
+              << ")\nagents judge traffic by it beside the live version, acting on nothing: see "
+                 "portcullisctl shadow report, then shadow promote or shadow discard\n";
     std::cout << response.shadow_id() << "\n";
     return kExitOk;
   }
