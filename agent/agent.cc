@@ -299,6 +299,7 @@ void Agent::SyncShadow(const PolicyUpdate& update) {
 v1::AgentStatus Agent::StatusSnapshot() const {
   v1::AgentStatus status;
   status.set_node(options_.node);
+  status.mutable_node_labels()->insert(options_.node_labels.begin(), options_.node_labels.end());
   const Applier::Applied applied = applier_->applied();
   status.set_applied_version(applied.version);
   status.set_applied_hash(applied.hash);

@@ -9,6 +9,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,7 @@ struct AgentOptions {
   // Accept a bpffs mounted by the agent itself, whose pins die with it.
   bool allow_ephemeral_pins = false;
   std::string node;
+  std::map<std::string, std::string> node_labels;  // reported; canaries select by them
 };
 
 // Composes the parts, each with one job: the pins (PinKeeper), the

@@ -92,6 +92,7 @@ class ControlPolicySource : public PolicySource {
       request.set_applied_hash(now.applied_hash());
       request.set_awaiting_confirmation(now.awaiting_confirmation());
       request.set_shadow_hash(now.shadow().content_hash());
+      *request.mutable_node_labels() = now.node_labels();
       std::shared_ptr<control::WatchStream> stream = stub->Watch(request);
       {
         std::lock_guard<std::mutex> lock(mu_);

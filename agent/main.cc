@@ -14,6 +14,7 @@
 #include "agent/agent.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "control/rollout.h"
 #include "datapath/sample_ring.h"
 
 ABSL_FLAG(std::string, policy_file, "",
@@ -36,6 +37,9 @@ ABSL_FLAG(bool, allow_ephemeral_pins, false,
           "Mount a bpffs of the agent's own when /sys/fs/bpf is not one: its pins, and "
           "enforcement, then end with the agent (tests and experiments only).");
 ABSL_FLAG(std::string, node, "", "Node name, for logs and status (default: the host name).");
+ABSL_FLAG(std::string, node_labels, "",
+          "The node's labels, KEY=VALUE[,KEY=VALUE...], reported to the control service, whose "
+          "canary rollouts (push --node-selector) select nodes by them.");
 ABSL_FLAG(bool, uninstall, false,
           "Detach every program the agent installed and remove its pins and state, then exit.");
 ABSL_FLAG(std::string, control, "",
@@ -123,6 +127,9 @@ int main(int argc, char** argv) {
     gethostname(host, sizeof(host) - 1);
     options.node = host;
   }
+  auto labels = portcullis::control::ParseLabels(absl::GetFlag(FLAGS_node_labels), "--node-labels");
+  if (!labels.ok()) return Fail(std::string(labels.status().message()));
+  options.node_labels = *std::move(labels);
   if (options.policy_file.empty() && !options.control) {
     return Fail("--policy-file or --control is required");
   }

@@ -55,6 +55,12 @@ Commands that talk to the control service take
       --confirm-within 2m: every agent, and the service, go back to the
       previous version unless `confirm VERSION` comes within 2 minutes (an
       agent that cannot reach the service goes back by itself).
+  portcullisctl push POLICY.yaml --reason "..." --nodes A,B | --node-selector KEY=VALUE
+      A canary: the version is live on those nodes only (the selector
+      matches the agents' --node-labels); the others keep the live one.
+  portcullisctl rollout promote|abort [--version N] --reason "..."
+      promote: the canary version goes live on every node. abort: the
+      canaries go back to what the others run, as a new version for all.
   portcullisctl push POLICY.yaml --shadow --reason "..."
       Stores the policy as the shadow candidate: every agent judges each
       packet by it too, beside the live version, and acts on nothing.

@@ -19,6 +19,7 @@
 #include "control/audit_chain.h"
 #include "control/client.h"
 #include "control/control_stub.h"
+#include "control/rollout.h"
 #include "google/protobuf/util/json_util.h"
 #include "policy/diff.h"
 #include "policy/text.h"
@@ -42,6 +43,14 @@ ABSL_FLAG(absl::Duration, confirm_within, absl::ZeroDuration(),
 ABSL_FLAG(bool, shadow, false,
           "push: store the policy as the shadow candidate, judged by every agent beside the "
           "live version on real traffic without acting on it (see `shadow report`)");
+ABSL_FLAG(std::string, nodes, "",
+          "push: a canary: make the version live on these nodes only (NODE[,NODE...]); the "
+          "others keep the live version until `rollout promote` (or `rollout abort`)");
+ABSL_FLAG(std::string, node_selector, "",
+          "push: a canary on the nodes whose --node-labels include every KEY=VALUE[,KEY=VALUE]");
+ABSL_FLAG(uint64_t, version, 0,
+          "rollout promote, rollout abort: the canary version reviewed (refused if another is "
+          "in progress); 0 = the current one");
 ABSL_FLAG(uint64_t, id, 0,
           "shadow promote, shadow discard: the candidate reviewed (refused if another is "
           "current); 0 = the current one");
@@ -171,6 +180,18 @@ int Push(Remote& remote, const std::vector<char*>& args) {
                 "(push it without --shadow)");
   }
   request.set_shadow(shadow);
+  const std::string nodes = absl::GetFlag(FLAGS_nodes);
+  auto selector = control::ParseLabels(absl::GetFlag(FLAGS_node_selector), "--node-selector");
+  if (!selector.ok()) return Fail(kExitUsage, selector.status().message());
+  if (!nodes.empty() && !selector->empty()) {
+    return Fail(kExitUsage,
+                "--nodes and --node-selector: name canary nodes or select them, not both");
+  }
+  for (absl::string_view node : absl::StrSplit(nodes, ',', absl::SkipEmpty())) {
+    request.add_nodes(std::string(node));
+  }
+  request.mutable_node_selector()->insert(selector->begin(), selector->end());
+  const bool canary = request.nodes_size() > 0 || !selector->empty();
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {
@@ -219,6 +240,10 @@ int Push(Remote& remote, const std::vector<char*>& args) {
   } else {
     std::cerr << "pushed " << args[2] << " as version " << response.version() << " ("
               << response.content_hash() << ")\n";
+    if (canary) {
+      std::cerr << "a canary: live on those nodes only; the others keep the version before it. "
+                   "See portcullisctl status, then rollout promote or rollout abort\n";
+    }
     if (confirm_within > absl::ZeroDuration()) {
       std::cerr << "confirm it within " << absl::FormatDuration(confirm_within)
                 << " (portcullisctl confirm " << response.version()
@@ -468,6 +493,12 @@ int Status(Remote& remote, const std::vector<char*>&) {
                                                        ShortHash(response.live_hash()), ")")
                                         : std::string("none"))
             << "\n";
+  if (response.has_rollout()) {
+    std::cout << "rollout: version " << response.rollout().version() << " on "
+              << Printable(control::DescribeTargets(response.rollout())) << "; version "
+              << response.rollout().stable_version() << " (" << ShortHash(response.stable_hash())
+              << ") on the others\n";
+  }
   std::cout << absl::StrFormat("%-20s %-8s %-19s %-16s %-19s %-8s %-6s %s\n", "NODE", "VERSION",
                                "HASH", "STATE", "LAST SEEN (UTC)", "XDP", "READY", "INTERFACES");
   int drifted = 0, stale = 0;
@@ -476,6 +507,7 @@ int Status(Remote& remote, const std::vector<char*>&) {
                         : a.stale()              ? "stale"
                         : a.drifted()            ? "drifted"
                                                  : "in sync";
+    if (a.canary()) state += ", canary";
     drifted += a.drifted();
     stale += a.stale();
     std::cout << absl::StrFormat(
@@ -606,6 +638,32 @@ int ShadowDiscard(Remote& remote) {
   return kExitOk;
 }
 
+int Rollout(Remote& remote, const std::vector<char*>& args) {
+  const std::string sub = args.size() == 3 ? args[2] : "";
+  if (sub != "promote" && sub != "abort") {
+    return Fail(kExitUsage, "usage: portcullisctl rollout promote|abort --reason \"...\"");
+  }
+  v1::RolloutRequest request;
+  request.set_version(absl::GetFlag(FLAGS_version));
+  request.set_reason(absl::GetFlag(FLAGS_reason));
+  if (request.reason().empty()) {
+    return Fail(kExitUsage, absl::StrCat("rollout ", sub, " needs --reason \"why\""));
+  }
+  v1::PushResponse response;
+  absl::Status s = remote.Call(sub == "promote" ? &control::ControlStub::PromoteRollout
+                                                : &control::ControlStub::AbortRollout,
+                               request, &response);
+  if (!s.ok()) return Fail(ExitFor(s), absl::StrCat("rollout not ", sub, "ed: ", s.message()));
+  if (sub == "promote") {
+    std::cerr << "version " << response.version() << " is live on every node\n";
+  } else {
+    std::cerr << "rollout aborted: the canaries go back, as version " << response.version()
+              << " for every node\n";
+  }
+  std::cout << response.version() << "\n";
+  return kExitOk;
+}
+
 int Shadow(Remote& remote, const std::vector<char*>& args) {
   const std::string sub = args.size() == 3 ? args[2] : "";
   if (sub == "report") return ShadowReport(remote);
@@ -617,8 +675,8 @@ int Shadow(Remote& remote, const std::vector<char*>& args) {
 }  // namespace
 
 bool IsRemoteCommand(const char* command) {
-  for (const char* c :
-       {"push", "diff", "rollback", "confirm", "history", "get", "audit", "status", "shadow"}) {
+  for (const char* c : {"push", "diff", "rollback", "confirm", "history", "get", "audit", "status",
+                        "shadow", "rollout"}) {
     if (std::strcmp(command, c) == 0) return true;
   }
   // validate is local, and also asks the service when one is named.
@@ -636,6 +694,7 @@ int RunRemote(const std::vector<char*>& args) {
   if (command == "confirm") return Confirm(*remote, args);
   if (command == "get") return Get(*remote, args);
   if (command == "shadow") return Shadow(*remote, args);
+  if (command == "rollout") return Rollout(*remote, args);
   if (args.size() != 2) {
     return Fail(kExitUsage, absl::StrCat(command, " takes no positional arguments"));
   }

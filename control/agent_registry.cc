@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "control/rollout.h"
 
 namespace portcullis::control {
 
@@ -62,9 +63,9 @@ void AgentRegistry::ForgetSilent(absl::Duration now) const {
   }
 }
 
-void AgentRegistry::SetLiveHash(std::string hash) {
+void AgentRegistry::SetExpected(Expected expected) {
   std::lock_guard<std::mutex> lock(mu_);
-  live_hash_ = std::move(hash);
+  expected_ = std::move(expected);
 }
 
 std::vector<v1::AgentState> AgentRegistry::States() const {
@@ -76,7 +77,11 @@ std::vector<v1::AgentState> AgentRegistry::States() const {
     v1::AgentState& s = out.emplace_back();
     *s.mutable_status() = seen.status;
     s.set_last_seen_unix_nanos(absl::ToUnixNanos(seen.wall));
-    s.set_drifted(seen.status.applied_hash() != live_hash_);
+    const bool canary =
+        expected_.rollout && Selects(*expected_.rollout, node, seen.status.node_labels());
+    s.set_canary(canary);
+    s.set_drifted(seen.status.applied_hash() !=
+                  (expected_.rollout && !canary ? expected_.stable_hash : expected_.live_hash));
     s.set_stale(now - seen.monotonic > stale_after_);
   }
   return out;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,7 +42,15 @@ class AgentRegistry : public prometheus::Collectable {
   // True the first time a reported node's revert (reverted_unix_nanos) is
   // seen: the caller audits it once, though every report repeats it.
   bool FirstReportOfRevert(const v1::AgentStatus& status);
-  void SetLiveHash(std::string hash);
+  // What each node should run: the live version's hash, or, while a canary
+  // rollout is in progress, the stable version's on the nodes it does not
+  // select.
+  struct Expected {
+    std::string live_hash;
+    std::string stable_hash;  // with a rollout only
+    std::optional<v1::Rollout> rollout;
+  };
+  void SetExpected(Expected expected);
   // By node name.
   std::vector<v1::AgentState> States() const;
 
@@ -61,7 +70,7 @@ class AgentRegistry : public prometheus::Collectable {
   const absl::Duration forget_after_;
   const MonotonicClock monotonic_;
   mutable std::mutex mu_;
-  std::string live_hash_;
+  Expected expected_;
   mutable std::map<std::string, Seen> agents_;
   mutable std::map<std::string, int64_t> audited_reverts_;  // node: reverted_unix_nanos
 };

@@ -81,6 +81,14 @@ class GrpcControlStub : public ControlStub {
                                                           absl::Duration d) override {
     return Call(&v1::Control::Stub::DiscardShadow, r, d);
   }
+  absl::StatusOr<v1::PushResponse> PromoteRollout(const v1::RolloutRequest& r,
+                                                  absl::Duration d) override {
+    return Call(&v1::Control::Stub::PromoteRollout, r, d);
+  }
+  absl::StatusOr<v1::PushResponse> AbortRollout(const v1::RolloutRequest& r,
+                                                absl::Duration d) override {
+    return Call(&v1::Control::Stub::AbortRollout, r, d);
+  }
   absl::StatusOr<v1::PolicyVersion> Confirm(const v1::ConfirmRequest& r,
                                             absl::Duration d) override {
     return Call(&v1::Control::Stub::Confirm, r, d);

@@ -63,6 +63,10 @@ class ControlStub {
                                                          absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::DiscardShadowResponse> DiscardShadow(
       const v1::DiscardShadowRequest& request, absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::PushResponse> PromoteRollout(const v1::RolloutRequest& request,
+                                                          absl::Duration deadline) = 0;
+  virtual absl::StatusOr<v1::PushResponse> AbortRollout(const v1::RolloutRequest& request,
+                                                        absl::Duration deadline) = 0;
   virtual absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::AgentStatus& request,
                                                                 absl::Duration deadline) = 0;
 

@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "control/rollout.h"
 #include "control/wire.h"
 
 namespace portcullis::control {
@@ -16,6 +17,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
       : broadcast_(broadcast), request_(request), owner_(std::move(owner)) {}
 
   const LiveBroadcast::Owner& owner() const { return owner_; }
+  const v1::WatchRequest& request() const { return request_; }
 
   // Sends the headers, then `live` unless the agent has it. Versions offered
   // before this (by a push racing the stream's start) wait until now.
@@ -146,11 +148,21 @@ std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
   return live_;
 }
 
-void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version) {
+std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::For(const v1::WatchRequest& request) const {
+  if (live_ && live_->has_rollout() && stable_ &&
+      !Selects(live_->rollout(), request.node(), request.node_labels())) {
+    return stable_;
+  }
+  return live_;
+}
+
+void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version,
+                            std::shared_ptr<const v1::PolicyVersion> stable) {
   live_version_.Set(static_cast<double>(version->version()));
   std::lock_guard<std::mutex> lock(mu_);
-  live_ = version;
-  for (WatchReactor* w : watchers_) w->Offer(version);
+  live_ = std::move(version);
+  stable_ = live_->has_rollout() ? std::move(stable) : nullptr;
+  for (WatchReactor* w : watchers_) w->Offer(For(w->request()));
 }
 
 absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open(
@@ -176,7 +188,7 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
     // missed, and one racing this is held until Start.
     watchers_.insert(reactor);
     watch_streams_.Set(static_cast<double>(watchers_.size()));
-    live = live_;
+    live = For(request);
   }
   reactor->Start(ctx, std::move(live));
   return reactor;

@@ -33,8 +33,11 @@ class LiveBroadcast {
 
   // The live version; nullptr before the first push.
   std::shared_ptr<const v1::PolicyVersion> Live() const;
-  // Makes `version` live and offers it to every stream.
-  void Publish(std::shared_ptr<const v1::PolicyVersion> version);
+  // Makes `version` live and offers it to every stream; a canary version
+  // (version->rollout()) only to the streams of the nodes it selects, and
+  // `stable` to the others.
+  void Publish(std::shared_ptr<const v1::PolicyVersion> version,
+               std::shared_ptr<const v1::PolicyVersion> stable = nullptr);
 
   // Who opens a stream.
   struct Owner {
@@ -57,14 +60,18 @@ class LiveBroadcast {
  private:
   friend class WatchReactor;
   void Closed(WatchReactor* reactor);
+  // What the stream of `request` is sent: live_, or stable_ for a node a
+  // canary does not select. Under mu_.
+  std::shared_ptr<const v1::PolicyVersion> For(const v1::WatchRequest& request) const;
 
   const uint32_t max_streams_;
   prometheus::Gauge& live_version_;
   prometheus::Gauge& watch_streams_;
   mutable std::mutex mu_;
-  std::shared_ptr<const v1::PolicyVersion> live_;  // under mu_
-  std::set<WatchReactor*> watchers_;               // under mu_
-  std::map<std::string, uint32_t> per_identity_;   // open streams; under mu_
+  std::shared_ptr<const v1::PolicyVersion> live_;    // under mu_
+  std::shared_ptr<const v1::PolicyVersion> stable_;  // under mu_; with a canary live_ only
+  std::set<WatchReactor*> watchers_;                 // under mu_
+  std::map<std::string, uint32_t> per_identity_;     // open streams; under mu_
 };
 
 }  // namespace portcullis::control

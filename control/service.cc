@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "control/admission.h"
+#include "control/rollout.h"
 #include "control/shadow_report.h"
 #include "policy/compiler.h"
 #include "policy/diff.h"
@@ -137,6 +138,14 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
   auto shadow = store.Shadow();
   if (!shadow.ok()) return shadow.status();
   s->shadow_ = *std::move(shadow);
+  auto rollout = store.Rollout();
+  if (!rollout.ok()) return rollout.status();
+  if (*rollout && *live && (**rollout).version() == (**live).version()) {
+    auto stable = store.Get((**rollout).stable_version());
+    if (!stable.ok()) return stable.status();
+    s->rollout_ = **rollout;
+    s->stable_ = std::make_shared<const v1::PolicyVersion>(*std::move(stable));
+  }
   if (*live) s->Publish(**std::move(live));
   s->reverter_ = std::thread([svc = s.get()] { svc->RevertLoop(); });
   return s;
@@ -223,8 +232,17 @@ void ControlService::Publish(v1::PolicyVersion version) {
     version.clear_shadow();
   }
   version.set_shadow_generation(shadow_generation_);
-  agents_->SetLiveHash(version.content_hash());
-  live_.Publish(std::make_shared<const v1::PolicyVersion>(std::move(version)));
+  const bool canary = rollout_ && rollout_->version() == version.version() && stable_;
+  if (canary) {
+    *version.mutable_rollout() = *rollout_;
+  } else {
+    version.clear_rollout();
+  }
+  agents_->SetExpected({.live_hash = version.content_hash(),
+                        .stable_hash = canary ? stable_->content_hash() : "",
+                        .rollout = canary ? rollout_ : std::nullopt});
+  live_.Publish(std::make_shared<const v1::PolicyVersion>(std::move(version)),
+                canary ? stable_ : nullptr);
   { std::lock_guard<std::mutex> lock(revert_mu_); }
   revert_cv_.notify_all();  // a new deadline, or none
 }
@@ -253,6 +271,26 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
     return call.Refuse("policy", absl::AbortedError(absl::StrCat(
                                      "shadow candidate ", change.promotes_shadow,
                                      " is no longer the current one: nothing was promoted")));
+  }
+  if (change.aborts_rollout != 0 && (!rollout_ || rollout_->version() != change.aborts_rollout)) {
+    return call.Refuse("policy", absl::AbortedError(absl::StrCat(
+                                     "version ", change.aborts_rollout,
+                                     " is no longer a canary in progress: nothing was aborted")));
+  }
+  if (rollout_ && rollback_of == 0 && change.revert_of == 0) {
+    return call.Refuse(
+        "policy",
+        absl::FailedPreconditionError(absl::StrCat(
+            "version ", rollout_->version(), " is a canary on ", DescribeTargets(*rollout_),
+            ": promote it (portcullisctl rollout promote) or abort it (rollout abort), then "
+            "push; an admin may roll back meanwhile")));
+  }
+  if (change.canary && (!live || change.confirm_within > absl::ZeroDuration())) {
+    return call.Refuse("policy", absl::FailedPreconditionError(
+                                     !live ? "a canary needs a live version for the other nodes "
+                                             "to keep: push one first"
+                                           : "a canary cannot also await confirmation: its "
+                                             "rollout is promoted or aborted instead"));
   }
   if (change.revert_of == 0 && live && AwaitsConfirmation(*live) && rollback_of == 0) {
     return call.Refuse(
@@ -305,6 +343,16 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   } else if (shadow_) {
     absl::StrAppend(&detail, "ends shadow candidate ", shadow_->id(), "; ");
   }
+  if (change.canary) {
+    *version.mutable_rollout() = *change.canary;
+    version.mutable_rollout()->set_stable_version(live->version());
+    absl::StrAppend(&detail, "canary on ", DescribeTargets(*change.canary), "; version ",
+                    live->version(), " stays on the other nodes; ");
+  } else if (change.aborts_rollout) {
+    absl::StrAppend(&detail, "aborted the rollout of version ", change.aborts_rollout, "; ");
+  } else if (rollout_) {
+    absl::StrAppend(&detail, "ends the rollout of version ", rollout_->version(), "; ");
+  }
   if (change.confirm_within > absl::ZeroDuration()) {
     version.set_confirm_by_unix_nanos(absl::ToUnixNanos(absl::Now() + change.confirm_within));
     absl::StrAppend(&detail, "to confirm until ", FormatUnixNanos(version.confirm_by_unix_nanos()),
@@ -332,6 +380,9 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   // The store ended the candidate: it was judged against the version before.
   if (shadow_) ++shadow_generation_;
   shadow_.reset();
+  // And it ended the rollout in progress; this version may start one.
+  rollout_ = stored->has_rollout() ? std::optional<v1::Rollout>(stored->rollout()) : std::nullopt;
+  stable_ = rollout_ ? live : nullptr;
   Publish(*std::move(stored));
   return response;
 }
@@ -354,6 +405,14 @@ absl::StatusOr<v1::PushResponse> ControlService::AddShadow(CallScope& call,
     return call.Refuse("policy", absl::FailedPreconditionError(
                                      "a shadow candidate is judged beside the live version, and "
                                      "there is none yet: push one first"));
+  }
+  if (rollout_) {
+    return call.Refuse(
+        "policy",
+        absl::FailedPreconditionError(absl::StrCat(
+            "version ", rollout_->version(), " is a canary on ", DescribeTargets(*rollout_),
+            ": nodes run two versions, so a shadow would be judged against either; "
+            "promote or abort the rollout first")));
   }
   // The checks of a push, so that what was previewed can be promoted.
   const std::vector<v1::Finding> findings =
@@ -403,13 +462,29 @@ grpc::ServerUnaryReactor* ControlService::Push(grpc::CallbackServerContext* ctx,
     return call.Finish(
         call.Refuse("policy", absl::InvalidArgumentError("a push needs a reason (--reason)")));
   }
+  std::optional<v1::Rollout> canary;
+  if (!request->nodes().empty() || !request->node_selector().empty()) {
+    if (!request->nodes().empty() && !request->node_selector().empty()) {
+      return call.Finish(call.Refuse(
+          "policy", absl::InvalidArgumentError("name canary nodes or a node selector, not both")));
+    }
+    if (request->shadow()) {
+      return call.Finish(call.Refuse(
+          "policy", absl::InvalidArgumentError(
+                        "a shadow candidate is judged on every node: it takes no canary nodes")));
+    }
+    canary.emplace();
+    *canary->mutable_nodes() = request->nodes();
+    *canary->mutable_node_selector() = request->node_selector();
+  }
   auto result =
       request->shadow()
           ? AddShadow(call, *request)
           : MakeLive(call, {.policy = request->policy(),
                             .reason = request->reason(),
                             .allow_failsafe_change = request->allow_failsafe_change(),
-                            .confirm_within = absl::Seconds(request->confirm_within_seconds())});
+                            .confirm_within = absl::Seconds(request->confirm_within_seconds()),
+                            .canary = std::move(canary)});
   if (result.ok()) *response = *std::move(result);
   return call.Finish(result.status());
 }
@@ -641,6 +716,11 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
   if (const std::shared_ptr<const v1::PolicyVersion> live = live_.Live()) {
     response->set_live_version(live->version());
     response->set_live_hash(live->content_hash());
+    if (live->has_rollout()) *response->mutable_rollout() = live->rollout();
+  }
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    if (stable_) response->set_stable_hash(stable_->content_hash());
   }
   for (v1::AgentState& st : agents_->States()) *response->add_agents() = std::move(st);
   return call.Finish(absl::OkStatus());
@@ -716,6 +796,77 @@ grpc::ServerUnaryReactor* ControlService::DiscardShadow(grpc::CallbackServerCont
   if (const std::shared_ptr<const v1::PolicyVersion> live = live_.Live()) Publish(*live);
   response->set_id(id);
   return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlService::PromoteRollout(grpc::CallbackServerContext* ctx,
+                                                         const v1::RolloutRequest* request,
+                                                         v1::PushResponse* response) {
+  CallScope call(*this, ctx, "PromoteRollout", Permission::kEdit);
+  if (!call.authorized()) return call.Finish();
+  if (request->reason().empty()) {
+    return call.Finish(
+        call.Refuse("policy", absl::InvalidArgumentError("a promotion needs a reason (--reason)")));
+  }
+  std::lock_guard<std::mutex> lock(push_mu_);
+  if (!rollout_ || (request->version() != 0 && request->version() != rollout_->version())) {
+    return call.Finish(call.Refuse(
+        "policy", absl::FailedPreconditionError(
+                      rollout_ ? absl::StrCat("the canary in progress is version ",
+                                              rollout_->version(), ", not ", request->version())
+                               : std::string("no canary rollout is in progress"))));
+  }
+  const uint64_t version = rollout_->version();
+  const Caller& caller = call.caller();
+  if (absl::Status s = store_.PromoteRollout(
+          version, {caller.principal, caller.role, "PromoteRollout", "ok",
+                    absl::StrCat("canary version ", version, " (on ", DescribeTargets(*rollout_),
+                                 ") is live on every node; reason: ", request->reason())});
+      !s.ok()) {
+    return call.Finish(s);
+  }
+  LogInfo("canary promoted to every node", {{"version", version}, {"by", caller.principal}});
+  rollout_.reset();
+  stable_.reset();
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
+  Publish(*live);
+  response->set_version(version);
+  response->set_content_hash(live->content_hash());
+  return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlService::AbortRollout(grpc::CallbackServerContext* ctx,
+                                                       const v1::RolloutRequest* request,
+                                                       v1::PushResponse* response) {
+  CallScope call(*this, ctx, "AbortRollout", Permission::kEdit);
+  if (!call.authorized()) return call.Finish();
+  if (request->reason().empty()) {
+    return call.Finish(
+        call.Refuse("policy", absl::InvalidArgumentError("an abort needs a reason (--reason)")));
+  }
+  std::optional<v1::Rollout> rollout;
+  std::shared_ptr<const v1::PolicyVersion> stable;
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    rollout = rollout_;
+    stable = stable_;
+  }
+  if (!rollout || !stable ||
+      (request->version() != 0 && request->version() != rollout->version())) {
+    return call.Finish(call.Refuse(
+        "policy", absl::FailedPreconditionError(
+                      rollout ? absl::StrCat("the canary in progress is version ",
+                                             rollout->version(), ", not ", request->version())
+                              : std::string("no canary rollout is in progress"))));
+  }
+  // What the other nodes kept comes back on the canaries, as a new version
+  // for all (so that versions only grow), failsafe rules included.
+  auto result = MakeLive(call, {.policy = stable->policy(),
+                                .reason = request->reason(),
+                                .allow_failsafe_change = true,
+                                .rollback_of = stable->version(),
+                                .aborts_rollout = rollout->version()});
+  if (result.ok()) *response = *std::move(result);
+  return call.Finish(result.status());
 }
 
 }  // namespace portcullis::control

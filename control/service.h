@@ -110,6 +110,12 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* DiscardShadow(grpc::CallbackServerContext* ctx,
                                           const v1::DiscardShadowRequest* request,
                                           v1::DiscardShadowResponse* response) override;
+  grpc::ServerUnaryReactor* PromoteRollout(grpc::CallbackServerContext* ctx,
+                                           const v1::RolloutRequest* request,
+                                           v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* AbortRollout(grpc::CallbackServerContext* ctx,
+                                         const v1::RolloutRequest* request,
+                                         v1::PushResponse* response) override;
 
  private:
   absl::StatusOr<std::string> BoundNode(const Caller& caller, absl::string_view node) const;
@@ -131,6 +137,12 @@ class ControlService final : public v1::Control::CallbackService {
     // A promotion of this shadow candidate: Aborted if it is no longer the
     // current one.
     uint64_t promotes_shadow = 0;
+    // A canary: live on the nodes it selects only (its version numbers
+    // are set when stored).
+    std::optional<v1::Rollout> canary;
+    // An abort of this canary version: Aborted if it is no longer the
+    // rollout in progress.
+    uint64_t aborts_rollout = 0;
   };
   // Check, store, stream, under push_mu_.
   absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const Change& change);
@@ -161,6 +173,10 @@ class ControlService final : public v1::Control::CallbackService {
   // streams order updates of one version by it.
   std::optional<v1::ShadowCandidate> shadow_;
   uint64_t shadow_generation_ = 0;
+  // The canary rollout in progress (under push_mu_), and the version the
+  // nodes it does not select keep.
+  std::optional<v1::Rollout> rollout_;
+  std::shared_ptr<const v1::PolicyVersion> stable_;
   std::mutex revert_mu_;
   std::condition_variable revert_cv_;  // a new live version, or stopping
   bool stopping_ = false;              // under revert_mu_

@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS shadows (
   policy BLOB NOT NULL,
   ended TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+  version INTEGER PRIMARY KEY,
+  rollout BLOB NOT NULL,
+  ended TEXT NOT NULL DEFAULT ''
+);
 CREATE TRIGGER IF NOT EXISTS confirmations_no_delete BEFORE DELETE ON confirmations
   BEGIN SELECT RAISE(ABORT, 'confirmations are immutable'); END;
 )sql";
@@ -334,6 +339,19 @@ absl::StatusOr<v1::PolicyVersion> Store::AddVersion(v1::PolicyVersion version, A
         .BindBlob(7, body)
         .Bind(8, version.confirm_by_unix_nanos());
     if (ins.Step() != SQLITE_DONE) return Error("cannot store the version");
+    Stmt end_rollout(db_, "UPDATE rollouts SET ended = 'ended by version ' || ? WHERE ended = ''");
+    if (!end_rollout.ok()) return Error("cannot end the rollout");
+    end_rollout.Bind(1, static_cast<int64_t>(version.version()));
+    if (end_rollout.Step() != SQLITE_DONE) return Error("cannot end the rollout");
+    if (version.has_rollout()) {
+      version.mutable_rollout()->set_version(version.version());
+      std::string rollout;
+      version.rollout().SerializeToString(&rollout);
+      Stmt add(db_, "INSERT INTO rollouts (version, rollout) VALUES (?, ?)");
+      if (!add.ok()) return Error("cannot store the rollout");
+      add.Bind(1, static_cast<int64_t>(version.version())).BindBlob(2, rollout);
+      if (add.Step() != SQLITE_DONE) return Error("cannot store the rollout");
+    }
     Stmt end(db_,
              "UPDATE shadows SET ended = CASE WHEN content_hash = ? THEN 'promoted to version ' "
              "ELSE 'ended by version ' END || ? WHERE ended = ''");
@@ -438,6 +456,33 @@ absl::Status Store::DiscardShadow(uint64_t id, AuditRecord audit) {
     if (sqlite3_changes(db_) != 1) {
       return absl::NotFoundError(absl::StrCat("shadow candidate ", id, " is not the current one"));
     }
+    return InsertAudit(std::move(audit), NowNanos()).status();
+  });
+}
+
+absl::StatusOr<std::optional<v1::Rollout>> Store::Rollout() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, "SELECT rollout FROM rollouts WHERE ended = '' ORDER BY version DESC LIMIT 1");
+  if (!s.ok()) return Error("cannot read the rollout");
+  const int rc = s.Step();
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return Error("cannot read the rollout");
+  v1::Rollout r;
+  if (!r.ParseFromString(s.Text(0))) return absl::DataLossError("the rollout cannot be decoded");
+  return r;
+}
+
+absl::Status Store::PromoteRollout(uint64_t version, AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return InTransaction([&]() -> absl::Status {
+    Stmt end(db_, "UPDATE rollouts SET ended = 'promoted' WHERE version = ? AND ended = ''");
+    if (!end.ok()) return Error("cannot end the rollout");
+    end.Bind(1, static_cast<int64_t>(version));
+    if (end.Step() != SQLITE_DONE) return Error("cannot end the rollout");
+    if (sqlite3_changes(db_) != 1) {
+      return absl::NotFoundError(absl::StrCat("version ", version, " is not a canary in progress"));
+    }
+    audit.version = version;
     return InsertAudit(std::move(audit), NowNanos()).status();
   });
 }

@@ -46,7 +46,8 @@ class Store {
   // Stores `version` (its number is assigned: live + 1) with its audit
   // entry, in one durable transaction, and ends the shadow candidate (it
   // was judged against the version before; promoted, when it is this
-  // version's policy). Returns it as stored.
+  // version's policy), and the rollout in progress; a version with a
+  // `rollout` starts one. Returns it as stored.
   absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version, AuditRecord audit);
   absl::Status AppendAudit(AuditRecord audit);
   // Records `version` as confirmed, with its audit entry, in one durable
@@ -61,6 +62,13 @@ class Store {
   // Ends candidate `id` (discarded), with its audit entry. NotFound when it
   // is not the current one.
   absl::Status DiscardShadow(uint64_t id, AuditRecord audit);
+
+  // The canary rollout in progress (a version stored with its `rollout`),
+  // if any. Any later version ends it.
+  absl::StatusOr<std::optional<v1::Rollout>> Rollout();
+  // Ends the rollout of canary `version`: it is live everywhere now. With
+  // its audit entry. NotFound when it is not the rollout in progress.
+  absl::Status PromoteRollout(uint64_t version, AuditRecord audit);
 
   // Entries with seq > after_seq, oldest first, at most `limit`.
   absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);

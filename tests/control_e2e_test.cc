@@ -127,11 +127,11 @@ class ControlE2eTest : public ::testing::Test {
         << "the control service did not start";
   }
 
-  void StartAgent(const std::string& node) {
-    agents_[node] =
-        Process(AgentWithControl(*lab_, node, kAgent, tls_, PinDir(node), StateDir(node),
-                                 "127.0.0.1:9469", {"--report-interval-seconds", "1"}),
-                dir_ + "/agent-" + node + ".log");
+  void StartAgent(const std::string& node, std::vector<std::string> extra = {}) {
+    extra.insert(extra.begin(), {"--report-interval-seconds", "1"});
+    agents_[node] = Process(AgentWithControl(*lab_, node, kAgent, tls_, PinDir(node),
+                                             StateDir(node), "127.0.0.1:9469", extra),
+                            dir_ + "/agent-" + node + ".log");
   }
 
   std::string CtlHttp(const std::string& path) {
@@ -964,6 +964,74 @@ TEST_F(ControlE2eTest, ADiscardedOrSupersededShadowCandidateEnds) {
   ASSERT_TRUE(WaitFor([&] { return BothEnforce(next); }, std::chrono::seconds(5)));
   EXPECT_EQ(AgentMetric("ing", "portcullis_policy_version"), next);
   EXPECT_THAT(Ctl("viewer", "audit").out, HasSubstr("ends shadow candidate 3"));
+}
+
+// A canary on one of two agents: only it enforces the new version; promoted,
+// both do. A canary chosen by label, aborted: the canary returns to what the
+// other runs.
+TEST_F(ControlE2eTest, ACanaryRunsOnlyOnItsNodesUntilPromotedOrAborted) {
+  StartControl();
+  const uint64_t v = Push(kPolicyA, "start");
+  StartAgent("ing", {"--node-labels", "zone=a"});
+  StartAgent("node2", {"--node-labels", "zone=b,portcullis.example/canary=yes"});
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v); }, std::chrono::seconds(10)));
+
+  const CommandResult canary = Ctl("editor", absl::StrCat("push ", WritePolicy("b.yaml", PolicyB()),
+                                                          " --nodes ing --reason 'try 8080'"));
+  ASSERT_EQ(canary.exit_code, 0) << canary.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(canary.out), absl::StrCat(v + 1));
+  EXPECT_THAT(canary.err, HasSubstr("a canary: live on those nodes only"));
+  ASSERT_TRUE(WaitFor([&] { return Enforces("ing", v + 1); }, std::chrono::seconds(5)));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_TRUE(Enforces("node2", v)) << "only the canary runs the new version";
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_EQ(Get8080("out", "node2"), "000");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string out = Ctl("viewer", "status").out;
+        return absl::StrContains(
+                   out, absl::StrCat("rollout: version ", v + 1, " on nodes ing; version ", v)) &&
+               absl::StrContains(out, "2 agents: 0 drifted, 0 stale") &&
+               absl::StrContains(out, "in sync, canary");
+      },
+      std::chrono::seconds(5)))
+      << Ctl("viewer", "status").out;
+  const CommandResult blocked =
+      Ctl("editor", "push " + WritePolicy("a.yaml", kPolicyA) + " --reason 'meanwhile'");
+  EXPECT_EQ(blocked.exit_code, 1);
+  EXPECT_THAT(blocked.err, HasSubstr(absl::StrCat("version ", v + 1, " is a canary on nodes ing")));
+
+  const CommandResult promoted = Ctl("editor", "rollout promote --reason '8080 is fine'");
+  ASSERT_EQ(promoted.exit_code, 0) << promoted.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(promoted.out), absl::StrCat(v + 1));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v + 1); }, std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+
+  // By label: node2 alone.
+  const CommandResult labelled =
+      Ctl("editor", "push " + WritePolicy("a.yaml", kPolicyA) +
+                        " --node-selector zone=b,portcullis.example/canary=yes --reason 'close'");
+  ASSERT_EQ(labelled.exit_code, 0) << labelled.err;
+  ASSERT_TRUE(WaitFor([&] { return Enforces("node2", v + 2); }, std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "node2"), "000");
+  EXPECT_TRUE(Enforces("ing", v + 1));
+  const CommandResult aborted = Ctl("editor", "rollout abort --reason 'clients use 8080'");
+  ASSERT_EQ(aborted.exit_code, 0) << aborted.err;
+  EXPECT_EQ(absl::StripAsciiWhitespace(aborted.out), absl::StrCat(v + 3));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v + 3); }, std::chrono::seconds(5)));
+  EXPECT_EQ(Get8080("out", "node2"), "200") << "the canary is back on what the others run";
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_THAT(Ctl("editor", "rollout abort --reason again").err,
+              HasSubstr("no canary rollout is in progress"));
+
+  const std::string audit = Ctl("viewer", "audit").out;
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("canary on nodes ing; version ", v,
+                                            " stays on the other nodes")));
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("canary version ", v + 1,
+                                            " (on nodes ing) is live on every node")));
+  EXPECT_THAT(audit, HasSubstr("canary on nodes labelled portcullis.example/canary=yes,zone=b"));
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("aborted the rollout of version ", v + 2)));
+  EXPECT_EQ(Ctl("viewer", "audit --verify").exit_code, 0);
 }
 
 }  // namespace

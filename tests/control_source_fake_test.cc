@@ -82,6 +82,8 @@ class FakeControl : public control::ControlStub {
   PC_UNUSED_CALL(ShadowReport, ShadowReportRequest, ShadowReportResponse)
   PC_UNUSED_CALL(PromoteShadow, PromoteShadowRequest, PushResponse)
   PC_UNUSED_CALL(DiscardShadow, DiscardShadowRequest, DiscardShadowResponse)
+  PC_UNUSED_CALL(PromoteRollout, RolloutRequest, PushResponse)
+  PC_UNUSED_CALL(AbortRollout, RolloutRequest, PushResponse)
 #undef PC_UNUSED_CALL
 
  private:

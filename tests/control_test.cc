@@ -14,6 +14,7 @@
 #include "control/baseline.h"
 #include "control/refusals.h"
 #include "control/roles.h"
+#include "control/rollout.h"
 #include "control/service.h"
 #include "control/store.h"
 #include "control/tls.h"
@@ -316,6 +317,79 @@ TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
   EXPECT_THAT(keys->Verify({e}, true, first).message(), HasSubstr("is signed by a key not given"));
 }
 
+// A canary's rollout and a shadow candidate are durable until promoted or
+// ended; the next version ends both.
+TEST(StoreTest, RolloutsAndShadowCandidatesSurviveAReopenUntilEnded) {
+  testing::TempDir dir;
+  {
+    auto store = Store::Open(dir.path());
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE(
+        (*store)->AddVersion(Version(kPolicy, "one"), {"e", "editor", "Push", "ok", ""}).ok());
+    v1::ShadowCandidate candidate;
+    *candidate.mutable_policy() = Version(Edit(kPolicy, "[80, 443]", "[443]"), "s").policy();
+    candidate.set_content_hash("sha256:s");
+    auto shadow = (*store)->AddShadow(candidate, {"e", "editor", "Push", "ok", "shadow"});
+    ASSERT_TRUE(shadow.ok()) << shadow.status();
+    EXPECT_EQ(shadow->id(), 1u);
+    v1::PolicyVersion canary = Version(Edit(kPolicy, "[80, 443]", "[80]"), "two");
+    canary.mutable_rollout()->add_nodes("n1");
+    canary.mutable_rollout()->set_stable_version(1);
+    ASSERT_TRUE((*store)->AddVersion(canary, {"e", "editor", "Push", "ok", ""}).ok());
+  }
+  auto store = Store::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  auto rollout = (*store)->Rollout();
+  ASSERT_TRUE(rollout.ok() && *rollout);
+  EXPECT_EQ((*rollout)->version(), 2u);
+  EXPECT_EQ((*rollout)->stable_version(), 1u);
+  EXPECT_EQ((*rollout)->nodes(0), "n1");
+  EXPECT_FALSE((*store)->Shadow()->has_value()) << "the canary version ended the candidate";
+  EXPECT_TRUE(absl::IsNotFound((*store)->PromoteRollout(1, {"e", "editor", "P", "ok", ""})));
+  ASSERT_TRUE((*store)->PromoteRollout(2, {"e", "editor", "PromoteRollout", "ok", ""}).ok());
+  EXPECT_FALSE((*store)->Rollout()->has_value());
+  v1::ShadowCandidate again;
+  again.set_content_hash("sha256:t");
+  ASSERT_TRUE((*store)->AddShadow(again, {"e", "editor", "Push", "ok", "shadow"}).ok());
+  auto current = (*store)->Shadow();
+  ASSERT_TRUE(current.ok() && *current);
+  EXPECT_EQ((*current)->id(), 2u) << "numbered apart from versions, never reused";
+  EXPECT_TRUE(absl::IsNotFound((*store)->DiscardShadow(1, {"e", "editor", "D", "ok", ""})));
+  ASSERT_TRUE((*store)->DiscardShadow(2, {"e", "editor", "DiscardShadow", "ok", ""}).ok());
+  EXPECT_FALSE((*store)->Shadow()->has_value());
+  EXPECT_TRUE((*store)->VerifyAudit().ok());
+}
+
+TEST(RolloutTest, SelectsNamedNodesOrEveryLabelOfTheSelector) {
+  v1::Rollout named;
+  named.add_nodes("n1");
+  Labels labels;
+  labels["zone"] = "b";
+  labels["tier"] = "edge";
+  EXPECT_TRUE(Selects(named, "n1", {}));
+  EXPECT_FALSE(Selects(named, "n2", labels));
+  v1::Rollout selector;
+  (*selector.mutable_node_selector())["zone"] = "b";
+  EXPECT_TRUE(Selects(selector, "n2", labels));
+  (*selector.mutable_node_selector())["tier"] = "core";
+  EXPECT_FALSE(Selects(selector, "n2", labels)) << "every pair must match";
+  EXPECT_FALSE(Selects(v1::Rollout(), "n2", labels)) << "an empty rollout selects nobody";
+  EXPECT_EQ(DescribeTargets(selector), "nodes labelled tier=core,zone=b");
+}
+
+TEST(RolloutTest, ParsesKubernetesLabelsAndNamesWhatIsWrong) {
+  auto ok = ParseLabels("topology.kubernetes.io/zone=eu-1a,canary=", "--node-labels");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->at("topology.kubernetes.io/zone"), "eu-1a");
+  EXPECT_EQ(ok->at("canary"), "");
+  EXPECT_TRUE(ParseLabels("", "--node-labels")->empty());
+  for (const char* bad : {"zone", "=b", "zone=b c", "-zone=b", "a=1,a=2", "zone=b/"}) {
+    auto r = ParseLabels(bad, "--node-labels");
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("--node-labels")) << bad;
+  }
+}
+
 // A version's confirmation deadline and its confirmation are durable: a
 // service restarted within the window still reverts it, or keeps it.
 TEST(StoreTest, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
@@ -535,7 +609,7 @@ TEST(PortListTest, ParsesPortsAndRangesAndRejectsNonsense) {
 TEST(AgentRegistryTest, StalenessFollowsTheMonotonicClockAndDriftTheLiveHash) {
   absl::Duration now = absl::Seconds(1000);
   AgentRegistry agents(absl::Seconds(45), [&] { return now; });
-  agents.SetLiveHash("sha256:b");
+  agents.SetExpected({.live_hash = "sha256:b"});
   v1::AgentStatus a, b;
   a.set_node("a");
   a.set_applied_hash("sha256:a");
