@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "cli/check_policy.h"
 #include "control/audit_chain.h"
@@ -48,6 +49,11 @@ ABSL_FLAG(std::string, nodes, "",
           "others keep the live version until `rollout promote` (or `rollout abort`)");
 ABSL_FLAG(std::string, node_selector, "",
           "push: a canary on the nodes whose --node-labels include every KEY=VALUE[,KEY=VALUE]");
+ABSL_FLAG(std::string, steps, "",
+          "push: a staged rollout: the share of the nodes that runs the version at each step, "
+          "e.g. 10%,50%,100%; the next step comes every --interval");
+ABSL_FLAG(absl::Duration, interval, absl::ZeroDuration(),
+          "push --steps: how long each step lasts before the next (e.g. 5m)");
 ABSL_FLAG(uint64_t, version, 0,
           "rollout promote, rollout abort: the canary version reviewed (refused if another is "
           "in progress); 0 = the current one");
@@ -191,7 +197,26 @@ int Push(Remote& remote, const std::vector<char*>& args) {
     request.add_nodes(std::string(node));
   }
   request.mutable_node_selector()->insert(selector->begin(), selector->end());
-  const bool canary = request.nodes_size() > 0 || !selector->empty();
+  for (absl::string_view step :
+       absl::StrSplit(absl::GetFlag(FLAGS_steps), ',', absl::SkipEmpty())) {
+    uint32_t percent = 0;
+    if (!absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(step), "%"), &percent)) {
+      return Fail(kExitUsage, absl::StrCat("--steps: \"", step, "\" is not a share such as 10%"));
+    }
+    request.add_steps(percent);
+  }
+  const absl::Duration interval = absl::GetFlag(FLAGS_interval);
+  if (request.steps_size() > 0) {
+    if (absl::Status s = control::CheckSteps({request.steps().begin(), request.steps().end()});
+        !s.ok()) {
+      return Fail(kExitUsage, s.message());
+    }
+    if (interval < absl::Seconds(1) || interval > absl::Hours(24 * 7)) {
+      return Fail(kExitUsage, "--steps needs --interval, from 1s to 168h (e.g. 5m)");
+    }
+    request.set_step_interval_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(interval)));
+  }
+  const bool canary = request.nodes_size() > 0 || !selector->empty() || request.steps_size() > 0;
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {

@@ -43,11 +43,47 @@ bool Selects(const v1::Rollout& rollout, absl::string_view node, const Labels& l
 }
 
 std::string DescribeTargets(const v1::Rollout& rollout) {
+  if (!rollout.steps().empty()) {
+    return absl::StrCat(rollout.steps(rollout.step()), "% of the nodes (step ", rollout.step() + 1,
+                        " of ", rollout.steps_size(), ": ", rollout.nodes_size(), " node",
+                        rollout.nodes_size() == 1 ? "" : "s", ")");
+  }
   if (!rollout.nodes().empty()) return absl::StrCat("nodes ", absl::StrJoin(rollout.nodes(), ", "));
   std::vector<std::string> pairs;
   for (const auto& [key, value] : rollout.node_selector()) pairs.push_back(key + "=" + value);
   std::sort(pairs.begin(), pairs.end());
   return absl::StrCat("nodes labelled ", absl::StrJoin(pairs, ","));
+}
+
+std::vector<std::string> ChooseShare(std::vector<std::string> agents, uint32_t percent) {
+  // FNV-1a: stable across builds and restarts, unlike std::hash.
+  auto hash = [](const std::string& s) {
+    uint64_t h = 14695981039346656037ull;
+    for (const char c : s) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+    return h;
+  };
+  std::sort(agents.begin(), agents.end(), [&](const std::string& a, const std::string& b) {
+    return std::make_pair(hash(a), a) < std::make_pair(hash(b), b);
+  });
+  agents.erase(std::unique(agents.begin(), agents.end()), agents.end());
+  const size_t n = (agents.size() * std::min<uint32_t>(percent, 100) + 99) / 100;
+  agents.resize(n);
+  return agents;
+}
+
+absl::Status CheckSteps(const std::vector<uint32_t>& steps) {
+  if (steps.size() > 10) return absl::InvalidArgumentError("--steps: at most 10 steps");
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i] == 0 || steps[i] > 100 || (i > 0 && steps[i] <= steps[i - 1])) {
+      return absl::InvalidArgumentError(
+          "--steps: shares of the nodes from 1% to 100%, each larger than the one before "
+          "(e.g. 10%,50%,100%)");
+    }
+  }
+  if (!steps.empty() && steps.back() != 100) {
+    return absl::InvalidArgumentError("--steps: the last step is 100%");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::map<std::string, std::string>> ParseLabels(absl::string_view text,

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -29,5 +30,14 @@ std::string DescribeTargets(const v1::Rollout& rollout);
 // flag in errors.
 absl::StatusOr<std::map<std::string, std::string>> ParseLabels(absl::string_view text,
                                                                absl::string_view what);
+
+// The nodes a staged step of `percent` runs the version on: that share of
+// `agents` (rounded up), chosen by a hash of their names, so that a node
+// chosen at one step stays chosen at the next and across restarts.
+std::vector<std::string> ChooseShare(std::vector<std::string> agents, uint32_t percent);
+
+// Checks staged steps ("10%,50%,100%" as numbers): each in 1..100, strictly
+// increasing, the last 100; at most 10.
+absl::Status CheckSteps(const std::vector<uint32_t>& steps);
 
 }  // namespace portcullis::control

@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "control/admission.h"
 #include "control/rollout.h"
 #include "control/shadow_report.h"
@@ -147,7 +148,7 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
     s->stable_ = std::make_shared<const v1::PolicyVersion>(*std::move(stable));
   }
   if (*live) s->Publish(**std::move(live));
-  s->reverter_ = std::thread([svc = s.get()] { svc->RevertLoop(); });
+  s->reverter_ = std::thread([svc = s.get()] { svc->DeadlineLoop(); });
   return s;
 }
 
@@ -160,23 +161,84 @@ ControlService::~ControlService() {
   if (reverter_.joinable()) reverter_.join();
 }
 
-void ControlService::RevertLoop() {
+void ControlService::DeadlineLoop() {
   std::unique_lock<std::mutex> lock(revert_mu_);
   while (!stopping_) {
     const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
-    if (!live || !AwaitsConfirmation(*live)) {
+    const bool confirm = live && AwaitsConfirmation(*live);
+    const bool step = live && live->has_rollout() && live->rollout().next_step_unix_nanos() != 0;
+    if (!confirm && !step) {
       revert_cv_.wait(lock);
       continue;
     }
-    const absl::Time due = absl::FromUnixNanos(live->confirm_by_unix_nanos());
+    const absl::Time due = absl::FromUnixNanos(confirm ? live->confirm_by_unix_nanos()
+                                                       : live->rollout().next_step_unix_nanos());
     if (absl::Now() < due) {
       revert_cv_.wait_for(lock, absl::ToChronoNanoseconds(due - absl::Now()));
       continue;
     }
     lock.unlock();
-    RevertUnconfirmed(*live);
+    if (confirm) {
+      RevertUnconfirmed(*live);
+    } else if (absl::Status s = NextRolloutStep(*live); !s.ok()) {
+      // Retried at the next wake-up; the nodes stay where they are meanwhile.
+      LogError("cannot take the rollout's next step",
+               {{"version", live->version()}, {"error", std::string(s.message())}});
+      std::unique_lock<std::mutex> wait(revert_mu_);
+      revert_cv_.wait_for(wait, std::chrono::seconds(1), [this] { return stopping_; });
+    }
     lock.lock();
   }
+}
+
+std::vector<std::string> ControlService::LiveAgents() const {
+  std::vector<std::string> nodes;
+  for (const v1::AgentState& a : agents_->States()) {
+    if (!a.stale()) nodes.push_back(a.status().node());
+  }
+  return nodes;
+}
+
+absl::Status ControlService::NextRolloutStep(const v1::PolicyVersion& live) {
+  CallScope call(*this, "RolloutStep");
+  const Caller& caller = call.caller();
+  std::lock_guard<std::mutex> lock(push_mu_);
+  if (!rollout_ || rollout_->version() != live.version() ||
+      rollout_->step() != live.rollout().step() || rollout_->next_step_unix_nanos() == 0) {
+    return absl::OkStatus();  // promoted, aborted or replaced meanwhile
+  }
+  v1::Rollout next = *rollout_;
+  const uint32_t step = next.step() + 1;
+  const uint32_t percent = next.steps(static_cast<int>(step));
+  const std::string where = absl::StrCat("step ", step + 1, " of ", next.steps_size(), ": ");
+  if (percent >= 100) {
+    RETURN_IF_ERROR(store_.PromoteRollout(
+        next.version(),
+        {caller.principal, caller.role, "RolloutStep", "ok",
+         absl::StrCat(where, "100%: canary version ", next.version(), " is live on every node")}));
+    LogInfo("staged rollout complete", {{"version", next.version()}});
+    rollout_.reset();
+    stable_.reset();
+    Publish(*live_.Live());
+    return absl::OkStatus();
+  }
+  std::vector<std::string> nodes(next.nodes().begin(), next.nodes().end());
+  for (std::string& n : ChooseShare(LiveAgents(), percent)) nodes.push_back(std::move(n));
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  next.set_step(step);
+  *next.mutable_nodes() = {nodes.begin(), nodes.end()};
+  next.set_next_step_unix_nanos(
+      absl::ToUnixNanos(absl::Now() + absl::Seconds(next.step_interval_seconds())));
+  RETURN_IF_ERROR(store_.UpdateRollout(
+      next, {caller.principal, caller.role, "RolloutStep", "ok",
+             absl::StrCat(where, "canary version ", next.version(), " on ", DescribeTargets(next),
+                          ": ", absl::StrJoin(next.nodes(), ", "))}));
+  LogInfo("staged rollout step",
+          {{"version", next.version()}, {"step", static_cast<int64_t>(step + 1)}});
+  rollout_ = std::move(next);
+  Publish(*live_.Live());
+  return absl::OkStatus();
 }
 
 void ControlService::RevertUnconfirmed(const v1::PolicyVersion& pending) {
@@ -346,8 +408,13 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   if (change.canary) {
     *version.mutable_rollout() = *change.canary;
     version.mutable_rollout()->set_stable_version(live->version());
-    absl::StrAppend(&detail, "canary on ", DescribeTargets(*change.canary), "; version ",
-                    live->version(), " stays on the other nodes; ");
+    absl::StrAppend(
+        &detail, "canary on ", DescribeTargets(*change.canary),
+        change.canary->steps().empty()
+            ? std::string()
+            : absl::StrCat(" (", absl::StrJoin(change.canary->nodes(), ", "), "), a step every ",
+                           change.canary->step_interval_seconds(), " s"),
+        "; version ", live->version(), " stays on the other nodes; ");
   } else if (change.aborts_rollout) {
     absl::StrAppend(&detail, "aborted the rollout of version ", change.aborts_rollout, "; ");
   } else if (rollout_) {
@@ -463,7 +530,28 @@ grpc::ServerUnaryReactor* ControlService::Push(grpc::CallbackServerContext* ctx,
         call.Refuse("policy", absl::InvalidArgumentError("a push needs a reason (--reason)")));
   }
   std::optional<v1::Rollout> canary;
-  if (!request->nodes().empty() || !request->node_selector().empty()) {
+  if (!request->steps().empty()) {
+    const std::vector<uint32_t> steps(request->steps().begin(), request->steps().end());
+    absl::Status bad = CheckSteps(steps);
+    if (bad.ok() && steps.size() < 2) {
+      bad = absl::InvalidArgumentError("--steps: at least two steps, the last 100%");
+    }
+    if (bad.ok() && (!request->nodes().empty() || !request->node_selector().empty())) {
+      bad = absl::InvalidArgumentError("--steps choose the nodes: no --nodes or --node-selector");
+    }
+    if (bad.ok() && (request->step_interval_seconds() == 0 || request->shadow())) {
+      bad = absl::InvalidArgumentError(request->shadow()
+                                           ? "a shadow candidate is judged on every node at once"
+                                           : "--steps needs --interval");
+    }
+    if (!bad.ok()) return call.Finish(call.Refuse("policy", bad));
+    canary.emplace();
+    *canary->mutable_steps() = request->steps();
+    canary->set_step_interval_seconds(request->step_interval_seconds());
+    for (std::string& n : ChooseShare(LiveAgents(), steps[0])) canary->add_nodes(std::move(n));
+    canary->set_next_step_unix_nanos(
+        absl::ToUnixNanos(absl::Now() + absl::Seconds(request->step_interval_seconds())));
+  } else if (!request->nodes().empty() || !request->node_selector().empty()) {
     if (!request->nodes().empty() && !request->node_selector().empty()) {
       return call.Finish(call.Refuse(
           "policy", absl::InvalidArgumentError("name canary nodes or a node selector, not both")));

@@ -146,10 +146,16 @@ class ControlService final : public v1::Control::CallbackService {
   };
   // Check, store, stream, under push_mu_.
   absl::StatusOr<v1::PushResponse> MakeLive(CallScope& call, const Change& change);
-  // Sleeps until the live version's confirmation deadline, and reverts it
-  // if it passes unconfirmed.
-  void RevertLoop();
+  // Sleeps until the live version's next deadline: reverts it if its
+  // confirmation deadline passes unconfirmed, and takes a staged rollout's
+  // next step when it is due.
+  void DeadlineLoop();
   void RevertUnconfirmed(const v1::PolicyVersion& pending);
+  // The staged rollout of `live` (as published) extends to its next step,
+  // unless it changed meanwhile; the last step promotes it.
+  absl::Status NextRolloutStep(const v1::PolicyVersion& live);
+  // Non-stale agents' node names.
+  std::vector<std::string> LiveAgents() const;
   // Stores `request`'s policy as the shadow candidate, under push_mu_.
   absl::StatusOr<v1::PushResponse> AddShadow(CallScope& call, const v1::PushRequest& request);
   // Makes `version` live, with the current shadow candidate; under push_mu_.
@@ -178,7 +184,7 @@ class ControlService final : public v1::Control::CallbackService {
   std::optional<v1::Rollout> rollout_;
   std::shared_ptr<const v1::PolicyVersion> stable_;
   std::mutex revert_mu_;
-  std::condition_variable revert_cv_;  // a new live version, or stopping
+  std::condition_variable revert_cv_;  // a new live version (or rollout step), or stopping
   bool stopping_ = false;              // under revert_mu_
   std::thread reverter_;
 };

@@ -487,6 +487,24 @@ absl::Status Store::PromoteRollout(uint64_t version, AuditRecord audit) {
   });
 }
 
+absl::Status Store::UpdateRollout(const v1::Rollout& rollout, AuditRecord audit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return InTransaction([&]() -> absl::Status {
+    std::string blob;
+    rollout.SerializeToString(&blob);
+    Stmt up(db_, "UPDATE rollouts SET rollout = ? WHERE version = ? AND ended = ''");
+    if (!up.ok()) return Error("cannot store the rollout");
+    up.BindBlob(1, blob).Bind(2, static_cast<int64_t>(rollout.version()));
+    if (up.Step() != SQLITE_DONE) return Error("cannot store the rollout");
+    if (sqlite3_changes(db_) != 1) {
+      return absl::NotFoundError(
+          absl::StrCat("version ", rollout.version(), " is not a canary in progress"));
+    }
+    audit.version = rollout.version();
+    return InsertAudit(std::move(audit), NowNanos()).status();
+  });
+}
+
 absl::Status Store::AppendAudit(AuditRecord audit) {
   std::lock_guard<std::mutex> lock(mu_);
   return InTransaction([&] { return InsertAudit(std::move(audit), NowNanos()).status(); });

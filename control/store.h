@@ -69,6 +69,9 @@ class Store {
   // Ends the rollout of canary `version`: it is live everywhere now. With
   // its audit entry. NotFound when it is not the rollout in progress.
   absl::Status PromoteRollout(uint64_t version, AuditRecord audit);
+  // Stores the next step of the staged rollout in progress (same version),
+  // with its audit entry. NotFound when it is not in progress.
+  absl::Status UpdateRollout(const v1::Rollout& rollout, AuditRecord audit);
 
   // Entries with seq > after_seq, oldest first, at most `limit`.
   absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);

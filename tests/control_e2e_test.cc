@@ -1034,5 +1034,40 @@ TEST_F(ControlE2eTest, ACanaryRunsOnlyOnItsNodesUntilPromotedOrAborted) {
   EXPECT_EQ(Ctl("viewer", "audit --verify").exit_code, 0);
 }
 
+// A staged rollout over two agents: half of them first, then, an interval
+// later, all of them, by itself; each step audited.
+TEST_F(ControlE2eTest, AStagedRolloutExtendsItselfStepByStep) {
+  const uint64_t v = StartWithPolicyA();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(Ctl("viewer", "status").out, "2 agents: 0 drifted, 0 stale");
+      },
+      std::chrono::seconds(5)));
+  const CommandResult staged =
+      Ctl("editor", absl::StrCat("push ", WritePolicy("b.yaml", PolicyB()),
+                                 " --steps 50%,100% --interval 5s --reason 'open 8080 slowly'"));
+  ASSERT_EQ(staged.exit_code, 0) << staged.err;
+  const auto pushed = Clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Enforces("ing", v + 1) || Enforces("node2", v + 1); },
+                      std::chrono::seconds(4)));
+  EXPECT_NE(Enforces("ing", v + 1), Enforces("node2", v + 1)) << "one of two at 50%";
+  EXPECT_THAT(Ctl("viewer", "status").out,
+              HasSubstr(absl::StrCat("rollout: version ", v + 1,
+                                     " on 50% of the nodes (step 1 of 2: 1 node)")));
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v + 1); }, std::chrono::seconds(10)));
+  EXPECT_GE(Clock::now() - pushed, std::chrono::milliseconds(4500)) << "not before its interval";
+  EXPECT_EQ(Get8080("out", "ing"), "200");
+  EXPECT_EQ(Get8080("out", "node2"), "200");
+  const std::string audit = Ctl("viewer", "audit").out;
+  EXPECT_THAT(audit, HasSubstr("canary on 50% of the nodes (step 1 of 2: 1 node)"));
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("step 2 of 2: 100%: canary version ", v + 1,
+                                            " is live on every node")));
+  EXPECT_THAT(Ctl("viewer", "status").out, Not(HasSubstr("rollout:")));
+  const CommandResult bad = Ctl("editor", "push " + WritePolicy("a.yaml", kPolicyA) +
+                                              " --steps 50%,90% --interval 3s --reason x");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("the last step is 100%"));
+}
+
 }  // namespace
 }  // namespace portcullis::testing

@@ -377,6 +377,31 @@ TEST(RolloutTest, SelectsNamedNodesOrEveryLabelOfTheSelector) {
   EXPECT_EQ(DescribeTargets(selector), "nodes labelled tier=core,zone=b");
 }
 
+TEST(RolloutTest, AStagedShareRoundsUpAndKeepsEveryNodeItChoseBefore) {
+  std::vector<std::string> agents;
+  for (int i = 0; i < 20; ++i) agents.push_back(absl::StrCat("node-", i));
+  const std::vector<std::string> tenth = ChooseShare(agents, 10);
+  EXPECT_EQ(tenth.size(), 2u);
+  EXPECT_EQ(ChooseShare(agents, 11).size(), 3u) << "rounded up";
+  EXPECT_EQ(ChooseShare({"a"}, 1).size(), 1u);
+  EXPECT_TRUE(ChooseShare({}, 50).empty());
+  const std::vector<std::string> half = ChooseShare(agents, 50);
+  for (const std::string& n : tenth) {
+    EXPECT_NE(std::find(half.begin(), half.end(), n), half.end()) << n << " left at 50%";
+  }
+  std::reverse(agents.begin(), agents.end());
+  EXPECT_EQ(ChooseShare(agents, 10), tenth) << "by name, not by order";
+  EXPECT_EQ(ChooseShare(agents, 100).size(), 20u);
+}
+
+TEST(RolloutTest, StepsIncreaseToAHundred) {
+  EXPECT_TRUE(CheckSteps({10, 50, 100}).ok());
+  for (const std::vector<uint32_t>& bad : std::vector<std::vector<uint32_t>>{
+           {10, 50}, {50, 10, 100}, {0, 100}, {10, 10, 100}, {10, 150}}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckSteps(bad))) << absl::StrJoin(bad, ",");
+  }
+}
+
 TEST(RolloutTest, ParsesKubernetesLabelsAndNamesWhatIsWrong) {
   auto ok = ParseLabels("topology.kubernetes.io/zone=eu-1a,canary=", "--node-labels");
   ASSERT_TRUE(ok.ok()) << ok.status();
