@@ -59,8 +59,12 @@ Commands that talk to the control service take
       A canary: the version is live on those nodes only (the selector
       matches the agents' --node-labels); the others keep the live one.
   portcullisctl push POLICY.yaml --reason "..." --steps 10%,50%,100% --interval 5m
+                [--max-drop-increase 5x]
       A staged rollout: the version is live on that share of the agents,
       then on the next share every interval; the last step promotes it.
+      --max-drop-increase (also with --nodes/--node-selector): abort by
+      itself when a canary's drops, by a reason the change touches, rise
+      above that factor of their rate before.
   portcullisctl rollout promote|abort [--version N] --reason "..."
       promote: the canary version goes live on every node. abort: the
       canaries go back to what the others run, as a new version for all.

@@ -54,6 +54,9 @@ ABSL_FLAG(std::string, steps, "",
           "e.g. 10%,50%,100%; the next step comes every --interval");
 ABSL_FLAG(absl::Duration, interval, absl::ZeroDuration(),
           "push --steps: how long each step lasts before the next (e.g. 5m)");
+ABSL_FLAG(std::string, max_drop_increase, "",
+          "push with a canary or --steps: abort by itself when, on a canary node, drops by a "
+          "reason the change touches rise above this many times their rate before (e.g. 5x)");
 ABSL_FLAG(uint64_t, version, 0,
           "rollout promote, rollout abort: the canary version reviewed (refused if another is "
           "in progress); 0 = the current one");
@@ -217,6 +220,17 @@ int Push(Remote& remote, const std::vector<char*>& args) {
     request.set_step_interval_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(interval)));
   }
   const bool canary = request.nodes_size() > 0 || !selector->empty() || request.steps_size() > 0;
+  if (const std::string factor = absl::GetFlag(FLAGS_max_drop_increase); !factor.empty()) {
+    double f = 0;
+    if (!absl::SimpleAtod(absl::StripSuffix(factor, "x"), &f) || !(f > 1) || f > 1e6) {
+      return Fail(kExitUsage, absl::StrCat("--max-drop-increase: \"", factor,
+                                           "\" is not a factor above 1 such as 5x"));
+    }
+    if (!canary) {
+      return Fail(kExitUsage, "--max-drop-increase needs --nodes, --node-selector or --steps");
+    }
+    request.set_max_drop_increase(f);
+  }
   v1::PushResponse response;
   if (absl::Status s = remote.Call(&control::ControlStub::Push, request, &response); !s.ok()) {
     if (!absl::IsDeadlineExceeded(s) && !absl::IsUnavailable(s) && !absl::IsCancelled(s)) {

@@ -39,7 +39,18 @@ absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
     return absl::ResourceExhaustedError(
         absl::StrCat("more than ", kMaxAgents, " agents report to this service"));
   }
-  agents_[node] = {status, absl::Now(), now};
+  Seen& seen = agents_[node];
+  Sample sample{now, {}};
+  for (const v1::CounterSummary& c : status.counters()) {
+    if (c.verdict() == "drop" || c.verdict() == "audit") sample.drops[c.reason()] += c.packets();
+  }
+  std::vector<Sample>& last = seen.samples[status.applied_version()];
+  last.push_back(std::move(sample));
+  if (last.size() > 2) last.erase(last.begin());
+  while (seen.samples.size() > kRateVersions) seen.samples.erase(seen.samples.begin());
+  seen.status = status;
+  seen.wall = absl::Now();
+  seen.monotonic = now;
   return absl::OkStatus();
 }
 
@@ -85,6 +96,28 @@ std::vector<v1::AgentState> AgentRegistry::States() const {
     s.set_stale(now - seen.monotonic > stale_after_);
   }
   return out;
+}
+
+std::optional<double> AgentRegistry::DropRate(const std::string& node, uint64_t version,
+                                              const std::vector<std::string>& reasons) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = agents_.find(node);
+  if (it == agents_.end()) return std::nullopt;
+  auto v = it->second.samples.find(version);
+  if (v == it->second.samples.end() || v->second.size() < 2) return std::nullopt;
+  const Sample &a = v->second[0], &b = v->second[1];
+  const double seconds = absl::ToDoubleSeconds(b.monotonic - a.monotonic);
+  if (seconds <= 0) return std::nullopt;
+  uint64_t dropped = 0;
+  for (const std::string& r : reasons) {
+    auto at = [&](const Sample& s) {
+      auto f = s.drops.find(r);
+      return f == s.drops.end() ? uint64_t{0} : f->second;
+    };
+    // Counters go down only when the agent's maps were replaced.
+    if (at(b) > at(a)) dropped += at(b) - at(a);
+  }
+  return static_cast<double>(dropped) / seconds;
 }
 
 std::vector<prometheus::MetricFamily> AgentRegistry::Collect() const {

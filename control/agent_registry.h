@@ -53,17 +53,31 @@ class AgentRegistry : public prometheus::Collectable {
   void SetExpected(Expected expected);
   // By node name.
   std::vector<v1::AgentState> States() const;
+  // The node's rate (packets per second) of drops (and audits) by
+  // `reasons`, between its last two reports that both ran `version`;
+  // nullopt without two such reports.
+  std::optional<double> DropRate(const std::string& node, uint64_t version,
+                                 const std::vector<std::string>& reasons) const;
 
   // portcullis_control_agents{state="in_sync|drifted|stale"}: each agent in
   // one state, stale before drifted.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
+  // Drops by reason at one report, for rates.
+  struct Sample {
+    absl::Duration monotonic;
+    std::map<std::string, uint64_t> drops;
+  };
   struct Seen {
     v1::AgentStatus status;
     absl::Time wall;
     absl::Duration monotonic;
+    // The last two samples of each of the node's latest applied versions
+    // (kRateVersions of them).
+    std::map<uint64_t, std::vector<Sample>> samples;
   };
+  static constexpr size_t kRateVersions = 4;
   void ForgetSilent(absl::Duration now) const;  // under mu_
 
   const absl::Duration stale_after_;

@@ -1,12 +1,16 @@
 #include "control/rollout.h"
 
 #include <algorithm>
+#include <set>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/abi.h"
+#include "policy/diff.h"
 
 namespace portcullis::control {
 namespace {
@@ -84,6 +88,39 @@ absl::Status CheckSteps(const std::vector<uint32_t>& steps) {
     return absl::InvalidArgumentError("--steps: the last step is 100%");
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> ReasonsTouched(const v1::Policy& from, const v1::Policy& to) {
+  std::set<std::string> reasons;
+  auto add = [&](std::initializer_list<pc_reason> rs) {
+    for (pc_reason r : rs) reasons.insert(std::string(ReasonName(r)));
+  };
+  for (const policy::Change& c : policy::DiffPolicies(from, to)) {
+    const std::string& s = c.section;
+    if (s == "ports" || s == "failsafe" || absl::StartsWith(s, "sets")) {
+      add({PC_REASON_NOT_ALLOWLISTED, PC_REASON_PORT_CLOSED, PC_REASON_SYN_RATE_SOURCE,
+           PC_REASON_CONN_RATE_SOURCE});
+    } else if (s == "defaultAction") {
+      add({PC_REASON_PORT_CLOSED});
+    } else if (s == "blocklist") {
+      add({PC_REASON_BLOCKLIST});
+    } else if (s == "icmp") {
+      add({PC_REASON_ICMP_DENIED});
+    } else if (s == "fragments") {
+      add({PC_REASON_FRAGMENT});
+    } else if (absl::StartsWith(s, "rateLimits.syn")) {
+      add({PC_REASON_SYN_RATE_SOURCE, PC_REASON_SYN_RATE_GLOBAL});
+    } else if (absl::StartsWith(s, "rateLimits.connections")) {
+      add({PC_REASON_CONN_RATE_SOURCE});
+    } else if (absl::StartsWith(s, "rateLimits.icmp")) {
+      add({PC_REASON_ICMP_RATE_SOURCE});
+    } else {  // mode, destinations, anything new: every drop can move
+      for (unsigned r = PC_FIRST_DROP_REASON; r < PC_REASON_COUNT; ++r) {
+        reasons.insert(std::string(ReasonName(r)));
+      }
+    }
+  }
+  return {reasons.begin(), reasons.end()};
 }
 
 absl::StatusOr<std::map<std::string, std::string>> ParseLabels(absl::string_view text,

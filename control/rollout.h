@@ -40,4 +40,12 @@ std::vector<std::string> ChooseShare(std::vector<std::string> agents, uint32_t p
 // increasing, the last 100; at most 10.
 absl::Status CheckSteps(const std::vector<uint32_t>& steps);
 
+// The drop reasons a change from `from` to `to` can move, by the sections
+// it changes: what an automatic abort watches.
+std::vector<std::string> ReasonsTouched(const v1::Policy& from, const v1::Policy& to);
+
+// Drops below this rate (packets per second) never abort a rollout: a node
+// that dropped nothing before must not abort on its first few packets.
+inline constexpr double kDropRateFloor = 1.0;
+
 }  // namespace portcullis::control

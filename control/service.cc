@@ -3,6 +3,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -167,14 +168,29 @@ void ControlService::DeadlineLoop() {
     const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
     const bool confirm = live && AwaitsConfirmation(*live);
     const bool step = live && live->has_rollout() && live->rollout().next_step_unix_nanos() != 0;
-    if (!confirm && !step) {
+    const bool watch = live && live->has_rollout() && live->rollout().max_drop_increase() > 0;
+    if (!confirm && !step && !watch) {
       revert_cv_.wait(lock);
       continue;
     }
-    const absl::Time due = absl::FromUnixNanos(confirm ? live->confirm_by_unix_nanos()
-                                                       : live->rollout().next_step_unix_nanos());
+    if (watch) {
+      lock.unlock();
+      if (absl::Status s = WatchRollout(*live); !s.ok()) {
+        LogError("cannot abort a rollout whose drops rose",
+                 {{"version", live->version()}, {"error", std::string(s.message())}});
+      }
+      lock.lock();
+      if (live_.Live() != live) continue;  // aborted, or changed meanwhile
+    }
+    const absl::Time due = confirm ? absl::FromUnixNanos(live->confirm_by_unix_nanos())
+                           : step  ? absl::FromUnixNanos(live->rollout().next_step_unix_nanos())
+                                   : absl::InfiniteFuture();
     if (absl::Now() < due) {
-      revert_cv_.wait_for(lock, absl::ToChronoNanoseconds(due - absl::Now()));
+      // A watched rollout is looked at every second (agents report every
+      // few): its drops are compared as the reports come.
+      revert_cv_.wait_for(
+          lock, absl::ToChronoNanoseconds(watch ? std::min(due - absl::Now(), absl::Seconds(1))
+                                                : due - absl::Now()));
       continue;
     }
     lock.unlock();
@@ -189,6 +205,36 @@ void ControlService::DeadlineLoop() {
     }
     lock.lock();
   }
+}
+
+absl::Status ControlService::WatchRollout(const v1::PolicyVersion& live) {
+  const v1::Rollout& r = live.rollout();
+  for (const v1::AgentState& a : agents_->States()) {
+    if (!a.canary() || a.stale()) continue;
+    const std::string& node = a.status().node();
+    for (const std::string& reason : r.watched_reasons()) {
+      const std::optional<double> before = agents_->DropRate(node, r.stable_version(), {reason});
+      const std::optional<double> after = agents_->DropRate(node, r.version(), {reason});
+      if (!before || !after) continue;
+      const double bound = r.max_drop_increase() * std::max(*before, kDropRateFloor);
+      if (*after <= bound) continue;
+      const std::string why = absl::StrFormat(
+          "automatic abort: on node %s, drops by %s rose from %.1f/s (version %d) to %.1f/s "
+          "(version %d), over %gx",
+          node, reason, *before, r.stable_version(), *after, r.version(), r.max_drop_increase());
+      LogWarning("aborting a rollout: drops rose on a canary", {{"reason", why}});
+      auto stable = store_.Get(r.stable_version());
+      if (!stable.ok()) return stable.status();
+      CallScope call(*this, "AutoAbort");
+      auto aborted = MakeLive(call, {.policy = stable->policy(),
+                                     .reason = why,
+                                     .allow_failsafe_change = true,
+                                     .rollback_of = r.stable_version(),
+                                     .aborts_rollout = r.version()});
+      return absl::IsAborted(aborted.status()) ? absl::OkStatus() : aborted.status();
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> ControlService::LiveAgents() const {
@@ -408,6 +454,11 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
   if (change.canary) {
     *version.mutable_rollout() = *change.canary;
     version.mutable_rollout()->set_stable_version(live->version());
+    if (change.canary->max_drop_increase() > 0) {
+      for (std::string& r : ReasonsTouched(*live_policy, policy)) {
+        version.mutable_rollout()->add_watched_reasons(std::move(r));
+      }
+    }
     absl::StrAppend(
         &detail, "canary on ", DescribeTargets(*change.canary),
         change.canary->steps().empty()
@@ -564,6 +615,16 @@ grpc::ServerUnaryReactor* ControlService::Push(grpc::CallbackServerContext* ctx,
     canary.emplace();
     *canary->mutable_nodes() = request->nodes();
     *canary->mutable_node_selector() = request->node_selector();
+  }
+  if (request->max_drop_increase() != 0) {
+    if (!canary || !(request->max_drop_increase() > 1) || request->max_drop_increase() > 1e6) {
+      return call.Finish(call.Refuse(
+          "policy", absl::InvalidArgumentError(
+                        canary ? "--max-drop-increase: a factor above 1 (e.g. 5x)"
+                               : "--max-drop-increase watches a canary or staged rollout: give "
+                                 "--nodes, --node-selector or --steps")));
+    }
+    canary->set_max_drop_increase(request->max_drop_increase());
   }
   auto result =
       request->shadow()

@@ -154,6 +154,9 @@ class ControlService final : public v1::Control::CallbackService {
   // The staged rollout of `live` (as published) extends to its next step,
   // unless it changed meanwhile; the last step promotes it.
   absl::Status NextRolloutStep(const v1::PolicyVersion& live);
+  // Aborts the rollout of `live` (as published) when, on a canary node,
+  // drops by a watched reason rose past its bound (max_drop_increase).
+  absl::Status WatchRollout(const v1::PolicyVersion& live);
   // Non-stale agents' node names.
   std::vector<std::string> LiveAgents() const;
   // Stores `request`'s policy as the shadow candidate, under push_mu_.

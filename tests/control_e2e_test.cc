@@ -1069,5 +1069,44 @@ TEST_F(ControlE2eTest, AStagedRolloutExtendsItselfStepByStep) {
   EXPECT_THAT(bad.err, HasSubstr("the last step is 100%"));
 }
 
+// A staged rollout that closes the port a client uses aborts by itself: the
+// canary's port_closed drops rise past the bound, and every node goes back.
+TEST_F(ControlE2eTest, AStagedRolloutAbortsByItselfWhenDropsRiseOnItsCanary) {
+  const uint64_t v = StartWithPolicyA();
+  // Two reports on the live version from each agent: the rate before.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(Ctl("viewer", "status").out, "2 agents: 0 drifted, 0 stale");
+      },
+      std::chrono::seconds(5)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  std::string closed = kPolicyA;
+  closed.erase(closed.find("    - {ports: [80], proto: tcp, from: any}\n"),
+               std::string("    - {ports: [80], proto: tcp, from: any}\n").size());
+  const CommandResult staged =
+      Ctl("editor", absl::StrCat("push ", WritePolicy("c.yaml", closed),
+                                 " --steps 50%,100% --interval 120s --max-drop-increase 5x"
+                                 " --reason 'retire port 80'"));
+  ASSERT_EQ(staged.exit_code, 0) << staged.err;
+  std::string canary;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        canary = Enforces("ing", v + 1) ? "ing" : Enforces("node2", v + 1) ? "node2" : "";
+        return !canary.empty();
+      },
+      std::chrono::seconds(5)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a report on the canary version
+  SendSyns("cli", canary, 80, 300);                              // the client still uses port 80
+  ASSERT_TRUE(WaitFor([&] { return BothEnforce(v + 2); }, std::chrono::seconds(10)))
+      << Ctl("viewer", "status").out;
+  EXPECT_EQ(lab_->Get("cli", absl::StrCat("http://", lab_->Address(canary), "/"), 1), "200");
+  const std::string audit = Ctl("viewer", "audit").out;
+  EXPECT_THAT(audit,
+              HasSubstr(absl::StrCat("automatic abort: on node ", canary,
+                                     ", drops by port_closed rose from 0.0/s (version ", v, ")")));
+  EXPECT_THAT(audit, HasSubstr(absl::StrCat("aborted the rollout of version ", v + 1)));
+  EXPECT_THAT(Ctl("viewer", "status").out, Not(HasSubstr("rollout:")));
+}
+
 }  // namespace
 }  // namespace portcullis::testing

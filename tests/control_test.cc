@@ -394,6 +394,18 @@ TEST(RolloutTest, AStagedShareRoundsUpAndKeepsEveryNodeItChoseBefore) {
   EXPECT_EQ(ChooseShare(agents, 100).size(), 20u);
 }
 
+TEST(RolloutTest, AChangeWatchesTheDropReasonsItsSectionsCanMove) {
+  const v1::PolicyVersion a = Version(kPolicy, "a");
+  const v1::PolicyVersion ports = Version(Edit(kPolicy, "[80, 443]", "[80]"), "b");
+  EXPECT_EQ(ReasonsTouched(a.policy(), ports.policy()),
+            (std::vector<std::string>{"conn_rate_source", "not_allowlisted", "port_closed",
+                                      "syn_rate_source"}));
+  EXPECT_TRUE(ReasonsTouched(a.policy(), a.policy()).empty());
+  v1::Policy blocked = a.policy();
+  blocked.mutable_spec()->add_blocklist("198.18.9.0/24");
+  EXPECT_EQ(ReasonsTouched(a.policy(), blocked), (std::vector<std::string>{"blocklist"}));
+}
+
 TEST(RolloutTest, StepsIncreaseToAHundred) {
   EXPECT_TRUE(CheckSteps({10, 50, 100}).ok());
   for (const std::vector<uint32_t>& bad : std::vector<std::vector<uint32_t>>{
@@ -653,6 +665,47 @@ TEST(AgentRegistryTest, StalenessFollowsTheMonotonicClockAndDriftTheLiveHash) {
   EXPECT_TRUE(states[0].stale());
   EXPECT_FALSE(states[1].stale());
   // The wall clock plays no part: a registry is only as stale as its clock.
+}
+
+// A canary's drift is judged against the version it should run, and its
+// drop rates are per applied version, from its last two reports on each.
+TEST(AgentRegistryTest, CanariesAreJudgedByTheirVersionAndRatesArePerVersion) {
+  absl::Duration now = absl::Seconds(1000);
+  AgentRegistry agents(absl::Seconds(45), [&] { return now; });
+  v1::Rollout rollout;
+  rollout.add_nodes("a");
+  agents.SetExpected({.live_hash = "sha256:new", .stable_hash = "sha256:old", .rollout = rollout});
+  auto report = [&](const std::string& node, uint64_t version, const std::string& hash,
+                    uint64_t closed) {
+    v1::AgentStatus s;
+    s.set_node(node);
+    s.set_applied_version(version);
+    s.set_applied_hash(hash);
+    v1::CounterSummary* c = s.add_counters();
+    c->set_verdict("drop");
+    c->set_reason("port_closed");
+    c->set_packets(closed);
+    ASSERT_TRUE(agents.Report(s).ok());
+  };
+  report("a", 7, "sha256:old", 10);
+  report("b", 7, "sha256:old", 0);
+  now += absl::Seconds(2);
+  report("a", 7, "sha256:old", 14);  // 2/s before
+  EXPECT_EQ(agents.DropRate("a", 7, {"port_closed"}), 2.0);
+  EXPECT_FALSE(agents.DropRate("a", 8, {"port_closed"}).has_value()) << "no report on 8 yet";
+  EXPECT_FALSE(agents.DropRate("b", 7, {"port_closed"}).has_value()) << "one report only";
+  report("a", 8, "sha256:new", 14);
+  now += absl::Seconds(4);
+  report("a", 8, "sha256:new", 214);  // 50/s after
+  EXPECT_EQ(agents.DropRate("a", 8, {"port_closed"}), 50.0);
+  EXPECT_EQ(agents.DropRate("a", 8, {"blocklist"}), 0.0);
+  EXPECT_EQ(agents.DropRate("a", 7, {"port_closed"}), 2.0) << "kept beside the new version's";
+  const std::vector<v1::AgentState> states = agents.States();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_TRUE(states[0].canary());
+  EXPECT_FALSE(states[0].drifted()) << "a canary runs the new version";
+  EXPECT_FALSE(states[1].canary());
+  EXPECT_FALSE(states[1].drifted()) << "the others keep the old one";
 }
 
 // Reports of 25 MB each, and node names carrying terminal escapes, made
