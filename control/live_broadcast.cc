@@ -148,6 +148,11 @@ std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
   return live_;
 }
 
+std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Stable() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stable_;
+}
+
 std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::For(const v1::WatchRequest& request) const {
   if (live_ && live_->has_rollout() && stable_ &&
       !Selects(live_->rollout(), request.node(), request.node_labels())) {

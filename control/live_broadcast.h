@@ -33,6 +33,8 @@ class LiveBroadcast {
 
   // The live version; nullptr before the first push.
   std::shared_ptr<const v1::PolicyVersion> Live() const;
+  // While the live version is a canary: what the other nodes are sent.
+  std::shared_ptr<const v1::PolicyVersion> Stable() const;
   // Makes `version` live and offers it to every stream; a canary version
   // (version->rollout()) only to the streams of the nodes it selects, and
   // `stable` to the others.

@@ -39,6 +39,16 @@ std::string FormatUnixNanos(int64_t nanos) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixNanos(nanos), absl::UTCTimeZone());
 }
 
+// OK when `rollout` is in progress and is canary version `asked` (0: any).
+absl::Status IsCurrentRollout(const std::optional<v1::Rollout>& rollout, uint64_t asked) {
+  if (!rollout) return absl::FailedPreconditionError("no canary rollout is in progress");
+  if (asked != 0 && asked != rollout->version()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the canary in progress is version ", rollout->version(), ", not ", asked));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool AwaitsConfirmation(const v1::PolicyVersion& v) {
@@ -867,10 +877,8 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
     response->set_live_hash(live->content_hash());
     if (live->has_rollout()) *response->mutable_rollout() = live->rollout();
   }
-  {
-    std::lock_guard<std::mutex> lock(push_mu_);
-    if (stable_) response->set_stable_hash(stable_->content_hash());
-  }
+  // From the broadcast, not under push_mu_: status never waits for a push.
+  if (const auto stable = live_.Stable()) response->set_stable_hash(stable->content_hash());
   for (v1::AgentState& st : agents_->States()) *response->add_agents() = std::move(st);
   return call.Finish(absl::OkStatus());
 }
@@ -957,12 +965,8 @@ grpc::ServerUnaryReactor* ControlService::PromoteRollout(grpc::CallbackServerCon
         call.Refuse("policy", absl::InvalidArgumentError("a promotion needs a reason (--reason)")));
   }
   std::lock_guard<std::mutex> lock(push_mu_);
-  if (!rollout_ || (request->version() != 0 && request->version() != rollout_->version())) {
-    return call.Finish(call.Refuse(
-        "policy", absl::FailedPreconditionError(
-                      rollout_ ? absl::StrCat("the canary in progress is version ",
-                                              rollout_->version(), ", not ", request->version())
-                               : std::string("no canary rollout is in progress"))));
+  if (absl::Status s = IsCurrentRollout(rollout_, request->version()); !s.ok()) {
+    return call.Finish(call.Refuse("policy", s));
   }
   const uint64_t version = rollout_->version();
   const Caller& caller = call.caller();
@@ -999,13 +1003,9 @@ grpc::ServerUnaryReactor* ControlService::AbortRollout(grpc::CallbackServerConte
     rollout = rollout_;
     stable = stable_;
   }
-  if (!rollout || !stable ||
-      (request->version() != 0 && request->version() != rollout->version())) {
-    return call.Finish(call.Refuse(
-        "policy", absl::FailedPreconditionError(
-                      rollout ? absl::StrCat("the canary in progress is version ",
-                                             rollout->version(), ", not ", request->version())
-                              : std::string("no canary rollout is in progress"))));
+  if (absl::Status s = IsCurrentRollout(stable ? rollout : std::nullopt, request->version());
+      !s.ok()) {
+    return call.Finish(call.Refuse("policy", s));
   }
   // What the other nodes kept comes back on the canaries, as a new version
   // for all (so that versions only grow), failsafe rules included.
