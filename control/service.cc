@@ -233,18 +233,26 @@ absl::Status ControlService::WatchRollout(const v1::PolicyVersion& live) {
           "(version %d), over %gx",
           node, reason, *before, r.stable_version(), *after, r.version(), r.max_drop_increase());
       LogWarning("aborting a rollout: drops rose on a canary", {{"reason", why}});
-      auto stable = store_.Get(r.stable_version());
-      if (!stable.ok()) return stable.status();
       CallScope call(*this, "AutoAbort");
-      auto aborted = MakeLive(call, {.policy = stable->policy(),
-                                     .reason = why,
-                                     .allow_failsafe_change = true,
-                                     .rollback_of = r.stable_version(),
-                                     .aborts_rollout = r.version()});
+      auto aborted = Abort(call, r.version(), why);
       return absl::IsAborted(aborted.status()) ? absl::OkStatus() : aborted.status();
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PushResponse> ControlService::Abort(CallScope& call, uint64_t version,
+                                                       const std::string& reason) {
+  // What the other nodes kept comes back on the canaries, as a new version
+  // for all (so that versions only grow), failsafe rules included. MakeLive
+  // refuses it (Aborted) if `version` stopped being the rollout meanwhile.
+  const std::shared_ptr<const v1::PolicyVersion> stable = live_.Stable();
+  if (!stable) return absl::AbortedError("no canary rollout is in progress");
+  return MakeLive(call, {.policy = stable->policy(),
+                         .reason = reason,
+                         .allow_failsafe_change = true,
+                         .rollback_of = stable->version(),
+                         .aborts_rollout = version});
 }
 
 std::vector<std::string> ControlService::LiveAgents() const {
@@ -996,24 +1004,13 @@ grpc::ServerUnaryReactor* ControlService::AbortRollout(grpc::CallbackServerConte
     return call.Finish(
         call.Refuse("policy", absl::InvalidArgumentError("an abort needs a reason (--reason)")));
   }
+  const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
   std::optional<v1::Rollout> rollout;
-  std::shared_ptr<const v1::PolicyVersion> stable;
-  {
-    std::lock_guard<std::mutex> lock(push_mu_);
-    rollout = rollout_;
-    stable = stable_;
-  }
-  if (absl::Status s = IsCurrentRollout(stable ? rollout : std::nullopt, request->version());
-      !s.ok()) {
+  if (live && live->has_rollout()) rollout = live->rollout();
+  if (absl::Status s = IsCurrentRollout(rollout, request->version()); !s.ok()) {
     return call.Finish(call.Refuse("policy", s));
   }
-  // What the other nodes kept comes back on the canaries, as a new version
-  // for all (so that versions only grow), failsafe rules included.
-  auto result = MakeLive(call, {.policy = stable->policy(),
-                                .reason = request->reason(),
-                                .allow_failsafe_change = true,
-                                .rollback_of = stable->version(),
-                                .aborts_rollout = rollout->version()});
+  auto result = Abort(call, rollout->version(), request->reason());
   if (result.ok()) *response = *std::move(result);
   return call.Finish(result.status());
 }

@@ -157,6 +157,11 @@ class ControlService final : public v1::Control::CallbackService {
   // Aborts the rollout of `live` (as published) when, on a canary node,
   // drops by a watched reason rose past its bound (max_drop_increase).
   absl::Status WatchRollout(const v1::PolicyVersion& live);
+  // Ends the rollout of canary `version`: the version the other nodes run
+  // becomes live again, as a new version. The one abort of rollout abort
+  // and of the automatic abort.
+  absl::StatusOr<v1::PushResponse> Abort(CallScope& call, uint64_t version,
+                                         const std::string& reason);
   // Non-stale agents' node names.
   std::vector<std::string> LiveAgents() const;
   // Stores `request`'s policy as the shadow candidate, under push_mu_.
