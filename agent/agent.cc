@@ -98,6 +98,12 @@ absl::Status Agent::LoadDatapath() {
     return dp.status();
   }
   dp_ = *std::move(dp);
+  if (!dp_->cookies_unsupported().empty()) {
+    LogWarning(
+        "SYN cookies are not available on this node: a policy's rateLimits.syn.cookies is "
+        "judged as off here (portcullis_syn_cookies_supported 0)",
+        {{"reason", dp_->cookies_unsupported()}});
+  }
   return absl::OkStatus();
 }
 

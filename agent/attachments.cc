@@ -124,6 +124,11 @@ absl::Status Attachments::EnsurePoliced(const std::string& ifname) {
   // Re-created without its removal seen: the old index marks nothing now.
   if (previous != 0 && previous != ifindex) ForgetIndex(ifname, previous);
   RETURN_IF_ERROR(AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kEgress));
+  // Where XDP answers SYNs with cookies, their ACKs come back in here.
+  if (dp_.tc_cookie_prog_fd() >= 0) {
+    RETURN_IF_ERROR(
+        AttachTcFilter(dp_.tc_cookie_prog_fd(), ifname, datapath::TcDirection::kIngress));
+  }
   LogInfo(xdp->replaced ? "adopted XDP attachment, program replaced" : "attached XDP",
           {{"iface", ifname}, {"mode", xdp->mode}});
   return absl::OkStatus();

@@ -314,6 +314,26 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
   }
   out.push_back(std::move(shadow));
 
+  MetricFamily cookies{"portcullis_syn_cookies_total",
+                       "SYN cookies sent, and ACKs to a listener whose cookie was valid (handed "
+                       "to the listener) or invalid",
+                       MetricType::Counter,
+                       {}};
+  if (auto counts = datapath::ReadCookieCounts(dp_); counts.ok()) {
+    for (uint32_t r = 0; r < PC_COOKIE_RESULTS; ++r) {
+      cookies.metric.push_back(Value({{"result", std::string(kCookieResultNames[r])}},
+                                     static_cast<double>((*counts)[r]), true));
+    }
+  }
+  out.push_back(std::move(cookies));
+  MetricFamily supported{"portcullis_syn_cookies_supported",
+                         "1 when this node can answer SYNs with cookies (the kernel has "
+                         "bpf_sk_assign_tcp_reqsk); 0: cookies are off whatever the policy says",
+                         MetricType::Gauge,
+                         {}};
+  supported.metric.push_back(Value({}, dp_.tc_cookie_prog_fd() >= 0 ? 1.0 : 0.0, false));
+  out.push_back(std::move(supported));
+
   MetricFamily took{"portcullis_scrape_duration_seconds",
                     "Time this scrape took to read the datapath's maps (bucket and flow maps "
                     "are scanned at most once per cache interval)",

@@ -17,6 +17,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "cookie_maps.h"
 #include "portcullis/abi.h"
 
 /* ---- policy maps (both slots) ---- */

@@ -58,6 +58,8 @@ struct pc_packet {
 	__u16 dport; /* network byte order */
 	__u8 src[16];
 	__u8 dst[16];
+	__u16 l3_off; /* from the frame's start: the IP header */
+	__u16 l4_off; /* ... and the transport header */
 };
 
 struct pc_cursor {
@@ -306,6 +308,7 @@ static __noinline int pc_parse(void *data, void *data_end, struct pc_packet *p)
 	ret = pc_parse_eth(&c, &proto);
 	if (ret != PC_PARSE_OK)
 		return ret;
+	p->l3_off = c.pos - data;
 	if (proto == bpf_htons(ETH_P_IP))
 		ret = pc_parse_ipv4(&c, p, &l4_len);
 	else if (proto == bpf_htons(ETH_P_IPV6))
@@ -314,6 +317,7 @@ static __noinline int pc_parse(void *data, void *data_end, struct pc_packet *p)
 		return PC_PARSE_NON_IP;
 	if (ret != PC_PARSE_OK)
 		return ret;
+	p->l4_off = c.pos - data;
 	return pc_parse_l4(&c, p, l4_len);
 }
 

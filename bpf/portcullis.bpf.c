@@ -18,8 +18,13 @@ int portcullis_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct pc_result r = pc_judge(data, data_end, ctx->ingress_ifindex, PC_HOOK_XDP);
+	struct pc_packet p = {};
+	struct pc_result r = pc_judge(ctx, data, data_end, ctx->ingress_ifindex, PC_HOOK_XDP, &p);
 
+	/* A SYN-ACK that cannot be written (no room to grow the frame) leaves
+	 * the SYN unanswered, as a drop would. */
+	if (r.verdict == PC_VERDICT_COOKIE)
+		return pc_cookie_answer(ctx, &p) ? XDP_DROP : XDP_TX;
 	return r.verdict == PC_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 }
 
@@ -42,13 +47,14 @@ SEC("tc")
 int portcullis_tc_pod(struct __sk_buff *skb)
 {
 	__u32 from = skb->ingress_ifindex;
+	struct pc_packet p = {};
 	struct pc_result r;
 
 	if (from && bpf_map_lookup_elem(&xdp_ifaces, &from))
 		return TC_ACT_OK;
 	pc_pull_headers(skb);
-	r = pc_judge((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ifindex,
-		     PC_HOOK_TC);
+	r = pc_judge(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ifindex,
+		     PC_HOOK_TC, &p);
 	return r.verdict == PC_VERDICT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
 

@@ -132,7 +132,7 @@ static __always_inline void pc_record(const struct pc_packet *p, __u32 ifindex, 
 				      const struct pc_port_count *port_count)
 {
 	pc_count(ifindex, hook, r->verdict, r->reason, bytes);
-	if (r->verdict != PC_VERDICT_PASS) {
+	if (pc_reason_drops(r->reason)) { /* dropped, or audited */
 		pc_count_port(p, r->reason, port_count);
 		pc_sample(p, ifindex, hook, r->verdict, r->reason);
 	}

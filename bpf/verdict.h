@@ -15,6 +15,11 @@
 #include "ratelimit.h"
 #include "record.h"
 #include "shadow.h"
+#include "synack.h"
+
+/* pc_evaluate()'s flags. */
+#define PC_EVAL_COOKIE_OK 1u /* this SYN can be answered with a cookie here */
+#define PC_EVAL_SHADOW PC_SHADOW_BUCKET_TAG /* judged for the shadow: its own buckets */
 
 /* Which sets (and the blocklist) hold the source: exact hosts first, then the
  * longest prefix. The compiler folds enclosing prefixes into every entry.
@@ -123,14 +128,15 @@ static __always_inline int pc_rule_l4(__u8 proto)
 /* Evaluation order of PRODUCT.md, steps 3-14 (step 2's sources are the
  * parser's), for a parsed IP packet judged
  * by the policy in `slot`. *count says where a drop is counted by port.
- * A shadow evaluation (bucket_tag PC_SHADOW_BUCKET_TAG) takes tokens from
- * the shadow's own buckets and admits no UDP flow: it changes nothing the
- * live policy reads. */
+ * A shadow evaluation (PC_EVAL_SHADOW) takes tokens from the shadow's own
+ * buckets and admits no UDP flow: it changes nothing the live policy reads.
+ * Without PC_EVAL_COOKIE_OK, `cookies` is off for this packet. */
 __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u32 slot,
-			   struct pc_port_count *count, __u32 bucket_tag)
+			   struct pc_port_count *count, __u32 flags)
 {
 	static const struct pc_port_policy no_rule = {};
 	const struct pc_port_policy *port = &no_rule;
+	__u32 bucket_tag = flags & PC_EVAL_SHADOW;
 	int l4, is_syn;
 	pc_set_mask sets;
 	__s64 now;
@@ -214,6 +220,9 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 		struct pc_flow_key fk = {};
 		int new_flow = is_syn;
 		struct pc_bucket *b = NULL;
+		__u32 cookies = is_syn && (flags & PC_EVAL_COOKIE_OK) ?
+					cfg->flags & (PC_CFG_COOKIES_AUTO | PC_CFG_COOKIES_ALWAYS) :
+					0;
 
 		if (port->rate_override_id) {
 			__u32 idx = slot * PC_MAX_RATE_OVERRIDES +
@@ -232,9 +241,15 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 		}
 		if (!new_flow)
 			return PC_REASON_ALLOWED;
-		if (!(is_syn && (syn_rate->interval_ns || cfg->syn_global.interval_ns)) &&
+		if (!(is_syn &&
+		      (syn_rate->interval_ns || cfg->syn_global.interval_ns || cookies)) &&
 		    !conn_rate->interval_ns && p->proto != IPPROTO_UDP)
 			return PC_REASON_ALLOWED; /* no bucket applies: no clock read */
+		/* 12. A SYN answered with a cookie ends here: it takes no
+		 * connection token, and with no source SYN limit it creates no
+		 * bucket, so that a spoofed flood cannot fill the table. */
+		if ((cookies & PC_CFG_COOKIES_ALWAYS) && !syn_rate->interval_ns)
+			return PC_REASON_SYN_COOKIE;
 
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
@@ -244,10 +259,13 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 			if (is_syn && !pc_take_token(&b->syn_empty_at, syn_rate, now))
 				return PC_REASON_SYN_RATE_SOURCE;
 		}
+		if (cookies & PC_CFG_COOKIES_ALWAYS)
+			return PC_REASON_SYN_COOKIE;
 		if (is_syn && cfg->syn_global.interval_ns &&
 		    !pc_take_global_token(PC_GLOBAL_SYN_BUCKET, &cfg->syn_global, now,
 					  bucket_tag != 0))
-			return PC_REASON_SYN_RATE_GLOBAL;
+			return (cookies & PC_CFG_COOKIES_AUTO) ? PC_REASON_SYN_COOKIE :
+								 PC_REASON_SYN_RATE_GLOBAL;
 		if (conn_rate->interval_ns && b &&
 		    !pc_take_token(&b->conn_empty_at, conn_rate, now))
 			return PC_REASON_CONN_RATE_SOURCE;
@@ -261,32 +279,32 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 	return PC_REASON_ALLOWED;
 }
 
-/* The shadow candidate's reason for `p` (its verdict in *verdict), or
- * PC_REASON_COUNT when the slot holds no valid policy. */
-static __always_inline __u8 pc_judge_shadow(struct pc_packet *p, __u32 slot, __u8 *verdict)
+/* What the live policy does with `reason`. */
+static __always_inline __u8 pc_verdict_of(const struct pc_config *cfg, __u8 reason)
 {
-	struct pc_port_count ignored = {};
-	const struct pc_config *cfg = bpf_map_lookup_elem(&policy_config, &slot);
-	__u8 reason;
-
-	if (!cfg || !(cfg->flags & PC_CFG_VALID))
-		return PC_REASON_COUNT;
-	reason = pc_evaluate(p, cfg, slot, &ignored, PC_SHADOW_BUCKET_TAG);
-	*verdict = reason < PC_FIRST_DROP_REASON ? PC_VERDICT_PASS :
-		   (cfg->flags & PC_CFG_AUDIT)	 ? PC_VERDICT_AUDIT :
-						   PC_VERDICT_DROP;
-	return reason;
+	if (pc_reason_drops(reason))
+		return (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
+	if (reason == PC_REASON_SYN_COOKIE)
+		return (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_COOKIE;
+	return PC_VERDICT_PASS;
 }
 
-/* Judges one frame and records the verdict. The one entry for both hooks. */
-static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u32 ifindex,
-						 __u8 hook)
+static __always_inline int pc_cookies_on(const struct pc_config *cfg)
 {
-	struct pc_packet p = {};
+	return cfg && (cfg->flags & (PC_CFG_COOKIES_AUTO | PC_CFG_COOKIES_ALWAYS));
+}
+
+/* Judges one frame and records the verdict; *p is the parsed packet. The
+ * one entry for both hooks. Only XDP (`ctx` its context) answers SYNs with
+ * cookies: a listener behind a TC hook is in a pod's namespace, where the
+ * cookie's ACK is never seen. */
+static __always_inline struct pc_result pc_judge(void *ctx, void *data, void *data_end,
+						 __u32 ifindex, __u8 hook, struct pc_packet *p)
+{
 	struct pc_result r = { .reason = PC_REASON_NOT_POLICED, .verdict = PC_VERDICT_PASS };
-	const struct pc_config *cfg = NULL;
+	const struct pc_config *cfg = NULL, *shadow_cfg = NULL;
 	struct pc_port_count port_count = {};
-	__u32 zero = 0, slot = 0, shadow = 0;
+	__u32 zero = 0, slot = 0, shadow = 0, flags = 0;
 	__u8 shadow_reason = PC_REASON_COUNT, shadow_verdict = PC_VERDICT_PASS;
 	__u32 *active;
 	int parsed;
@@ -299,9 +317,16 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 		cfg = bpf_map_lookup_elem(&policy_config, &slot);
 		if (cfg && !(cfg->flags & PC_CFG_VALID))
 			cfg = NULL; /* no policy applied yet: nothing is policed */
+		if (cfg && shadow) {
+			__u32 other = slot ^ 1;
+
+			shadow_cfg = bpf_map_lookup_elem(&policy_config, &other);
+			if (shadow_cfg && !(shadow_cfg->flags & PC_CFG_VALID))
+				shadow_cfg = NULL;
+		}
 	}
 
-	parsed = pc_parse(data, data_end, &p);
+	parsed = pc_parse(data, data_end, p);
 	if (!cfg)
 		r.reason = PC_REASON_NOT_POLICED;
 	else if (parsed == PC_PARSE_NON_IP)
@@ -309,23 +334,34 @@ static __always_inline struct pc_result pc_judge(void *data, void *data_end, __u
 	else if (parsed == PC_PARSE_MALFORMED)
 		r.reason = PC_REASON_MALFORMED;
 	else {
+		/* A SYN is looked up only when some policy could answer it. */
+		if (hook == PC_HOOK_XDP && p->proto == IPPROTO_TCP &&
+		    (p->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN &&
+		    (pc_cookies_on(cfg) || pc_cookies_on(shadow_cfg)) && pc_cookie_state() &&
+		    pc_cookie_listener(ctx, p))
+			flags |= PC_EVAL_COOKIE_OK;
 		/* The shadow first: once the live policy admits a UDP flow, its
 		 * first datagram would look like a known flow to the shadow.
 		 * Non-IP and malformed frames are judged alike by any policy. */
-		if (shadow)
-			shadow_reason = pc_judge_shadow(&p, slot ^ 1, &shadow_verdict);
-		r.reason = pc_evaluate(&p, cfg, slot, &port_count, 0);
+		if (shadow_cfg) {
+			struct pc_port_count ignored = {};
+
+			shadow_reason = pc_evaluate(p, shadow_cfg, slot ^ 1, &ignored,
+						    flags | PC_EVAL_SHADOW);
+			shadow_verdict = pc_verdict_of(shadow_cfg, shadow_reason);
+		}
+		r.reason = pc_evaluate(p, cfg, slot, &port_count, flags);
 	}
 
-	if (r.reason >= PC_FIRST_DROP_REASON)
-		r.verdict = (cfg->flags & PC_CFG_AUDIT) ? PC_VERDICT_AUDIT : PC_VERDICT_DROP;
-	if (cfg)
+	if (cfg) {
+		r.verdict = pc_verdict_of(cfg, r.reason);
 		r.version = cfg->version;
+	}
 
 	if (shadow_reason != PC_REASON_COUNT)
-		pc_shadow_record(&p, r.verdict, r.reason, shadow_verdict, shadow_reason);
+		pc_shadow_record(p, r.verdict, r.reason, shadow_verdict, shadow_reason);
 
-	pc_record(&p, ifindex, hook, &r, data_end - data, &port_count);
+	pc_record(p, ifindex, hook, &r, data_end - data, &port_count);
 	return r;
 }
 

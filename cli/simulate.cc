@@ -17,8 +17,10 @@ namespace portcullis::cli {
 absl::StatusOr<SimulationResult> Simulate(const policy::CompiledPolicy& policy,
                                           const std::string& pcap_path, const Progress& progress) {
   ASSIGN_OR_RETURN(std::unique_ptr<PcapReader> reader, PcapReader::Open(pcap_path));
-  ASSIGN_OR_RETURN(std::unique_ptr<datapath::Datapath> dp,
-                   datapath::Datapath::Load({.use_user_clock = true, .record_last_verdict = true}));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<datapath::Datapath> dp,
+      datapath::Datapath::Load(
+          {.use_user_clock = true, .record_last_verdict = true, .assume_listeners = true}));
   datapath::PolicyInstaller installer(*dp);
   RETURN_IF_ERROR(installer.Install(policy, /*version=*/1));
   datapath::TestRunner runner(*dp);
@@ -65,7 +67,8 @@ std::string FormatJson(const SimulationResult& r) {
   absl::StrAppend(&out, "{\"summary\": {\"total\": ", r.packets.size(),
                   ", \"pass\": ", r.by_verdict[PC_VERDICT_PASS],
                   ", \"drop\": ", r.by_verdict[PC_VERDICT_DROP],
-                  ", \"audit\": ", r.by_verdict[PC_VERDICT_AUDIT], ", \"by_reason\": {");
+                  ", \"audit\": ", r.by_verdict[PC_VERDICT_AUDIT],
+                  ", \"cookie\": ", r.by_verdict[PC_VERDICT_COOKIE], ", \"by_reason\": {");
   bool first = true;
   for (int reason = 0; reason < PC_REASON_COUNT; ++reason) {
     if (r.by_reason[reason] == 0) continue;
@@ -94,8 +97,10 @@ std::string FormatTable(const SimulationResult& r, const std::string& pcap_path)
                    [&](int a, int b) { return r.by_reason[a] > r.by_reason[b]; });
   for (int reason : reasons) {
     absl::StrAppendFormat(&out, "  %-18s %-7s %10d %6.1f%%\n", ReasonName(reason),
-                          IsDropReason(reason) ? "drop" : "pass", r.by_reason[reason],
-                          pct(r.by_reason[reason]));
+                          IsDropReason(reason)             ? "drop"
+                          : reason == PC_REASON_SYN_COOKIE ? "cookie"
+                                                           : "pass",
+                          r.by_reason[reason], pct(r.by_reason[reason]));
   }
   if (r.truncated) {
     absl::StrAppendFormat(&out,

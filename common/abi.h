@@ -32,6 +32,7 @@ static_assert(sizeof(pc_sample) == 56);
 static_assert(sizeof(pc_last_verdict) == 16);
 static_assert(sizeof(pc_shadow_key) == 8);
 static_assert(sizeof(pc_shadow_source_key) == 24);
+static_assert(sizeof(pc_cookie_state) == 32);
 
 // The names of PRODUCT.md, each written beside its enum value, so that a
 // reason added to abi.h without a name here fails to compile (below) instead
@@ -56,6 +57,7 @@ inline constexpr ReasonEntry kReasonTable[] = {
     {PC_REASON_ICMP_DENIED, "icmp_denied"},
     {PC_REASON_MALFORMED, "malformed"},
     {PC_REASON_ICMP_RATE_SOURCE, "icmp_rate_source"},
+    {PC_REASON_SYN_COOKIE, "syn_cookie"},
 };
 
 // Every value below PC_REASON_COUNT is named exactly once, and no name is
@@ -85,8 +87,8 @@ inline constexpr std::array<absl::string_view, PC_REASON_COUNT> kReasonNames = [
   return names;
 }();
 
-inline constexpr std::array<absl::string_view, PC_VERDICT_COUNT> kVerdictNames = {"pass", "drop",
-                                                                                  "audit"};
+inline constexpr std::array<absl::string_view, PC_VERDICT_COUNT> kVerdictNames = {
+    "pass", "drop", "audit", "cookie"};
 inline constexpr std::array<absl::string_view, PC_HOOK_COUNT> kHookNames = {"xdp", "tc"};
 
 inline absl::string_view ReasonName(unsigned reason) {
@@ -98,6 +100,8 @@ inline absl::string_view VerdictName(unsigned verdict) {
 inline absl::string_view HookName(unsigned hook) {
   return hook < kHookNames.size() ? kHookNames[hook] : "unknown";
 }
-inline bool IsDropReason(unsigned reason) { return reason >= PC_FIRST_DROP_REASON; }
+inline bool IsDropReason(unsigned reason) { return pc_reason_drops(reason); }
+inline constexpr std::array<absl::string_view, PC_COOKIE_RESULTS> kCookieResultNames = {
+    "sent", "valid", "invalid"};
 
 }  // namespace portcullis

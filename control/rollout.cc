@@ -116,7 +116,7 @@ std::vector<std::string> ReasonsTouched(const v1::Policy& from, const v1::Policy
       add({PC_REASON_ICMP_RATE_SOURCE});
     } else {  // mode, destinations, anything new: every drop can move
       for (unsigned r = PC_FIRST_DROP_REASON; r < PC_REASON_COUNT; ++r) {
-        reasons.insert(std::string(ReasonName(r)));
+        if (IsDropReason(r)) reasons.insert(std::string(ReasonName(r)));
       }
     }
   }

@@ -148,6 +148,7 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& 
     if (!range.in_use) continue;
     // Drops only: the reasons before the first drop reason never count here.
     for (uint32_t reason = PC_FIRST_DROP_REASON; reason < PC_REASON_COUNT; ++reason) {
+      if (!IsDropReason(reason)) continue;
       const uint32_t index = row * PC_REASON_COUNT + reason;
       if (bpf_map_lookup_elem(dp.map_fd(Map::kNamedPortDrops), &index, values.data())) {
         return ErrnoStatus("bpf_map_lookup_elem", "named_port_drops", errno);
@@ -161,6 +162,20 @@ absl::StatusOr<std::vector<PortDropCount>> ReadPortDropCounters(const Datapath& 
           true,
           n});
     }
+  }
+  return out;
+}
+
+absl::StatusOr<std::array<uint64_t, PC_COOKIE_RESULTS>> ReadCookieCounts(const Datapath& dp) {
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return ErrnoStatus("libbpf_num_possible_cpus", "cookie_stats", cpus);
+  std::vector<uint64_t> values(static_cast<size_t>(cpus));
+  std::array<uint64_t, PC_COOKIE_RESULTS> out{};
+  for (uint32_t result = 0; result < PC_COOKIE_RESULTS; ++result) {
+    if (bpf_map_lookup_elem(dp.map_fd(Map::kCookieStats), &result, values.data())) {
+      return ErrnoStatus("bpf_map_lookup_elem", "cookie_stats", errno);
+    }
+    for (uint64_t v : values) out[result] += v;
   }
   return out;
 }

@@ -1,6 +1,8 @@
 // Reads the datapath's per-CPU counters, summed over CPUs.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,5 +55,9 @@ struct ShadowCounts {
 absl::StatusOr<ShadowCounts> ReadShadowCounts(const Datapath& dp);
 // Empties both shadow maps (a new candidate starts from zero).
 absl::Status ClearShadowCounts(const Datapath& dp);
+
+// portcullis_syn_cookies_total, indexed by enum pc_cookie_result, summed
+// over CPUs.
+absl::StatusOr<std::array<uint64_t, PC_COOKIE_RESULTS>> ReadCookieCounts(const Datapath& dp);
 
 }  // namespace portcullis::datapath

@@ -1,7 +1,9 @@
 #include "datapath/datapath.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include "common/abi.h"
 #include "common/status_macros.h"
 #include "portcullis_bpf.skel.h"
+#include "portcullis_cookie_bpf.skel.h"
 
 namespace portcullis::datapath {
 namespace {
@@ -132,6 +135,8 @@ absl::string_view MapName(Map m) {
       "named_port_drops",
       "shadow_transitions",
       "shadow_sources",
+      "syn_cookies",
+      "cookie_stats",
       "drop_samples",
       "user_clock",
       "last_verdict",
@@ -170,6 +175,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   rodata->sample_interval_ns =
       options.samples_per_second ? 1'000'000'000ULL / options.samples_per_second : 0;
   rodata->sample_burst = options.sample_burst;
+  rodata->assume_listeners = options.assume_listeners;
 
   if (!options.pin_dir.empty()) {
     struct bpf_map* map;
@@ -193,7 +199,64 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   const int outer = bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "pc_fence", 4, 4, 1, &outer_opts);
   if (outer < 0) return ErrnoStatus("bpf_map_create", "pc_fence", errno);
   dp->fence_outer_.Reset(outer);
+  if (absl::Status s = dp->LoadCookieCompleter(); !s.ok()) {
+    // Not fatal: SYNs are then judged as with cookies off.
+    dp->cookies_unsupported_ = std::string(s.message());
+    if (dp->cookie_skel_ != nullptr) portcullis_cookie_bpf__destroy(dp->cookie_skel_);
+    dp->cookie_skel_ = nullptr;
+    // A key left by an earlier agent would have XDP send cookies that
+    // nothing completes.
+    const __u32 zero = 0;
+    const pc_cookie_state none{};
+    bpf_map_update_elem(dp->map_fd(Map::kSynCookies), &zero, &none, BPF_ANY);
+  }
   return dp;
+}
+
+absl::Status SynCookiesSupported() {
+  struct btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) {
+    return absl::UnavailableError("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)");
+  }
+  const int id = btf__find_by_name_kind(vmlinux, "bpf_sk_assign_tcp_reqsk", BTF_KIND_FUNC);
+  btf__free(vmlinux);
+  if (id < 0) {
+    return absl::FailedPreconditionError(
+        "this kernel has no bpf_sk_assign_tcp_reqsk() (Linux 6.9 and later have it)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Datapath::LoadCookieCompleter() {
+  RETURN_IF_ERROR(SynCookiesSupported());
+  cookie_skel_ = portcullis_cookie_bpf__open();
+  if (cookie_skel_ == nullptr)
+    return ErrnoStatus("portcullis_cookie_bpf__open", "cookie.bpf.o", errno);
+  if (const int err = bpf_map__reuse_fd(cookie_skel_->maps.syn_cookies, map_fd(Map::kSynCookies))) {
+    return ErrnoStatus("bpf_map__reuse_fd", "syn_cookies", err);
+  }
+  if (const int err =
+          bpf_map__reuse_fd(cookie_skel_->maps.cookie_stats, map_fd(Map::kCookieStats))) {
+    return ErrnoStatus("bpf_map__reuse_fd", "cookie_stats", err);
+  }
+  if (const int err = portcullis_cookie_bpf__load(cookie_skel_)) {
+    return ErrnoStatus("portcullis_cookie_bpf__load", "cookie.bpf.o", err);
+  }
+  // The key stays as an earlier agent set it (pinned), so that cookies in
+  // flight across a restart stay valid; a new map gets a random one.
+  const __u32 zero = 0;
+  pc_cookie_state state{};
+  if (bpf_map_lookup_elem(map_fd(Map::kSynCookies), &zero, &state)) {
+    return ErrnoStatus("bpf_map_lookup_elem", "syn_cookies", errno);
+  }
+  if ((state.key[0] | state.key[1]) != 0) return absl::OkStatus();
+  if (getrandom(state.key, sizeof(state.key), 0) != sizeof(state.key)) {
+    return ErrnoStatus("getrandom", "syn_cookies", errno);
+  }
+  if (bpf_map_update_elem(map_fd(Map::kSynCookies), &zero, &state, BPF_ANY)) {
+    return ErrnoStatus("bpf_map_update_elem", "syn_cookies", errno);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Datapath::SetXdpInterface(uint32_t ifindex, bool judged) {
@@ -236,6 +299,7 @@ MapShape Datapath::shape(Map m) const {
 }
 
 Datapath::~Datapath() {
+  if (cookie_skel_ != nullptr) portcullis_cookie_bpf__destroy(cookie_skel_);
   if (skel_ != nullptr) portcullis_bpf__destroy(skel_);
 }
 
@@ -243,5 +307,8 @@ int Datapath::xdp_prog_fd() const { return bpf_program__fd(skel_->progs.portcull
 int Datapath::tc_pod_prog_fd() const { return bpf_program__fd(skel_->progs.portcullis_tc_pod); }
 int Datapath::tc_record_prog_fd() const {
   return bpf_program__fd(skel_->progs.portcullis_tc_record);
+}
+int Datapath::tc_cookie_prog_fd() const {
+  return cookie_skel_ != nullptr ? bpf_program__fd(cookie_skel_->progs.portcullis_tc_cookie) : -1;
 }
 }  // namespace portcullis::datapath

@@ -11,7 +11,8 @@
 #include "absl/strings/string_view.h"
 #include "datapath/bpf_util.h"
 
-struct portcullis_bpf;  // the bpftool-generated skeleton
+struct portcullis_bpf;         // the bpftool-generated skeletons
+struct portcullis_cookie_bpf;  // (cookie.bpf.c)
 struct bpf_map;
 
 namespace portcullis::datapath {
@@ -22,6 +23,9 @@ struct DatapathOptions {
   bool use_user_clock = false;
   // Record each packet's verdict in last_verdict (simulation and tests).
   bool record_last_verdict = false;
+  // Judge every SYN as if a listener were behind it (simulation and tests:
+  // the frames have no sockets behind them), for SYN cookies.
+  bool assume_listeners = false;
   // Drop samples sent to the ring buffer, at most this many per second.
   uint64_t samples_per_second = 100;
   uint64_t sample_burst = 100;
@@ -61,6 +65,8 @@ enum class Map {
   kNamedPortDrops,
   kShadowTransitions,
   kShadowSources,
+  kSynCookies,
+  kCookieStats,
   kDropSamples,
   kUserClock,
   kLastVerdict,
@@ -82,6 +88,10 @@ struct MapShape {
   uint32_t value_size;
   uint32_t max_entries;
 };
+
+// OK when this kernel can complete SYN cookies (it has the kfunc
+// bpf_sk_assign_tcp_reqsk, Linux 6.9+); otherwise an error that says why.
+absl::Status SynCookiesSupported();
 
 class Datapath {
  public:
@@ -111,6 +121,11 @@ class Datapath {
   int xdp_prog_fd() const;
   int tc_pod_prog_fd() const;     // judges, toward a pod (its interface's egress)
   int tc_record_prog_fd() const;  // records opened flows, where the node or a pod sends
+  // Completes SYN cookies, on a policed uplink's ingress; -1 where this
+  // kernel cannot (cookies_unsupported() says why), and then no SYN is
+  // answered with a cookie.
+  int tc_cookie_prog_fd() const;
+  const std::string& cookies_unsupported() const { return cookies_unsupported_; }
 
   int map_fd(Map m) const;
   MapShape shape(Map m) const;
@@ -132,7 +147,13 @@ class Datapath {
   explicit Datapath(const DatapathOptions& options) : options_(options) {}
 
   DatapathOptions options_;
+  // Loads cookie.bpf.c on the maps it shares, and gives SYN cookies their
+  // key; or records why not.
+  absl::Status LoadCookieCompleter();
+
   struct ::portcullis_bpf* skel_ = nullptr;
+  struct ::portcullis_cookie_bpf* cookie_skel_ = nullptr;
+  std::string cookies_unsupported_;
   std::array<struct bpf_map*, kMapCount> maps_{};
   // An ARRAY_OF_MAPS used only as a fence: updating it makes the kernel wait
   // for running BPF programs before the syscall returns.

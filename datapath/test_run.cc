@@ -33,8 +33,11 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
   if (bpf_map_update_elem(dp_.map_fd(Map::kLastVerdict), &zero, &unset, BPF_ANY)) {
     return ErrnoStatus("bpf_map_update_elem", "last_verdict", errno);
   }
-  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
-              .data_size_in = static_cast<__u32>(frame.size()), .repeat = 1);
+  // Room for a frame the program grows (a SYN-ACK over a short SYN).
+  std::vector<uint8_t> out(frame.size() + 256);
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(), .data_out = out.data(),
+              .data_size_in = static_cast<__u32>(frame.size()),
+              .data_size_out = static_cast<__u32>(out.size()), .repeat = 1);
   struct xdp_md xdp = {};
   struct __sk_buff skb = {};
   if (ingress_ifindex != 0) {
@@ -61,8 +64,9 @@ absl::StatusOr<Judgement> TestRunner::Run(absl::Span<const uint8_t> frame, pc_ho
   if (lv.verdict >= PC_VERDICT_COUNT || lv.reason >= PC_REASON_COUNT) {
     return absl::InternalError("the program returned without recording a verdict");
   }
+  out.resize(opts.data_size_out);
   return Judgement{opts.retval, static_cast<pc_verdict>(lv.verdict),
-                   static_cast<pc_reason>(lv.reason), lv.version};
+                   static_cast<pc_reason>(lv.reason), lv.version, std::move(out)};
 }
 
 absl::Status TestRunner::RunEgress(absl::Span<const uint8_t> frame) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -16,7 +17,8 @@ struct Judgement {
   uint32_t action;  // XDP_* or TC_ACT_*, as the program returned it
   pc_verdict verdict;
   pc_reason reason;
-  uint64_t version;  // policy version that judged the frame; 0 without a policy
+  uint64_t version;                // policy version that judged the frame; 0 without a policy
+  std::vector<uint8_t> frame_out;  // the frame as the program left it (a SYN-ACK for XDP_TX)
 };
 
 class TestRunner {

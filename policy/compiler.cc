@@ -308,6 +308,8 @@ void CompileConfig(const v1::PolicySpec& spec, CompiledPolicy& out) {
   if (spec.icmp() == v1::ACTION_DENY) cfg.flags |= PC_CFG_ICMP_DENY;
   if (spec.fragments() != v1::ACTION_ALLOW) cfg.flags |= PC_CFG_FRAGMENTS_DENY;
   if (spec.destinations_size() > 0) cfg.flags |= PC_CFG_HAS_DESTINATIONS;
+  if (limits.syn().cookies() == v1::COOKIES_AUTO) cfg.flags |= PC_CFG_COOKIES_AUTO;
+  if (limits.syn().cookies() == v1::COOKIES_ALWAYS) cfg.flags |= PC_CFG_COOKIES_ALWAYS;
   cfg.syn_per_source = ToBucket(limits.syn().per_source());
   cfg.syn_global = ToBucket(limits.syn().global());
   cfg.conn_per_source = ToBucket(limits.connections().per_source());

@@ -4,6 +4,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "policy/rules.h"
 #include "policy/text.h"
 
 namespace portcullis::policy {
@@ -107,6 +108,8 @@ std::vector<Change> DiffPolicies(const v1::Policy& from, const v1::Policy& to) {
                                  : std::string("(unset)");
   };
   DiffValue("rateLimits.syn.sourcePrefix", prefix(ra.syn()), prefix(rb.syn()), out);
+  DiffValue("rateLimits.syn.cookies", std::string(CookiesWord(ra.syn().cookies())),
+            std::string(CookiesWord(rb.syn().cookies())), out);
   DiffValue("rateLimits.connections.perSource",
             RateText(ra.connections().has_per_source(), ra.connections().per_source()),
             RateText(rb.connections().has_per_source(), rb.connections().per_source()), out);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "absl/strings/string_view.h"
 #include "common/abi.h"
@@ -63,6 +64,17 @@ inline v1::Rate DefaultIcmpPerSource() {
   r.set_rate(100);
   r.set_burst(200);
   return r;
+}
+
+// rateLimits.syn.cookies as the policy spells it: "off", "auto", "always";
+// unset reads as "off" (so that policies written before it keep their meaning).
+inline constexpr std::pair<absl::string_view, v1::Cookies> kCookiesWords[] = {
+    {"off", v1::COOKIES_OFF}, {"auto", v1::COOKIES_AUTO}, {"always", v1::COOKIES_ALWAYS}};
+inline absl::string_view CookiesWord(v1::Cookies c) {
+  for (const auto& [word, value] : kCookiesWords) {
+    if (value == c) return word;
+  }
+  return "off";
 }
 
 }  // namespace portcullis::policy

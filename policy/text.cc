@@ -128,6 +128,10 @@ std::string ToYaml(const v1::Policy& p) {
               << YAML::Key << "ipv4" << YAML::Value << rl.syn().source_prefix().ipv4() << YAML::Key
               << "ipv6" << YAML::Value << rl.syn().source_prefix().ipv6() << YAML::EndMap;
         }
+        if (rl.syn().cookies() != v1::COOKIES_UNSPECIFIED) {
+          out << YAML::Key << "cookies" << YAML::Value
+              << std::string(CookiesWord(rl.syn().cookies()));
+        }
         out << YAML::EndMap;
       }
       if (rl.has_connections()) {

@@ -344,6 +344,11 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
   if (limits.icmp().has_per_source()) {
     CheckRate(limits.icmp().per_source(), "spec.rateLimits.icmp.perSource", diags);
   }
+  if (limits.syn().cookies() == v1::COOKIES_AUTO && !limits.syn().has_global()) {
+    diags.Warning("spec.rateLimits.syn.cookies",
+                  "cookies: auto answers the SYNs over rateLimits.syn.global, which is not set: "
+                  "no SYN will be answered with a cookie");
+  }
   if (limits.syn().has_source_prefix()) {
     const v1::SourcePrefix& sp = limits.syn().source_prefix();
     // 0 is what an omitted field reads as; it means the default (32, 64).

@@ -19,7 +19,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "policy/limits.h"
+#include "policy/rules.h"
 #include "policy/yaml_tree.h"
 
 namespace portcullis::policy {
@@ -104,7 +106,7 @@ class Reader {
 
   template <typename Enum>
   std::optional<Enum> Word(const YamlNode& node, const std::string& path,
-                           std::initializer_list<std::pair<absl::string_view, Enum>> words) {
+                           absl::Span<const std::pair<absl::string_view, Enum>> words) {
     auto text = String(node, path);
     if (!text) return std::nullopt;
     for (const auto& [word, value] : words) {
@@ -220,9 +222,13 @@ class Reader {
            [&](const std::string& key, const YamlNode& v, const std::string& p) {
              if (key == "syn") {
                v1::SynLimits* syn = out->mutable_syn();
-               Fields(v, p, {"perSource", "global", "sourcePrefix"},
+               Fields(v, p, {"perSource", "global", "sourcePrefix", "cookies"},
                       [&](const std::string& k, const YamlNode& sv, const std::string& sp) {
-                        if (k == "perSource") {
+                        if (k == "cookies") {
+                          if (auto c = Word<v1::Cookies>(sv, sp, kCookiesWords)) {
+                            syn->set_cookies(*c);
+                          }
+                        } else if (k == "perSource") {
                           Rate(sv, sp, syn->mutable_per_source());
                         } else if (k == "global") {
                           Rate(sv, sp, syn->mutable_global());

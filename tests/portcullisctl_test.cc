@@ -175,7 +175,7 @@ TEST_F(PortcullisctlTest, SimulatePrintsOneJsonLinePerPacketThenTheSummary) {
             "{\"packet\": 2, \"verdict\": \"drop\", \"reason\": \"port_closed\"}\n"
             "{\"packet\": 3, \"verdict\": \"drop\", \"reason\": \"blocklist\"}\n"
             "{\"packet\": 4, \"verdict\": \"pass\", \"reason\": \"non_ip\"}\n"
-            "{\"summary\": {\"total\": 4, \"pass\": 2, \"drop\": 2, \"audit\": 0, "
+            "{\"summary\": {\"total\": 4, \"pass\": 2, \"drop\": 2, \"audit\": 0, \"cookie\": 0, "
             "\"by_reason\": {\"allowed\": 1, \"non_ip\": 1, \"blocklist\": 1, "
             "\"port_closed\": 1}}}\n");
 }
@@ -198,7 +198,7 @@ TEST_F(PortcullisctlTest, SimulateRunsRateLimitsOnCaptureTimestamps) {
             "{\"packet\": 2, \"verdict\": \"pass\", \"reason\": \"allowed\"}\n"
             "{\"packet\": 3, \"verdict\": \"drop\", \"reason\": \"syn_rate_source\"}\n"
             "{\"packet\": 4, \"verdict\": \"pass\", \"reason\": \"allowed\"}\n"
-            "{\"summary\": {\"total\": 4, \"pass\": 3, \"drop\": 1, \"audit\": 0, "
+            "{\"summary\": {\"total\": 4, \"pass\": 3, \"drop\": 1, \"audit\": 0, \"cookie\": 0, "
             "\"by_reason\": {\"allowed\": 3, \"syn_rate_source\": 1}}}\n");
 }
 

@@ -45,9 +45,10 @@ inline void ClearMap(int fd, size_t key_size) {
 // deltas.
 class DatapathTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { LoadSuite({.use_user_clock = true, .record_last_verdict = true}); }
+  static void LoadSuite(const datapath::DatapathOptions& options) {
     if (geteuid() != 0) return;
-    auto dp = datapath::Datapath::Load({.use_user_clock = true, .record_last_verdict = true});
+    auto dp = datapath::Datapath::Load(options);
     ASSERT_TRUE(dp.ok()) << dp.status();
     dp_ = *std::move(dp);
     installer_ = std::make_unique<datapath::PolicyInstaller>(*dp_);
@@ -83,7 +84,7 @@ class DatapathTest : public ::testing::Test {
   datapath::Judgement Run(const std::vector<uint8_t>& frame, pc_hook hook = PC_HOOK_XDP) {
     auto j = runner_->Run(frame, hook);
     EXPECT_TRUE(j.ok()) << j.status();
-    return j.ok() ? *j : datapath::Judgement{~0u, PC_VERDICT_COUNT, PC_REASON_COUNT, 0};
+    return j.ok() ? *j : datapath::Judgement{~0u, PC_VERDICT_COUNT, PC_REASON_COUNT, 0, {}};
   }
   datapath::Judgement Run(const Frame& frame) { return Run(frame.Build()); }
 

@@ -47,12 +47,18 @@ std::vector<uint8_t> Frame::Build() const {
   if (first_fragment && proto == IPPROTO_TCP) {
     Put16(l4, sport);
     Put16(l4, dport);
-    for (int i = 0; i < 8; ++i) l4.push_back(i == 3 ? 1 : 0);  // seq=1, ack=0
-    l4.push_back(5 << 4);                                      // doff
+    for (uint32_t word : {tcp_seq, tcp_ack}) {
+      Put16(l4, static_cast<uint16_t>(word >> 16));
+      Put16(l4, static_cast<uint16_t>(word));
+    }
+    const size_t words = (tcp_options.size() + 3) / 4;
+    l4.push_back(static_cast<uint8_t>((5 + words) << 4));  // doff
     l4.push_back(tcp_flags);
     Put16(l4, 65535);  // window
     Put16(l4, 0);      // checksum
     Put16(l4, 0);      // urgent
+    l4.insert(l4.end(), tcp_options.begin(), tcp_options.end());
+    l4.resize(20 + words * 4, 0);
   } else if (first_fragment && proto == IPPROTO_UDP) {
     Put16(l4, sport);
     Put16(l4, dport);

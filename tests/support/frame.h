@@ -30,6 +30,8 @@ struct Frame {
   uint8_t proto = 0;
   uint16_t sport = 0, dport = 0;
   uint8_t tcp_flags = 0;
+  uint32_t tcp_seq = 1, tcp_ack = 0;
+  std::vector<uint8_t> tcp_options;  // as sent; padded with EOL to 4-byte words
   uint8_t icmp_type = 0, icmp_code = 0;
   size_t payload = 0;
 

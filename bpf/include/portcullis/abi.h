@@ -37,17 +37,26 @@ enum pc_reason {
 	PC_REASON_ICMP_DENIED = 12,
 	PC_REASON_MALFORMED = 13,
 	PC_REASON_ICMP_RATE_SOURCE = 14,
-	PC_REASON_COUNT = 15,
+	/* cookie: a SYN answered by Portcullis with a SYN cookie (step 12) */
+	PC_REASON_SYN_COOKIE = 15,
+	PC_REASON_COUNT = 16,
 };
 
-/* Reasons below this value pass; the rest drop (or are audited). */
+/* Reasons below this value pass; the rest drop (or are audited), except
+ * syn_cookie, which came later and keeps the next number. */
 #define PC_FIRST_DROP_REASON PC_REASON_BLOCKLIST
+
+static inline int pc_reason_drops(unsigned int reason)
+{
+	return reason >= PC_FIRST_DROP_REASON && reason != PC_REASON_SYN_COOKIE;
+}
 
 enum pc_verdict {
 	PC_VERDICT_PASS = 0,
 	PC_VERDICT_DROP = 1,
-	PC_VERDICT_AUDIT = 2, /* would have dropped; passed because mode=audit */
-	PC_VERDICT_COUNT = 3,
+	PC_VERDICT_AUDIT = 2, /* would have dropped or answered; passed because mode=audit */
+	PC_VERDICT_COOKIE = 3, /* answered with a SYN cookie (XDP_TX); the SYN goes no further */
+	PC_VERDICT_COUNT = 4,
 };
 
 enum pc_hook {
@@ -214,6 +223,9 @@ struct pc_rate_override {
 #define PC_CFG_SRC_V4_PREFIX (1u << 7)
 #define PC_CFG_SRC_V6_EXACT (1u << 8)
 #define PC_CFG_SRC_V6_PREFIX (1u << 9)
+/* rateLimits.syn.cookies: auto (over the global bucket) or always. */
+#define PC_CFG_COOKIES_AUTO (1u << 10)
+#define PC_CFG_COOKIES_ALWAYS (1u << 11)
 
 /* Policy-wide settings; policy_config[slot]. */
 struct pc_config {
@@ -387,5 +399,33 @@ struct pc_last_verdict {
 	__u32 reason;
 	__u64 version;
 };
+
+/* ---- SYN cookies (bpf/cookie.h) ---- */
+
+/* syn_cookies[0]: the key of the cookie hash, written once by the agent
+ * (an all-zero key answers no SYN), and when a cookie was last sent (the TC
+ * side looks at ACKs only for a while after). */
+struct pc_cookie_state {
+	__u64 key[2];
+	__s64 last_sent_at;
+	__u64 pad;
+};
+
+/* cookie_stats[result]: per-CPU counts, portcullis_syn_cookies_total. */
+enum pc_cookie_result {
+	PC_COOKIE_SENT = 0,
+	PC_COOKIE_VALID = 1, /* an ACK with a valid cookie, handed to its listener */
+	PC_COOKIE_INVALID = 2, /* an ACK to a listener, no connection, no valid cookie */
+	PC_COOKIE_RESULTS = 3,
+};
+
+/* A cookie carries the time slot it was minted in (2^36 ns, about 69 s):
+ * one from this slot or the one before is valid, so for 69-137 s. */
+#define PC_COOKIE_SLOT_SHIFT 36
+/* ACKs are looked at for this long after the last cookie sent. */
+#define PC_COOKIE_ACK_WINDOW_NS (2ULL << PC_COOKIE_SLOT_SHIFT)
+/* The window scale Portcullis offers in its SYN-ACK; the listener's
+ * connection is created with it. */
+#define PC_COOKIE_RCV_WSCALE 7
 
 #endif /* PORTCULLIS_ABI_H */
