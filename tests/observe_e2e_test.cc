@@ -224,6 +224,8 @@ scrape_configs:
       "portcullis_scrape_duration_seconds",
       "portcullis_shadow_packets_total",
       "portcullis_sync_errors_total",
+      "portcullis_syn_cookies_supported",
+      "portcullis_syn_cookies_total",
       "portcullis_xdp_attached",
   };
   EXPECT_EQ(portcullis, expected) << names;
