@@ -130,6 +130,23 @@ static __always_inline void pc_synack_tcp_fill(struct pc_synack_tcp *t, const st
 	}
 }
 
+/* Copies the SYN-ACK's TCP header (tcp_len bytes: all of t, or its bare
+ * header) to `at`. */
+static __always_inline int pc_synack_put(void *at, void *data_end, const struct pc_synack_tcp *t,
+					 __u32 tcp_len)
+{
+	if (tcp_len == sizeof(*t)) {
+		if (at + sizeof(*t) > data_end)
+			return -1;
+		__builtin_memcpy(at, t, sizeof(*t));
+		return 0;
+	}
+	if (at + sizeof(t->th) > data_end)
+		return -1;
+	__builtin_memcpy(at, &t->th, sizeof(t->th));
+	return 0;
+}
+
 /* The SYN's options and ISN (its TCP header at l4); 0 on success. Apart
  * from pc_cookie_answer(), so that the two stack frames stay small. */
 static __noinline int pc_syn_options(struct xdp_md *ctx, __u32 l4, struct pc_tcp_opts *o,
@@ -162,7 +179,8 @@ static __noinline int pc_cookie_answer(struct xdp_md *ctx, const struct pc_packe
 	const struct pc_cookie_state *st = pc_cookie_state();
 	struct pc_tcp_opts o = {};
 	struct pc_synack_tcp t;
-	__u32 l3 = p->l3_off, l4 = p->l4_off, ip_len, addr_len, client_isn = 0, cookie, zero = 0;
+	__u32 l3 = p->l3_off, l4 = p->l4_off, ip_len, tcp_len, addr_len, client_isn = 0, cookie;
+	__u32 zero = 0;
 	__be32 proto_len;
 	__s64 now = pc_now(), sum, frame_len;
 	void *data, *data_end;
@@ -172,28 +190,40 @@ static __noinline int pc_cookie_answer(struct xdp_md *ctx, const struct pc_packe
 	if (!st || l3 > PC_MAX_L3_OFF || l4 > PC_TC_PULL_BYTES ||
 	    pc_syn_options(ctx, l4, &o, &client_isn))
 		return -1;
-	cookie = pc_cookie_make(p, client_isn, &o, now, st);
-	pc_synack_tcp_fill(&t, p, client_isn, cookie, &o, pc_synack_mss(ctx, p->family), now);
-
-	/* The pseudo-header: both addresses (a ones' complement sum does not
-	 * care which is which), the protocol and the TCP length. */
 	ip_len = p->family == PC_FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
-	addr_len = p->family == PC_FAMILY_V4 ? 4 : 16;
-	proto_len = bpf_htonl(IPPROTO_TCP << 16 | sizeof(t));
-	sum = bpf_csum_diff(0, 0, (__be32 *)p->src, addr_len, 0);
-	sum = bpf_csum_diff(0, 0, (__be32 *)p->dst, addr_len, sum);
-	sum = bpf_csum_diff(0, 0, &proto_len, sizeof(proto_len), sum);
-	sum = bpf_csum_diff(0, 0, (__be32 *)&t, sizeof(t), sum);
-	t.th.check = pc_csum_fold(sum);
-
+	tcp_len = sizeof(t);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	frame_len = data_end - data;
 	/* A full-width difference: clang would otherwise do 32-bit pointer
 	 * arithmetic, which the verifier refuses. */
 	asm volatile("" : "+r"(frame_len));
-	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + sizeof(t)) - (int)frame_len))
-		return -1;
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + tcp_len) - (int)frame_len)) {
+		/* No room to grow the frame (a short SYN, on a veth): a bare
+		 * header always fits, with a cookie that says no options were
+		 * answered. */
+		o.sack_ok = 0;
+		o.wscale = PC_COOKIE_NO_WSCALE;
+		o.has_ts = 0;
+		tcp_len = sizeof(struct tcphdr);
+		if (bpf_xdp_adjust_tail(ctx, (int)(l3 + ip_len + tcp_len) - (int)frame_len))
+			return -1;
+	}
+	cookie = pc_cookie_make(p, client_isn, &o, now, st);
+	pc_synack_tcp_fill(&t, p, client_isn, cookie, &o, pc_synack_mss(ctx, p->family), now);
+	t.th.doff = tcp_len / 4;
+
+	/* The pseudo-header: both addresses (a ones' complement sum does not
+	 * care which is which), the protocol and the TCP length. */
+	addr_len = p->family == PC_FAMILY_V4 ? 4 : 16;
+	proto_len = bpf_htonl(IPPROTO_TCP << 16 | tcp_len);
+	sum = bpf_csum_diff(0, 0, (__be32 *)p->src, addr_len, 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)p->dst, addr_len, sum);
+	sum = bpf_csum_diff(0, 0, &proto_len, sizeof(proto_len), sum);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&t, tcp_len == sizeof(t) ? sizeof(t) : sizeof(t.th),
+			    sum);
+	t.th.check = pc_csum_fold(sum);
+
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
@@ -207,12 +237,12 @@ static __noinline int pc_cookie_answer(struct xdp_md *ctx, const struct pc_packe
 	if (p->family == PC_FAMILY_V4) {
 		struct iphdr *ip = data + l3;
 
-		if ((void *)(ip + 1) + sizeof(t) > data_end)
+		if ((void *)(ip + 1) > data_end)
 			return -1;
 		ip->version = 4;
 		ip->ihl = 5;
 		ip->tos = 0;
-		ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(t));
+		ip->tot_len = bpf_htons(sizeof(*ip) + tcp_len);
 		ip->id = 0;
 		ip->frag_off = bpf_htons(PC_IP_DF);
 		ip->ttl = PC_SYNACK_TTL;
@@ -221,20 +251,22 @@ static __noinline int pc_cookie_answer(struct xdp_md *ctx, const struct pc_packe
 		__builtin_memcpy(&ip->saddr, p->dst, 4);
 		__builtin_memcpy(&ip->daddr, p->src, 4);
 		ip->check = pc_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
-		__builtin_memcpy(ip + 1, &t, sizeof(t));
+		if (pc_synack_put(ip + 1, data_end, &t, tcp_len))
+			return -1;
 	} else {
 		struct ipv6hdr *ip6 = data + l3;
 
-		if ((void *)(ip6 + 1) + sizeof(t) > data_end)
+		if ((void *)(ip6 + 1) > data_end)
 			return -1;
 		__builtin_memset(ip6, 0, 4);
 		ip6->version = 6;
-		ip6->payload_len = bpf_htons(sizeof(t));
+		ip6->payload_len = bpf_htons(tcp_len);
 		ip6->nexthdr = IPPROTO_TCP;
 		ip6->hop_limit = PC_SYNACK_TTL;
 		__builtin_memcpy(&ip6->saddr, p->dst, 16);
 		__builtin_memcpy(&ip6->daddr, p->src, 16);
-		__builtin_memcpy(ip6 + 1, &t, sizeof(t));
+		if (pc_synack_put(ip6 + 1, data_end, &t, tcp_len))
+			return -1;
 	}
 
 	pc_cookie_count(PC_COOKIE_SENT);

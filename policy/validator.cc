@@ -344,13 +344,6 @@ void Validate(const v1::Policy& policy, Diagnostics& diags) {
   if (limits.icmp().has_per_source()) {
     CheckRate(limits.icmp().per_source(), "spec.rateLimits.icmp.perSource", diags);
   }
-  if (limits.syn().cookies() == v1::COOKIES_AUTO || limits.syn().cookies() == v1::COOKIES_ALWAYS) {
-    // docs/ARCHITECTURE.md "SYN cookies": the SYN-ACK is tested in the
-    // kernel program, the completion on a real listener not yet end to end.
-    diags.Warning("spec.rateLimits.syn.cookies",
-                  "SYN cookies are experimental: connections completed through a cookie are not "
-                  "yet verified end to end; try them in audit mode or with auto first");
-  }
   if (limits.syn().cookies() == v1::COOKIES_AUTO && !limits.syn().has_global()) {
     diags.Warning("spec.rateLimits.syn.cookies",
                   "cookies: auto answers the SYNs over rateLimits.syn.global, which is not set: "
