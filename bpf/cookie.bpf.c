@@ -44,28 +44,6 @@ struct sock {
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
 				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
 
-static __always_inline __u32 pc_tuple_of(const struct pc_packet *p, struct bpf_sock_tuple *tuple)
-{
-	struct bpf_sock_tuple t = {};
-	__u32 size;
-
-	if (p->family == PC_FAMILY_V4) {
-		__builtin_memcpy(&t.ipv4.saddr, p->src, 4);
-		__builtin_memcpy(&t.ipv4.daddr, p->dst, 4);
-		t.ipv4.sport = p->sport;
-		t.ipv4.dport = p->dport;
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, p->src, 16);
-		__builtin_memcpy(t.ipv6.daddr, p->dst, 16);
-		t.ipv6.sport = p->sport;
-		t.ipv6.dport = p->dport;
-		size = sizeof(t.ipv6);
-	}
-	*tuple = t;
-	return size;
-}
-
 /* Checks the ACK `p` (parsed from skb), to a listener and of no
  * connection, for a cookie; hands it to the listener on a valid one. */
 static __always_inline void pc_cookie_complete(struct __sk_buff *skb, const struct pc_packet *p,
@@ -145,7 +123,7 @@ int portcullis_tc_cookie(struct __sk_buff *skb)
 	/* This lookup also finds request, established and time-wait sockets:
 	 * only when it finds the listener does the ACK belong to no
 	 * connection (a cookie's, or none). */
-	size = pc_tuple_of(&p, &tuple);
+	size = pc_sock_tuple(&p, &tuple);
 	skc = bpf_skc_lookup_tcp(skb, &tuple, size, BPF_F_CURRENT_NETNS, 0);
 	if (!skc)
 		return TC_ACT_OK;

@@ -189,6 +189,25 @@ static __always_inline __u16 pc_cookie_mss(__u8 family, __u32 index)
 	return index == 3 ? 1440 : index == 2 ? 1420 : index == 1 ? 1280 : 1220;
 }
 
+/* The lookup tuple of the connection `p` opens (or belongs to), as seen on
+ * ingress; returns its size. */
+static __always_inline __u32 pc_sock_tuple(const struct pc_packet *p, struct bpf_sock_tuple *t)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	if (p->family == PC_FAMILY_V4) {
+		__builtin_memcpy(&t->ipv4.saddr, p->src, 4);
+		__builtin_memcpy(&t->ipv4.daddr, p->dst, 4);
+		t->ipv4.sport = p->sport;
+		t->ipv4.dport = p->dport;
+		return sizeof(t->ipv4);
+	}
+	__builtin_memcpy(t->ipv6.saddr, p->src, 16);
+	__builtin_memcpy(t->ipv6.daddr, p->dst, 16);
+	t->ipv6.sport = p->sport;
+	t->ipv6.dport = p->dport;
+	return sizeof(t->ipv6);
+}
+
 static __always_inline const struct pc_cookie_state *pc_cookie_state(void)
 {
 	__u32 zero = 0;

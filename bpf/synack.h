@@ -36,26 +36,14 @@ _Static_assert(sizeof(struct pc_synack_tcp) == sizeof(struct tcphdr) + PC_SYNACK
  * cookie is only worth sending where the TC program can complete it. */
 static __always_inline int pc_cookie_listener(void *ctx, const struct pc_packet *p)
 {
-	struct bpf_sock_tuple t = {};
+	struct bpf_sock_tuple t;
 	struct bpf_sock *sk;
 	__u32 size;
 	int listening;
 
 	if (assume_listeners)
 		return 1;
-	if (p->family == PC_FAMILY_V4) {
-		__builtin_memcpy(&t.ipv4.saddr, p->src, 4);
-		__builtin_memcpy(&t.ipv4.daddr, p->dst, 4);
-		t.ipv4.sport = p->sport;
-		t.ipv4.dport = p->dport;
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.saddr, p->src, 16);
-		__builtin_memcpy(t.ipv6.daddr, p->dst, 16);
-		t.ipv6.sport = p->sport;
-		t.ipv6.dport = p->dport;
-		size = sizeof(t.ipv6);
-	}
+	size = pc_sock_tuple(p, &t);
 	sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;

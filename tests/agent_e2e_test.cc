@@ -156,6 +156,19 @@ class AgentE2eTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
+  // How many of `n` requests from the client to the ingress's port 443,
+  // one after the other with 2 s each, got a 200.
+  int ClientSuccesses(int n) {
+    const CommandResult r = lab_->In(
+        "cli", absl::StrCat("ok=0; for i in $(seq ", n,
+                            "); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
+                            "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; "
+                            "echo $ok"));
+    int ok = -1;
+    EXPECT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &ok)) << r.out << r.err;
+    return ok;
+  }
+
   std::string Log() {
     std::ifstream in(log_);
     std::stringstream s;
@@ -238,13 +251,8 @@ TEST_F(AgentE2eTest, SynFloodIsLimitedWhileClientsAreServed) {
   Process flood({"ip", "netns", "exec", lab_->Ns("atk"), kSynSend, "198.18.66.6", "198.18.0.10",
                  "443", "200000", "30"},
                 lab_->tmp() + "/flood.log");
-  const CommandResult client = lab_->In(
-      "cli",
-      "ok=0; for i in $(seq 200); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
-      "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; echo $ok");
+  const int ok = ClientSuccesses(200);
   EXPECT_EQ(flood.Wait(), 0) << "the flood did not send its 200000 SYNs";
-  int ok = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(client.out), &ok)) << client.out;
   EXPECT_GE(ok, 198) << "fewer than 99% of the client's requests succeeded";
   // 200k SYNs from one source against 100/s with a burst of 200: nearly all limited.
   EXPECT_GE(Packets("drop", "syn_rate_source") - limited, 190000);
@@ -310,13 +318,8 @@ TEST_F(AgentE2eTest, ASpoofedSynFloodIsAnsweredWithCookiesWhileClientsAreServed)
   Process flood({"ip", "netns", "exec", lab_->Ns("atk"), kSynSend, "198.19.0.0/16", "198.18.0.10",
                  "443", "150000", "30"},
                 lab_->tmp() + "/spoofed.log");
-  const CommandResult client = lab_->In(
-      "cli",
-      "ok=0; for i in $(seq 200); do c=$(curl -s -o /dev/null -w %{http_code} --max-time 2 "
-      "http://198.18.0.10:443/); [ \"$c\" = 200 ] && ok=$((ok+1)); done; echo $ok");
+  const int ok = ClientSuccesses(200);
   EXPECT_EQ(flood.Wait(), 0) << "the flood did not send its 150000 SYNs";
-  int ok = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(client.out), &ok)) << client.out;
   EXPECT_GE(ok, 198) << "fewer than 99% of the client's requests succeeded";
   EXPECT_GE(Packets("cookie", "syn_cookie"), 100000) << "the flood was answered with cookies";
   EXPECT_EQ(Packets("drop", "syn_rate_global"), 0);
