@@ -202,6 +202,30 @@ TEST_F(PortcullisctlTest, SimulateRunsRateLimitsOnCaptureTimestamps) {
             "\"by_reason\": {\"allowed\": 3, \"syn_rate_source\": 1}}}\n");
 }
 
+// A spoofed flood on a capture: with cookies: auto, what is over the global
+// budget is shown as answered with a cookie, not dropped.
+TEST_F(PortcullisctlTest, SimulateShowsSynsAnsweredWithCookies) {
+  RequireRoot();
+  const std::string pcap = dir_.File("spoofed.pcap");
+  {
+    auto w = PcapWriter::Create(pcap);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (int i = 1; i <= 3; ++i) {
+      (*w)->Write(7'000'000'000ULL, Syn(absl::StrCat("198.19.0.", i), "198.18.0.10", 443).Build());
+    }
+  }
+  std::string policy = kPolicy;
+  policy += "      global: {rate: 1, burst: 1}\n      cookies: auto\n";
+  CommandResult r = Simulate(dir_.Write("p.yaml", policy), pcap);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "{\"packet\": 1, \"verdict\": \"pass\", \"reason\": \"allowed\"}\n"
+            "{\"packet\": 2, \"verdict\": \"cookie\", \"reason\": \"syn_cookie\"}\n"
+            "{\"packet\": 3, \"verdict\": \"cookie\", \"reason\": \"syn_cookie\"}\n"
+            "{\"summary\": {\"total\": 3, \"pass\": 1, \"drop\": 0, \"audit\": 0, \"cookie\": 2, "
+            "\"by_reason\": {\"allowed\": 1, \"syn_cookie\": 2}}}\n");
+}
+
 TEST_F(PortcullisctlTest, SimulateTableSummarisesByReason) {
   RequireRoot();
   const std::string pcap = dir_.File("demo.pcap");
