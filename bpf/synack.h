@@ -73,7 +73,8 @@ static __always_inline __u16 pc_synack_mss(struct xdp_md *ctx, __u8 family)
 	return mtu - headers > 0xffff ? 0xffff : mtu - headers;
 }
 
-/* Builds the SYN-ACK's TCP header for the SYN `p` (sequence client_isn). */
+/* Builds the SYN-ACK's TCP header for the SYN `p` (sequence client_isn);
+ * the caller sets doff, which depends on how much of it is sent. */
 static __always_inline void pc_synack_tcp_fill(struct pc_synack_tcp *t, const struct pc_packet *p,
 					       __u32 client_isn, __u32 cookie,
 					       const struct pc_tcp_opts *o, __u16 our_mss,
@@ -87,7 +88,6 @@ static __always_inline void pc_synack_tcp_fill(struct pc_synack_tcp *t, const st
 	t->th.dest = p->sport;
 	t->th.seq = bpf_htonl(cookie);
 	t->th.ack_seq = bpf_htonl(client_isn + 1);
-	t->th.doff = sizeof(*t) / 4;
 	t->th.syn = 1;
 	t->th.ack = 1;
 	/* Unscaled in a SYN-ACK; the listener's first segment sets the real

@@ -279,7 +279,7 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 	return PC_REASON_ALLOWED;
 }
 
-/* What the live policy does with `reason`. */
+/* What the policy `cfg` (live or shadow) does with `reason`. */
 static __always_inline __u8 pc_verdict_of(const struct pc_config *cfg, __u8 reason)
 {
 	if (pc_reason_drops(reason))
