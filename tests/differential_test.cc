@@ -76,8 +76,12 @@ std::string RandomPolicy(std::mt19937& rng) {
   absl::StrAppend(&y, "  defaultAction: ", Coin(rng) ? "deny" : "allow", "\n");
   absl::StrAppend(&y, "  icmp: ", Coin(rng) ? "deny" : "allow", "\n");
   absl::StrAppend(&y, "  fragments: ", Coin(rng) ? "deny" : "allow", "\n");
-  // An ICMP budget the run cannot exhaust: the model has no buckets.
-  absl::StrAppend(&y, "  rateLimits: {icmp: {perSource: {rate: 1000000, burst: 1000000}}}\n");
+  // An ICMP budget the run cannot exhaust, and cookies that need no bucket:
+  // the model has no buckets.
+  const char* cookies[] = {"", ", syn: {cookies: off}", ", syn: {cookies: auto}",
+                           ", syn: {cookies: always}", ", syn: {cookies: always}"};
+  absl::StrAppend(&y, "  rateLimits: {icmp: {perSource: {rate: 1000000, burst: 1000000}}",
+                  Pick(rng, cookies), "}\n");
   if (Coin(rng, 0.3)) {
     absl::StrAppend(&y, "  destinations: [", Pick(rng, kV4Nets), ", \"", Pick(rng, kV6Nets),
                     "\"]\n");
@@ -171,7 +175,13 @@ std::string Hex(const std::vector<uint8_t>& b) {
   return out;
 }
 
-class DifferentialTest : public DatapathTest {};
+// As `simulate` judges: every SYN has a listener, so `cookies` applies.
+class DifferentialTest : public DatapathTest {
+ protected:
+  static void SetUpTestSuite() {
+    LoadSuite({.use_user_clock = true, .record_last_verdict = true, .assume_listeners = true});
+  }
+};
 
 TEST_F(DifferentialTest, TheProgramAgreesWithTheReferenceModelOnEveryFrame) {
   int64_t frames = 200000;
@@ -218,7 +228,7 @@ TEST_F(DifferentialTest, TheProgramAgreesWithTheReferenceModelOnEveryFrame) {
   for (pc_reason r :
        {PC_REASON_ALLOWED, PC_REASON_FAILSAFE, PC_REASON_NOT_POLICED, PC_REASON_NON_IP,
         PC_REASON_BLOCKLIST, PC_REASON_NOT_ALLOWLISTED, PC_REASON_PORT_CLOSED, PC_REASON_FRAGMENT,
-        PC_REASON_ICMP_DENIED, PC_REASON_MALFORMED}) {
+        PC_REASON_ICMP_DENIED, PC_REASON_MALFORMED, PC_REASON_SYN_COOKIE}) {
     EXPECT_GT(by_reason[r], 0) << ReasonName(r);
   }
 }

@@ -14,6 +14,7 @@ namespace {
 
 // IP protocol numbers and ethertypes, as the RFCs give them.
 constexpr uint8_t kTcp = 6, kUdp = 17, kIcmp = 1, kIcmp6 = 58;
+constexpr uint8_t kSynFlag = 0x02, kAckFlag = 0x10;  // RFC 9293
 constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kDestOpts = 60;
 constexpr int kMaxVlanTags = 2;        // PRODUCT.md
 constexpr int kMaxIpv6ExtHeaders = 8;  // docs/POLICY.md: "to a fixed bound"
@@ -222,11 +223,19 @@ pc_reason Evaluate(const v1::Policy& policy, const Packet& p) {
       admitted = admitted || Admits(rule, sets);
     }
   }
-  if (!has_rule) {
-    return spec.default_action() == v1::ACTION_ALLOW ? PC_REASON_ALLOWED : PC_REASON_PORT_CLOSED;
+  // A port with no rule under `defaultAction: allow` goes on to the rate
+  // limits, as a port whose rule admits the source does.
+  if (!has_rule && spec.default_action() != v1::ACTION_ALLOW) return PC_REASON_PORT_CLOSED;
+  if (has_rule && !admitted) return PC_REASON_NOT_ALLOWLISTED;
+  // 12. The model's policies have no SYN or connection buckets, so `auto`
+  // never answers (the global budget never runs dry) and `always` answers
+  // every SYN that got this far. The model's node has a listener behind
+  // every port (the test loads the program with assume_listeners).
+  const bool syn = p.proto == kTcp && (p.tcp_flags & (kSynFlag | kAckFlag)) == kSynFlag;
+  if (syn && spec.rate_limits().syn().cookies() == v1::COOKIES_ALWAYS) {
+    return PC_REASON_SYN_COOKIE;
   }
-  if (!admitted) return PC_REASON_NOT_ALLOWLISTED;
-  // 12-13: no rate limits in the model's policies. 14.
+  // 13: no connection limits. 14.
   return PC_REASON_ALLOWED;
 }
 
@@ -246,13 +255,17 @@ ModelVerdict ModelJudge(const v1::Policy& policy, const std::vector<uint8_t>& fr
       reason = Evaluate(policy, p);
       break;
   }
+  // PRODUCT.md's reason table, written out rather than taken from abi.h's
+  // pc_reason_drops(), so that the model checks it.
   const bool drop = reason == PC_REASON_BLOCKLIST || reason == PC_REASON_NOT_ALLOWLISTED ||
                     reason == PC_REASON_PORT_CLOSED || reason == PC_REASON_SYN_RATE_SOURCE ||
                     reason == PC_REASON_SYN_RATE_GLOBAL || reason == PC_REASON_CONN_RATE_SOURCE ||
                     reason == PC_REASON_FRAGMENT || reason == PC_REASON_ICMP_DENIED ||
                     reason == PC_REASON_MALFORMED || reason == PC_REASON_ICMP_RATE_SOURCE;
+  const bool audit = policy.spec().mode() == v1::MODE_AUDIT;
+  if (reason == PC_REASON_SYN_COOKIE) return {audit ? PC_VERDICT_AUDIT : PC_VERDICT_COOKIE, reason};
   if (!drop) return {PC_VERDICT_PASS, reason};
-  return {policy.spec().mode() == v1::MODE_AUDIT ? PC_VERDICT_AUDIT : PC_VERDICT_DROP, reason};
+  return {audit ? PC_VERDICT_AUDIT : PC_VERDICT_DROP, reason};
 }
 
 }  // namespace portcullis::testing

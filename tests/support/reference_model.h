@@ -6,7 +6,8 @@
 // Scope: stateless judgements. It has no flow tables and no token buckets,
 // so it models policies without rate limits, whose ICMP budget (step 7) never
 // runs dry, and a node that has opened no flows (no `established`); those
-// are covered by their own datapath tests.
+// are covered by their own datapath tests. Of `cookies`, it models what needs
+// no bucket: `always` without `perSource`, and `auto` without `global`.
 #pragma once
 
 #include <cstdint>
