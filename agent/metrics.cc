@@ -185,6 +185,11 @@ DatapathCollector::Scan DatapathCollector::ScanLruMaps(const LivePolicy& p) cons
       ScanEntries<pc_bucket_key_v6, pc_bucket>(
           dp_, Map::kSourceBucketsV6,
           [&](const pc_bucket_key_v6& k, const pc_bucket& b) { judge(k.rate_override_id, b); });
+  scan.dry_buckets =
+      ScanEntries<pc_bucket_key_v4, pc_bucket>(dp_, Map::kDryBucketsV4,
+                                               [](const pc_bucket_key_v4&, const pc_bucket&) {}) +
+      ScanEntries<pc_bucket_key_v6, pc_bucket>(dp_, Map::kDryBucketsV6,
+                                               [](const pc_bucket_key_v6&, const pc_bucket&) {});
   auto ignore = [](const pc_flow_key&, const uint64_t&) {};
   scan.egress_flows = ScanEntries<pc_flow_key, pc_flow>(dp_, Map::kEgressFlows,
                                                         [](const pc_flow_key&, const pc_flow&) {});
@@ -273,12 +278,14 @@ std::vector<MetricFamily> DatapathCollector::Collect() const {
         dp_.shape(map).max_entries / PC_POLICY_SLOTS - (map == Map::kRateOverrides);
     gauge_pair(datapath::MapName(map), n, cap);
   }
-  // The LRU maps: buckets (one map per family, one "source_buckets" for
-  // users) and flows.
+  // The LRU maps: buckets and the records of dry ones (one map per family,
+  // one name for users) and flows.
   const Scan scan = ScanLruMaps(live);
   gauge_pair(
       "source_buckets", scan.buckets,
       dp_.shape(Map::kSourceBucketsV4).max_entries + dp_.shape(Map::kSourceBucketsV6).max_entries);
+  gauge_pair("dry_buckets", scan.dry_buckets,
+             dp_.shape(Map::kDryBucketsV4).max_entries + dp_.shape(Map::kDryBucketsV6).max_entries);
   gauge_pair("egress_flows", scan.egress_flows, dp_.shape(Map::kEgressFlows).max_entries);
   gauge_pair("ingress_flows", scan.ingress_flows, dp_.shape(Map::kIngressFlows).max_entries);
   out.push_back(std::move(entries));

@@ -72,7 +72,7 @@ class DatapathCollector : public prometheus::Collectable {
   };
   // One scan of the LRU maps.
   struct Scan {
-    uint64_t buckets = 0, egress_flows = 0, ingress_flows = 0;
+    uint64_t buckets = 0, dry_buckets = 0, egress_flows = 0, ingress_flows = 0;
     uint64_t syn_over = 0, conn_over = 0;
     absl::Time at = absl::InfinitePast();
   };

@@ -117,6 +117,20 @@ struct {
 	__type(value, struct pc_bucket);
 } source_buckets_v6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_MAX_DRY_BUCKETS);
+	__type(key, struct pc_bucket_key_v4);
+	__type(value, struct pc_bucket);
+} dry_buckets_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PC_MAX_DRY_BUCKETS);
+	__type(key, struct pc_bucket_key_v6);
+	__type(value, struct pc_bucket);
+} dry_buckets_v6 SEC(".maps");
+
 /* Indexed by enum pc_global_bucket_id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

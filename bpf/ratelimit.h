@@ -51,9 +51,11 @@ static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *
 	return 0;
 }
 
-/* The bucket pair of `key` in `map`, created full on first use. Another CPU
- * may create it first (EEXIST); either way, it is looked up again. */
-static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key)
+/* The bucket pair of `key` in `map`, created on first use: from the
+ * source's record in `dry` if it ran dry before being evicted, else full.
+ * Another CPU may create it first (EEXIST); either way, it is looked up
+ * again. */
+static __always_inline struct pc_bucket *pc_bucket_of(void *map, void *dry, const void *key)
 {
 	struct pc_bucket *b = bpf_map_lookup_elem(map, key);
 
@@ -61,9 +63,52 @@ static __always_inline struct pc_bucket *pc_bucket_of(void *map, const void *key
 		return b;
 	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL,
 				   .conn_empty_at = PC_BUCKET_FULL };
+	const struct pc_bucket *was = bpf_map_lookup_elem(dry, key);
 
+	if (was)
+		fresh = *was;
 	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(map, key);
+}
+
+/* The packet's source masked to the policy's sourcePrefix, as bucket keys. */
+static __always_inline void pc_bucket_key_v4_of(const struct pc_packet *p,
+						const struct pc_config *cfg, __u32 override_id,
+						struct pc_bucket_key_v4 *key)
+{
+	__u32 bits = cfg->source_prefix_v4;
+	__u32 addr;
+
+	key->rate_override_id = override_id;
+	__builtin_memcpy(&addr, p->src, 4);
+	addr = bpf_ntohl(addr);
+	if (bits < 32)
+		addr &= bits ? ~0U << (32 - bits) : 0;
+	addr = bpf_htonl(addr);
+	__builtin_memcpy(key->addr, &addr, 4);
+}
+
+static __always_inline void pc_bucket_key_v6_of(const struct pc_packet *p,
+						const struct pc_config *cfg, __u32 override_id,
+						struct pc_bucket_key_v6 *key)
+{
+	__u32 bits = cfg->source_prefix_v6;
+	__u64 hi, lo;
+
+	/* The source masked to `bits`, as two big-endian words. */
+	key->rate_override_id = override_id;
+	__builtin_memcpy(&hi, p->src, 8);
+	__builtin_memcpy(&lo, p->src + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
+	if (bits < 64)
+		hi &= bits ? ~0ULL << (64 - bits) : 0;
+	if (bits < 128)
+		lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
+	hi = bpf_cpu_to_be64(hi);
+	lo = bpf_cpu_to_be64(lo);
+	__builtin_memcpy(key->addr, &hi, 8);
+	__builtin_memcpy(key->addr + 8, &lo, 8);
 }
 
 /* The per-source bucket pair of the packet's source prefix. */
@@ -71,37 +116,51 @@ static __always_inline struct pc_bucket *
 pc_source_bucket(const struct pc_packet *p, const struct pc_config *cfg, __u32 override_id)
 {
 	if (p->family == PC_FAMILY_V4) {
-		struct pc_bucket_key_v4 key = { .rate_override_id = override_id };
-		__u32 bits = cfg->source_prefix_v4;
-		__u32 addr;
+		struct pc_bucket_key_v4 key;
 
-		__builtin_memcpy(&addr, p->src, 4);
-		addr = bpf_ntohl(addr);
-		if (bits < 32)
-			addr &= bits ? ~0U << (32 - bits) : 0;
-		addr = bpf_htonl(addr);
-		__builtin_memcpy(key.addr, &addr, 4);
-		return pc_bucket_of(&source_buckets_v4, &key);
+		pc_bucket_key_v4_of(p, cfg, override_id, &key);
+		return pc_bucket_of(&source_buckets_v4, &dry_buckets_v4, &key);
 	} else {
-		struct pc_bucket_key_v6 key = { .rate_override_id = override_id };
-		__u32 bits = cfg->source_prefix_v6;
-		__u64 hi, lo;
+		struct pc_bucket_key_v6 key;
 
-		/* The source masked to `bits`, as two big-endian words. */
-		__builtin_memcpy(&hi, p->src, 8);
-		__builtin_memcpy(&lo, p->src + 8, 8);
-		hi = bpf_be64_to_cpu(hi);
-		lo = bpf_be64_to_cpu(lo);
-		if (bits < 64)
-			hi &= bits ? ~0ULL << (64 - bits) : 0;
-		if (bits < 128)
-			lo &= bits > 64 ? ~0ULL << (128 - bits) : 0;
-		hi = bpf_cpu_to_be64(hi);
-		lo = bpf_cpu_to_be64(lo);
-		__builtin_memcpy(key.addr, &hi, 8);
-		__builtin_memcpy(key.addr + 8, &lo, 8);
-		return pc_bucket_of(&source_buckets_v6, &key);
+		pc_bucket_key_v6_of(p, cfg, override_id, &key);
+		return pc_bucket_of(&source_buckets_v6, &dry_buckets_v6, &key);
 	}
+}
+
+/* Records bucket b of the packet's source as run dry. */
+static __always_inline void pc_source_ran_dry(const struct pc_packet *p,
+					      const struct pc_config *cfg, __u32 override_id,
+					      const struct pc_bucket *b)
+{
+	if (p->family == PC_FAMILY_V4) {
+		struct pc_bucket_key_v4 key;
+
+		pc_bucket_key_v4_of(p, cfg, override_id, &key);
+		bpf_map_update_elem(&dry_buckets_v4, &key, b, BPF_ANY);
+	} else {
+		struct pc_bucket_key_v6 key;
+
+		pc_bucket_key_v6_of(p, cfg, override_id, &key);
+		bpf_map_update_elem(&dry_buckets_v6, &key, b, BPF_ANY);
+	}
+}
+
+/* Takes one token from *empty_at, a bucket of b (the source bucket `id`
+ * of packet p), as pc_take_token does. When the token was the last whole
+ * one, records b as run dry: so at most once per token taken, never for a
+ * refused packet (a flood from one source writes nothing), and never for a
+ * source that sends fewer SYNs than the burst (a spoofed flood's). */
+static __always_inline int pc_take_source_token(const struct pc_packet *p,
+						const struct pc_config *cfg, __u32 id,
+						const struct pc_bucket *b, __s64 *empty_at,
+						const struct pc_rate *rate, __s64 now)
+{
+	if (!pc_take_token(empty_at, rate, now))
+		return 0;
+	if (now - *(volatile __s64 *)empty_at < (__s64)rate->interval_ns)
+		pc_source_ran_dry(p, cfg, id, b);
+	return 1;
 }
 
 /* Takes one token from the global limiter `id` (the shadow policy's own

@@ -107,7 +107,8 @@ static __always_inline int pc_take_icmp_token(const struct pc_packet *p,
 	if (!cfg->icmp_per_source.interval_ns)
 		return 1;
 	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag);
-	return !b || pc_take_token(&b->syn_empty_at, &cfg->icmp_per_source, pc_now());
+	return !b || pc_take_source_token(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag, b,
+					  &b->syn_empty_at, &cfg->icmp_per_source, pc_now());
 }
 
 static __always_inline int pc_is_icmp(const struct pc_packet *p)
@@ -220,6 +221,7 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 		struct pc_flow_key fk = {};
 		int new_flow = is_syn;
 		struct pc_bucket *b = NULL;
+		__u32 id = port->rate_override_id ^ bucket_tag; /* the bucket's */
 		__u32 cookies = is_syn && (flags & PC_EVAL_COOKIE_OK) ?
 					cfg->flags & (PC_CFG_COOKIES_AUTO | PC_CFG_COOKIES_ALWAYS) :
 					0;
@@ -253,10 +255,11 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
-			b = pc_source_bucket(p, cfg, port->rate_override_id ^ bucket_tag);
+			b = pc_source_bucket(p, cfg, id);
 			if (!b)
 				return PC_REASON_ALLOWED; /* bucket map full: LRU evicts, so only transient */
-			if (is_syn && !pc_take_token(&b->syn_empty_at, syn_rate, now))
+			if (is_syn &&
+			    !pc_take_source_token(p, cfg, id, b, &b->syn_empty_at, syn_rate, now))
 				return PC_REASON_SYN_RATE_SOURCE;
 		}
 		if (cookies & PC_CFG_COOKIES_ALWAYS)
@@ -267,7 +270,7 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 			return (cookies & PC_CFG_COOKIES_AUTO) ? PC_REASON_SYN_COOKIE :
 								 PC_REASON_SYN_RATE_GLOBAL;
 		if (conn_rate->interval_ns && b &&
-		    !pc_take_token(&b->conn_empty_at, conn_rate, now))
+		    !pc_take_source_token(p, cfg, id, b, &b->conn_empty_at, conn_rate, now))
 			return PC_REASON_CONN_RATE_SOURCE;
 
 		if (p->proto == IPPROTO_UDP && !bucket_tag) {

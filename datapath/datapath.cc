@@ -123,6 +123,8 @@ absl::string_view MapName(Map m) {
       "policy_config",
       "source_buckets_v4",
       "source_buckets_v6",
+      "dry_buckets_v4",
+      "dry_buckets_v6",
       "global_buckets",
       "egress_flows",
       "ingress_flows",

@@ -53,6 +53,8 @@ enum class Map {
   kPolicyConfig,
   kSourceBucketsV4,
   kSourceBucketsV6,
+  kDryBucketsV4,
+  kDryBucketsV6,
   kGlobalBuckets,
   kEgressFlows,
   kIngressFlows,

@@ -148,6 +148,90 @@ TEST_F(RateLimitTest, TcpSynIsANewConnection) {
   EXPECT_EQ(Syn("198.18.4.1", 443, 3), PC_REASON_CONN_RATE_SOURCE);
 }
 
+// Eviction from the LRU bucket map, as a spoofed flood that churns it
+// causes: every bucket goes, the dry records stay (they are written only
+// by sources that empty a bucket, which a spoofed source never does).
+class BucketChurnTest : public RateLimitTest {
+ protected:
+  void EvictEveryBucket() {
+    ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV4), sizeof(pc_bucket_key_v4));
+    ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV6), sizeof(pc_bucket_key_v6));
+  }
+  size_t DryRecords() {
+    return MapKeys<pc_bucket_key_v4>(datapath::Map::kDryBucketsV4).size() +
+           MapKeys<pc_bucket_key_v6>(datapath::Map::kDryBucketsV6).size();
+  }
+  template <typename Key>
+  std::vector<Key> MapKeys(datapath::Map m) {
+    std::vector<Key> keys;
+    Key key{}, next{};
+    for (void* prev = nullptr; bpf_map_get_next_key(dp_->map_fd(m), prev, &next) == 0;
+         prev = &key) {
+      key = next;
+      keys.push_back(key);
+    }
+    return keys;
+  }
+};
+
+TEST_F(BucketChurnTest, ABucketEvictedAfterItRanDryComesBackDry) {
+  Install(Policy("    syn:\n      perSource: {rate: 10, burst: 5}\n"));
+  for (const char* src : {"198.18.4.1", "2001:db8:4::1"}) {
+    SCOPED_TRACE(src);
+    SetClock(kSecond);
+    EXPECT_EQ(CountAllowedSyns(src, 8), 5);
+    EvictEveryBucket();
+    EXPECT_EQ(Syn(src), PC_REASON_SYN_RATE_SOURCE);
+    SetClock(kSecond + kSecond / 10);  // +100 ms: one token, as without eviction
+    EvictEveryBucket();
+    EXPECT_EQ(CountAllowedSyns(src, 3), 1);
+  }
+}
+
+TEST_F(BucketChurnTest, ABucketEvictedBeforeItRanDryComesBackFull) {
+  Install(Policy("    syn:\n      perSource: {rate: 10, burst: 5}\n"));
+  EXPECT_EQ(CountAllowedSyns("198.18.4.1", 3), 3);
+  EXPECT_EQ(DryRecords(), 0u);
+  EvictEveryBucket();
+  EXPECT_EQ(CountAllowedSyns("198.18.4.1", 8), 5);
+}
+
+// The measurement (bursts of 300 a second, about twice the limit
+// under churn), scaled down: bursts of 30 a second against rate 10, burst
+// 20, every bucket evicted between bursts. The first burst gets the burst,
+// each later one the second's refill, exactly as with no eviction; a
+// bucket that came back full would pass 20 a burst, 200 in all.
+TEST_F(BucketChurnTest, ABurstySourceStaysAtItsLimitWhileTheTableChurns) {
+  Install(Policy("    syn:\n      perSource: {rate: 10, burst: 20}\n"));
+  int allowed = 0;
+  for (int second = 1; second <= 10; ++second) {
+    SetClock(second * kSecond);
+    allowed += CountAllowedSyns("198.18.4.1", 30);
+    EvictEveryBucket();
+  }
+  EXPECT_EQ(allowed, 20 + 9 * 10);
+}
+
+// Writes stay bounded: one record per source that ran dry, none for the
+// one-SYN sources of a spoofed flood, and the record follows the bucket.
+TEST_F(BucketChurnTest, OnlySourcesThatRanDryAreRecorded) {
+  Install(Policy("    syn:\n      perSource: {rate: 10, burst: 5}\n"));
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(Syn(absl::StrCat("198.19.", i / 100, ".", i % 100)), PC_REASON_ALLOWED);
+  }
+  EXPECT_EQ(DryRecords(), 0u);
+  EXPECT_EQ(CountAllowedSyns("198.18.4.1", 100), 5);
+  EXPECT_EQ(CountAllowedSyns("198.18.4.2", 100), 5);
+  EXPECT_EQ(DryRecords(), 2u);
+  // The record is the bucket as the last token left it.
+  for (const pc_bucket_key_v4& key : MapKeys<pc_bucket_key_v4>(datapath::Map::kDryBucketsV4)) {
+    pc_bucket live{}, dry{};
+    ASSERT_EQ(bpf_map_lookup_elem(dp_->map_fd(datapath::Map::kSourceBucketsV4), &key, &live), 0);
+    ASSERT_EQ(bpf_map_lookup_elem(dp_->map_fd(datapath::Map::kDryBucketsV4), &key, &dry), 0);
+    EXPECT_EQ(dry.syn_empty_at, live.syn_empty_at);
+  }
+}
+
 TEST_F(RateLimitTest, DroppedPacketsTakeNoToken) {
   Install(Policy("    syn:\n      perSource: {rate: 1, burst: 3}\n"));
   for (int i = 0; i < 10; ++i) EXPECT_EQ(Syn("198.18.4.1", 8080), PC_REASON_PORT_CLOSED);

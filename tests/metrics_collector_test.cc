@@ -78,6 +78,10 @@ TEST_F(CollectorTest, BucketsAreJudgedByTheirPortRulesRates) {
   EXPECT_EQ(Metric(families, "portcullis_map_entries", {{"map", "source_buckets"}}), 1);
   EXPECT_EQ(Metric(families, "portcullis_map_capacity", {{"map", "source_buckets"}}),
             PC_MAX_BUCKETS_V4 + PC_MAX_BUCKETS_V6);
+  // Its one token left the bucket dry: it is recorded.
+  EXPECT_EQ(Metric(families, "portcullis_map_entries", {{"map", "dry_buckets"}}), 1);
+  EXPECT_EQ(Metric(families, "portcullis_map_capacity", {{"map", "dry_buckets"}}),
+            2 * PC_MAX_DRY_BUCKETS);
 }
 
 // A source over its ICMP budget is not a SYN or connection bucket gone dry,

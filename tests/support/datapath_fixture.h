@@ -66,6 +66,8 @@ class DatapathTest : public ::testing::Test {
     ASSERT_NE(dp_, nullptr);
     ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV4), sizeof(pc_bucket_key_v4));
     ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV6), sizeof(pc_bucket_key_v6));
+    ClearMap(dp_->map_fd(datapath::Map::kDryBucketsV4), sizeof(pc_bucket_key_v4));
+    ClearMap(dp_->map_fd(datapath::Map::kDryBucketsV6), sizeof(pc_bucket_key_v6));
     ClearMap(dp_->map_fd(datapath::Map::kEgressFlows), sizeof(pc_flow_key));
     ClearMap(dp_->map_fd(datapath::Map::kIngressFlows), sizeof(pc_flow_key));
     const pc_global_bucket full = {PC_BUCKET_FULL, 0};

@@ -104,6 +104,10 @@ enum pc_l4 {
  * map takes about 22 MB of kernel memory, the IPv6 one about 13 MB. */
 #define PC_MAX_BUCKETS_V4 (1u << 18)
 #define PC_MAX_BUCKETS_V6 (1u << 17)
+/* LRU, per family: the buckets of sources that emptied one, so that an
+ * eviction from source_buckets (a spoofed flood churns it) does not give a
+ * bursty source a full bucket back. Written at most once per token taken. */
+#define PC_MAX_DRY_BUCKETS (1u << 14)
 #define PC_MAX_FLOWS (1u << 17) /* LRU: flow tables */
 #define PC_MAX_XDP_IFACES 256 /* interfaces with the XDP program (xdp_ifaces) */
 #define PC_MAX_VERDICT_COUNTERS 4096 /* ifindex x hook x verdict x reason */
