@@ -131,6 +131,13 @@ struct {
 	__type(value, struct pc_bucket);
 } dry_buckets_v6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PC_FIRST_SIGHT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} first_sight SEC(".maps");
+
 /* Indexed by enum pc_global_bucket_id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -51,24 +51,74 @@ static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *
 	return 0;
 }
 
-/* The bucket pair of `key` in `map`, created on first use: from the
- * source's record in `dry` if it ran dry before being evicted, else full.
- * Another CPU may create it first (EEXIST); either way, it is looked up
- * again. */
-static __always_inline struct pc_bucket *pc_bucket_of(void *map, void *dry, const void *key)
+/* Load-time constant (rodata), random per load: the seed of first_sight's
+ * hash, so that an attacker cannot aim a collision at a source's slot. */
+const volatile __u64 first_sight_seed = 0;
+
+static __always_inline __u64 pc_mix64(__u64 x)
+{
+	/* MurmurHash3's finalizer: every input bit moves every output bit. */
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* 1 the first time a source (`h`, its key's hash) is seen, as far as
+ * first_sight remembers: it records it. 0 the second time: its bucket is due,
+ * and the record goes.
+ * Compare-and-swap, so that of two CPUs seeing a new source at once only one
+ * lets its packet go without a bucket. */
+static __always_inline int pc_first_sight(__u64 h)
+{
+	__u32 slot = (__u32)h & (PC_FIRST_SIGHT_SLOTS - 1);
+	__u64 *seen = bpf_map_lookup_elem(&first_sight, &slot);
+	__u64 old;
+
+	h |= 1; /* never 0, an empty slot */
+	if (!seen)
+		return 0;
+	old = *(volatile __u64 *)seen;
+	if (old == h) {
+		/* Its bucket is created now: should LRU evict it, the source
+		 * starts over from its first packet. */
+		__sync_val_compare_and_swap(seen, h, 0);
+		return 0;
+	}
+	return __sync_val_compare_and_swap(seen, old, h) == old;
+}
+
+/* The bucket pair of `key` (its hash `h`) in `map`. A source without one
+ * gets one from its record in `dry` if it ran dry before being evicted.
+ * Otherwise its first packet gets none (NULL: it conforms), so that the
+ * one-SYN sources of a spoofed flood never churn `map`; its second packet
+ * creates it as `charged`, with the first packet's tokens taken. Another CPU
+ * may create it first (EEXIST); either way, it is looked up again. */
+static __always_inline struct pc_bucket *pc_bucket_of(void *map, void *dry, const void *key,
+						      __u64 h, const struct pc_bucket *charged)
 {
 	struct pc_bucket *b = bpf_map_lookup_elem(map, key);
+	const struct pc_bucket *was;
 
 	if (b)
 		return b;
-	struct pc_bucket fresh = { .syn_empty_at = PC_BUCKET_FULL,
-				   .conn_empty_at = PC_BUCKET_FULL };
-	const struct pc_bucket *was = bpf_map_lookup_elem(dry, key);
-
-	if (was)
-		fresh = *was;
-	bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+	was = bpf_map_lookup_elem(dry, key);
+	if (!was) {
+		if (pc_first_sight(h))
+			return NULL;
+		was = charged;
+	}
+	bpf_map_update_elem(map, key, was, BPF_NOEXIST);
 	return bpf_map_lookup_elem(map, key);
+}
+
+/* The "empty at" of a bucket of `rate` that has given one token at `now`:
+ * its burst less one. A rate of 0 (no limit) is full. */
+static __always_inline __s64 pc_one_token_taken(__u64 interval, __u64 burst, __s64 now)
+{
+	return interval ? now - (__s64)interval * ((__s64)burst - 1) : PC_BUCKET_FULL;
 }
 
 /* The packet's source masked to the policy's sourcePrefix, as bucket keys. */
@@ -111,20 +161,33 @@ static __always_inline void pc_bucket_key_v6_of(const struct pc_packet *p,
 	__builtin_memcpy(key->addr + 8, &lo, 8);
 }
 
-/* The per-source bucket pair of the packet's source prefix. */
-static __always_inline struct pc_bucket *
-pc_source_bucket(const struct pc_packet *p, const struct pc_config *cfg, __u32 override_id)
+/* The per-source bucket pair of the packet's source prefix; NULL for a
+ * source seen for the first time (pc_bucket_of) or when the map is full
+ * (LRU: transient). Either conforms. */
+static __always_inline struct pc_bucket *pc_source_bucket(const struct pc_packet *p,
+							  const struct pc_config *cfg,
+							  __u32 override_id,
+							  const struct pc_bucket *charged)
 {
 	if (p->family == PC_FAMILY_V4) {
 		struct pc_bucket_key_v4 key;
+		__u64 word;
 
 		pc_bucket_key_v4_of(p, cfg, override_id, &key);
-		return pc_bucket_of(&source_buckets_v4, &dry_buckets_v4, &key);
+		__builtin_memcpy(&word, &key, sizeof(word));
+		return pc_bucket_of(&source_buckets_v4, &dry_buckets_v4, &key,
+				    pc_mix64(word ^ first_sight_seed), charged);
 	} else {
 		struct pc_bucket_key_v6 key;
+		__u64 hi, lo;
 
 		pc_bucket_key_v6_of(p, cfg, override_id, &key);
-		return pc_bucket_of(&source_buckets_v6, &dry_buckets_v6, &key);
+		__builtin_memcpy(&hi, key.addr, 8);
+		__builtin_memcpy(&lo, key.addr + 8, 8);
+		return pc_bucket_of(&source_buckets_v6, &dry_buckets_v6, &key,
+				    pc_mix64(pc_mix64(pc_mix64(hi ^ first_sight_seed) ^ lo) ^
+					     key.rate_override_id),
+				    charged);
 	}
 }
 

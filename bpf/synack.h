@@ -32,24 +32,35 @@ struct pc_synack_tcp {
 _Static_assert(sizeof(struct pc_synack_tcp) == sizeof(struct tcphdr) + PC_SYNACK_OPT_BYTES,
 	       "SYN-ACK options are packed");
 
-/* 1 if a listener in this network namespace would get the connection: a
- * cookie is only worth sending where the TC program can complete it. */
-static __always_inline int pc_cookie_listener(void *ctx, const struct pc_packet *p)
+/* What a SYN would reach in this network namespace. */
+enum pc_syn_target {
+	PC_SYN_NO_LISTENER = 0,
+	PC_SYN_LISTENER = 1, /* a cookie is worth sending: TC can complete it */
+	/* A connection in TIME_WAIT with this very tuple, which the kernel
+	 * reopens for a new SYN. A cookie cannot be completed there: the
+	 * connection would collide with the TIME_WAIT socket. */
+	PC_SYN_TIME_WAIT = 2,
+};
+
+static __always_inline enum pc_syn_target pc_syn_target(void *ctx, const struct pc_packet *p)
 {
+	enum pc_syn_target target = PC_SYN_NO_LISTENER;
 	struct bpf_sock_tuple t;
 	struct bpf_sock *sk;
 	__u32 size;
-	int listening;
 
 	if (assume_listeners)
-		return 1;
+		return PC_SYN_LISTENER;
 	size = pc_sock_tuple(p, &t);
 	sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
-		return 0;
-	listening = sk->state == BPF_TCP_LISTEN;
+		return PC_SYN_NO_LISTENER;
+	if (sk->state == BPF_TCP_LISTEN)
+		target = PC_SYN_LISTENER;
+	else if (sk->state == BPF_TCP_TIME_WAIT)
+		target = PC_SYN_TIME_WAIT;
 	bpf_sk_release(sk);
-	return listening;
+	return target;
 }
 
 static __always_inline __u16 pc_csum_fold(__s64 sum)

@@ -19,6 +19,9 @@
 
 /* pc_evaluate()'s flags. */
 #define PC_EVAL_COOKIE_OK 1u /* this SYN can be answered with a cookie here */
+/* This SYN reopens a connection in TIME_WAIT: where it would be answered
+ * with a cookie, the kernel gets it instead (enum pc_syn_target). */
+#define PC_EVAL_TIME_WAIT 2u
 #define PC_EVAL_SHADOW PC_SHADOW_BUCKET_TAG /* judged for the shadow: its own buckets */
 
 /* Which sets (and the blocklist) hold the source: exact hosts first, then the
@@ -102,13 +105,18 @@ static __always_inline int pc_is_essential_icmp(const struct pc_packet *p)
 static __always_inline int pc_take_icmp_token(const struct pc_packet *p,
 					      const struct pc_config *cfg, __u32 bucket_tag)
 {
-	struct pc_bucket *b;
+	struct pc_bucket *b, charged;
+	__s64 now;
 
 	if (!cfg->icmp_per_source.interval_ns)
 		return 1;
-	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag);
+	now = pc_now();
+	charged.syn_empty_at = pc_one_token_taken(cfg->icmp_per_source.interval_ns,
+						  cfg->icmp_per_source.burst, now);
+	charged.conn_empty_at = PC_BUCKET_FULL;
+	b = pc_source_bucket(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag, &charged);
 	return !b || pc_take_source_token(p, cfg, PC_ICMP_BUCKET_ID ^ bucket_tag, b,
-					  &b->syn_empty_at, &cfg->icmp_per_source, pc_now());
+					  &b->syn_empty_at, &cfg->icmp_per_source, now);
 }
 
 static __always_inline int pc_is_icmp(const struct pc_packet *p)
@@ -225,6 +233,8 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 		__u32 cookies = is_syn && (flags & PC_EVAL_COOKIE_OK) ?
 					cfg->flags & (PC_CFG_COOKIES_AUTO | PC_CFG_COOKIES_ALWAYS) :
 					0;
+		/* What a SYN answered with a cookie gets. */
+		int cookie = (flags & PC_EVAL_TIME_WAIT) ? PC_REASON_ALLOWED : PC_REASON_SYN_COOKIE;
 
 		if (port->rate_override_id) {
 			__u32 idx = slot * PC_MAX_RATE_OVERRIDES +
@@ -251,24 +261,31 @@ __noinline int pc_evaluate(struct pc_packet *p, const struct pc_config *cfg, __u
 		 * connection token, and with no source SYN limit it creates no
 		 * bucket, so that a spoofed flood cannot fill the table. */
 		if ((cookies & PC_CFG_COOKIES_ALWAYS) && !syn_rate->interval_ns)
-			return PC_REASON_SYN_COOKIE;
+			return cookie;
 
 		now = pc_now();
 		if ((is_syn && syn_rate->interval_ns) || conn_rate->interval_ns) {
-			b = pc_source_bucket(p, cfg, id);
-			if (!b)
-				return PC_REASON_ALLOWED; /* bucket map full: LRU evicts, so only transient */
-			if (is_syn &&
+			/* What this packet takes, if it creates the bucket. */
+			struct pc_bucket charged = {
+				.syn_empty_at = pc_one_token_taken(
+					is_syn ? syn_rate->interval_ns : 0, syn_rate->burst, now),
+				.conn_empty_at = pc_one_token_taken(conn_rate->interval_ns,
+								    conn_rate->burst, now),
+			};
+
+			/* NULL (a first packet, or the map full) conforms to the
+			 * source's limits; the global ones still apply. */
+			b = pc_source_bucket(p, cfg, id, &charged);
+			if (b && is_syn &&
 			    !pc_take_source_token(p, cfg, id, b, &b->syn_empty_at, syn_rate, now))
 				return PC_REASON_SYN_RATE_SOURCE;
 		}
 		if (cookies & PC_CFG_COOKIES_ALWAYS)
-			return PC_REASON_SYN_COOKIE;
+			return cookie;
 		if (is_syn && cfg->syn_global.interval_ns &&
 		    !pc_take_global_token(PC_GLOBAL_SYN_BUCKET, &cfg->syn_global, now,
 					  bucket_tag != 0))
-			return (cookies & PC_CFG_COOKIES_AUTO) ? PC_REASON_SYN_COOKIE :
-								 PC_REASON_SYN_RATE_GLOBAL;
+			return (cookies & PC_CFG_COOKIES_AUTO) ? cookie : PC_REASON_SYN_RATE_GLOBAL;
 		if (conn_rate->interval_ns && b &&
 		    !pc_take_source_token(p, cfg, id, b, &b->conn_empty_at, conn_rate, now))
 			return PC_REASON_CONN_RATE_SOURCE;
@@ -340,9 +357,14 @@ static __always_inline struct pc_result pc_judge(void *ctx, void *data, void *da
 		/* A SYN is looked up only when some policy could answer it. */
 		if (hook == PC_HOOK_XDP && p->proto == IPPROTO_TCP &&
 		    (p->tcp_flags & (PC_TCP_SYN | PC_TCP_ACK)) == PC_TCP_SYN &&
-		    (pc_cookies_on(cfg) || pc_cookies_on(shadow_cfg)) && pc_cookie_state() &&
-		    pc_cookie_listener(ctx, p))
-			flags |= PC_EVAL_COOKIE_OK;
+		    (pc_cookies_on(cfg) || pc_cookies_on(shadow_cfg)) && pc_cookie_state()) {
+			enum pc_syn_target target = pc_syn_target(ctx, p);
+
+			if (target == PC_SYN_LISTENER)
+				flags |= PC_EVAL_COOKIE_OK;
+			else if (target == PC_SYN_TIME_WAIT)
+				flags |= PC_EVAL_COOKIE_OK | PC_EVAL_TIME_WAIT;
+		}
 		/* The shadow first: once the live policy admits a UDP flow, its
 		 * first datagram would look like a known flow to the shadow.
 		 * Non-IP and malformed frames are judged alike by any policy. */

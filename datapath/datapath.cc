@@ -40,6 +40,17 @@ absl::Status CheckPinnedShape(struct bpf_map* map, const std::string& path) {
   return absl::OkStatus();
 }
 
+// first_sight's hash seed: random, so that no one can aim a collision.
+uint64_t RandomSeed() {
+  uint64_t seed = 0;
+  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+    timespec t = {};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    seed = static_cast<uint64_t>(t.tv_nsec) ^ (static_cast<uint64_t>(getpid()) << 32);
+  }
+  return seed;
+}
+
 }  // namespace
 
 absl::Status Datapath::PinMaps(const std::string& dir) {
@@ -125,6 +136,7 @@ absl::string_view MapName(Map m) {
       "source_buckets_v6",
       "dry_buckets_v4",
       "dry_buckets_v6",
+      "first_sight",
       "global_buckets",
       "egress_flows",
       "ingress_flows",
@@ -178,6 +190,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
       options.samples_per_second ? 1'000'000'000ULL / options.samples_per_second : 0;
   rodata->sample_burst = options.sample_burst;
   rodata->assume_listeners = options.assume_listeners;
+  rodata->first_sight_seed = RandomSeed();
 
   if (!options.pin_dir.empty()) {
     struct bpf_map* map;

@@ -55,6 +55,7 @@ enum class Map {
   kSourceBucketsV6,
   kDryBucketsV4,
   kDryBucketsV6,
+  kFirstSight,
   kGlobalBuckets,
   kEgressFlows,
   kIngressFlows,

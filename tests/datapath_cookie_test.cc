@@ -335,5 +335,46 @@ TEST_F(CookieListenerTest, ASynWithNoListenerHereIsJudgedAsWithCookiesOff) {
   close(fd);
 }
 
+// A client that reuses its port for a new connection to a server that
+// closed first sends its SYN to the server's TIME_WAIT socket, which the
+// kernel reopens. A cookie cannot be completed there (the new connection
+// would collide with the TIME_WAIT socket), so the SYN goes to the kernel.
+// Sent to a cookie it was judged as with `off`: dropped over the budget,
+// again on every retry, so the client could never connect.
+TEST_F(CookieListenerTest, ASynToAConnectionInTimeWaitGoesToTheKernel) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{.sin_family = AF_INET, .sin_port = 0, .sin_addr = {htonl(INADDR_LOOPBACK)}};
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  const uint16_t port = ntohs(addr.sin_port);
+  // One connection, closed by the server first: its end is in TIME_WAIT.
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  sockaddr_in local{};
+  len = sizeof(local);
+  ASSERT_EQ(getsockname(client, reinterpret_cast<sockaddr*>(&local), &len), 0);
+  const int server = accept(listener, nullptr, nullptr);
+  ASSERT_GE(server, 0);
+  close(server);
+  char byte;
+  ASSERT_EQ(read(client, &byte, 1), 0);  // the server's FIN
+  close(client);
+  Install(absl::StrReplaceAll(PolicyWith("auto"), {{"[443]", absl::StrCat("[", port, "]")}}));
+
+  EXPECT_EQ(Run(Syn("198.18.7.1", "127.0.0.1", port, 1)).reason, PC_REASON_ALLOWED)
+      << "within the global budget";
+  const datapath::Judgement reopen =
+      Run(Syn("127.0.0.1", "127.0.0.1", port, ntohs(local.sin_port)));
+  EXPECT_EQ(reopen.reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(reopen.action, kXdpPass);
+  EXPECT_EQ(Run(Syn("127.0.0.1", "127.0.0.1", port, ntohs(local.sin_port) ^ 1)).reason,
+            PC_REASON_SYN_COOKIE)
+      << "another port: the listener's, answered with a cookie";
+  close(listener);
+}
+
 }  // namespace
 }  // namespace portcullis::testing

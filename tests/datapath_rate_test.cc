@@ -148,9 +148,9 @@ TEST_F(RateLimitTest, TcpSynIsANewConnection) {
   EXPECT_EQ(Syn("198.18.4.1", 443, 3), PC_REASON_CONN_RATE_SOURCE);
 }
 
-// Eviction from the LRU bucket map, as a spoofed flood that churns it
-// causes: every bucket goes, the dry records stay (they are written only
-// by sources that empty a bucket, which a spoofed source never does).
+// Eviction from the LRU bucket map, as a flood that churns it causes: every
+// bucket goes, the dry records stay (they are written only by sources that
+// empty a bucket, which a spoofed source never does).
 class BucketChurnTest : public RateLimitTest {
  protected:
   void EvictEveryBucket() {
@@ -173,6 +173,25 @@ class BucketChurnTest : public RateLimitTest {
     return keys;
   }
 };
+
+// A source's first SYN creates no bucket, so the one-SYN sources of a
+// spoofed flood leave the bucket map alone; its second creates the bucket
+// with both SYNs' tokens taken, so the limit is exact.
+TEST_F(BucketChurnTest, ASourcesFirstSynCreatesNoBucket) {
+  Install(Policy("    syn:\n      perSource: {rate: 10, burst: 5}\n"));
+  for (int i = 0; i < 300; ++i) {
+    EXPECT_EQ(Syn(absl::StrCat("198.19.", i / 100, ".", i % 100)), PC_REASON_ALLOWED);
+    EXPECT_EQ(Syn(absl::StrCat("2001:db8:19:", i, "::1")), PC_REASON_ALLOWED);
+  }
+  EXPECT_EQ(MapKeys<pc_bucket_key_v4>(datapath::Map::kSourceBucketsV4).size(), 0u);
+  EXPECT_EQ(MapKeys<pc_bucket_key_v6>(datapath::Map::kSourceBucketsV6).size(), 0u);
+  EXPECT_EQ(Syn("198.19.0.7"), PC_REASON_ALLOWED);
+  EXPECT_EQ(Syn("2001:db8:19:7::1"), PC_REASON_ALLOWED);
+  EXPECT_EQ(MapKeys<pc_bucket_key_v4>(datapath::Map::kSourceBucketsV4).size(), 1u);
+  EXPECT_EQ(MapKeys<pc_bucket_key_v6>(datapath::Map::kSourceBucketsV6).size(), 1u);
+  EXPECT_EQ(CountAllowedSyns("198.19.0.7", 10), 3) << "5 in all";
+  EXPECT_EQ(CountAllowedSyns("2001:db8:19:7::1", 10), 3) << "5 in all";
+}
 
 TEST_F(BucketChurnTest, ABucketEvictedAfterItRanDryComesBackDry) {
   Install(Policy("    syn:\n      perSource: {rate: 10, burst: 5}\n"));

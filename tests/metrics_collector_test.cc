@@ -78,7 +78,20 @@ TEST_F(CollectorTest, BucketsAreJudgedByTheirPortRulesRates) {
   EXPECT_EQ(Metric(families, "portcullis_map_entries", {{"map", "source_buckets"}}), 1);
   EXPECT_EQ(Metric(families, "portcullis_map_capacity", {{"map", "source_buckets"}}),
             PC_MAX_BUCKETS_V4 + PC_MAX_BUCKETS_V6);
-  // Its one token left the bucket dry: it is recorded.
+}
+
+// A source whose last token was taken is recorded in dry_buckets, shown
+// beside the buckets.
+TEST_F(CollectorTest, RecordsOfDryBucketsAreCounted) {
+  const std::string policy =
+      absl::StrCat(kPolicy, "  rateLimits:\n    syn: {perSource: {rate: 1, burst: 2}}\n");
+  Install(policy, 2);
+  agent::DatapathCollector collector(*dp_, {.scan_cache = absl::ZeroDuration()});
+  collector.SetPolicy(CompileYaml(policy));
+  EXPECT_EQ(Run(Syn(kClient, kDst, 80)).reason, PC_REASON_ALLOWED);
+  EXPECT_EQ(Metric(collector.Collect(), "portcullis_map_entries", {{"map", "dry_buckets"}}), 0);
+  EXPECT_EQ(Run(Syn(kClient, kDst, 80)).reason, PC_REASON_ALLOWED);
+  const auto families = collector.Collect();
   EXPECT_EQ(Metric(families, "portcullis_map_entries", {{"map", "dry_buckets"}}), 1);
   EXPECT_EQ(Metric(families, "portcullis_map_capacity", {{"map", "dry_buckets"}}),
             2 * PC_MAX_DRY_BUCKETS);

@@ -40,8 +40,18 @@ inline void ClearMap(int fd, size_t key_size) {
   }
 }
 
+// Zeroes every slot of an array of u64 values (first_sight), in one call.
+inline void ZeroArray(int fd, uint32_t entries) {
+  std::vector<uint32_t> keys(entries);
+  for (uint32_t i = 0; i < entries; ++i) keys[i] = i;
+  const std::vector<uint64_t> zeros(entries);
+  uint32_t count = entries;
+  ASSERT_EQ(bpf_map_update_batch(fd, keys.data(), zeros.data(), &count, nullptr), 0);
+  ASSERT_EQ(count, entries);
+}
+
 // One datapath per test suite (loading takes a few hundred ms); each test
-// starts with empty flow tables and full buckets, and reads counters as
+// starts with empty flow tables, full buckets and no source seen, and reads counters as
 // deltas.
 class DatapathTest : public ::testing::Test {
  protected:
@@ -68,6 +78,7 @@ class DatapathTest : public ::testing::Test {
     ClearMap(dp_->map_fd(datapath::Map::kSourceBucketsV6), sizeof(pc_bucket_key_v6));
     ClearMap(dp_->map_fd(datapath::Map::kDryBucketsV4), sizeof(pc_bucket_key_v4));
     ClearMap(dp_->map_fd(datapath::Map::kDryBucketsV6), sizeof(pc_bucket_key_v6));
+    ZeroArray(dp_->map_fd(datapath::Map::kFirstSight), PC_FIRST_SIGHT_SLOTS);
     ClearMap(dp_->map_fd(datapath::Map::kEgressFlows), sizeof(pc_flow_key));
     ClearMap(dp_->map_fd(datapath::Map::kIngressFlows), sizeof(pc_flow_key));
     const pc_global_bucket full = {PC_BUCKET_FULL, 0};

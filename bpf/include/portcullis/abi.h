@@ -108,6 +108,10 @@ enum pc_l4 {
  * eviction from source_buckets (a spoofed flood churns it) does not give a
  * bursty source a full bucket back. Written at most once per token taken. */
 #define PC_MAX_DRY_BUCKETS (1u << 14)
+/* Array: the sources seen once (a hash of their bucket key per slot). A
+ * source gets a bucket with its second packet, so a spoofed flood's one-SYN
+ * sources never churn the bucket maps (docs/ARCHITECTURE.md). */
+#define PC_FIRST_SIGHT_SLOTS (1u << 16)
 #define PC_MAX_FLOWS (1u << 17) /* LRU: flow tables */
 #define PC_MAX_XDP_IFACES 256 /* interfaces with the XDP program (xdp_ifaces) */
 #define PC_MAX_VERDICT_COUNTERS 4096 /* ifindex x hook x verdict x reason */
