@@ -91,11 +91,12 @@ static __always_inline int pc_first_sight(__u64 h)
 }
 
 /* The bucket pair of `key` (its hash `h`) in `map`. A source without one
- * gets one from its record in `dry` if it ran dry before being evicted.
- * Otherwise its first packet gets none (NULL: it conforms), so that the
- * one-SYN sources of a spoofed flood never churn `map`; its second packet
- * creates it as `charged`, with the first packet's tokens taken. Another CPU
- * may create it first (EEXIST); either way, it is looked up again. */
+ * gets none for its first packet (NULL: it conforms), so that the one-SYN
+ * sources of a spoofed flood never churn `map` and cost one array write. Its
+ * second packet creates it: from its record in `dry` if it ran dry before
+ * being evicted, else as `charged`, with the first packet's tokens taken.
+ * Another CPU may create it first (EEXIST); either way, it is looked up
+ * again. */
 static __always_inline struct pc_bucket *pc_bucket_of(void *map, void *dry, const void *key,
 						      __u64 h, const struct pc_bucket *charged)
 {
@@ -104,12 +105,11 @@ static __always_inline struct pc_bucket *pc_bucket_of(void *map, void *dry, cons
 
 	if (b)
 		return b;
+	if (pc_first_sight(h))
+		return NULL;
 	was = bpf_map_lookup_elem(dry, key);
-	if (!was) {
-		if (pc_first_sight(h))
-			return NULL;
+	if (!was)
 		was = charged;
-	}
 	bpf_map_update_elem(map, key, was, BPF_NOEXIST);
 	return bpf_map_lookup_elem(map, key);
 }

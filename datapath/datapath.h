@@ -19,7 +19,8 @@ namespace portcullis::datapath {
 
 struct DatapathOptions {
   // Read "now" from the user_clock map instead of the kernel's monotonic
-  // clock: simulation and tests replay time deterministically.
+  // clock: simulation and tests replay time deterministically (and
+  // first_sight's hash gets a fixed seed instead of a random one).
   bool use_user_clock = false;
   // Record each packet's verdict in last_verdict (simulation and tests).
   bool record_last_verdict = false;
