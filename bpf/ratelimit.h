@@ -51,8 +51,9 @@ static __always_inline int pc_take_token(__s64 *empty_at, const struct pc_rate *
 	return 0;
 }
 
-/* Load-time constant (rodata), random per load: the seed of first_sight's
- * hash, so that an attacker cannot aim a collision at a source's slot. */
+/* Load-time constant (rodata): the seed of first_sight's hash, random per
+ * load so that an attacker cannot aim a collision at a source's slot (fixed
+ * under use_user_clock, so that replays see the same collisions). */
 const volatile __u64 first_sight_seed = 0;
 
 static __always_inline __u64 pc_mix64(__u64 x)
