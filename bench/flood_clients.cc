@@ -158,11 +158,12 @@ double Percentile(std::vector<double> v, double p) {
 constexpr size_t kBulkBytes = 256 << 20;
 constexpr uint16_t kBulkPort = 8443;
 
-// Serves kBulkBytes to every connection on addr:kBulkPort, until destroyed;
-// keeps the last connection's TCP_INFO.
+// Serves kBulkBytes to every connection on the receiver's kBulkPort (in the
+// calling thread's namespace), until destroyed; keeps the last connection's
+// TCP_INFO.
 class BulkServer {
  public:
-  explicit BulkServer(const FloodLab& lab) : fd_(ListenOn(FloodLab::kRxAddr, kBulkPort)) {
+  BulkServer() : fd_(ListenOn(FloodLab::kRxAddr, kBulkPort)) {
     thread_ = std::thread([this] {
       const std::vector<char> chunk(1 << 20, 'x');
       for (;;) {
@@ -257,15 +258,15 @@ int RunClients(FloodLab& lab, datapath::Datapath& dp, SpoofSender& spoof,
   static testing::TempDir tmp;
   static testing::Process nginx =
       testing::StartNginxIn(lab.rx_ns, {absl::StrCat(FloodLab::kRxAddr, ":443")}, "ok", tmp);
-  const std::string xdp_pin = lab.pin_dir + "/xdp", pass_pin = lab.pin_dir + "/tx-pass";
+  const std::string xdp_pin = lab.pin_dir + "/xdp", sink_pin = lab.pin_dir + "/tx-sink";
   // The sender's side takes XDP_TX'd SYN-ACKs (a veth delivers them only to
   // a peer that runs XDP itself, as a NIC's driver always does), and drops
   // those to the spoofed sources at once, as the Internet would absorb them.
   lab.EnterTx();
-  const bool pass_on =
-      datapath::AttachXdp(spoof.sink_fd(), lab.tx_if, datapath::XdpMode::kNative, pass_pin).ok();
+  const bool sink_on =
+      datapath::AttachXdp(spoof.sink_fd(), lab.tx_if, datapath::XdpMode::kNative, sink_pin).ok();
   lab.EnterRx();
-  if (!pass_on) {
+  if (!sink_on) {
     std::cerr << "bench: cannot attach XDP on " << lab.tx_if << "\n";
     return 1;
   }
@@ -453,7 +454,7 @@ int RunClients(FloodLab& lab, datapath::Datapath& dp, SpoofSender& spoof,
   // Bulk transfers through a cookie (`always`: every connection is made
   // through one) against ordinary connections, interleaved, with no flood.
   if (dp.tc_cookie_prog_fd() >= 0 && only.empty()) {
-    BulkServer server(lab);
+    BulkServer server;
     const std::vector<Config> bulk = {
         {"portcullis, cookies: off", portcullis("off"), portcullis_off},
         {"portcullis, cookies: always", portcullis("always"), portcullis_and_tc_off},
@@ -487,7 +488,7 @@ int RunClients(FloodLab& lab, datapath::Datapath& dp, SpoofSender& spoof,
   // The harness's own check: the spoofed SYNs reached the stack intact.
   std::printf("\nreceiver's TCP checksum errors over the run: %s\n",
               TcpCsumErrors(lab.rx_ns).c_str());
-  datapath::DetachXdp(pass_pin).IgnoreError();
+  datapath::DetachXdp(sink_pin).IgnoreError();
   return 0;
 }
 
