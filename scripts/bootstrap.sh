@@ -15,6 +15,8 @@ BUILD_PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev
   protobuf-compiler-grpc libyaml-cpp-dev libpcap-dev libsqlite3-dev libssl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # etcd's API protos, from which the `--store etcd` stubs are generated
+  golang-etcd-server-dev
 )
 TEST_PACKAGES=(
   # tests, benchmarks and demo
@@ -22,6 +24,8 @@ TEST_PACKAGES=(
   # deployment checks: kustomize (kubectl), promtool and a real Prometheus,
   # Node.js for the schema and type checks
   kubectl prometheus nodejs
+  # a real etcd cluster for the `--store etcd` tests and benchmark
+  etcd-server etcd-client
   # the fuzz build (clang with libFuzzer)
   libclang-rt-14-dev
 )
