@@ -14,12 +14,14 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/flags.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "control/baseline.h"
+#include "control/etcd_store.h"
 #include "control/service.h"
-#include "control/store.h"
+#include "control/sqlite_store.h"
 #include "control/tls.h"
 #include "control/wire.h"
 #include "policy/yaml_loader.h"
@@ -27,6 +29,19 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:9443", "HOST:PORT for the gRPC API (mTLS).");
 ABSL_FLAG(std::string, state_dir, "/var/lib/portcullis-control",
           "Where the store (control.db), the role map (roles.yaml) and --dev's certificates live.");
+ABSL_FLAG(std::string, store, "sqlite",
+          "Where versions and the audit log live: sqlite (control.db in --state-dir, one "
+          "replica) or etcd (--etcd-endpoints, any number of replicas).");
+ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {},
+          "With --store etcd: the members' client URLs, http:// or https://.");
+ABSL_FLAG(std::string, etcd_ca, "",
+          "With https:// etcd endpoints: the CA (PEM) of etcd's certificates.");
+ABSL_FLAG(
+    std::string, etcd_cert, "",
+    "With https:// etcd endpoints: this service's client certificate (PEM), if etcd asks for one.");
+ABSL_FLAG(std::string, etcd_key, "", "The private key (PEM) of --etcd-cert.");
+ABSL_FLAG(std::string, etcd_prefix, "/portcullis",
+          "With --store etcd: the key prefix every replica of one control plane shares.");
 ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) that client certificates must chain to.");
 ABSL_FLAG(std::string, cert, "", "The service's certificate (PEM).");
 ABSL_FLAG(std::string, key, "", "The service's private key (PEM).");
@@ -85,6 +100,37 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// --store: SQLite in `state_dir`, or etcd.
+absl::StatusOr<std::unique_ptr<portcullis::control::Store>> OpenStore(
+    const std::string& state_dir) {
+  using namespace portcullis::control;
+  const std::string kind = absl::GetFlag(FLAGS_store);
+  const std::vector<std::string> endpoints = absl::GetFlag(FLAGS_etcd_endpoints);
+  if (kind == "sqlite") {
+    if (!endpoints.empty()) {
+      return absl::InvalidArgumentError("--etcd-endpoints is given, but --store is sqlite");
+    }
+    auto store = SqliteStore::Open(state_dir);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+  if (kind == "etcd") {
+    EtcdOptions etcd;
+    etcd.endpoints = endpoints;
+    etcd.ca_file = absl::GetFlag(FLAGS_etcd_ca);
+    etcd.cert_file = absl::GetFlag(FLAGS_etcd_cert);
+    etcd.key_file = absl::GetFlag(FLAGS_etcd_key);
+    auto store = EtcdStore::Open(etcd, absl::GetFlag(FLAGS_etcd_prefix));
+    if (!store.ok()) return store.status();
+    portcullis::LogInfo("store", {{"store", "etcd"},
+                                  {"endpoints", absl::StrJoin(endpoints, ",")},
+                                  {"prefix", absl::GetFlag(FLAGS_etcd_prefix)}});
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--store ", kind, ": unknown store (sqlite or etcd)"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,7 +147,9 @@ int main(int argc, char** argv) {
   ParseFlags(argc, argv,
              "portcullis-control: the policy control service.\n\n"
              "  portcullis-control --listen HOST:PORT --state-dir DIR "
-             "(--ca FILE --cert FILE --key FILE | --dev)",
+             "(--ca FILE --cert FILE --key FILE | --dev)\n"
+             "             [--store etcd --etcd-endpoints URL[,URL...] "
+             "[--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--etcd-prefix /portcullis]]",
              "control/main.cc");
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   const bool plaintext = absl::GetFlag(FLAGS_insecure_plaintext_for_testing);
@@ -206,7 +254,7 @@ int main(int argc, char** argv) {
     LogInfo("signing audit entries", {{"key", audit_key}, {"key_id", signer->key_id()}});
   }
 
-  auto store = control::Store::Open(state_dir);
+  auto store = OpenStore(state_dir);
   if (!store.ok()) return Fail(std::string(store.status().message()));
   if (signer) (*store)->SetAuditSigner(std::move(signer));
   auto registry = std::make_shared<prometheus::Registry>();
@@ -263,6 +311,7 @@ int main(int argc, char** argv) {
   LogInfo("serving", {{"listen", listen},
                       {"port", static_cast<int64_t>(port)},
                       {"state_dir", state_dir},
+                      {"store", absl::GetFlag(FLAGS_store)},
                       {"tls", !plaintext}});
   int sig = 0;
   sigwait(&signals, &sig);

@@ -1,16 +1,14 @@
-// The control service's embedded store: policy versions and the audit log in
-// one SQLite database (WAL, synchronous=FULL) in the state directory. A write
-// returns only once it is durable, so an acknowledged push survives kill -9
-// and power loss. The audit table is append-only: triggers refuse UPDATE and
-// DELETE, and each entry is hash-chained to the one before (audit_chain.h).
+// The control service's durable state, behind one interface with two
+// backends: SqliteStore (the default: one file in --state-dir, for one
+// replica) and EtcdStore (--store etcd: every replica on one etcd cluster).
+// Both keep the same facts and pass the same tests (tests/store_test.cc):
+// gapless version numbers, a linear hash-chained audit log that every change
+// extends in the same durable transaction, at most one shadow candidate and
+// one rollout in progress. A change returns only once it is durable.
 #pragma once
 
-#include <sqlite3.h>
-
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,68 +29,62 @@ struct AuditRecord {
 
 class Store {
  public:
-  // Opens (creating if needed) STATE_DIR/control.db. A database that fails
-  // SQLite's integrity check is refused with a message that says how to
-  // restore it.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& state_dir);
-  ~Store();
+  virtual ~Store() = default;
 
   // The newest version; nullopt before the first push.
-  absl::StatusOr<std::optional<v1::PolicyVersion>> Live();
-  absl::StatusOr<v1::PolicyVersion> Get(uint64_t version);
+  virtual absl::StatusOr<std::optional<v1::PolicyVersion>> Live() = 0;
+  virtual absl::StatusOr<v1::PolicyVersion> Get(uint64_t version) = 0;
   // Newest first, without policy bodies; `limit` 0 = all.
-  absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit);
+  virtual absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) = 0;
 
   // Stores `version` (its number is assigned: live + 1) with its audit
   // entry, in one durable transaction, and ends the shadow candidate (it
   // was judged against the version before; promoted, when it is this
   // version's policy), and the rollout in progress; a version with a
   // `rollout` starts one. Returns it as stored.
-  absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version, AuditRecord audit);
-  absl::Status AppendAudit(AuditRecord audit);
+  virtual absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version,
+                                                       AuditRecord audit) = 0;
+  virtual absl::Status AppendAudit(AuditRecord audit) = 0;
   // Records `version` as confirmed, with its audit entry, in one durable
-  // transaction (the caller checks it was not already). Returns the version
-  // as stored.
-  absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit);
+  // transaction. NotFound for no such version, FailedPrecondition when it
+  // is confirmed already. Returns the version as stored.
+  virtual absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit) = 0;
   // Stores `candidate` (its id is assigned) as the shadow candidate, ending
   // the one before, with its audit entry, in one durable transaction.
-  absl::StatusOr<v1::ShadowCandidate> AddShadow(v1::ShadowCandidate candidate, AuditRecord audit);
+  virtual absl::StatusOr<v1::ShadowCandidate> AddShadow(v1::ShadowCandidate candidate,
+                                                        AuditRecord audit) = 0;
   // The current shadow candidate; nullopt when none.
-  absl::StatusOr<std::optional<v1::ShadowCandidate>> Shadow();
+  virtual absl::StatusOr<std::optional<v1::ShadowCandidate>> Shadow() = 0;
   // Ends candidate `id` (discarded), with its audit entry. NotFound when it
   // is not the current one.
-  absl::Status DiscardShadow(uint64_t id, AuditRecord audit);
+  virtual absl::Status DiscardShadow(uint64_t id, AuditRecord audit) = 0;
 
   // The canary rollout in progress (a version stored with its `rollout`),
   // if any. Any later version ends it.
-  absl::StatusOr<std::optional<v1::Rollout>> Rollout();
+  virtual absl::StatusOr<std::optional<v1::Rollout>> Rollout() = 0;
   // Ends the rollout of canary `version`: it is live everywhere now. With
   // its audit entry. NotFound when it is not the rollout in progress.
-  absl::Status PromoteRollout(uint64_t version, AuditRecord audit);
+  virtual absl::Status PromoteRollout(uint64_t version, AuditRecord audit) = 0;
   // Stores the next step of the staged rollout in progress (same version),
   // with its audit entry. NotFound when it is not in progress.
-  absl::Status UpdateRollout(const v1::Rollout& rollout, AuditRecord audit);
+  virtual absl::Status UpdateRollout(const v1::Rollout& rollout, AuditRecord audit) = 0;
 
-  // Entries with seq > after_seq, oldest first, at most `limit`.
-  absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit);
-  // Walks the whole chain, and with a signer the signatures made by its key.
+  // Entries with seq > after_seq, oldest first, at most `limit` (0 = all).
+  virtual absl::StatusOr<std::vector<v1::AuditEntry>> Audit(uint64_t after_seq, uint32_t limit) = 0;
+  // Walks the whole chain, and with a signer the signatures made by its key,
+  // and checks each version against the entry that made it.
   absl::Status VerifyAudit();
 
   // From now on each new audit entry is signed by `signer` (--audit-signing-key).
   void SetAuditSigner(std::unique_ptr<const AuditSigner> signer) { signer_ = std::move(signer); }
 
- private:
-  explicit Store(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
-  absl::Status Exec(const char* sql);
-  absl::Status Error(absl::string_view what) const;
-  // Under mu_: BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when either fails.
-  absl::Status InTransaction(const std::function<absl::Status()>& body);
-  // Under mu_, inside a transaction.
-  absl::StatusOr<v1::AuditEntry> InsertAudit(AuditRecord audit, int64_t now_ns);
+ protected:
+  // The entry `audit` becomes as number `seq` after `prev_hash`: timed,
+  // hashed and, with a signer, signed. Both backends chain through this.
+  v1::AuditEntry ChainEntry(AuditRecord audit, uint64_t seq, std::string prev_hash,
+                            int64_t now_ns) const;
 
-  std::mutex mu_;
-  sqlite3* db_;
-  std::string path_;
+ private:
   std::unique_ptr<const AuditSigner> signer_;  // set before the service starts
 };
 

@@ -115,24 +115,27 @@ absl::Status WritePair(const fs::path& dir, const std::string& name, X509* cert,
 
 }  // namespace
 
-absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional) {
+absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional,
+                                         absl::string_view flag_prefix) {
+  const std::string ca = absl::StrCat(flag_prefix, "ca"), cert = absl::StrCat(flag_prefix, "cert"),
+                    key = absl::StrCat(flag_prefix, "key");
   if (paths.cert.empty() != paths.key.empty()) {
-    return absl::InvalidArgumentError("--cert and --key go together");
+    return absl::InvalidArgumentError(absl::StrCat(cert, " and ", key, " go together"));
   }
   TlsMaterial m;
   for (auto [flag, path, out] :
-       {std::tuple{"--ca", &paths.ca, &m.ca}, std::tuple{"--cert", &paths.cert, &m.cert},
-        std::tuple{"--key", &paths.key, &m.key}}) {
+       {std::tuple{&ca, &paths.ca, &m.ca}, std::tuple{&cert, &paths.cert, &m.cert},
+        std::tuple{&key, &paths.key, &m.key}}) {
     if (path->empty()) {
       if (identity_optional && out != &m.ca) continue;
-      return absl::InvalidArgumentError(absl::StrCat(flag, " is required"));
+      return absl::InvalidArgumentError(absl::StrCat(*flag, " is required"));
     }
     auto text = policy::ReadTextFile(*path);
     if (!text.ok()) {
-      return absl::Status(text.status().code(), absl::StrCat(flag, ": ", text.status().message()));
+      return absl::Status(text.status().code(), absl::StrCat(*flag, ": ", text.status().message()));
     }
     if (text->find("-----BEGIN") == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, " ", *path, ": not a PEM file"));
+      return absl::InvalidArgumentError(absl::StrCat(*flag, " ", *path, ": not a PEM file"));
     }
     *out = *std::move(text);
   }

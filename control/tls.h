@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace portcullis::control {
@@ -25,7 +26,9 @@ struct TlsMaterial {
 // Reads the three files; errors name the flag and the file. With
 // `identity_optional`, cert and key may both be absent (a client that
 // presents no certificate, and is told by the service why it is refused).
-absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional = false);
+// The flags named are `flag_prefix` followed by ca, cert and key.
+absl::StatusOr<TlsMaterial> ReadTlsFiles(const TlsPaths& paths, bool identity_optional = false,
+                                         absl::string_view flag_prefix = "--");
 
 // How often certificate, key and CA files are re-read for a change: new
 // handshakes then use what is on disk (cert-manager renews Secrets in

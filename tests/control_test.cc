@@ -1,6 +1,7 @@
-// The control service's parts without the network: the store (durable
-// numbering, history, an append-only hash-chained audit log that detects
-// tampering), the safety baseline, the role map and port lists.
+// The control service's parts without the network: the SQLite store's own
+// defences (an append-only, hash-chained and signed audit log that detects
+// tampering with the file; what every backend does is tests/store_test.cc),
+// the safety baseline, the role map and port lists.
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -16,7 +17,7 @@
 #include "control/roles.h"
 #include "control/rollout.h"
 #include "control/service.h"
-#include "control/store.h"
+#include "control/sqlite_store.h"
 #include "control/tls.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -65,50 +66,12 @@ v1::PolicyVersion Version(const std::string& text, const std::string& reason) {
 
 // --- Store ----------------------------------------------------------------
 
-TEST(StoreTest, NumbersVersionsAndKeepsThemAcrossReopen) {
-  testing::TempDir dir;
-  {
-    auto store = Store::Open(dir.path());
-    ASSERT_TRUE(store.ok()) << store.status();
-    EXPECT_FALSE(*(*store)->Live());
-    auto v1 =
-        (*store)->AddVersion(Version(kPolicy, "first"), {"editor", "editor", "Push", "ok", "d1"});
-    auto v2 = (*store)->AddVersion(Version(Edit(kPolicy, "[80, 443]", "[80]"), "second"),
-                                   {"editor", "editor", "Push", "ok", "d2"});
-    ASSERT_TRUE(v1.ok() && v2.ok());
-    EXPECT_EQ(v1->version(), 1u);
-    EXPECT_EQ(v2->version(), 2u);
-  }
-  auto store = Store::Open(dir.path());
-  ASSERT_TRUE(store.ok());
-  auto live = (*store)->Live();
-  ASSERT_TRUE(live.ok() && *live);
-  EXPECT_EQ((*live)->version(), 2u);
-  EXPECT_EQ((*live)->reason(), "second");
-  EXPECT_EQ(policy::ContentHash((*live)->policy()), (*live)->content_hash());
-  auto first = (*store)->Get(1);
-  ASSERT_TRUE(first.ok());
-  EXPECT_EQ(first->policy().SerializeAsString(), Load(kPolicy).SerializeAsString());
-  EXPECT_TRUE(absl::IsNotFound((*store)->Get(3).status()));
-  auto history = (*store)->History(0);
-  ASSERT_TRUE(history.ok());
-  ASSERT_EQ(history->size(), 2u);
-  EXPECT_EQ((*history)[0].version(), 2u);  // newest first
-  EXPECT_FALSE((*history)[0].has_policy());
-  auto audit = (*store)->Audit(0, 0);
-  ASSERT_TRUE(audit.ok());
-  ASSERT_EQ(audit->size(), 2u);
-  EXPECT_EQ((*audit)[1].version(), 2u);  // the audit entry names the version it made
-  EXPECT_EQ((*audit)[1].prev_hash(), (*audit)[0].hash());
-  EXPECT_TRUE((*store)->VerifyAudit().ok());
-}
-
 // Unauthenticated noise costs a bounded number of audit rows a minute: 20
 // itemised, then one summary for the rest of the window (it was 20 rows and
 // a summary every second, 1,260 a minute, without end).
 TEST(RefusalAuditorTest, AFloodOfRefusalsCostsBoundedRowsAMinute) {
   testing::TempDir dir;
-  auto store = Store::Open(dir.path());
+  auto store = SqliteStore::Open(dir.path());
   ASSERT_TRUE(store.ok()) << store.status();
   prometheus::Registry registry;
   {
@@ -141,7 +104,7 @@ TEST(StoreTest, TheDatabaseAndItsWalArePrivate) {
   testing::TempDir dir;
   const mode_t old_umask = umask(0);
   {
-    auto store = Store::Open(dir.path());
+    auto store = SqliteStore::Open(dir.path());
     umask(old_umask);
     ASSERT_TRUE(store.ok()) << store.status();
     ASSERT_TRUE((*store)->AppendAudit({"admin", "admin", "Push", "ok", "x"}).ok());
@@ -167,7 +130,7 @@ void Tamper(const std::string& dir, const std::string& sql) {
 
 TEST(StoreTest, AuditLogRefusesUpdateAndDelete) {
   testing::TempDir dir;
-  auto store = Store::Open(dir.path());
+  auto store = SqliteStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
   ASSERT_TRUE((*store)->AppendAudit({"viewer", "viewer", "Push", "refused", "no"}).ok());
   sqlite3* db = nullptr;
@@ -187,7 +150,7 @@ TEST(StoreTest, VerifyDetectsAnAlteredEntryAndAMissingOne) {
     SCOPED_TRACE(attack);
     testing::TempDir dir;
     {
-      auto store = Store::Open(dir.path());
+      auto store = SqliteStore::Open(dir.path());
       ASSERT_TRUE(store.ok());
       for (int i = 1; i <= 3; ++i) {
         ASSERT_TRUE((*store)->AppendAudit({"admin", "admin", "Push", "ok", absl::StrCat(i)}).ok());
@@ -195,7 +158,7 @@ TEST(StoreTest, VerifyDetectsAnAlteredEntryAndAMissingOne) {
       ASSERT_TRUE((*store)->VerifyAudit().ok());
     }
     Tamper(dir.path(), attack);
-    auto store = Store::Open(dir.path());
+    auto store = SqliteStore::Open(dir.path());
     ASSERT_TRUE(store.ok());
     absl::Status verified = (*store)->VerifyAudit();
     EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
@@ -209,7 +172,7 @@ TEST(StoreTest, VerifyDetectsAnAlteredEntryAndAMissingOne) {
 TEST(StoreTest, VerifyDetectsAVersionWhosePolicyWasReplaced) {
   testing::TempDir dir;
   {
-    auto store = Store::Open(dir.path());
+    auto store = SqliteStore::Open(dir.path());
     ASSERT_TRUE(store.ok());
     for (const char* ports : {"[80, 443]", "[80]"}) {
       v1::PolicyVersion v = Version(Edit(kPolicy, "[80, 443]", ports), "r");
@@ -225,7 +188,7 @@ TEST(StoreTest, VerifyDetectsAVersionWhosePolicyWasReplaced) {
          "DROP TRIGGER versions_no_update; UPDATE versions SET policy = (SELECT policy FROM "
          "versions WHERE version = 2), "
          "content_hash = (SELECT content_hash FROM versions WHERE version = 2) WHERE version = 1");
-  auto store = Store::Open(dir.path());
+  auto store = SqliteStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
   const absl::Status verified = (*store)->VerifyAudit();
   EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
@@ -247,7 +210,7 @@ TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
   const std::string key_id = (*signer)->key_id();
   std::vector<v1::AuditEntry> signed_log;
   auto open = [&] {
-    auto store = Store::Open(dir.path());
+    auto store = SqliteStore::Open(dir.path());
     EXPECT_TRUE(store.ok());
     auto again = AuditSigner::Load(*key_path);
     EXPECT_TRUE(again.ok());
@@ -315,49 +278,6 @@ TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
   e.set_signature((*other_signer)->Sign(e.hash()));
   first = 0;
   EXPECT_THAT(keys->Verify({e}, true, first).message(), HasSubstr("is signed by a key not given"));
-}
-
-// A canary's rollout and a shadow candidate are durable until promoted or
-// ended; the next version ends both.
-TEST(StoreTest, RolloutsAndShadowCandidatesSurviveAReopenUntilEnded) {
-  testing::TempDir dir;
-  {
-    auto store = Store::Open(dir.path());
-    ASSERT_TRUE(store.ok());
-    ASSERT_TRUE(
-        (*store)->AddVersion(Version(kPolicy, "one"), {"e", "editor", "Push", "ok", ""}).ok());
-    v1::ShadowCandidate candidate;
-    *candidate.mutable_policy() = Version(Edit(kPolicy, "[80, 443]", "[443]"), "s").policy();
-    candidate.set_content_hash("sha256:s");
-    auto shadow = (*store)->AddShadow(candidate, {"e", "editor", "Push", "ok", "shadow"});
-    ASSERT_TRUE(shadow.ok()) << shadow.status();
-    EXPECT_EQ(shadow->id(), 1u);
-    v1::PolicyVersion canary = Version(Edit(kPolicy, "[80, 443]", "[80]"), "two");
-    canary.mutable_rollout()->add_nodes("n1");
-    canary.mutable_rollout()->set_stable_version(1);
-    ASSERT_TRUE((*store)->AddVersion(canary, {"e", "editor", "Push", "ok", ""}).ok());
-  }
-  auto store = Store::Open(dir.path());
-  ASSERT_TRUE(store.ok());
-  auto rollout = (*store)->Rollout();
-  ASSERT_TRUE(rollout.ok() && *rollout);
-  EXPECT_EQ((*rollout)->version(), 2u);
-  EXPECT_EQ((*rollout)->stable_version(), 1u);
-  EXPECT_EQ((*rollout)->nodes(0), "n1");
-  EXPECT_FALSE((*store)->Shadow()->has_value()) << "the canary version ended the candidate";
-  EXPECT_TRUE(absl::IsNotFound((*store)->PromoteRollout(1, {"e", "editor", "P", "ok", ""})));
-  ASSERT_TRUE((*store)->PromoteRollout(2, {"e", "editor", "PromoteRollout", "ok", ""}).ok());
-  EXPECT_FALSE((*store)->Rollout()->has_value());
-  v1::ShadowCandidate again;
-  again.set_content_hash("sha256:t");
-  ASSERT_TRUE((*store)->AddShadow(again, {"e", "editor", "Push", "ok", "shadow"}).ok());
-  auto current = (*store)->Shadow();
-  ASSERT_TRUE(current.ok() && *current);
-  EXPECT_EQ((*current)->id(), 2u) << "numbered apart from versions, never reused";
-  EXPECT_TRUE(absl::IsNotFound((*store)->DiscardShadow(1, {"e", "editor", "D", "ok", ""})));
-  ASSERT_TRUE((*store)->DiscardShadow(2, {"e", "editor", "DiscardShadow", "ok", ""}).ok());
-  EXPECT_FALSE((*store)->Shadow()->has_value());
-  EXPECT_TRUE((*store)->VerifyAudit().ok());
 }
 
 TEST(RolloutTest, SelectsNamedNodesOrEveryLabelOfTheSelector) {
@@ -429,43 +349,10 @@ TEST(RolloutTest, ParsesKubernetesLabelsAndNamesWhatIsWrong) {
 
 // A version's confirmation deadline and its confirmation are durable: a
 // service restarted within the window still reverts it, or keeps it.
-TEST(StoreTest, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
-  testing::TempDir dir;
-  const int64_t due = absl::ToUnixNanos(absl::Now() + absl::Minutes(2));
-  {
-    auto store = Store::Open(dir.path());
-    ASSERT_TRUE(store.ok());
-    ASSERT_TRUE(
-        (*store)->AddVersion(Version(kPolicy, "one"), {"e", "editor", "Push", "ok", ""}).ok());
-    v1::PolicyVersion pending = Version(Edit(kPolicy, "[80, 443]", "[80]"), "two");
-    pending.set_confirm_by_unix_nanos(due);
-    auto stored = (*store)->AddVersion(pending, {"e", "editor", "Push", "ok", ""});
-    ASSERT_TRUE(stored.ok());
-    EXPECT_TRUE(AwaitsConfirmation(**(*store)->Live()));
-  }
-  auto store = Store::Open(dir.path());
-  ASSERT_TRUE(store.ok());
-  auto live = (*store)->Live();
-  ASSERT_TRUE(live.ok() && *live);
-  EXPECT_EQ((*live)->confirm_by_unix_nanos(), due);
-  EXPECT_TRUE(AwaitsConfirmation(**live));
-  auto confirmed = (*store)->Confirm(2, {"e", "editor", "Confirm", "ok", "in time"});
-  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
-  EXPECT_GT(confirmed->confirmed_unix_nanos(), 0);
-  EXPECT_FALSE((*store)->Confirm(2, {"e", "editor", "Confirm", "ok", "again"}).ok());
-  store->reset();
-  auto reopened = Store::Open(dir.path());
-  ASSERT_TRUE(reopened.ok());
-  EXPECT_FALSE(AwaitsConfirmation(**(*reopened)->Live()));
-  EXPECT_EQ((*(*reopened)->History(0))[0].confirmed_unix_nanos(),
-            confirmed->confirmed_unix_nanos());
-  EXPECT_TRUE((*reopened)->VerifyAudit().ok());
-}
-
 TEST(StoreTest, ACorruptFileIsRefusedWithHowToRestore) {
   testing::TempDir dir;
   dir.Write("control.db", std::string(8192, 'x'));
-  auto store = Store::Open(dir.path());
+  auto store = SqliteStore::Open(dir.path());
   ASSERT_FALSE(store.ok());
   EXPECT_TRUE(absl::IsDataLoss(store.status())) << store.status();
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("restore"));

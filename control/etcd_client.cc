@@ -1,0 +1,142 @@
+#include "control/etcd_client.h"
+
+#include <chrono>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "control/tls.h"
+
+namespace portcullis::control {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// The member is gone, or cannot reach a quorum: another one may answer.
+bool MembersFault(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+}  // namespace
+
+std::string EtcdPrefixEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    if (static_cast<unsigned char>(end.back()) < 0xff) {
+      ++end.back();
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdOptions& options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError("--etcd-endpoints is required with --store etcd");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> tls;
+  std::vector<Member> members;
+  for (const std::string& url : options.endpoints) {
+    std::string target;
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+    if (absl::StartsWith(url, "http://")) {
+      target = url.substr(7);
+      creds = grpc::InsecureChannelCredentials();
+    } else if (absl::StartsWith(url, "https://")) {
+      target = url.substr(8);
+      if (!tls) {
+        const TlsPaths paths{options.ca_file, options.cert_file, options.key_file};
+        if (auto read = ReadTlsFiles(paths, /*identity_optional=*/true, "--etcd-"); !read.ok()) {
+          return read.status();
+        }
+        tls = ReloadingChannelCredentials(paths, kDefaultTlsRefresh);
+      }
+      creds = tls;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--etcd-endpoints: ", url, " is not an http:// or https:// URL (host:port after it)"));
+    }
+    if (target.empty() || absl::StrContains(target, "/")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--etcd-endpoints: ", url, " has no host:port, or has a path"));
+    }
+    grpc::ChannelArguments args;
+    // A member that comes back is used again within a second or so, not
+    // after gRPC's default backoff of up to two minutes. (The minimum
+    // backoff is left alone: gRPC also takes it as the connect timeout.)
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // Versions are read whole: etcd's own request limit is what bounds them.
+    args.SetMaxReceiveMessageSize(256 << 20);
+    auto channel = grpc::CreateCustomChannel(target, creds, args);
+    members.push_back(
+        {url, etcdserverpb::KV::NewStub(channel), etcdserverpb::Lease::NewStub(channel)});
+  }
+  return std::unique_ptr<EtcdClient>(new EtcdClient(std::move(members), options.call_timeout));
+}
+
+std::string EtcdClient::Describe() const {
+  std::vector<std::string> urls;
+  for (const Member& m : members_) urls.push_back(m.url);
+  return absl::StrJoin(urls, ",");
+}
+
+template <typename Response, typename Call>
+absl::StatusOr<Response> EtcdClient::OnAnyMember(const char* what, const Call& call) {
+  const size_t first = current_.load();
+  std::vector<std::string> failures;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    const size_t m = (first + i) % members_.size();
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(call_timeout_));
+    Response response;
+    const grpc::Status s = call(members_[m], ctx, response);
+    if (s.ok()) {
+      current_.store(m);
+      return response;
+    }
+    if (!MembersFault(s)) {
+      if (absl::StrContains(s.error_message(), "request is too large")) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("etcd refused the ", what, " as too large (", s.error_message(),
+                         "): raise the members' --max-request-bytes (etcd's default is 1.5 MiB)"));
+      }
+      return FromGrpc(s);
+    }
+    failures.push_back(absl::StrCat(members_[m].url, ": ", s.error_message()));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("etcd has no quorum or cannot be reached: no member answered the ", what, " (",
+                   absl::StrJoin(failures, "; "), ")"));
+}
+
+absl::StatusOr<etcdserverpb::RangeResponse> EtcdClient::Range(
+    const etcdserverpb::RangeRequest& request) {
+  return OnAnyMember<etcdserverpb::RangeResponse>(
+      "read", [&](Member& m, grpc::ClientContext& ctx, etcdserverpb::RangeResponse& out) {
+        return m.kv->Range(&ctx, request, &out);
+      });
+}
+
+absl::StatusOr<etcdserverpb::TxnResponse> EtcdClient::Txn(const etcdserverpb::TxnRequest& request) {
+  return OnAnyMember<etcdserverpb::TxnResponse>(
+      "transaction", [&](Member& m, grpc::ClientContext& ctx, etcdserverpb::TxnResponse& out) {
+        return m.kv->Txn(&ctx, request, &out);
+      });
+}
+
+absl::StatusOr<etcdserverpb::LeaseGrantResponse> EtcdClient::LeaseGrant(int64_t ttl_seconds) {
+  etcdserverpb::LeaseGrantRequest request;
+  request.set_ttl(ttl_seconds);
+  return OnAnyMember<etcdserverpb::LeaseGrantResponse>(
+      "lease grant",
+      [&](Member& m, grpc::ClientContext& ctx, etcdserverpb::LeaseGrantResponse& out) {
+        return m.lease->LeaseGrant(&ctx, request, &out);
+      });
+}
+
+}  // namespace portcullis::control

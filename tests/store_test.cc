@@ -1,0 +1,401 @@
+// The store suite: what every backend of control/store.h must do, run on
+// SqliteStore (a temp dir) and on EtcdStore (a real etcd on loopback, a
+// prefix of its own per test), and what only a store shared by several
+// replicas must do: changes from two replicas at once never both win, a lost
+// quorum refuses changes and says so, and they go on when it is back.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "control/etcd_client.h"
+#include "control/etcd_store.h"
+#include "control/service.h"
+#include "control/sqlite_store.h"
+#include "gmock/gmock.h"
+#include "policy/text.h"
+#include "policy/validator.h"
+#include "tests/support/etcd.h"
+#include "tests/support/policy_versions.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/text_edit.h"
+
+namespace portcullis::control {
+namespace {
+
+using ::portcullis::testing::EtcdCluster;
+using ::testing::HasSubstr;
+
+// kStreamedPolicy with tcp `ports` from any, as an editor pushes it.
+v1::PolicyVersion Pushed(const std::string& ports, const std::string& reason) {
+  v1::PolicyVersion v;
+  const auto checked =
+      policy::CheckPolicyText(testing::Edit(testing::kStreamedPolicy, "[80]", ports));
+  EXPECT_TRUE(checked.ok()) << checked.Format("p.yaml");
+  if (checked.ok()) *v.mutable_policy() = checked.loaded->policy;
+  v.set_content_hash(policy::ContentHash(v.policy()));
+  v.set_author("editor");
+  v.set_reason(reason);
+  return v;
+}
+
+AuditRecord By(const std::string& method, const std::string& detail = "") {
+  return {"editor", "editor", method, "ok", detail};
+}
+
+// One etcd member for every test of this process; each test has its own
+// prefix in it.
+EtcdCluster& SharedEtcd() {
+  static EtcdCluster* etcd = [] {
+    auto* cluster = new EtcdCluster(1);
+    EXPECT_TRUE(cluster->WaitHealthy()) << "etcd did not start: " << cluster->LogOf(0);
+    return cluster;
+  }();
+  return *etcd;
+}
+
+EtcdOptions OptionsFor(const EtcdCluster& etcd) {
+  EtcdOptions options;
+  options.endpoints = absl::StrSplit(etcd.Endpoints(), ',');
+  options.call_timeout = absl::Seconds(1);
+  return options;
+}
+
+std::string UniquePrefix() {
+  static std::atomic<int> n{0};
+  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  return absl::StrCat("/portcullis-test/", getpid(), "-", n++, "-", test->name());
+}
+
+// Where a backend keeps its state; each Open() is the control service
+// starting again on it.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual absl::StatusOr<std::unique_ptr<Store>> Open() = 0;
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  absl::StatusOr<std::unique_ptr<Store>> Open() override {
+    auto store = SqliteStore::Open(dir_.path());
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+
+ private:
+  testing::TempDir dir_;
+};
+
+class EtcdBackend final : public Backend {
+ public:
+  absl::StatusOr<std::unique_ptr<Store>> Open() override {
+    auto store = EtcdStore::Open(OptionsFor(SharedEtcd()), prefix_);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+
+ private:
+  std::string prefix_ = UniquePrefix();
+};
+
+class StoreSuite : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "sqlite") {
+      backend_ = std::make_unique<SqliteBackend>();
+    } else {
+      backend_ = std::make_unique<EtcdBackend>();
+    }
+  }
+  std::unique_ptr<Store> Open() {
+    auto store = backend_->Open();
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(StoreSuite, NumbersVersionsAndKeepsThemAcrossReopen) {
+  {
+    std::unique_ptr<Store> store = Open();
+    ASSERT_TRUE(store);
+    EXPECT_FALSE(*store->Live());
+    auto v1 = store->AddVersion(Pushed("[80, 443]", "first"), By("Push", "d1"));
+    auto v2 = store->AddVersion(Pushed("[80]", "second"), By("Push", "d2"));
+    ASSERT_TRUE(v1.ok() && v2.ok()) << v1.status() << v2.status();
+    EXPECT_EQ(v1->version(), 1u);
+    EXPECT_EQ(v2->version(), 2u);
+    EXPECT_GT(v2->created_unix_nanos(), 0);
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  auto live = store->Live();
+  ASSERT_TRUE(live.ok() && *live);
+  EXPECT_EQ((*live)->version(), 2u);
+  EXPECT_EQ((*live)->reason(), "second");
+  EXPECT_EQ(policy::ContentHash((*live)->policy()), (*live)->content_hash());
+  auto first = store->Get(1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->policy().SerializeAsString(),
+            Pushed("[80, 443]", "").policy().SerializeAsString());
+  EXPECT_TRUE(absl::IsNotFound(store->Get(3).status()));
+  auto history = store->History(0);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0].version(), 2u);  // newest first
+  EXPECT_FALSE((*history)[0].has_policy());
+  ASSERT_EQ(store->History(1)->size(), 1u);
+  auto audit = store->Audit(0, 0);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_EQ(audit->size(), 2u);
+  EXPECT_EQ((*audit)[1].version(), 2u);  // the audit entry names the version it made
+  EXPECT_EQ((*audit)[1].content_hash(), (*live)->content_hash());
+  EXPECT_EQ((*audit)[1].prev_hash(), (*audit)[0].hash());
+  EXPECT_EQ(store->Audit(1, 0)->size(), 1u);
+  EXPECT_EQ(store->Audit(0, 1)->size(), 1u);
+  EXPECT_TRUE(store->VerifyAudit().ok());
+}
+
+// A canary's rollout and a shadow candidate are durable until promoted or
+// ended; the next version ends both.
+TEST_P(StoreSuite, RolloutsAndShadowCandidatesSurviveAReopenUntilEnded) {
+  {
+    std::unique_ptr<Store> store = Open();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->AddVersion(Pushed("[80]", "one"), By("Push")).ok());
+    v1::ShadowCandidate candidate;
+    *candidate.mutable_policy() = Pushed("[443]", "s").policy();
+    candidate.set_content_hash("sha256:s");
+    auto shadow = store->AddShadow(candidate, By("Push", "shadow"));
+    ASSERT_TRUE(shadow.ok()) << shadow.status();
+    EXPECT_EQ(shadow->id(), 1u);
+    EXPECT_EQ((*store->Shadow())->content_hash(), "sha256:s");
+    v1::PolicyVersion canary = Pushed("[81]", "two");
+    canary.mutable_rollout()->add_nodes("n1");
+    canary.mutable_rollout()->set_stable_version(1);
+    ASSERT_TRUE(store->AddVersion(canary, By("Push")).ok());
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  auto rollout = store->Rollout();
+  ASSERT_TRUE(rollout.ok() && *rollout);
+  EXPECT_EQ((*rollout)->version(), 2u);
+  EXPECT_EQ((*rollout)->stable_version(), 1u);
+  EXPECT_EQ((*rollout)->nodes(0), "n1");
+  EXPECT_FALSE(store->Shadow()->has_value()) << "the canary version ended the candidate";
+  EXPECT_TRUE(absl::IsNotFound(store->PromoteRollout(1, By("PromoteRollout"))));
+  ASSERT_TRUE(store->PromoteRollout(2, By("PromoteRollout")).ok());
+  EXPECT_FALSE(store->Rollout()->has_value());
+  v1::ShadowCandidate again;
+  again.set_content_hash("sha256:t");
+  ASSERT_TRUE(store->AddShadow(again, By("Push", "shadow")).ok());
+  auto current = store->Shadow();
+  ASSERT_TRUE(current.ok() && *current);
+  EXPECT_EQ((*current)->id(), 2u) << "numbered apart from versions, never reused";
+  EXPECT_TRUE(absl::IsNotFound(store->DiscardShadow(1, By("DiscardShadow"))));
+  ASSERT_TRUE(store->DiscardShadow(2, By("DiscardShadow")).ok());
+  EXPECT_FALSE(store->Shadow()->has_value());
+  EXPECT_TRUE(store->VerifyAudit().ok());
+}
+
+TEST_P(StoreSuite, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
+  const int64_t due = absl::ToUnixNanos(absl::Now() + absl::Minutes(2));
+  {
+    std::unique_ptr<Store> store = Open();
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->AddVersion(Pushed("[80]", "one"), By("Push")).ok());
+    v1::PolicyVersion pending = Pushed("[81]", "two");
+    pending.set_confirm_by_unix_nanos(due);
+    ASSERT_TRUE(store->AddVersion(pending, By("Push")).ok());
+    EXPECT_TRUE(AwaitsConfirmation(**store->Live()));
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  auto live = store->Live();
+  ASSERT_TRUE(live.ok() && *live);
+  EXPECT_EQ((*live)->confirm_by_unix_nanos(), due);
+  EXPECT_TRUE(AwaitsConfirmation(**live));
+  auto confirmed = store->Confirm(2, By("Confirm", "in time"));
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_GT(confirmed->confirmed_unix_nanos(), 0);
+  const absl::Status again = store->Confirm(2, By("Confirm", "again")).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(again)) << again;
+  EXPECT_TRUE(absl::IsNotFound(store->Confirm(9, By("Confirm")).status()));
+  store.reset();
+  std::unique_ptr<Store> reopened = Open();
+  ASSERT_TRUE(reopened);
+  EXPECT_FALSE(AwaitsConfirmation(**reopened->Live()));
+  EXPECT_EQ((*reopened->History(0))[0].confirmed_unix_nanos(), confirmed->confirmed_unix_nanos());
+  EXPECT_TRUE(reopened->VerifyAudit().ok());
+  // The refused second confirmation left no entry: 2 pushes, 1 confirmation.
+  EXPECT_EQ(reopened->Audit(0, 0)->size(), 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreSuite, ::testing::Values("sqlite", "etcd"),
+                         [](const auto& info) { return info.param; });
+
+// --- etcd only: a store that several replicas share ------------------------
+
+std::unique_ptr<EtcdStore> OpenEtcd(const EtcdOptions& options, const std::string& prefix) {
+  auto store = EtcdStore::Open(options, prefix);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+// Two replicas push at once, each through its own store: every push is
+// acknowledged with a number of its own, the numbers have no gap, and the
+// audit chain is one line through all of them.
+TEST(EtcdStoreTest, ConcurrentPushesFromTwoReplicasAreGaplessAndLinear) {
+  const std::string prefix = UniquePrefix();
+  std::unique_ptr<EtcdStore> replicas[2] = {OpenEtcd(OptionsFor(SharedEtcd()), prefix),
+                                            OpenEtcd(OptionsFor(SharedEtcd()), prefix)};
+  ASSERT_TRUE(replicas[0] && replicas[1]);
+  constexpr int kEach = 15;
+  std::vector<uint64_t> acknowledged[2];
+  std::vector<std::thread> pushers;
+  for (int r = 0; r < 2; ++r) {
+    pushers.emplace_back([&, r] {
+      for (int i = 0; i < kEach; ++i) {
+        auto v = replicas[r]->AddVersion(Pushed(absl::StrCat("[", 1000 * (r + 1) + i, "]"),
+                                                absl::StrCat("replica ", r, " push ", i)),
+                                         By("Push"));
+        if (v.ok()) acknowledged[r].push_back(v->version());
+        EXPECT_TRUE(v.ok()) << v.status();
+      }
+    });
+  }
+  for (std::thread& t : pushers) t.join();
+  std::set<uint64_t> numbers;
+  for (const auto& acks : acknowledged) numbers.insert(acks.begin(), acks.end());
+  ASSERT_EQ(numbers.size(), 2u * kEach) << "two pushes were given one number";
+  EXPECT_EQ(*numbers.begin(), 1u);
+  EXPECT_EQ(*numbers.rbegin(), 2u * kEach) << "a gap in the numbers";
+  for (int r = 0; r < 2; ++r) {
+    for (uint64_t n : acknowledged[r]) {
+      auto v = replicas[1 - r]->Get(n);
+      ASSERT_TRUE(v.ok()) << v.status();
+      EXPECT_THAT(v->reason(), ::testing::StartsWith(absl::StrCat("replica ", r, " ")))
+          << "version " << n << " is not the push it acknowledged";
+    }
+  }
+  auto audit = replicas[0]->Audit(0, 0);
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->size(), 2u * kEach);
+  EXPECT_TRUE(replicas[1]->VerifyAudit().ok()) << replicas[1]->VerifyAudit();
+}
+
+// Whoever can write etcd can rewrite an entry; the chain says which.
+TEST(EtcdStoreTest, VerifyDetectsAnAlteredAuditEntryAndAMissingOne) {
+  for (const bool remove : {false, true}) {
+    SCOPED_TRACE(remove ? "deleted" : "altered");
+    const std::string prefix = UniquePrefix();
+    std::unique_ptr<EtcdStore> store = OpenEtcd(OptionsFor(SharedEtcd()), prefix);
+    ASSERT_TRUE(store);
+    for (int i = 1; i <= 3; ++i) ASSERT_TRUE(store->AppendAudit(By("Push", absl::StrCat(i))).ok());
+    ASSERT_TRUE(store->VerifyAudit().ok());
+    auto entry = store->Audit(1, 1);
+    ASSERT_TRUE(entry.ok() && entry->size() == 1);
+    v1::AuditEntry forged = (*entry)[0];
+    forged.set_detail("nothing");
+    auto client = EtcdClient::Create(OptionsFor(SharedEtcd()));
+    ASSERT_TRUE(client.ok());
+    etcdserverpb::TxnRequest txn;
+    if (remove) {
+      txn.add_success()->mutable_request_delete_range()->set_key(store->Key("audit", 2));
+    } else {
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(store->Key("audit", 2));
+      put->set_value(forged.SerializeAsString());
+    }
+    ASSERT_TRUE((*client)->Txn(txn).ok());
+    const absl::Status verified = store->VerifyAudit();
+    EXPECT_TRUE(absl::IsDataLoss(verified)) << verified;
+    EXPECT_THAT(std::string(verified.message()), HasSubstr("audit entry 2"));
+  }
+}
+
+TEST(EtcdStoreTest, OpenNamesTheFlagThatIsWrong) {
+  EtcdOptions options = OptionsFor(SharedEtcd());
+  auto bad_prefix = EtcdStore::Open(options, "portcullis/");
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_prefix.status()));
+  EXPECT_THAT(std::string(bad_prefix.status().message()), HasSubstr("--etcd-prefix"));
+
+  options.endpoints = {"127.0.0.1:2379"};
+  auto no_scheme = EtcdStore::Open(options, "/p");
+  EXPECT_TRUE(absl::IsInvalidArgument(no_scheme.status()));
+  EXPECT_THAT(std::string(no_scheme.status().message()), HasSubstr("--etcd-endpoints"));
+
+  options.endpoints = {"https://127.0.0.1:2379"};
+  options.ca_file = "/nonexistent/ca.pem";
+  auto no_ca = EtcdStore::Open(options, "/p");
+  EXPECT_FALSE(no_ca.ok());
+  EXPECT_THAT(std::string(no_ca.status().message()), HasSubstr("--etcd-ca"));
+
+  options = OptionsFor(SharedEtcd());
+  options.endpoints = {absl::StrCat("http://127.0.0.1:", testing::UnusedLoopbackPort())};
+  auto nobody = EtcdStore::Open(options, "/p");
+  EXPECT_TRUE(absl::IsUnavailable(nobody.status())) << nobody.status();
+  EXPECT_THAT(std::string(nobody.status().message()), HasSubstr("cannot be reached"));
+}
+
+// etcd bounds one request (--max-request-bytes, 1.5 MiB by default): a
+// version over it is refused with the limit to raise, and nothing of it is
+// stored.
+TEST(EtcdStoreTest, AVersionOverEtcdsRequestLimitIsRefusedNamingTheLimit) {
+  EtcdCluster etcd(1, {"--max-request-bytes", "8192"});
+  ASSERT_TRUE(etcd.WaitHealthy()) << etcd.LogOf(0);
+  std::unique_ptr<EtcdStore> store = OpenEtcd(OptionsFor(etcd), "/portcullis");
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AddVersion(Pushed("[80]", "small"), By("Push")).ok());
+  v1::PolicyVersion big = Pushed("[80]", "big");
+  big.set_reason(std::string(16384, 'x'));
+  const absl::Status refused = store->AddVersion(big, By("Push")).status();
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("--max-request-bytes"));
+  EXPECT_EQ((*store->Live())->version(), 1u);
+  EXPECT_EQ(store->Audit(0, 0)->size(), 1u);
+}
+
+// Three members: one lost, pushes go on; two lost, they are refused with an
+// error that names the lost quorum, and nothing is half-stored; both back,
+// pushes go on where they stopped.
+TEST(EtcdStoreTest, ALostQuorumRefusesChangesUntilItIsBack) {
+  EtcdCluster etcd(3);
+  ASSERT_TRUE(etcd.WaitHealthy()) << etcd.LogOf(0);
+  std::unique_ptr<EtcdStore> store = OpenEtcd(OptionsFor(etcd), "/portcullis");
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AddVersion(Pushed("[80]", "three members"), By("Push")).ok());
+
+  etcd.Kill(0);
+  auto two = store->AddVersion(Pushed("[81]", "two members"), By("Push"));
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->version(), 2u);
+
+  etcd.Kill(1);
+  const absl::Status refused = store->AddVersion(Pushed("[82]", "one member"), By("Push")).status();
+  EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("no quorum"));
+
+  etcd.Start(0);
+  etcd.Start(1);
+  ASSERT_TRUE(etcd.WaitHealthy());
+  absl::StatusOr<v1::PolicyVersion> back = absl::UnavailableError("not tried");
+  for (int i = 0; i < 40 && !back.ok(); ++i) {
+    back = store->AddVersion(Pushed("[83]", "quorum back"), By("Push"));
+    if (!back.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->version(), 3u) << "the refused push left a number behind";
+  EXPECT_TRUE(store->VerifyAudit().ok());
+}
+
+}  // namespace
+}  // namespace portcullis::control
