@@ -44,7 +44,8 @@ ABSL_FLAG(bool, uninstall, false,
           "Detach every program the agent installed and remove its pins and state, then exit.");
 ABSL_FLAG(std::string, control, "",
           "Control service HOST:PORT: watch it for policy instead of --policy-file (needs --ca, "
-          "--cert, --key).");
+          "--cert, --key). Replicas: a name with several addresses, or IP:PORT,IP:PORT,...; "
+          "the agent moves to another when its replica is gone.");
 ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) of the control service, for --control.");
 ABSL_FLAG(std::string, cert, "", "This agent's client certificate (PEM), for --control.");
 ABSL_FLAG(std::string, key, "", "This agent's client key (PEM), for --control.");

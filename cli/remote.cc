@@ -27,7 +27,9 @@
 #include "policy/yaml_loader.h"
 #include "portcullis/v1/control.grpc.pb.h"
 
-ABSL_FLAG(std::string, control, "", "HOST:PORT of portcullis-control");
+ABSL_FLAG(std::string, control, "",
+          "HOST:PORT of portcullis-control; replicas: a name with several addresses, or "
+          "IP:PORT,IP:PORT,... (the next is tried when one is gone)");
 ABSL_FLAG(std::string, ca, "", "CA certificate (PEM) of the control service");
 ABSL_FLAG(std::string, cert, "", "your client certificate (PEM)");
 ABSL_FLAG(std::string, key, "", "your client key (PEM)");
@@ -532,6 +534,10 @@ int Status(Remote& remote, const std::vector<char*>&) {
                                                        ShortHash(response.live_hash()), ")")
                                         : std::string("none"))
             << "\n";
+  if (!response.store_unreachable().empty()) {
+    std::cout << "stale: this replica cannot read its store ("
+              << Printable(response.store_unreachable()) << "); pushes are refused\n";
+  }
   if (response.has_rollout()) {
     std::cout << "rollout: version " << response.rollout().version() << " on "
               << Printable(control::DescribeTargets(response.rollout())) << "; version "

@@ -1,13 +1,61 @@
 #include "control/client.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "control/wire.h"
 
 namespace portcullis::control {
 
+absl::StatusOr<std::string> ChannelTarget(const std::string& control) {
+  if (!absl::StrContains(control, ',')) return control;
+  std::vector<std::string> v4, v6;
+  for (absl::string_view endpoint : absl::StrSplit(control, ',')) {
+    const auto bad = [&] {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--control ", control, ": ", endpoint,
+          " is not IP:PORT or [IPv6]:PORT (several endpoints are addresses; for host names, give "
+          "one name that resolves to several addresses)"));
+    };
+    const size_t colon = endpoint.rfind(':');
+    if (colon == absl::string_view::npos) return bad();
+    absl::string_view host = endpoint.substr(0, colon);
+    int port = 0;
+    if (!absl::SimpleAtoi(endpoint.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+      return bad();
+    }
+    unsigned char addr[sizeof(in6_addr)];
+    if (absl::ConsumePrefix(&host, "[") && absl::ConsumeSuffix(&host, "]") &&
+        inet_pton(AF_INET6, std::string(host).c_str(), addr) == 1) {
+      v6.emplace_back(endpoint);
+    } else if (inet_pton(AF_INET, std::string(host).c_str(), addr) == 1) {
+      v4.emplace_back(endpoint);
+    } else {
+      return bad();
+    }
+  }
+  if (!v4.empty() && !v6.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--control ", control, ": mixes IPv4 and IPv6 endpoints; give one family"));
+  }
+  std::vector<std::string>& all = v4.empty() ? v6 : v4;
+  std::shuffle(all.begin(), all.end(), std::mt19937(std::random_device()()));
+  return absl::StrCat(v4.empty() ? "ipv6:" : "ipv4:", absl::StrJoin(all, ","));
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options) {
   if (options.target.empty()) return absl::InvalidArgumentError("--control HOST:PORT is required");
+  auto target = ChannelTarget(options.target);
+  if (!target.ok()) return target.status();
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kClientKeepaliveMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kClientKeepaliveTimeoutMs);
@@ -21,17 +69,23 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   if (options.insecure_plaintext) {
-    return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+    return grpc::CreateCustomChannel(*target, grpc::InsecureChannelCredentials(), args);
   }
   auto tls = ReadTlsFiles(options.tls, /*identity_optional=*/true);
   if (!tls.ok()) return tls.status();
   if (!options.server_name.empty()) {
     args.SetSslTargetNameOverride(options.server_name);
+  } else if (*target != options.target) {
+    // A list's authority is no host name: expect the first endpoint's host.
+    std::string host = options.target.substr(0, options.target.find(','));
+    host = host.substr(0, host.rfind(':'));
+    if (absl::StartsWith(host, "[")) host = host.substr(1, host.size() - 2);
+    args.SetSslTargetNameOverride(host);
   }
   // Files, not their contents: a renewed certificate is used at the next
   // handshake, without a restart.
   return grpc::CreateCustomChannel(
-      options.target, ReloadingChannelCredentials(options.tls, options.tls_refresh), args);
+      *target, ReloadingChannelCredentials(options.tls, options.tls_refresh), args);
 }
 
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view target) {

@@ -15,7 +15,9 @@
 namespace portcullis::control {
 
 struct ClientOptions {
-  std::string target;       // HOST:PORT
+  // HOST:PORT, a name that resolves to several addresses, or several
+  // IP:PORT endpoints joined by commas (replicas: see ChannelTarget).
+  std::string target;
   TlsPaths tls;             // --ca, --cert, --key
   std::string server_name;  // name expected in the server certificate; default: HOST
   bool insecure_plaintext = false;
@@ -30,6 +32,15 @@ struct ClientOptions {
 // Keepalive pings (every 10 s, 5 s to answer) let a watch notice a dead
 // peer within about 15 s.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options);
+
+// The gRPC target for --control. One HOST:PORT is used as is (a name with
+// several addresses fails over among them). Several IP:PORT endpoints,
+// comma-separated and of one family, become one target (ipv4:... or
+// ipv6:...) in a shuffled order, so that a fleet spreads over the
+// replicas; when the connected one is gone, the channel goes on to the
+// next. Names in a list are refused: one name with several addresses does
+// that job.
+absl::StatusOr<std::string> ChannelTarget(const std::string& control);
 
 // A gRPC status as an absl one, explaining transport and TLS failures.
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view target);

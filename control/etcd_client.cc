@@ -73,8 +73,9 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdOptions
     // Versions are read whole: etcd's own request limit is what bounds them.
     args.SetMaxReceiveMessageSize(256 << 20);
     auto channel = grpc::CreateCustomChannel(target, creds, args);
-    members.push_back(
-        {url, etcdserverpb::KV::NewStub(channel), etcdserverpb::Lease::NewStub(channel)});
+    members.push_back({url, etcdserverpb::KV::NewStub(channel),
+                       etcdserverpb::Lease::NewStub(channel),
+                       etcdserverpb::Watch::NewStub(channel)});
   }
   return std::unique_ptr<EtcdClient>(new EtcdClient(std::move(members), options.call_timeout));
 }
@@ -137,6 +138,33 @@ absl::StatusOr<etcdserverpb::LeaseGrantResponse> EtcdClient::LeaseGrant(int64_t 
       [&](Member& m, grpc::ClientContext& ctx, etcdserverpb::LeaseGrantResponse& out) {
         return m.lease->LeaseGrant(&ctx, request, &out);
       });
+}
+
+absl::Status EtcdClient::AwaitWrite(const std::string& key, int64_t from, absl::Duration timeout) {
+  const size_t m = current_.load();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  auto stream = members_[m].watch->Watch(&ctx);
+  etcdserverpb::WatchRequest create;
+  create.mutable_create_request()->set_key(key);
+  create.mutable_create_request()->set_start_revision(from);
+  if (!stream->Write(create)) {
+    current_.store((m + 1) % members_.size());  // the next read tries another member first
+    return absl::UnavailableError(absl::StrCat(members_[m].url, ": cannot open a watch"));
+  }
+  etcdserverpb::WatchResponse response;
+  while (stream->Read(&response)) {
+    // A compacted start revision, a cancel or an event all mean: read again.
+    if (response.events_size() > 0 || response.canceled() || response.compact_revision() != 0) {
+      ctx.TryCancel();
+      stream->Finish().IgnoreError();
+      return absl::OkStatus();
+    }
+  }
+  const grpc::Status s = stream->Finish();
+  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::OkStatus();
+  current_.store((m + 1) % members_.size());
+  return absl::UnavailableError(absl::StrCat(members_[m].url, ": ", s.error_message()));
 }
 
 }  // namespace portcullis::control

@@ -36,6 +36,11 @@ class EtcdClient {
   absl::StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& request);
   absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& request);
   absl::StatusOr<etcdserverpb::LeaseGrantResponse> LeaseGrant(int64_t ttl_seconds);
+  // Watches `key` from etcd revision `from` (a Watch stream on the member
+  // that answered last) until it is written or `timeout` passes. OK either
+  // way; an error when the stream could not be kept (the caller reads the
+  // key next, which says whether etcd is reachable).
+  absl::Status AwaitWrite(const std::string& key, int64_t from, absl::Duration timeout);
 
   // The endpoints, for messages.
   std::string Describe() const;
@@ -45,6 +50,7 @@ class EtcdClient {
     std::string url;
     std::unique_ptr<etcdserverpb::KV::Stub> kv;
     std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+    std::unique_ptr<etcdserverpb::Watch::Stub> watch;
   };
   EtcdClient(std::vector<Member> members, absl::Duration call_timeout)
       : members_(std::move(members)), call_timeout_(call_timeout) {}

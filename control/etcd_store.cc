@@ -184,11 +184,34 @@ absl::StatusOr<std::vector<v1::PolicyVersion>> EtcdStore::History(uint32_t limit
   return out;
 }
 
+absl::StatusOr<uint64_t> EtcdStore::Generation() {
+  auto head = ReadHead();
+  if (!head.ok()) return head.status();
+  return head->record.audit_seq();
+}
+
+absl::StatusOr<uint64_t> EtcdStore::AwaitChange(uint64_t generation, absl::Duration timeout) {
+  auto head = ReadHead();
+  if (!head.ok()) return head.status();
+  if (head->record.audit_seq() != generation) return head->record.audit_seq();
+  const absl::Time deadline = absl::Now() + timeout;
+  if (!client_->AwaitWrite(prefix_ + "/head", head->mod_revision + 1, timeout).ok()) {
+    // No stream: wait out the time here rather than spin, then read.
+    absl::SleepFor(std::min(deadline - absl::Now(), absl::Milliseconds(500)));
+  }
+  // A linearizable read: it fails when etcd has no quorum.
+  return Generation();
+}
+
 absl::StatusOr<v1::PolicyVersion> EtcdStore::AddVersion(v1::PolicyVersion version,
-                                                        AuditRecord audit) {
+                                                        AuditRecord audit,
+                                                        std::optional<uint64_t> checked_at) {
   v1::PolicyVersion stored;
   auto head = Change(std::move(audit), [&](store::EtcdHead& head, etcdserverpb::TxnRequest& txn,
                                            AuditRecord& record) {
+    if (checked_at && head.audit_seq() != *checked_at) {
+      return StoreMovedError(*checked_at, head.audit_seq());
+    }
     stored = version;
     stored.set_version(head.live_version() + 1);
     stored.set_created_unix_nanos(NowNanos());
@@ -229,25 +252,28 @@ absl::StatusOr<v1::PolicyVersion> EtcdStore::Confirm(uint64_t version, AuditReco
         absl::StrCat("version ", version, " is already confirmed"));
   }
   int64_t at = 0;
-  auto head = Change(std::move(audit),
-                     [&](store::EtcdHead&, etcdserverpb::TxnRequest& txn, AuditRecord& record) {
-                       // Another replica's confirmation, stored since, fails the compare
-                       // below; planned again, this one is refused here.
-                       etcdserverpb::RangeRequest req;
-                       req.set_key(Key("confirmations", version));
-                       req.set_count_only(true);
-                       auto exists = client_->Range(req);
-                       if (!exists.ok()) return exists.status();
-                       if (exists->count() != 0) {
-                         return absl::FailedPreconditionError(
-                             absl::StrCat("version ", version, " is already confirmed"));
-                       }
-                       at = NowNanos();
-                       Absent(txn, Key("confirmations", version));
-                       Put(txn, Key("confirmations", version), absl::StrCat(at));
-                       record.version = version;
-                       return absl::OkStatus();
-                     });
+  auto head = Change(std::move(audit), [&](store::EtcdHead& head, etcdserverpb::TxnRequest& txn,
+                                           AuditRecord& record) {
+    if (head.live_version() != version) {
+      return absl::FailedPreconditionError(absl::StrCat("version ", version, " is no longer live"));
+    }
+    // Another replica's confirmation, stored since, fails the compare
+    // below; planned again, this one is refused here.
+    etcdserverpb::RangeRequest req;
+    req.set_key(Key("confirmations", version));
+    req.set_count_only(true);
+    auto exists = client_->Range(req);
+    if (!exists.ok()) return exists.status();
+    if (exists->count() != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("version ", version, " is already confirmed"));
+    }
+    at = NowNanos();
+    Absent(txn, Key("confirmations", version));
+    Put(txn, Key("confirmations", version), absl::StrCat(at));
+    record.version = version;
+    return absl::OkStatus();
+  });
   if (!head.ok()) return head.status();
   return Get(version);
 }

@@ -38,8 +38,12 @@ class EtcdStore final : public Store {
   absl::StatusOr<std::optional<v1::PolicyVersion>> Live() override;
   absl::StatusOr<v1::PolicyVersion> Get(uint64_t version) override;
   absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) override;
-  absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version,
-                                               AuditRecord audit) override;
+  absl::StatusOr<uint64_t> Generation() override;
+  bool Shared() const override { return true; }
+  absl::StatusOr<uint64_t> AwaitChange(uint64_t generation, absl::Duration timeout) override;
+  absl::StatusOr<v1::PolicyVersion> AddVersion(
+      v1::PolicyVersion version, AuditRecord audit,
+      std::optional<uint64_t> checked_at = std::nullopt) override;
   absl::Status AppendAudit(AuditRecord audit) override;
   absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit) override;
   absl::StatusOr<v1::ShadowCandidate> AddShadow(v1::ShadowCandidate candidate,

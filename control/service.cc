@@ -19,6 +19,12 @@
 namespace portcullis::control {
 namespace {
 
+absl::Status Gone() {
+  return absl::DeadlineExceededError(
+      "nothing was stored: the client's deadline passed (or it went away) before the push "
+      "could be stored and acknowledged");
+}
+
 // Who the audit log names for the changes the service makes itself.
 constexpr char kServicePrincipal[] = "portcullis-control";
 
@@ -145,25 +151,68 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
     LogError("the audit log's hash chain is broken: it has been tampered with or damaged",
              {{"error", std::string(chain.message())}});
   }
-  auto live = store.Live();
-  if (!live.ok()) return live.status();
-  auto shadow = store.Shadow();
-  if (!shadow.ok()) return shadow.status();
-  s->shadow_ = *std::move(shadow);
-  auto rollout = store.Rollout();
-  if (!rollout.ok()) return rollout.status();
-  if (*rollout && *live && (**rollout).version() == (**live).version()) {
-    auto stable = store.Get((**rollout).stable_version());
-    if (!stable.ok()) return stable.status();
-    s->rollout_ = **rollout;
-    s->stable_ = std::make_shared<const v1::PolicyVersion>(*std::move(stable));
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(s->push_mu_);
+    RETURN_IF_ERROR(s->Load());
+    generation = s->generation_;
   }
-  if (*live) s->Publish(**std::move(live));
   s->reverter_ = std::thread([svc = s.get()] { svc->DeadlineLoop(); });
+  if (store.Shared()) {
+    s->follower_ = std::make_unique<StoreFollower>(
+        store, generation,
+        [svc = s.get()] {
+          std::lock_guard<std::mutex> lock(svc->push_mu_);
+          if (absl::Status l = svc->Load(); !l.ok()) {
+            LogError("cannot read another replica's change", {{"error", std::string(l.message())}});
+          }
+        },
+        registry);
+  }
   return s;
 }
 
+absl::Status ControlService::Load() {
+  // The generation first: a change between it and the reads below makes
+  // the next check fail as moved, and load again; never the other way.
+  auto generation = store_.Generation();
+  if (!generation.ok()) return generation.status();
+  auto live = store_.Live();
+  if (!live.ok()) return live.status();
+  auto shadow = store_.Shadow();
+  if (!shadow.ok()) return shadow.status();
+  auto rollout = store_.Rollout();
+  if (!rollout.ok()) return rollout.status();
+  std::optional<v1::Rollout> in_progress;
+  std::shared_ptr<const v1::PolicyVersion> stable;
+  if (*rollout && *live && (**rollout).version() == (**live).version()) {
+    auto kept = store_.Get((**rollout).stable_version());
+    if (!kept.ok()) return kept.status();
+    in_progress = **rollout;
+    stable = std::make_shared<const v1::PolicyVersion>(*std::move(kept));
+  }
+  const auto id = [](const std::optional<v1::ShadowCandidate>& c) { return c ? c->id() : 0; };
+  const bool shadow_moved = id(shadow_) != id(*shadow);
+  const bool rollout_moved =
+      in_progress.has_value() != rollout_.has_value() ||
+      (in_progress && in_progress->SerializeAsString() != rollout_->SerializeAsString());
+  if (shadow_moved && loaded_) ++shadow_generation_;
+  shadow_ = *std::move(shadow);
+  rollout_ = std::move(in_progress);
+  stable_ = std::move(stable);
+  generation_ = *generation;
+  loaded_ = true;
+  const std::shared_ptr<const v1::PolicyVersion> published = live_.Live();
+  if (*live && (!published || published->version() != (*live)->version() ||
+                published->confirmed_unix_nanos() != (*live)->confirmed_unix_nanos() ||
+                shadow_moved || rollout_moved)) {
+    Publish(**std::move(live));
+  }
+  return absl::OkStatus();
+}
+
 ControlService::~ControlService() {
+  follower_.reset();  // it loads into what follows
   {
     std::lock_guard<std::mutex> lock(revert_mu_);
     stopping_ = true;
@@ -374,18 +423,29 @@ void ControlService::Publish(v1::PolicyVersion version) {
 }
 
 absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const Change& change) {
+  std::lock_guard<std::mutex> lock(push_mu_);
+  // Waiting behind another push, the client may have given up.
+  if (call.abandoned()) return Gone();
+  // Checked against what was loaded; when another replica changed the
+  // store meanwhile, loaded and checked again (a rollback or revert that no
+  // longer applies is then refused by its own check).
+  constexpr int kAttempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    if (!loaded_) RETURN_IF_ERROR(Load());
+    absl::StatusOr<v1::PushResponse> made = MakeLiveOnce(call, change);
+    if (!StoreMoved(made.status()) || attempt == kAttempts) return made;
+    loaded_ = false;
+  }
+}
+
+absl::StatusOr<v1::PushResponse> ControlService::MakeLiveOnce(CallScope& call,
+                                                              const Change& change) {
   const v1::Policy& policy = change.policy;
   const std::string& reason = change.reason;
   const bool allow_failsafe_change = change.allow_failsafe_change;
   const uint64_t rollback_of = change.rollback_of;
   const Caller& caller = call.caller();
   const std::string method(call.method());
-  const absl::Status gone = absl::DeadlineExceededError(
-      "nothing was stored: the client's deadline passed (or it went away) before the push "
-      "could be stored and acknowledged");
-  std::lock_guard<std::mutex> lock(push_mu_);
-  // Waiting behind another push, the client may have given up.
-  if (call.abandoned()) return gone;
   // Only this function (under push_mu_) changes what is live.
   const std::shared_ptr<const v1::PolicyVersion> live = live_.Live();
   const v1::Policy* live_policy = live ? &live->policy() : nullptr;
@@ -500,9 +560,12 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLive(CallScope& call, const
                     " from version ", live->version(), "; ");
   }
   absl::StrAppend(&detail, "reason: ", reason);
-  if (call.abandoned()) return gone;
-  auto stored = store_.AddVersion(std::move(version),
-                                  {caller.principal, caller.role, method, "ok", detail, 0});
+  if (call.abandoned()) return Gone();
+  auto stored = store_.AddVersion(
+      std::move(version), {caller.principal, caller.role, method, "ok", detail, 0}, generation_);
+  if (StoreMoved(stored.status())) return stored.status();
+  // This change moved the generation: load before the next is checked.
+  loaded_ = false;
   if (!stored.ok()) {
     LogError("cannot store a version", {{"error", std::string(stored.status().message())}});
     return stored.status();
@@ -887,6 +950,9 @@ grpc::ServerUnaryReactor* ControlService::Status(grpc::CallbackServerContext* ct
   }
   // From the broadcast, not under push_mu_: status never waits for a push.
   if (const auto stable = live_.Stable()) response->set_stable_hash(stable->content_hash());
+  if (follower_) {
+    if (auto why = follower_->Unreachable()) response->set_store_unreachable(*why);
+  }
   for (v1::AgentState& st : agents_->States()) *response->add_agents() = std::move(st);
   return call.Finish(absl::OkStatus());
 }

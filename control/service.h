@@ -30,6 +30,7 @@
 #include "control/revocation.h"
 #include "control/roles.h"
 #include "control/store.h"
+#include "control/store_follower.h"
 #include "portcullis/v1/control.grpc.pb.h"
 
 namespace portcullis::control {
@@ -168,6 +169,11 @@ class ControlService final : public v1::Control::CallbackService {
   absl::StatusOr<v1::PushResponse> AddShadow(CallScope& call, const v1::PushRequest& request);
   // Makes `version` live, with the current shadow candidate; under push_mu_.
   void Publish(v1::PolicyVersion version);
+  // Reads the live version, shadow candidate and rollout from the store and
+  // publishes what changed (another replica's change); under push_mu_.
+  absl::Status Load();
+  // One attempt of MakeLive against what was loaded; under push_mu_.
+  absl::StatusOr<v1::PushResponse> MakeLiveOnce(CallScope& call, const Change& change);
   // Counts a finished call by method and code.
   void Count(absl::string_view method, const absl::Status& status);
 
@@ -195,6 +201,14 @@ class ControlService final : public v1::Control::CallbackService {
   std::condition_variable revert_cv_;  // a new live version (or rollout step), or stopping
   bool stopping_ = false;              // under revert_mu_
   std::thread reverter_;
+  // The store generation the cached state above was loaded at, and whether
+  // it still is (under push_mu_): a change checked against it is refused by
+  // the store once another replica moved it, then loaded and checked again.
+  uint64_t generation_ = 0;
+  bool loaded_ = false;
+  // With a shared store (etcd): publishes other replicas' changes. Null
+  // with SQLite, which only this process writes.
+  std::unique_ptr<StoreFollower> follower_;
 };
 
 // A version pushed with --confirm-within and not confirmed yet.

@@ -304,10 +304,27 @@ absl::Status SqliteStore::InTransaction(const std::function<absl::Status()>& bod
   return s;
 }
 
+absl::StatusOr<uint64_t> SqliteStore::Generation() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return GenerationLocked();
+}
+
+absl::StatusOr<uint64_t> SqliteStore::GenerationLocked() {
+  Stmt last(db_, "SELECT COALESCE(MAX(seq), 0) FROM audit");
+  if (!last.ok() || last.Step() != SQLITE_ROW) return Error("cannot read the audit log");
+  return static_cast<uint64_t>(last.Int(0));
+}
+
 absl::StatusOr<v1::PolicyVersion> SqliteStore::AddVersion(v1::PolicyVersion version,
-                                                          AuditRecord audit) {
+                                                          AuditRecord audit,
+                                                          std::optional<uint64_t> checked_at) {
   std::lock_guard<std::mutex> lock(mu_);
   absl::Status s = InTransaction([&]() -> absl::Status {
+    if (checked_at) {
+      auto now = GenerationLocked();
+      if (!now.ok()) return now.status();
+      if (*now != *checked_at) return StoreMovedError(*checked_at, *now);
+    }
     {
       Stmt last(db_, "SELECT COALESCE(MAX(version), 0) FROM versions");
       if (!last.ok() || last.Step() != SQLITE_ROW) return Error("cannot number a version");
@@ -369,6 +386,11 @@ absl::StatusOr<v1::PolicyVersion> SqliteStore::Confirm(uint64_t version, AuditRe
     if (known.Step() != SQLITE_ROW) return Error("cannot read a version");
     if (known.Int(0) == 0)
       return absl::NotFoundError(absl::StrCat("there is no version ", version));
+    Stmt live(db_, "SELECT COALESCE(MAX(version), 0) FROM versions");
+    if (!live.ok() || live.Step() != SQLITE_ROW) return Error("cannot read a version");
+    if (static_cast<uint64_t>(live.Int(0)) != version) {
+      return absl::FailedPreconditionError(absl::StrCat("version ", version, " is no longer live"));
+    }
     if (known.Int(1) != 0) {
       return absl::FailedPreconditionError(
           absl::StrCat("version ", version, " is already confirmed"));

@@ -27,8 +27,10 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::optional<v1::PolicyVersion>> Live() override;
   absl::StatusOr<v1::PolicyVersion> Get(uint64_t version) override;
   absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) override;
-  absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version,
-                                               AuditRecord audit) override;
+  absl::StatusOr<uint64_t> Generation() override;
+  absl::StatusOr<v1::PolicyVersion> AddVersion(
+      v1::PolicyVersion version, AuditRecord audit,
+      std::optional<uint64_t> checked_at = std::nullopt) override;
   absl::Status AppendAudit(AuditRecord audit) override;
   absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit) override;
   absl::StatusOr<v1::ShadowCandidate> AddShadow(v1::ShadowCandidate candidate,
@@ -48,6 +50,7 @@ class SqliteStore final : public Store {
   absl::Status InTransaction(const std::function<absl::Status()>& body);
   // Under mu_, inside a transaction.
   absl::StatusOr<v1::AuditEntry> InsertAudit(AuditRecord audit, int64_t now_ns);
+  absl::StatusOr<uint64_t> GenerationLocked();  // under mu_
 
   std::mutex mu_;
   sqlite3* db_;

@@ -1,6 +1,28 @@
 #include "control/store.h"
 
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
 namespace portcullis::control {
+namespace {
+constexpr char kMovedPayload[] = "portcullis.control/store-moved";
+}  // namespace
+
+absl::Status StoreMovedError(uint64_t checked_at, uint64_t now) {
+  absl::Status s = absl::AbortedError(
+      absl::StrCat("the store moved (generation ", checked_at, " -> ", now,
+                   ") while this change was checked: another replica changed it first"));
+  s.SetPayload(kMovedPayload, absl::Cord("1"));
+  return s;
+}
+
+bool StoreMoved(const absl::Status& status) {
+  return absl::IsAborted(status) && status.GetPayload(kMovedPayload).has_value();
+}
+
+absl::StatusOr<uint64_t> Store::AwaitChange(uint64_t, absl::Duration) {
+  return absl::UnimplementedError("this store has one writer: nothing else changes it");
+}
 
 v1::AuditEntry Store::ChainEntry(AuditRecord audit, uint64_t seq, std::string prev_hash,
                                  int64_t now_ns) const {

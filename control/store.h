@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "control/audit_chain.h"
 #include "portcullis/v1/control.pb.h"
 
@@ -37,17 +38,33 @@ class Store {
   // Newest first, without policy bodies; `limit` 0 = all.
   virtual absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) = 0;
 
+  // The store's generation: the audit log's last seq (0 when empty). Every
+  // change appends an entry, so a change checked against generation G is
+  // checked against stale state once the generation moved past G.
+  virtual absl::StatusOr<uint64_t> Generation() = 0;
+  // Whether other processes (replicas) change this store too. Only then can
+  // it move under a replica, which must then follow it (AwaitChange).
+  virtual bool Shared() const { return false; }
+  // Returns the generation once it differs from `generation`, or after
+  // `timeout` (then the same, read anew: an error means the store is
+  // unreachable). Only for a Shared store.
+  virtual absl::StatusOr<uint64_t> AwaitChange(uint64_t generation, absl::Duration timeout);
+
   // Stores `version` (its number is assigned: live + 1) with its audit
   // entry, in one durable transaction, and ends the shadow candidate (it
   // was judged against the version before; promoted, when it is this
   // version's policy), and the rollout in progress; a version with a
-  // `rollout` starts one. Returns it as stored.
-  virtual absl::StatusOr<v1::PolicyVersion> AddVersion(v1::PolicyVersion version,
-                                                       AuditRecord audit) = 0;
+  // `rollout` starts one. Returns it as stored. With `checked_at`, the
+  // generation the caller checked the version against: if the store has
+  // moved since (another replica's change), nothing is stored and the
+  // error is StoreMoved, for the caller to read the store and check again.
+  virtual absl::StatusOr<v1::PolicyVersion> AddVersion(
+      v1::PolicyVersion version, AuditRecord audit,
+      std::optional<uint64_t> checked_at = std::nullopt) = 0;
   virtual absl::Status AppendAudit(AuditRecord audit) = 0;
   // Records `version` as confirmed, with its audit entry, in one durable
   // transaction. NotFound for no such version, FailedPrecondition when it
-  // is confirmed already. Returns the version as stored.
+  // is confirmed already or no longer live. Returns the version as stored.
   virtual absl::StatusOr<v1::PolicyVersion> Confirm(uint64_t version, AuditRecord audit) = 0;
   // Stores `candidate` (its id is assigned) as the shadow candidate, ending
   // the one before, with its audit entry, in one durable transaction.
@@ -87,5 +104,10 @@ class Store {
  private:
   std::unique_ptr<const AuditSigner> signer_;  // set before the service starts
 };
+
+// The error of a change checked against a generation the store has moved
+// past (Aborted, marked so that it is told from other refusals), and the test.
+absl::Status StoreMovedError(uint64_t checked_at, uint64_t now);
+bool StoreMoved(const absl::Status& status);
 
 }  // namespace portcullis::control

@@ -5,14 +5,19 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "control/agent_registry.h"
 #include "control/audit_chain.h"
 #include "control/baseline.h"
+#include "control/client.h"
 #include "control/refusals.h"
 #include "control/roles.h"
 #include "control/rollout.h"
@@ -278,6 +283,33 @@ TEST(StoreTest, SignedEntriesDetectARecomputedChainAndStrippedSignatures) {
   e.set_signature((*other_signer)->Sign(e.hash()));
   first = 0;
   EXPECT_THAT(keys->Verify({e}, true, first).message(), HasSubstr("is signed by a key not given"));
+}
+
+// --control with replicas: one target gRPC fails over within, in an order
+// of its own per client, and a clear error for what it cannot dial.
+TEST(ChannelTargetTest, SeveralEndpointsBecomeOneShuffledTargetOfOneFamily) {
+  EXPECT_EQ(*ChannelTarget("control.portcullis.svc:9443"), "control.portcullis.svc:9443");
+  std::set<std::string> orders;
+  for (int i = 0; i < 64; ++i) {
+    auto t = ChannelTarget("198.18.0.1:9443,198.18.0.2:9443,198.18.0.3:9443");
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE(absl::StartsWith(*t, "ipv4:")) << *t;
+    std::vector<std::string> parts = absl::StrSplit(t->substr(5), ',');
+    std::sort(parts.begin(), parts.end());
+    EXPECT_EQ(absl::StrJoin(parts, ","), "198.18.0.1:9443,198.18.0.2:9443,198.18.0.3:9443");
+    orders.insert(*t);
+  }
+  EXPECT_GT(orders.size(), 1u) << "every client would pick the same replica first";
+  auto v6 = ChannelTarget("[2001:db8::1]:9443,[2001:db8::2]:9443");
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_TRUE(absl::StartsWith(*v6, "ipv6:[2001:db8::")) << *v6;
+  const absl::Status name = ChannelTarget("a.example:9443,198.18.0.2:9443").status();
+  EXPECT_THAT(name.message(), HasSubstr("a.example:9443 is not IP:PORT"));
+  EXPECT_THAT(name.message(), HasSubstr("one name that resolves to several addresses"));
+  EXPECT_THAT(ChannelTarget("198.18.0.1:9443,198.18.0.2").status().message(),
+              HasSubstr("198.18.0.2 is not IP:PORT"));
+  EXPECT_THAT(ChannelTarget("198.18.0.1:9443,[2001:db8::2]:9443").status().message(),
+              HasSubstr("mixes IPv4 and IPv6"));
 }
 
 TEST(RolloutTest, SelectsNamedNodesOrEveryLabelOfTheSelector) {

@@ -239,6 +239,43 @@ TEST_P(StoreSuite, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
   EXPECT_EQ(reopened->Audit(0, 0)->size(), 3u);
 }
 
+// A change checked against a generation the store has moved past (another
+// replica's change, or any audited call) stores nothing and says so, for the
+// caller to read the store and check again.
+TEST_P(StoreSuite, AVersionCheckedAgainstAStaleGenerationIsRefusedAsMoved) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(*store->Generation(), 0u);
+  ASSERT_TRUE(store->AddVersion(Pushed("[80]", "one"), By("Push"), 0).ok());
+  const uint64_t seen = *store->Generation();
+  EXPECT_EQ(seen, 1u);
+  ASSERT_TRUE(store->AppendAudit(By("Push", "unchanged")).ok());
+  const absl::Status moved = store->AddVersion(Pushed("[81]", "two"), By("Push"), seen).status();
+  EXPECT_TRUE(StoreMoved(moved)) << moved;
+  EXPECT_FALSE(StoreMoved(absl::AbortedError("another refusal")));
+  EXPECT_EQ(store->History(0)->size(), 1u) << "a refused change stored its version";
+  EXPECT_EQ(store->Audit(0, 0)->size(), 2u) << "a refused change left an audit entry";
+  auto two = store->AddVersion(Pushed("[81]", "two"), By("Push"), *store->Generation());
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->version(), 2u);
+  EXPECT_TRUE(store->VerifyAudit().ok());
+}
+
+// Only the live version can be confirmed: a replica whose view is stale
+// cannot confirm a version that another replica has replaced.
+TEST_P(StoreSuite, AConfirmationOfAVersionNoLongerLiveIsRefused) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  v1::PolicyVersion pending = Pushed("[80]", "one");
+  pending.set_confirm_by_unix_nanos(absl::ToUnixNanos(absl::Now() + absl::Minutes(2)));
+  ASSERT_TRUE(store->AddVersion(pending, By("Push")).ok());
+  ASSERT_TRUE(store->AddVersion(Pushed("[81]", "two"), By("Rollback")).ok());
+  const absl::Status refused = store->Confirm(1, By("Confirm")).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("no longer live"));
+  EXPECT_EQ((*store->History(0))[1].confirmed_unix_nanos(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreSuite, ::testing::Values("sqlite", "etcd"),
                          [](const auto& info) { return info.param; });
 
@@ -290,6 +327,38 @@ TEST(EtcdStoreTest, ConcurrentPushesFromTwoReplicasAreGaplessAndLinear) {
   ASSERT_TRUE(audit.ok());
   EXPECT_EQ(audit->size(), 2u * kEach);
   EXPECT_TRUE(replicas[1]->VerifyAudit().ok()) << replicas[1]->VerifyAudit();
+}
+
+// A replica follows the others: it learns of another replica's change from
+// its watch within a fraction of a second, and, with nothing changing, wakes
+// after its timeout with the generation read anew.
+TEST(EtcdStoreTest, AwaitChangeSeesAnotherReplicasChangeAtOnce) {
+  const std::string prefix = UniquePrefix();
+  std::unique_ptr<EtcdStore> a = OpenEtcd(OptionsFor(SharedEtcd()), prefix);
+  std::unique_ptr<EtcdStore> b = OpenEtcd(OptionsFor(SharedEtcd()), prefix);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->Shared());
+  ASSERT_TRUE(b->AddVersion(Pushed("[80]", "one"), By("Push")).ok());
+  const uint64_t seen = *a->Generation();
+  absl::Time started = absl::Now();
+  auto same = a->AwaitChange(seen, absl::Milliseconds(300));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(*same, seen);
+  EXPECT_GE(absl::Now() - started, absl::Milliseconds(250)) << "it did not wait";
+
+  std::atomic<bool> pushed{false};
+  std::thread other([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    pushed = true;
+    EXPECT_TRUE(b->AddVersion(Pushed("[81]", "two"), By("Push")).ok());
+  });
+  started = absl::Now();
+  auto moved = a->AwaitChange(seen, absl::Seconds(20));
+  other.join();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_TRUE(pushed);
+  EXPECT_EQ(*moved, seen + 1);
+  EXPECT_LT(absl::Now() - started, absl::Seconds(10)) << "the watch did not fire";
 }
 
 // Whoever can write etcd can rewrite an entry; the chain says which.
