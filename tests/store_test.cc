@@ -51,13 +51,12 @@ AuditRecord By(const std::string& method, const std::string& detail = "") {
 
 // One etcd member for every test of this process; each test has its own
 // prefix in it.
+// One member for the tests that need no failures, stopped at exit.
 EtcdCluster& SharedEtcd() {
-  static EtcdCluster* etcd = [] {
-    auto* cluster = new EtcdCluster(1);
-    EXPECT_TRUE(cluster->WaitHealthy()) << "etcd did not start: " << cluster->LogOf(0);
-    return cluster;
-  }();
-  return *etcd;
+  static EtcdCluster etcd(1);
+  static const bool healthy = etcd.WaitHealthy();
+  EXPECT_TRUE(healthy) << "etcd did not start: " << etcd.LogOf(0);
+  return etcd;
 }
 
 EtcdOptions OptionsFor(const EtcdCluster& etcd) {

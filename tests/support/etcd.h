@@ -37,23 +37,14 @@ inline int UnusedLoopbackPort() {
   return ntohs(a.sin_port);
 }
 
-// Whether something accepts TCP connections on 127.0.0.1:port.
-inline bool LoopbackAccepts(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  close(fd);
-  return ok;
-}
-
 class EtcdCluster {
  public:
   // `extra` goes to every member's command line (--max-request-bytes ...).
-  explicit EtcdCluster(int members, std::vector<std::string> extra = {})
-      : extra_(std::move(extra)) {
+  // `wrap` goes before it and before etcdctl's (nsenter --net=... runs the
+  // cluster on a test namespace's loopback).
+  explicit EtcdCluster(int members, std::vector<std::string> extra = {},
+                       std::vector<std::string> wrap = {})
+      : extra_(std::move(extra)), wrap_(std::move(wrap)) {
     for (int i = 0; i < members; ++i) {
       members_.push_back({absl::StrCat("m", i), UnusedLoopbackPort(), UnusedLoopbackPort()});
     }
@@ -90,22 +81,23 @@ class EtcdCluster {
                                      "--log-level",
                                      "warn"};
     argv.insert(argv.end(), extra_.begin(), extra_.end());
+    argv.insert(argv.begin(), wrap_.begin(), wrap_.end());
     m.process = Process(argv, dir_.File(m.name + ".log"));
   }
   // kill -9: the member is gone at once, as on a lost node.
   void Kill(int i) { members_[i].process.Kill(SIGKILL); }
 
-  // Waits up to `timeout` until every running member serves: it accepts,
-  // and etcdctl finds it healthy (a leader is elected). A client channel
-  // made before then waits out gRPC's connect timeout on its first call.
+  // Waits up to `timeout` until every running member serves: etcdctl finds
+  // it healthy (a leader is elected). A client channel made before then
+  // waits out gRPC's connect timeout on its first call.
   bool WaitHealthy(std::chrono::seconds timeout = std::chrono::seconds(30)) const {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (const Member& m : members_) {
-      while (m.process.running() &&
-             (!LoopbackAccepts(m.client_port) ||
-              RunCommand(absl::StrCat("etcdctl --endpoints=", m.ClientUrl(),
-                                      " --dial-timeout=1s --command-timeout=1s endpoint health"))
-                      .exit_code != 0)) {
+      while (
+          m.process.running() &&
+          RunCommand(absl::StrCat(absl::StrJoin(wrap_, " "), " etcdctl --endpoints=", m.ClientUrl(),
+                                  " --dial-timeout=1s --command-timeout=1s endpoint health"))
+                  .exit_code != 0) {
         if (std::chrono::steady_clock::now() > deadline) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
@@ -133,7 +125,7 @@ class EtcdCluster {
   };
 
   TempDir dir_;
-  std::vector<std::string> extra_;
+  std::vector<std::string> extra_, wrap_;
   std::string initial_cluster_;
   std::vector<Member> members_;
 };
