@@ -76,7 +76,9 @@ class ShadowTest : public DatapathTest {
     ASSERT_TRUE(datapath::ClearShadowCounts(*dp_).ok());
   }
   void TearDown() override {
-    if (dp_) EXPECT_TRUE(installer_->DiscardShadow().ok());
+    if (dp_) {
+      EXPECT_TRUE(installer_->DiscardShadow().ok());
+    }
   }
 
   void InstallShadow(absl::string_view yaml, uint64_t stamp = 100) {
