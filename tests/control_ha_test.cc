@@ -186,6 +186,20 @@ class ControlHaTest : public ::testing::Test {
   static inline Lab* lab_ = nullptr;
   static inline int test_number_ = 0;
   std::string dir_;  // this test's files
+  // The agent on "ing", with every replica in --control.
+  void StartAgent() {
+    std::vector<std::string> agent =
+        AgentWithControl(*lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state",
+                         "127.0.0.1:9469", {"--report-interval-seconds", "1"});
+    for (size_t k = 0; k + 1 < agent.size(); ++k) {
+      if (agent[k] == "--control") {
+        agent[k + 1] =
+            absl::StrCat("198.18.0.2:", Port(0), ",198.18.0.2:", Port(1), ",198.18.0.2:", Port(2));
+      }
+    }
+    agent_ = Process(agent, dir_ + "/agent.log");
+  }
+
   // Whether the agent on "ing" reports version v to the replica it is on.
   // (Agent status is each replica's own so far: the one it reports to.)
   bool AgentReports(uint64_t v) const {
@@ -279,19 +293,9 @@ TEST_F(ControlHaTest, EveryReplicaServesThePushOfAnother) {
 // keeps enforcing. Members back: pushes go on where they stopped.
 TEST_F(ControlHaTest, LostQuorumRefusesPushesAndStatusSaysStaleUntilItIsBack) {
   Process nginx = lab_->StartNginx("ing", {80, 8080});
-  std::vector<std::string> agent =
-      AgentWithControl(*lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state",
-                       "127.0.0.1:9469", {"--report-interval-seconds", "1"});
-  for (size_t k = 0; k + 1 < agent.size(); ++k) {
-    if (agent[k] == "--control") {
-      agent[k + 1] =
-          absl::StrCat("198.18.0.2:", Port(0), ",198.18.0.2:", Port(1), ",198.18.0.2:", Port(2));
-    }
-  }
-  agent_ = Process(agent, dir_ + "/agent.log");
+  StartAgent();
   ASSERT_EQ(Push(0, 8080, "first"), 1u);
-  const auto agent_on = [&](uint64_t v) { return AgentReports(v); };
-  ASSERT_TRUE(WaitFor([&] { return agent_on(1); }, std::chrono::seconds(20)))
+  ASSERT_TRUE(WaitFor([&] { return AgentReports(1); }, std::chrono::seconds(20)))
       << Ctl(0, "viewer", "status").out;
 
   etcd_->Kill(2);
@@ -324,7 +328,7 @@ TEST_F(ControlHaTest, LostQuorumRefusesPushesAndStatusSaysStaleUntilItIsBack) {
     if (back == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   EXPECT_EQ(back, 3u);
-  EXPECT_TRUE(WaitFor([&] { return agent_on(3); }, std::chrono::seconds(20)))
+  EXPECT_TRUE(WaitFor([&] { return AgentReports(3); }, std::chrono::seconds(20)))
       << Ctl(0, "viewer", "status").out;
   EXPECT_TRUE(
       WaitFor([&] { return Ctl(2, "viewer", "status").out.find("stale:") == std::string::npos; },
@@ -335,16 +339,7 @@ TEST_F(ControlHaTest, LostQuorumRefusesPushesAndStatusSaysStaleUntilItIsBack) {
 // through a survivor reaches it.
 TEST_F(ControlHaTest, AnAgentWhoseReplicaDiesIsOnAnotherWithinFiveSeconds) {
   Process nginx = lab_->StartNginx("ing", {80, 8080});
-  std::vector<std::string> agent =
-      AgentWithControl(*lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state",
-                       "127.0.0.1:9469", {"--report-interval-seconds", "1"});
-  for (size_t k = 0; k + 1 < agent.size(); ++k) {
-    if (agent[k] == "--control") {
-      agent[k + 1] =
-          absl::StrCat("198.18.0.2:", Port(0), ",198.18.0.2:", Port(1), ",198.18.0.2:", Port(2));
-    }
-  }
-  agent_ = Process(agent, dir_ + "/agent.log");
+  StartAgent();
   ASSERT_EQ(Push(0, 8080, "first"), 1u);
   // Which replica holds the agent's stream: its watch-stream gauge.
   const auto streams_on = [&](int i) {
