@@ -561,11 +561,15 @@ absl::StatusOr<v1::PushResponse> ControlService::MakeLiveOnce(CallScope& call,
   }
   absl::StrAppend(&detail, "reason: ", reason);
   if (call.abandoned()) return Gone();
-  auto stored = store_.AddVersion(
-      std::move(version), {caller.principal, caller.role, method, "ok", detail, 0}, generation_);
+  // A store only this process writes changes only under push_mu_, so what
+  // was loaded stays current: no check, and no reload before the next push.
+  const bool shared = store_.Shared();
+  auto stored = store_.AddVersion(std::move(version),
+                                  {caller.principal, caller.role, method, "ok", detail, 0},
+                                  shared ? std::optional<uint64_t>(generation_) : std::nullopt);
   if (StoreMoved(stored.status())) return stored.status();
   // This change moved the generation: load before the next is checked.
-  loaded_ = false;
+  if (shared) loaded_ = false;
   if (!stored.ok()) {
     LogError("cannot store a version", {{"error", std::string(stored.status().message())}});
     return stored.status();
