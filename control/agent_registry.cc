@@ -18,6 +18,17 @@ absl::Duration AgentRegistry::SteadyNow() {
 }
 
 absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
+  return Keep(status, absl::Now(), monotonic_(), /*only_if_newer=*/false);
+}
+
+absl::Status AgentRegistry::Ingest(const v1::AgentStatus& status, absl::Time reported) {
+  const absl::Duration now = monotonic_();
+  const absl::Duration age = std::max(absl::ZeroDuration(), absl::Now() - reported);
+  return Keep(status, reported, now - age, /*only_if_newer=*/true);
+}
+
+absl::Status AgentRegistry::Keep(const v1::AgentStatus& status, absl::Time wall,
+                                 absl::Duration monotonic, bool only_if_newer) {
   const std::string& node = status.node();
   const bool name_ok =
       !node.empty() && node.size() <= 253 && std::all_of(node.begin(), node.end(), [](char c) {
@@ -32,15 +43,18 @@ absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
     return absl::InvalidArgumentError(absl::StrCat("the status is ", status.ByteSizeLong(),
                                                    " bytes; the limit is ", kMaxReportBytes));
   }
-  const absl::Duration now = monotonic_();
   std::lock_guard<std::mutex> lock(mu_);
-  ForgetSilent(now);
+  ForgetSilent(monotonic_());
+  if (auto held = agents_.find(node);
+      only_if_newer && held != agents_.end() && held->second.wall >= wall) {
+    return absl::OkStatus();
+  }
   if (!agents_.contains(node) && agents_.size() >= kMaxAgents) {
     return absl::ResourceExhaustedError(
         absl::StrCat("more than ", kMaxAgents, " agents report to this service"));
   }
   Seen& seen = agents_[node];
-  Sample sample{now, {}};
+  Sample sample{monotonic, {}};
   for (const v1::CounterSummary& c : status.counters()) {
     if (c.verdict() == "drop" || c.verdict() == "audit") sample.drops[c.reason()] += c.packets();
   }
@@ -49,8 +63,8 @@ absl::Status AgentRegistry::Report(const v1::AgentStatus& status) {
   if (last.size() > 2) last.erase(last.begin());
   while (seen.samples.size() > kRateVersions) seen.samples.erase(seen.samples.begin());
   seen.status = status;
-  seen.wall = absl::Now();
-  seen.monotonic = now;
+  seen.wall = wall;
+  seen.monotonic = monotonic;
   return absl::OkStatus();
 }
 

@@ -39,6 +39,13 @@ class AgentRegistry : public prometheus::Collectable {
   static constexpr size_t kMaxReportBytes = 16 << 10;
   static constexpr size_t kMaxAgents = 20000;
   absl::Status Report(const v1::AgentStatus& status);
+  // Keeps a report another replica received at `reported` (its wall clock;
+  // --store etcd), checked as Report checks it, unless this registry holds
+  // a newer one of the node. Its age is taken from the wall clock once, on
+  // arrival, and measured on the monotonic one from then on.
+  absl::Status Ingest(const v1::AgentStatus& status, absl::Time reported);
+  absl::Duration stale_after() const { return stale_after_; }
+  absl::Duration forget_after() const { return forget_after_; }
   // True the first time a reported node's revert (reverted_unix_nanos) is
   // seen: the caller audits it once, though every report repeats it.
   bool FirstReportOfRevert(const v1::AgentStatus& status);
@@ -79,6 +86,9 @@ class AgentRegistry : public prometheus::Collectable {
   };
   static constexpr size_t kRateVersions = 4;
   void ForgetSilent(absl::Duration now) const;  // under mu_
+  // Report and Ingest: keeps `status` as seen at `wall` / `monotonic`.
+  absl::Status Keep(const v1::AgentStatus& status, absl::Time wall, absl::Duration monotonic,
+                    bool only_if_newer);
 
   const absl::Duration stale_after_;
   const absl::Duration forget_after_;

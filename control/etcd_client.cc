@@ -70,6 +70,12 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(const EtcdOptions
     // backoff is left alone: gRPC also takes it as the connect timeout.)
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // A member cut off silently (a partition, a powered-off node) leaves a
+    // connection that never answers: pings while calls are open find it
+    // within 13 s and close it, so calls go to a new connection. (etcd
+    // refuses pings more often than its --grpc-keepalive-min-time, 5 s.)
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
     // Versions are read whole: etcd's own request limit is what bounds them.
     args.SetMaxReceiveMessageSize(256 << 20);
     auto channel = grpc::CreateCustomChannel(target, creds, args);
@@ -140,13 +146,14 @@ absl::StatusOr<etcdserverpb::LeaseGrantResponse> EtcdClient::LeaseGrant(int64_t 
       });
 }
 
-absl::Status EtcdClient::AwaitWrite(const std::string& key, int64_t from, absl::Duration timeout) {
+absl::Status EtcdClient::Watch(
+    grpc::ClientContext& ctx, const std::string& key, const std::string& range_end, int64_t from,
+    const std::function<bool(const etcdserverpb::WatchResponse&)>& on_response) {
   const size_t m = current_.load();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   auto stream = members_[m].watch->Watch(&ctx);
   etcdserverpb::WatchRequest create;
   create.mutable_create_request()->set_key(key);
+  create.mutable_create_request()->set_range_end(range_end);
   create.mutable_create_request()->set_start_revision(from);
   if (!stream->Write(create)) {
     current_.store((m + 1) % members_.size());  // the next read tries another member first
@@ -154,17 +161,29 @@ absl::Status EtcdClient::AwaitWrite(const std::string& key, int64_t from, absl::
   }
   etcdserverpb::WatchResponse response;
   while (stream->Read(&response)) {
-    // A compacted start revision, a cancel or an event all mean: read again.
-    if (response.events_size() > 0 || response.canceled() || response.compact_revision() != 0) {
+    if (!on_response(response)) {
       ctx.TryCancel();
       stream->Finish().IgnoreError();
       return absl::OkStatus();
     }
   }
   const grpc::Status s = stream->Finish();
-  if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::OkStatus();
-  current_.store((m + 1) % members_.size());
-  return absl::UnavailableError(absl::StrCat(members_[m].url, ": ", s.error_message()));
+  if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+      s.error_code() != grpc::StatusCode::CANCELLED) {
+    current_.store((m + 1) % members_.size());
+  }
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(members_[m].url, ": ", s.error_message()));
+}
+
+absl::Status EtcdClient::AwaitWrite(const std::string& key, int64_t from, absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  // A compacted start revision, a cancel or an event all mean: read again.
+  const absl::Status s = Watch(ctx, key, "", from, [](const etcdserverpb::WatchResponse& r) {
+    return r.events_size() == 0 && !r.canceled() && r.compact_revision() == 0;
+  });
+  return absl::IsDeadlineExceeded(s) ? absl::OkStatus() : s;
 }
 
 }  // namespace portcullis::control

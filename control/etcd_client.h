@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,14 @@ class EtcdClient {
   // way; an error when the stream could not be kept (the caller reads the
   // key next, which says whether etcd is reachable).
   absl::Status AwaitWrite(const std::string& key, int64_t from, absl::Duration timeout);
+  // Watches the keys in [key, range_end) (range_end "": `key` only) from
+  // etcd revision `from` on the member that answered last, and hands each
+  // response to `on_response` until it returns false (then OK), or the
+  // stream ends: cancelled through `ctx`, past its deadline, or broken (the
+  // error; the next call then starts on another member).
+  absl::Status Watch(grpc::ClientContext& ctx, const std::string& key, const std::string& range_end,
+                     int64_t from,
+                     const std::function<bool(const etcdserverpb::WatchResponse&)>& on_response);
 
   // The endpoints, for messages.
   std::string Describe() const;

@@ -1,12 +1,16 @@
 #include "control/etcd_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "control/etcd_agents.h"
 
 namespace portcullis::control {
 namespace {
@@ -48,6 +52,14 @@ absl::Status Damaged(const std::string& key) {
 }
 
 }  // namespace
+
+std::unique_ptr<AgentShare> EtcdStore::ShareAgents(AgentRegistry& registry) {
+  static std::atomic<int> shares{0};
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return std::make_unique<EtcdAgentShare>(
+      *client_, prefix_, absl::StrCat(host, "/", getpid(), "/", shares++), registry);
+}
 
 absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const EtcdOptions& options,
                                                            const std::string& prefix) {
@@ -127,26 +139,39 @@ absl::StatusOr<std::optional<v1::PolicyVersion>> EtcdStore::Live() {
   auto head = ReadHead();
   if (!head.ok()) return head.status();
   if (head->record.live_version() == 0) return std::nullopt;
-  return Get(head->record.live_version());
+  return Read(head->record.live_version(), /*with_policy=*/true);
+}
+
+absl::StatusOr<std::optional<v1::PolicyVersion>> EtcdStore::LiveHeader() {
+  auto head = ReadHead();
+  if (!head.ok()) return head.status();
+  if (head->record.live_version() == 0) return std::nullopt;
+  return Read(head->record.live_version(), /*with_policy=*/false);
 }
 
 absl::StatusOr<v1::PolicyVersion> EtcdStore::Get(uint64_t version) {
-  // One transaction of reads: one revision of all three records.
+  return Read(version, /*with_policy=*/true);
+}
+
+absl::StatusOr<v1::PolicyVersion> EtcdStore::Read(uint64_t version, bool with_policy) {
+  // One transaction of reads: one revision of all its records.
   etcdserverpb::TxnRequest txn;
   Range(txn, Key("versions", version));
-  Range(txn, Key("policies", version));
   Range(txn, Key("confirmations", version));
+  if (with_policy) Range(txn, Key("policies", version));
   auto got = client_->Txn(txn);
   if (!got.ok()) return got.status();
   const auto meta = ValueOf(got->responses(0).response_range());
-  const auto policy = ValueOf(got->responses(1).response_range());
   if (!meta) return absl::NotFoundError(absl::StrCat("there is no version ", version));
   v1::PolicyVersion v;
   if (!v.ParseFromString(*meta)) return Damaged(Key("versions", version));
-  if (!policy || !v.mutable_policy()->ParseFromString(*policy)) {
-    return absl::DataLossError(absl::StrCat("version ", version, " cannot be decoded"));
+  if (with_policy) {
+    const auto policy = ValueOf(got->responses(2).response_range());
+    if (!policy || !v.mutable_policy()->ParseFromString(*policy)) {
+      return absl::DataLossError(absl::StrCat("version ", version, " cannot be decoded"));
+    }
   }
-  if (const auto confirmed = ValueOf(got->responses(2).response_range())) {
+  if (const auto confirmed = ValueOf(got->responses(1).response_range())) {
     int64_t at = 0;
     if (!absl::SimpleAtoi(*confirmed, &at)) return Damaged(Key("confirmations", version));
     v.set_confirmed_unix_nanos(at);
@@ -356,6 +381,7 @@ absl::Status EtcdStore::UpdateRollout(const v1::Rollout& rollout, AuditRecord au
                     return absl::NotFoundError(absl::StrCat("version ", rollout.version(),
                                                             " is not a canary in progress"));
                   }
+                  if (absl::Status s = CheckNextStep(head.rollout(), rollout); !s.ok()) return s;
                   *head.mutable_rollout() = rollout;
                   record.version = rollout.version();
                   return absl::OkStatus();

@@ -10,6 +10,7 @@
 //   P/confirmations/N        when version N was confirmed
 //   P/audit/N                audit entry N
 //   P/shadows/N              shadow candidate N
+//   P/agents/NODE            the node's latest report (control/etcd_agents.h)
 //
 // Each change is one etcd transaction that writes its records and the new
 // head only if the head is the one the change was checked against
@@ -36,11 +37,15 @@ class EtcdStore final : public Store {
                                                          const std::string& prefix);
 
   absl::StatusOr<std::optional<v1::PolicyVersion>> Live() override;
+  absl::StatusOr<std::optional<v1::PolicyVersion>> LiveHeader() override;
   absl::StatusOr<v1::PolicyVersion> Get(uint64_t version) override;
   absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) override;
   absl::StatusOr<uint64_t> Generation() override;
   bool Shared() const override { return true; }
   absl::StatusOr<uint64_t> AwaitChange(uint64_t generation, absl::Duration timeout) override;
+  // P/agents/NODE (control/etcd_agents.h); this replica is named
+  // HOSTNAME/PID/N in its records.
+  std::unique_ptr<AgentShare> ShareAgents(AgentRegistry& registry) override;
   absl::StatusOr<v1::PolicyVersion> AddVersion(
       v1::PolicyVersion version, AuditRecord audit,
       std::optional<uint64_t> checked_at = std::nullopt) override;
@@ -72,6 +77,8 @@ class EtcdStore final : public Store {
   EtcdStore(std::unique_ptr<EtcdClient> client, std::string prefix)
       : client_(std::move(client)), prefix_(std::move(prefix)) {}
   absl::StatusOr<Head> ReadHead();
+  // Version N, with or without its policy.
+  absl::StatusOr<v1::PolicyVersion> Read(uint64_t version, bool with_policy);
   // Reads the head, plans, commits the plan with its audit entry and the new
   // head if the head did not move; re-plans when it did. Returns the head
   // as committed.

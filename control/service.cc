@@ -168,6 +168,7 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
           }
         },
         registry);
+    s->agent_share_ = store.ShareAgents(*s->agents_);
   }
   return s;
 }
@@ -177,15 +178,23 @@ absl::Status ControlService::Load() {
   // the next check fail as moved, and load again; never the other way.
   auto generation = store_.Generation();
   if (!generation.ok()) return generation.status();
-  auto live = store_.Live();
-  if (!live.ok()) return live.status();
+  // Most moves of a shared store's generation leave the live version as it
+  // is (an audit entry: a refusal, an agent's revert, this replica's own
+  // change): then its policy is not read again.
+  const std::shared_ptr<const v1::PolicyVersion> published = live_.Live();
+  auto header = store_.LiveHeader();
+  if (!header.ok()) return header.status();
+  const bool live_unchanged =
+      published && *header && (**header).version() == published->version() &&
+      (**header).confirmed_unix_nanos() == published->confirmed_unix_nanos();
   auto shadow = store_.Shadow();
   if (!shadow.ok()) return shadow.status();
   auto rollout = store_.Rollout();
   if (!rollout.ok()) return rollout.status();
+  const uint64_t live_number = *header ? (**header).version() : 0;
   std::optional<v1::Rollout> in_progress;
   std::shared_ptr<const v1::PolicyVersion> stable;
-  if (*rollout && *live && (**rollout).version() == (**live).version()) {
+  if (*rollout && live_number != 0 && (**rollout).version() == live_number) {
     auto kept = store_.Get((**rollout).stable_version());
     if (!kept.ok()) return kept.status();
     in_progress = **rollout;
@@ -196,23 +205,25 @@ absl::Status ControlService::Load() {
   const bool rollout_moved =
       in_progress.has_value() != rollout_.has_value() ||
       (in_progress && in_progress->SerializeAsString() != rollout_->SerializeAsString());
+  std::optional<v1::PolicyVersion> live;
+  if (live_number != 0 && (!live_unchanged || shadow_moved || rollout_moved)) {
+    auto read = store_.Live();
+    if (!read.ok()) return read.status();
+    live = *std::move(read);
+  }
   if (shadow_moved && loaded_) ++shadow_generation_;
   shadow_ = *std::move(shadow);
   rollout_ = std::move(in_progress);
   stable_ = std::move(stable);
   generation_ = *generation;
   loaded_ = true;
-  const std::shared_ptr<const v1::PolicyVersion> published = live_.Live();
-  if (*live && (!published || published->version() != (*live)->version() ||
-                published->confirmed_unix_nanos() != (*live)->confirmed_unix_nanos() ||
-                shadow_moved || rollout_moved)) {
-    Publish(**std::move(live));
-  }
+  if (live) Publish(*std::move(live));
   return absl::OkStatus();
 }
 
 ControlService::~ControlService() {
   follower_.reset();  // it loads into what follows
+  agent_share_.reset();
   {
     std::lock_guard<std::mutex> lock(revert_mu_);
     stopping_ = true;
@@ -312,6 +323,14 @@ std::vector<std::string> ControlService::LiveAgents() const {
   return nodes;
 }
 
+// Every replica runs the rollout's timer; the store lets one take each
+// step, and the others load what it did (StoreFollower).
+absl::Status ControlService::TakenElsewhere(uint64_t version, const absl::Status& why) {
+  LogInfo("rollout step taken by another replica",
+          {{"version", version}, {"why", std::string(why.message())}});
+  return absl::OkStatus();
+}
+
 absl::Status ControlService::NextRolloutStep(const v1::PolicyVersion& live) {
   CallScope call(*this, "RolloutStep");
   const Caller& caller = call.caller();
@@ -325,10 +344,12 @@ absl::Status ControlService::NextRolloutStep(const v1::PolicyVersion& live) {
   const uint32_t percent = next.steps(static_cast<int>(step));
   const std::string where = absl::StrCat("step ", step + 1, " of ", next.steps_size(), ": ");
   if (percent >= 100) {
-    RETURN_IF_ERROR(store_.PromoteRollout(
+    const absl::Status promoted = store_.PromoteRollout(
         next.version(),
         {caller.principal, caller.role, "RolloutStep", "ok",
-         absl::StrCat(where, "100%: canary version ", next.version(), " is live on every node")}));
+         absl::StrCat(where, "100%: canary version ", next.version(), " is live on every node")});
+    if (absl::IsNotFound(promoted)) return TakenElsewhere(next.version(), promoted);
+    RETURN_IF_ERROR(promoted);
     LogInfo("staged rollout complete", {{"version", next.version()}});
     rollout_.reset();
     stable_.reset();
@@ -343,10 +364,14 @@ absl::Status ControlService::NextRolloutStep(const v1::PolicyVersion& live) {
   *next.mutable_nodes() = {nodes.begin(), nodes.end()};
   next.set_next_step_unix_nanos(
       absl::ToUnixNanos(absl::Now() + absl::Seconds(next.step_interval_seconds())));
-  RETURN_IF_ERROR(store_.UpdateRollout(
+  const absl::Status stepped = store_.UpdateRollout(
       next, {caller.principal, caller.role, "RolloutStep", "ok",
              absl::StrCat(where, "canary version ", next.version(), " on ", DescribeTargets(next),
-                          ": ", absl::StrJoin(next.nodes(), ", "))}));
+                          ": ", absl::StrJoin(next.nodes(), ", "))});
+  if (absl::IsFailedPrecondition(stepped) || absl::IsNotFound(stepped)) {
+    return TakenElsewhere(next.version(), stepped);
+  }
+  RETURN_IF_ERROR(stepped);
   LogInfo("staged rollout step",
           {{"version", next.version()}, {"step", static_cast<int64_t>(step + 1)}});
   rollout_ = std::move(next);
@@ -879,6 +904,7 @@ grpc::ServerUnaryReactor* ControlService::ReportStatus(grpc::CallbackServerConte
     return call.Finish(call.Refuse("node", bound.status()));
   }
   if (absl::Status s = agents_->Report(*request); !s.ok()) return call.Finish(s);
+  if (agent_share_) agent_share_->Publish(*request);
   if (request->reverted_version() != 0 && agents_->FirstReportOfRevert(*request)) {
     const Caller& caller = call.caller();
     absl::Status s = store_.AppendAudit(

@@ -154,6 +154,7 @@ class ControlService final : public v1::Control::CallbackService {
   void RevertUnconfirmed(const v1::PolicyVersion& pending);
   // The staged rollout of `live` (as published) extends to its next step,
   // unless it changed meanwhile; the last step promotes it.
+  static absl::Status TakenElsewhere(uint64_t version, const absl::Status& why);
   absl::Status NextRolloutStep(const v1::PolicyVersion& live);
   // Aborts the rollout of `live` (as published) when, on a canary node,
   // drops by a watched reason rose past its bound (max_drop_increase).
@@ -209,6 +210,9 @@ class ControlService final : public v1::Control::CallbackService {
   // With a shared store (etcd): publishes other replicas' changes. Null
   // with SQLite, which only this process writes.
   std::unique_ptr<StoreFollower> follower_;
+  // With a Shared store: the other replicas' agent reports into agents_,
+  // and this one's out to them; nullptr otherwise.
+  std::unique_ptr<AgentShare> agent_share_;
 };
 
 // A version pushed with --confirm-within and not confirmed yet.

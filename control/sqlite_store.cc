@@ -515,6 +515,19 @@ absl::Status SqliteStore::PromoteRollout(uint64_t version, AuditRecord audit) {
 absl::Status SqliteStore::UpdateRollout(const v1::Rollout& rollout, AuditRecord audit) {
   std::lock_guard<std::mutex> lock(mu_);
   return InTransaction([&]() -> absl::Status {
+    Stmt held(db_, "SELECT rollout FROM rollouts WHERE version = ? AND ended = ''");
+    if (!held.ok()) return Error("cannot read the rollout");
+    held.Bind(1, static_cast<int64_t>(rollout.version()));
+    const int rc = held.Step();
+    if (rc == SQLITE_DONE) {
+      return absl::NotFoundError(
+          absl::StrCat("version ", rollout.version(), " is not a canary in progress"));
+    }
+    v1::Rollout stored;
+    if (rc != SQLITE_ROW || !stored.ParseFromString(held.Text(0))) {
+      return Error("cannot read the rollout");
+    }
+    if (absl::Status s = CheckNextStep(stored, rollout); !s.ok()) return s;
     std::string blob;
     rollout.SerializeToString(&blob);
     Stmt up(db_, "UPDATE rollouts SET rollout = ? WHERE version = ? AND ended = ''");

@@ -20,9 +20,25 @@ bool StoreMoved(const absl::Status& status) {
   return absl::IsAborted(status) && status.GetPayload(kMovedPayload).has_value();
 }
 
+absl::Status CheckNextStep(const v1::Rollout& stored, const v1::Rollout& next) {
+  if (next.step() == stored.step() + 1) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("the rollout of version ", next.version(), " is at step ", stored.step() + 1,
+                   ", not step ", next.step(), ": another replica took this step"));
+}
+
 absl::StatusOr<uint64_t> Store::AwaitChange(uint64_t, absl::Duration) {
   return absl::UnimplementedError("this store has one writer: nothing else changes it");
 }
+
+absl::StatusOr<std::optional<v1::PolicyVersion>> Store::LiveHeader() {
+  auto newest = History(1);
+  if (!newest.ok()) return newest.status();
+  if (newest->empty()) return std::nullopt;
+  return newest->front();
+}
+
+std::unique_ptr<AgentShare> Store::ShareAgents(AgentRegistry&) { return nullptr; }
 
 v1::AuditEntry Store::ChainEntry(AuditRecord audit, uint64_t seq, std::string prev_hash,
                                  int64_t now_ns) const {

@@ -21,6 +21,18 @@
 
 namespace portcullis::control {
 
+class AgentRegistry;
+
+// Agents' reports shared by every replica of a shared store, so that each
+// replica's registry (and so its status, drift and canary gates) holds
+// every agent, whichever replica the agent reports to.
+class AgentShare {
+ public:
+  virtual ~AgentShare() = default;
+  // Shares a report this replica received and kept in its registry.
+  virtual void Publish(const v1::AgentStatus& status) = 0;
+};
+
 // An audit entry before the store numbers, times and chains it.
 struct AuditRecord {
   std::string principal, role, method, outcome, detail;
@@ -35,6 +47,9 @@ class Store {
   // The newest version; nullopt before the first push.
   virtual absl::StatusOr<std::optional<v1::PolicyVersion>> Live() = 0;
   virtual absl::StatusOr<v1::PolicyVersion> Get(uint64_t version) = 0;
+  // Live() without the policy: enough to tell whether the live version or
+  // its confirmation changed, without reading a policy of 100k prefixes.
+  virtual absl::StatusOr<std::optional<v1::PolicyVersion>> LiveHeader();
   // Newest first, without policy bodies; `limit` 0 = all.
   virtual absl::StatusOr<std::vector<v1::PolicyVersion>> History(uint32_t limit) = 0;
 
@@ -49,6 +64,11 @@ class Store {
   // `timeout` (then the same, read anew: an error means the store is
   // unreachable). Only for a Shared store.
   virtual absl::StatusOr<uint64_t> AwaitChange(uint64_t generation, absl::Duration timeout);
+  // For a Shared store: shares this replica's agent reports with the other
+  // replicas, and keeps theirs in `registry` (which must outlive the
+  // result). nullptr for a store only this process uses: its registry is
+  // the whole picture.
+  virtual std::unique_ptr<AgentShare> ShareAgents(AgentRegistry& registry);
 
   // Stores `version` (its number is assigned: live + 1) with its audit
   // entry, in one durable transaction, and ends the shadow candidate (it
@@ -83,7 +103,9 @@ class Store {
   // its audit entry. NotFound when it is not the rollout in progress.
   virtual absl::Status PromoteRollout(uint64_t version, AuditRecord audit) = 0;
   // Stores the next step of the staged rollout in progress (same version),
-  // with its audit entry. NotFound when it is not in progress.
+  // with its audit entry. NotFound when it is not in progress;
+  // FailedPrecondition when `rollout` is not the step after the stored one
+  // (another replica took it: every replica runs the rollout's timer).
   virtual absl::Status UpdateRollout(const v1::Rollout& rollout, AuditRecord audit) = 0;
 
   // Entries with seq > after_seq, oldest first, at most `limit` (0 = all).
@@ -108,6 +130,8 @@ class Store {
 // The error of a change checked against a generation the store has moved
 // past (Aborted, marked so that it is told from other refusals), and the test.
 absl::Status StoreMovedError(uint64_t checked_at, uint64_t now);
+// UpdateRollout's check: `next` is one step after `stored`.
+absl::Status CheckNextStep(const v1::Rollout& stored, const v1::Rollout& next);
 bool StoreMoved(const absl::Status& status);
 
 }  // namespace portcullis::control

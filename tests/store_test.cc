@@ -14,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "control/agent_registry.h"
+#include "control/etcd_agents.h"
 #include "control/etcd_client.h"
 #include "control/etcd_store.h"
 #include "control/service.h"
@@ -205,6 +207,34 @@ TEST_P(StoreSuite, RolloutsAndShadowCandidatesSurviveAReopenUntilEnded) {
   EXPECT_TRUE(store->VerifyAudit().ok());
 }
 
+// Each step of a staged rollout is stored once: the same step again (a
+// second replica's timer taking it) is refused, and the audit log has one
+// entry for it.
+TEST_P(StoreSuite, ARolloutStepIsTakenOnce) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->AddVersion(Pushed("[80]", "one"), By("Push")).ok());
+  v1::PolicyVersion canary = Pushed("[81]", "two");
+  canary.mutable_rollout()->set_stable_version(1);
+  for (uint32_t p : {10, 50, 100}) canary.mutable_rollout()->add_steps(p);
+  ASSERT_TRUE(store->AddVersion(canary, By("Push")).ok());
+  v1::Rollout next = **store->Rollout();
+  next.set_step(1);
+  next.add_nodes("n1");
+  ASSERT_TRUE(store->UpdateRollout(next, By("RolloutStep")).ok());
+  const size_t entries = store->Audit(0, 0)->size();
+  const absl::Status again = store->UpdateRollout(next, By("RolloutStep"));
+  EXPECT_TRUE(absl::IsFailedPrecondition(again)) << again;
+  EXPECT_THAT(again.message(), HasSubstr("another replica took this step"));
+  EXPECT_EQ(store->Audit(0, 0)->size(), entries) << "the refused step was audited";
+  EXPECT_EQ((**store->Rollout()).nodes_size(), 1);
+  next.set_step(2);
+  EXPECT_TRUE(store->UpdateRollout(next, By("RolloutStep")).ok());
+  next.set_step(1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store->UpdateRollout(next, By("RolloutStep"))));
+  EXPECT_TRUE(store->VerifyAudit().ok());
+}
+
 TEST_P(StoreSuite, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
   const int64_t due = absl::ToUnixNanos(absl::Now() + absl::Minutes(2));
   {
@@ -233,6 +263,12 @@ TEST_P(StoreSuite, ConfirmationDeadlinesAndConfirmationsSurviveAReopen) {
   ASSERT_TRUE(reopened);
   EXPECT_FALSE(AwaitsConfirmation(**reopened->Live()));
   EXPECT_EQ((*reopened->History(0))[0].confirmed_unix_nanos(), confirmed->confirmed_unix_nanos());
+  // The live version's header: its number and confirmation, no policy.
+  auto header = reopened->LiveHeader();
+  ASSERT_TRUE(header.ok() && *header) << header.status();
+  EXPECT_EQ((*header)->version(), 2u);
+  EXPECT_EQ((*header)->confirmed_unix_nanos(), confirmed->confirmed_unix_nanos());
+  EXPECT_FALSE((*header)->has_policy());
   EXPECT_TRUE(reopened->VerifyAudit().ok());
   // The refused second confirmation left no entry: 2 pushes, 1 confirmation.
   EXPECT_EQ(reopened->Audit(0, 0)->size(), 3u);
@@ -358,6 +394,135 @@ TEST(EtcdStoreTest, AwaitChangeSeesAnotherReplicasChangeAtOnce) {
   EXPECT_TRUE(pushed);
   EXPECT_EQ(*moved, seen + 1);
   EXPECT_LT(absl::Now() - started, absl::Seconds(10)) << "the watch did not fire";
+}
+
+// Agent reports shared through etcd, as two replicas see them.
+v1::AgentStatus Report(const std::string& node, uint64_t version, uint64_t dropped = 0) {
+  v1::AgentStatus s;
+  s.set_node(node);
+  s.set_applied_version(version);
+  s.set_applied_hash(absl::StrCat("hash-", version));
+  s.set_ready(true);
+  v1::CounterSummary* c = s.add_counters();
+  c->set_verdict("drop");
+  c->set_reason("blocklist");
+  c->set_packets(dropped);
+  return s;
+}
+
+std::unique_ptr<EtcdClient> ClientOf(const EtcdCluster& etcd) {
+  auto client = EtcdClient::Create(OptionsFor(etcd));
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+// The version replica `registry` shows `node` on, 0 when it shows none.
+uint64_t Shows(const AgentRegistry& registry, const std::string& node) {
+  for (const v1::AgentState& s : registry.States()) {
+    if (s.status().node() == node && !s.stale()) return s.status().applied_version();
+  }
+  return 0;
+}
+
+// Kept, for bounded waits in these tests.
+bool Within(absl::Duration d, const std::function<bool()>& done) {
+  for (const absl::Time end = absl::Now() + d; absl::Now() < end;
+       absl::SleepFor(absl::Milliseconds(20))) {
+    if (done()) return true;
+  }
+  return done();
+}
+
+constexpr EtcdAgentShareOptions kFastShare{.flush_interval = absl::Milliseconds(100),
+                                           .refresh = absl::Seconds(30),
+                                           .lease_period = absl::Seconds(1),
+                                           .retry = absl::Milliseconds(200)};
+
+// A report one replica receives is in every replica's registry within a
+// flush: one that starts later reads it, one that runs sees it through its
+// watch, and a node that moves to the other replica shows its newer report
+// on both.
+TEST(EtcdAgentShareTest, AReportOnOneReplicaIsInEveryReplicasRegistry) {
+  const std::string prefix = UniquePrefix();
+  auto client_a = ClientOf(SharedEtcd()), client_b = ClientOf(SharedEtcd());
+  ASSERT_TRUE(client_a && client_b);
+  AgentRegistry a(absl::Seconds(45)), b(absl::Seconds(45));
+  auto share_a = std::make_unique<EtcdAgentShare>(*client_a, prefix, "a", a, kFastShare);
+  ASSERT_TRUE(a.Report(Report("node-1", 1)).ok());
+  share_a->Publish(Report("node-1", 1));
+  absl::SleepFor(absl::Milliseconds(300));  // written before b starts: b reads it
+  EtcdAgentShare share_b(*client_b, prefix, "b", b, kFastShare);
+  EXPECT_TRUE(Within(absl::Seconds(5), [&] { return Shows(b, "node-1") == 1; }));
+
+  ASSERT_TRUE(b.Report(Report("node-2", 1)).ok());
+  share_b.Publish(Report("node-2", 1));
+  EXPECT_TRUE(Within(absl::Seconds(5), [&] { return Shows(a, "node-2") == 1; }));
+
+  // node-1 fails over to b and runs version 2 there.
+  ASSERT_TRUE(b.Report(Report("node-1", 2)).ok());
+  share_b.Publish(Report("node-1", 2));
+  EXPECT_TRUE(Within(absl::Seconds(5), [&] { return Shows(a, "node-1") == 2; }));
+  EXPECT_EQ(Shows(b, "node-1"), 2u);
+  // An older report that arrives late does not undo a newer one.
+  ASSERT_TRUE(a.Ingest(Report("node-1", 1), absl::Now() - absl::Minutes(1)).ok());
+  EXPECT_EQ(Shows(a, "node-1"), 2u);
+  EXPECT_EQ(a.States().size(), 2u);
+  EXPECT_EQ(b.States().size(), 2u);
+}
+
+// A report that only moves counters is written at most every `refresh`; one
+// that changes what the node runs is written at the next flush.
+TEST(EtcdAgentShareTest, ReportsThatOnlyMoveCountersAreWrittenAtMostEveryRefresh) {
+  const std::string prefix = UniquePrefix();
+  auto client = ClientOf(SharedEtcd());
+  ASSERT_TRUE(client);
+  AgentRegistry registry(absl::Seconds(45));
+  EtcdAgentShare share(*client, prefix, "a", registry, kFastShare);
+  const auto writes = [&]() -> int64_t {  // the key's version: how often it was written
+    etcdserverpb::RangeRequest req;
+    req.set_key(prefix + "/agents/node-1");
+    auto got = client->Range(req);
+    return got.ok() && got->kvs_size() == 1 ? got->kvs(0).version() : -1;
+  };
+  for (int i = 0; i < 10; ++i) {
+    share.Publish(Report("node-1", 1, 100 * i));
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(Within(absl::Seconds(5), [&] { return writes() >= 1; }));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(writes(), 1) << "counters alone were written more often than every refresh";
+  share.Publish(Report("node-1", 2, 1000));
+  EXPECT_TRUE(Within(absl::Seconds(5), [&] { return writes() == 2; }));
+}
+
+// A node no replica hears from any more expires from etcd with its lease,
+// whichever replica wrote it: a replica that starts afterwards never sees
+// it.
+TEST(EtcdAgentShareTest, ASilentNodeExpiresFromEtcdWithItsLease) {
+  const std::string prefix = UniquePrefix();
+  auto client = ClientOf(SharedEtcd());
+  ASSERT_TRUE(client);
+  // forget-after 2 s, lease period 1 s: a TTL of 4 s.
+  AgentRegistry registry(absl::Seconds(1), AgentRegistry::SteadyNow, absl::Seconds(2));
+  {
+    EtcdAgentShare share(*client, prefix, "a", registry, kFastShare);
+    share.Publish(Report("node-1", 1));
+    absl::SleepFor(absl::Milliseconds(500));
+  }  // the replica is gone; its lease is not kept alive by anyone
+  const auto keys = [&]() -> int64_t {
+    etcdserverpb::RangeRequest req;
+    req.set_key(prefix + "/agents/");
+    req.set_range_end(EtcdPrefixEnd(prefix + "/agents/"));
+    req.set_count_only(true);
+    auto got = client->Range(req);
+    return got.ok() ? got->count() : -1;
+  };
+  EXPECT_EQ(keys(), 1);
+  EXPECT_TRUE(Within(absl::Seconds(15), [&] { return keys() == 0; })) << "the record never expired";
+  AgentRegistry later(absl::Seconds(45));
+  EtcdAgentShare share(*client, prefix, "b", later, kFastShare);
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_TRUE(later.States().empty());
 }
 
 // Whoever can write etcd can rewrite an entry; the chain says which.
