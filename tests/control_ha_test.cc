@@ -36,6 +36,10 @@ const std::string kAgent = PORTCULLIS_AGENT_PATH;
 const std::string kControl = PORTCULLIS_CONTROL_PATH;
 const std::string kCtl = PORTCULLISCTL_PATH;
 constexpr int kReplicas = 3;
+// The last replica reaches etcd at this address (the members serve on it
+// too), so that nftables can cut it off alone.
+const std::string kCutOffAddress = "127.0.0.2";
+constexpr int kCutOff = kReplicas - 1;
 
 // Port 80 open to everyone; `extra` is one more port, open to 198.18.2.0/24:
 // each push gets a policy of its own.
@@ -76,7 +80,7 @@ class ControlHaTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
     etcd_ = std::make_unique<EtcdCluster>(
         3, std::vector<std::string>{},
-        std::vector<std::string>{"nsenter", "--net=/run/netns/" + lab_->Ns("ctl")});
+        std::vector<std::string>{"nsenter", "--net=/run/netns/" + lab_->Ns("ctl")}, kCutOffAddress);
     ASSERT_TRUE(etcd_->WaitHealthy()) << "etcd did not start: " << etcd_->LogOf(0);
     // One CA, server certificate, role map and audit key for every replica,
     // as a Secret would hand them out.
@@ -97,6 +101,9 @@ class ControlHaTest : public ::testing::Test {
     agent_.Kill(SIGKILL);
     UninstallAgent(*lab_, "ing", kAgent, PinDir(), dir_ + "/agent-state");
     for (Process& r : replicas_) r.Kill(SIGKILL);
+    // A test that failed while replica kCutOff was cut off leaves no
+    // partition to the next.
+    lab_->In("ctl", absl::StrCat("nft delete table ip ", lab_->prefix(), "cutoff 2>/dev/null"));
     etcd_.reset();
     if (HasFailure()) {
       for (int i = 0; i < kReplicas; ++i) DumpLog(absl::StrCat("replica", i));
@@ -117,32 +124,33 @@ class ControlHaTest : public ::testing::Test {
   void StartReplica(int i) {
     const std::string dir = absl::StrCat(dir_, "/replica", i);
     std::filesystem::create_directories(dir);
-    replicas_[i] = Process(InNamespace(*lab_, "ctl",
-                                       {kControl,
-                                        "--state-dir",
-                                        dir,
-                                        "--ca",
-                                        certs_ + "/tls/ca.crt",
-                                        "--cert",
-                                        certs_ + "/tls/server.crt",
-                                        "--key",
-                                        certs_ + "/tls/server.key",
-                                        "--role-map",
-                                        certs_ + "/roles.yaml",
-                                        "--audit-signing-key",
-                                        certs_ + "/tls/audit-signing.key",
-                                        "--allow-shared-agent-certs",
-                                        "--listen",
-                                        absl::StrCat("0.0.0.0:", Port(i)),
-                                        "--metrics-addr",
-                                        absl::StrCat("127.0.0.1:", 9470 + i),
-                                        "--stale-after-seconds",
-                                        "5",
-                                        "--store",
-                                        "etcd",
-                                        "--etcd-endpoints",
-                                        etcd_->Endpoints()}),
-                           absl::StrCat(dir_, "/replica", i, ".log"));
+    replicas_[i] =
+        Process(InNamespace(*lab_, "ctl",
+                            {kControl,
+                             "--state-dir",
+                             dir,
+                             "--ca",
+                             certs_ + "/tls/ca.crt",
+                             "--cert",
+                             certs_ + "/tls/server.crt",
+                             "--key",
+                             certs_ + "/tls/server.key",
+                             "--role-map",
+                             certs_ + "/roles.yaml",
+                             "--audit-signing-key",
+                             certs_ + "/tls/audit-signing.key",
+                             "--allow-shared-agent-certs",
+                             "--listen",
+                             absl::StrCat("0.0.0.0:", Port(i)),
+                             "--metrics-addr",
+                             absl::StrCat("127.0.0.1:", 9470 + i),
+                             "--stale-after-seconds",
+                             "5",
+                             "--store",
+                             "etcd",
+                             "--etcd-endpoints",
+                             etcd_->Endpoints(i == kCutOff ? kCutOffAddress : "127.0.0.1")}),
+                absl::StrCat(dir_, "/replica", i, ".log"));
   }
 
   std::string ReplicaHttp(int i, const std::string& path) const {
@@ -186,31 +194,63 @@ class ControlHaTest : public ::testing::Test {
   static inline Lab* lab_ = nullptr;
   static inline int test_number_ = 0;
   std::string dir_;  // this test's files
-  // The agent on "ing", with every replica in --control.
-  void StartAgent() {
+  // The agent on "ing", with `replicas` in --control (all by default).
+  void StartAgent(const std::vector<int>& replicas = {0, 1, 2}) {
     std::vector<std::string> agent =
         AgentWithControl(*lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state",
                          "127.0.0.1:9469", {"--report-interval-seconds", "1"});
     for (size_t k = 0; k + 1 < agent.size(); ++k) {
       if (agent[k] == "--control") {
-        agent[k + 1] =
-            absl::StrCat("198.18.0.2:", Port(0), ",198.18.0.2:", Port(1), ",198.18.0.2:", Port(2));
+        std::vector<std::string> endpoints;
+        for (int i : replicas) endpoints.push_back(absl::StrCat("198.18.0.2:", Port(i)));
+        agent[k + 1] = absl::StrJoin(endpoints, ",");
       }
     }
     agent_ = Process(agent, dir_ + "/agent.log");
   }
 
-  // Whether the agent on "ing" reports version v to the replica it is on.
-  // (Agent status is each replica's own so far: the one it reports to.)
+  // Whether replica i's status shows the agent on "ing" running version v,
+  // in sync, whichever replica the agent reports to.
+  bool ShowsAgentOn(int i, uint64_t v) const {
+    return std::regex_search(Ctl(i, "viewer", "status").out,
+                             std::regex(absl::StrCat("\ning +", v, " +\\S+ +in sync ")));
+  }
+  // Whether every running replica shows it.
   bool AgentReports(uint64_t v) const {
     for (int i = 0; i < kReplicas; ++i) {
-      if (!replicas_[i].running()) continue;
-      if (std::regex_search(Ctl(i, "viewer", "status").out,
-                            std::regex(absl::StrCat("\ning +", v, " ")))) {  // NODE VERSION
-        return true;
-      }
+      if (replicas_[i].running() && !ShowsAgentOn(i, v)) return false;
     }
-    return false;
+    return true;
+  }
+  // Which replica holds the agent's policy stream (its watch-stream gauge),
+  // -1 when none.
+  int StreamHolder() const {
+    for (int i = 0; i < kReplicas; ++i) {
+      if (!replicas_[i].running()) continue;
+      const CommandResult m = lab_->In(
+          "ctl", absl::StrCat("curl -s --max-time 1 http://127.0.0.1:", 9470 + i, "/metrics"));
+      if (SumMetric(m.out, "portcullis_control_watch_streams") >= 1) return i;
+    }
+    return -1;
+  }
+
+  // Cuts replica kCutOff off from every etcd member, or heals it: its
+  // packets to and from kCutOffAddress are dropped silently, as in a
+  // partition (no reset, no ICMP).
+  void CutOff(bool cut) const {
+    const std::string table = lab_->prefix() + "cutoff";
+    const CommandResult r = lab_->In(
+        "ctl", cut ? absl::StrCat("nft \"add table ip ", table, "; add chain ip ", table,
+                                  " out { type filter hook output priority 0; }; add rule ip ",
+                                  table, " out ip daddr ", kCutOffAddress, " drop; add rule ip ",
+                                  table, " out ip saddr ", kCutOffAddress, " drop\"")
+                   : absl::StrCat("nft delete table ip ", table));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // A metric of the agent on "ing" (its --metrics-addr).
+  double AgentMetric(const std::string& name) const {
+    const CommandResult m = lab_->In("ing", "curl -s --max-time 1 http://127.0.0.1:9469/metrics");
+    return SumMetric(m.out, name);
   }
 
   std::unique_ptr<EtcdCluster> etcd_;
@@ -335,27 +375,67 @@ TEST_F(ControlHaTest, LostQuorumRefusesPushesAndStatusSaysStaleUntilItIsBack) {
               std::chrono::seconds(10)));
 }
 
+// The agent reports to one replica, and every replica's status shows it,
+// in sync, and shows the new version once a push through another replica
+// reached it (agent reports are shared through etcd).
+TEST_F(ControlHaTest, EveryReplicaShowsTheAgentWhicheverOneItReportsTo) {
+  Process nginx = lab_->StartNginx("ing", {80, 8080});
+  StartAgent();
+  ASSERT_EQ(Push(0, 8080, "first"), 1u);
+  int holder = -1;
+  ASSERT_TRUE(WaitFor([&] { return (holder = StreamHolder()) >= 0; }, std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return AgentReports(1); }, std::chrono::seconds(10)))
+      << Ctl((holder + 1) % kReplicas, "viewer", "status").out;
+  const int other = (holder + 1) % kReplicas;
+  ASSERT_EQ(Push(other, 8081, "second"), 2u);
+  EXPECT_TRUE(
+      WaitFor([&] { return ShowsAgentOn((holder + 2) % kReplicas, 2); }, std::chrono::seconds(10)))
+      << Ctl((holder + 2) % kReplicas, "viewer", "status").out;
+  EXPECT_TRUE(AgentReports(2));
+}
+
+// The last replica is cut off from etcd by nftables: it stops acknowledging
+// pushes, says it is stale, and the agent that reports only to it stays on
+// the last version, connected; pushes go on through the others. Once the
+// partition heals, it serves what they pushed, and its agent runs it.
+TEST_F(ControlHaTest, AReplicaCutOffFromEtcdStopsAcknowledgingAndItsAgentKeepsItsVersion) {
+  Process nginx = lab_->StartNginx("ing", {80, 8080});
+  StartAgent({kCutOff});
+  ASSERT_EQ(Push(0, 8080, "first"), 1u);
+  ASSERT_TRUE(WaitFor([&] { return ShowsAgentOn(0, 1) && ShowsAgentOn(kCutOff, 1); },
+                      std::chrono::seconds(20)))
+      << Ctl(kCutOff, "viewer", "status").out;
+  ASSERT_NO_FATAL_FAILURE(CutOff(true));
+  EXPECT_EQ(Push(kCutOff, 8081, "through the cut-off replica"), 0u);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Ctl(kCutOff, "viewer", "status").out.find("stale: this replica cannot read") !=
+               std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << Ctl(kCutOff, "viewer", "status").out;
+  const CommandResult metrics = lab_->In(
+      "ctl", absl::StrCat("curl -s --max-time 1 http://127.0.0.1:", 9470 + kCutOff, "/metrics"));
+  EXPECT_EQ(SumMetric(metrics.out, "portcullis_control_store_up"), 0) << metrics.out;
+  // Its push stored nothing: the next one through a healthy replica is 2.
+  ASSERT_EQ(Push(0, 8082, "through a healthy replica"), 2u);
+  EXPECT_EQ(AgentMetric("portcullis_control_connected"), 1);
+  EXPECT_EQ(AgentMetric("portcullis_policy_version"), 1) << "the agent lost its version";
+  ASSERT_NO_FATAL_FAILURE(CutOff(false));
+  EXPECT_TRUE(WaitFor([&] { return LiveOn(kCutOff) == 2; }, std::chrono::seconds(60)))
+      << Ctl(kCutOff, "viewer", "status").out;
+  EXPECT_TRUE(WaitFor([&] { return ShowsAgentOn(0, 2); }, std::chrono::seconds(30)))
+      << Ctl(0, "viewer", "status").out;
+}
+
 // The agent's replica is killed: it is on another within 5 s, and a push
 // through a survivor reaches it.
 TEST_F(ControlHaTest, AnAgentWhoseReplicaDiesIsOnAnotherWithinFiveSeconds) {
   Process nginx = lab_->StartNginx("ing", {80, 8080});
   StartAgent();
   ASSERT_EQ(Push(0, 8080, "first"), 1u);
-  // Which replica holds the agent's stream: its watch-stream gauge.
-  const auto streams_on = [&](int i) {
-    const CommandResult m = lab_->In(
-        "ctl", absl::StrCat("curl -s --max-time 1 http://127.0.0.1:", 9470 + i, "/metrics"));
-    return SumMetric(m.out, "portcullis_control_watch_streams");
-  };
   int holder = -1;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (int i = 0; i < kReplicas; ++i) {
-          if (streams_on(i) >= 1) holder = i;
-        }
-        return holder >= 0;
-      },
-      std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return (holder = StreamHolder()) >= 0; }, std::chrono::seconds(20)));
   const auto connected = [&] {
     const CommandResult m = lab_->In("ing", "curl -s --max-time 1 http://127.0.0.1:9469/metrics");
     return SumMetric(m.out, "portcullis_control_connected");
@@ -363,15 +443,7 @@ TEST_F(ControlHaTest, AnAgentWhoseReplicaDiesIsOnAnotherWithinFiveSeconds) {
   ASSERT_TRUE(WaitFor([&] { return connected() == 1; }, std::chrono::seconds(10)));
   const auto killed = std::chrono::steady_clock::now();
   replicas_[holder].Kill(SIGKILL);
-  int now_on = -1;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        for (int i = 0; i < kReplicas; ++i) {
-          if (i != holder && streams_on(i) >= 1) now_on = i;
-        }
-        return now_on >= 0;
-      },
-      std::chrono::seconds(5)))
+  ASSERT_TRUE(WaitFor([&] { return StreamHolder() >= 0; }, std::chrono::seconds(5)))
       << "the agent was on no other replica 5 s after its own died";
   const auto took = std::chrono::steady_clock::now() - killed;
   std::cerr << "agent failover: "

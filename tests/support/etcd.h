@@ -41,10 +41,12 @@ class EtcdCluster {
  public:
   // `extra` goes to every member's command line (--max-request-bytes ...).
   // `wrap` goes before it and before etcdctl's (nsenter --net=... runs the
-  // cluster on a test namespace's loopback).
+  // cluster on a test namespace's loopback). With `also_on` (a loopback
+  // address such as 127.0.0.2), members also serve clients there, on the
+  // same ports: a client given Endpoints(also_on) can be cut off alone.
   explicit EtcdCluster(int members, std::vector<std::string> extra = {},
-                       std::vector<std::string> wrap = {})
-      : extra_(std::move(extra)), wrap_(std::move(wrap)) {
+                       std::vector<std::string> wrap = {}, std::string also_on = "")
+      : extra_(std::move(extra)), wrap_(std::move(wrap)), also_on_(std::move(also_on)) {
     for (int i = 0; i < members; ++i) {
       members_.push_back({absl::StrCat("m", i), UnusedLoopbackPort(), UnusedLoopbackPort()});
     }
@@ -57,29 +59,30 @@ class EtcdCluster {
   // Starts member i again after Kill(i), with its data and ports.
   void Start(int i) {
     Member& m = members_[i];
-    std::vector<std::string> argv = {"etcd",
-                                     "--name",
-                                     m.name,
-                                     "--data-dir",
-                                     dir_.File(m.name),
-                                     "--listen-client-urls",
-                                     m.ClientUrl(),
-                                     "--advertise-client-urls",
-                                     m.ClientUrl(),
-                                     "--listen-peer-urls",
-                                     m.PeerUrl(),
-                                     "--initial-advertise-peer-urls",
-                                     m.PeerUrl(),
-                                     "--initial-cluster",
-                                     initial_cluster_,
-                                     "--initial-cluster-token",
-                                     "portcullis-test",
-                                     "--heartbeat-interval",
-                                     "50",
-                                     "--election-timeout",
-                                     "500",
-                                     "--log-level",
-                                     "warn"};
+    std::vector<std::string> argv = {
+        "etcd",
+        "--name",
+        m.name,
+        "--data-dir",
+        dir_.File(m.name),
+        "--listen-client-urls",
+        also_on_.empty() ? m.ClientUrl() : m.ClientUrl() + "," + m.ClientUrl(also_on_),
+        "--advertise-client-urls",
+        m.ClientUrl(),
+        "--listen-peer-urls",
+        m.PeerUrl(),
+        "--initial-advertise-peer-urls",
+        m.PeerUrl(),
+        "--initial-cluster",
+        initial_cluster_,
+        "--initial-cluster-token",
+        "portcullis-test",
+        "--heartbeat-interval",
+        "50",
+        "--election-timeout",
+        "500",
+        "--log-level",
+        "warn"};
     argv.insert(argv.end(), extra_.begin(), extra_.end());
     argv.insert(argv.begin(), wrap_.begin(), wrap_.end());
     m.process = Process(argv, dir_.File(m.name + ".log"));
@@ -105,10 +108,11 @@ class EtcdCluster {
     return true;
   }
 
-  // "http://127.0.0.1:P1,http://127.0.0.1:P2,...", as --etcd-endpoints takes.
-  std::string Endpoints() const {
+  // "http://127.0.0.1:P1,http://127.0.0.1:P2,...", as --etcd-endpoints takes
+  // (on `host`: 127.0.0.1, or the cluster's `also_on`).
+  std::string Endpoints(const std::string& host = "127.0.0.1") const {
     std::vector<std::string> urls;
-    for (const Member& m : members_) urls.push_back(m.ClientUrl());
+    for (const Member& m : members_) urls.push_back(m.ClientUrl(host));
     return absl::StrJoin(urls, ",");
   }
   std::string Endpoint(int i) const { return members_[i].ClientUrl(); }
@@ -120,12 +124,15 @@ class EtcdCluster {
     std::string name;
     int client_port, peer_port;
     Process process;
-    std::string ClientUrl() const { return absl::StrCat("http://127.0.0.1:", client_port); }
+    std::string ClientUrl(const std::string& host = "127.0.0.1") const {
+      return absl::StrCat("http://", host, ":", client_port);
+    }
     std::string PeerUrl() const { return absl::StrCat("http://127.0.0.1:", peer_port); }
   };
 
   TempDir dir_;
   std::vector<std::string> extra_, wrap_;
+  std::string also_on_;
   std::string initial_cluster_;
   std::vector<Member> members_;
 };
