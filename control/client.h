@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "control/tls.h"
+#include "control/wire.h"
 
 namespace portcullis::control {
 
@@ -25,6 +26,10 @@ struct ClientOptions {
   // target (gRPC shares by default): for simulating many agents in one process.
   bool own_connection = false;
   absl::Duration tls_refresh = kDefaultTlsRefresh;  // how often the files are re-read
+  // How long a keepalive ping may go unanswered before the connection is
+  // dropped. Longer only for thousands of simulated agents in one process,
+  // whose event loop answers late.
+  absl::Duration keepalive_timeout = absl::Milliseconds(kClientKeepaliveTimeoutMs);
 };
 
 // Checks the certificate files (errors name the flag) and makes the channel,
