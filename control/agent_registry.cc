@@ -44,7 +44,10 @@ absl::Status AgentRegistry::Keep(const v1::AgentStatus& status, absl::Time wall,
                                                    " bytes; the limit is ", kMaxReportBytes));
   }
   std::lock_guard<std::mutex> lock(mu_);
-  ForgetSilent(monotonic_());
+  if (const absl::Duration now = monotonic_();
+      now - last_sweep_ >= kKeepSweepEvery || agents_.size() >= kMaxAgents) {
+    ForgetSilent(now);
+  }
   if (auto held = agents_.find(node);
       only_if_newer && held != agents_.end() && held->second.wall >= wall) {
     return absl::OkStatus();
@@ -78,6 +81,7 @@ bool AgentRegistry::FirstReportOfRevert(const v1::AgentStatus& status) {
 }
 
 void AgentRegistry::ForgetSilent(absl::Duration now) const {
+  last_sweep_ = now;
   for (auto it = agents_.begin(); it != agents_.end();) {
     if (now - it->second.monotonic > forget_after_) {
       audited_reverts_.erase(it->first);

@@ -86,6 +86,10 @@ class AgentRegistry : public prometheus::Collectable {
   };
   static constexpr size_t kRateVersions = 4;
   void ForgetSilent(absl::Duration now) const;  // under mu_
+  // Keep sweeps at most this often (or when the registry is full): a sweep
+  // walks every agent, and a replica keeps every agent's report, its own
+  // and the other replicas', after each push (5,000 x 5,000 steps).
+  static constexpr absl::Duration kKeepSweepEvery = absl::Seconds(1);
   // Report and Ingest: keeps `status` as seen at `wall` / `monotonic`.
   absl::Status Keep(const v1::AgentStatus& status, absl::Time wall, absl::Duration monotonic,
                     bool only_if_newer);
@@ -96,7 +100,8 @@ class AgentRegistry : public prometheus::Collectable {
   mutable std::mutex mu_;
   Expected expected_;
   mutable std::map<std::string, Seen> agents_;
-  mutable std::map<std::string, int64_t> audited_reverts_;  // node: reverted_unix_nanos
+  mutable std::map<std::string, int64_t> audited_reverts_;         // node: reverted_unix_nanos
+  mutable absl::Duration last_sweep_ = -absl::InfiniteDuration();  // monotonic
 };
 
 }  // namespace portcullis::control

@@ -652,6 +652,31 @@ TEST(AgentRegistryTest, ReportsAreBoundedAndSilentNodesForgotten) {
   EXPECT_TRUE(agents.States().empty()) << "silent for an hour: forgotten";
 }
 
+// Reports sweep out silent nodes at most once a second (a sweep walks every
+// node), but a full registry sweeps at once: a node forgotten makes room
+// for a new one within the same second.
+TEST(AgentRegistryTest, AFullRegistryForgetsSilentNodesBeforeRefusingANewOne) {
+  absl::Duration now = absl::Seconds(1000);
+  AgentRegistry agents(
+      absl::Seconds(45), [&] { return now; }, absl::Hours(1));
+  v1::AgentStatus s;
+  s.set_node("old-0");
+  ASSERT_TRUE(agents.Report(s).ok());
+  // The others report just before old-0 has been silent for an hour: the
+  // first of them sweeps (too early to forget it), the rest do not.
+  now += absl::Hours(1) - absl::Milliseconds(500);
+  for (size_t i = 1; i < AgentRegistry::kMaxAgents; ++i) {
+    s.set_node(absl::StrCat("node-", i));
+    ASSERT_TRUE(agents.Report(s).ok()) << i;
+  }
+  now += absl::Milliseconds(600);  // old-0 is past the hour; no second since the sweep
+  s.set_node("newcomer");
+  EXPECT_TRUE(agents.Report(s).ok()) << "the registry is full: it swept, and old-0 made room";
+  s.set_node("second-newcomer");
+  EXPECT_TRUE(absl::IsResourceExhausted(agents.Report(s))) << "full again, none silent";
+  EXPECT_EQ(agents.States().size(), AgentRegistry::kMaxAgents);
+}
+
 // --- Roles ------------------------------------------------------------------
 
 TEST(RoleMapTest, FirstMatchingGlobDecides) {
