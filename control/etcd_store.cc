@@ -136,17 +136,18 @@ absl::StatusOr<store::EtcdHead> EtcdStore::Change(AuditRecord audit, const Plan&
 }
 
 absl::StatusOr<std::optional<v1::PolicyVersion>> EtcdStore::Live() {
-  auto head = ReadHead();
-  if (!head.ok()) return head.status();
-  if (head->record.live_version() == 0) return std::nullopt;
-  return Read(head->record.live_version(), /*with_policy=*/true);
+  return ReadLive(/*with_policy=*/true);
 }
 
 absl::StatusOr<std::optional<v1::PolicyVersion>> EtcdStore::LiveHeader() {
+  return ReadLive(/*with_policy=*/false);
+}
+
+absl::StatusOr<std::optional<v1::PolicyVersion>> EtcdStore::ReadLive(bool with_policy) {
   auto head = ReadHead();
   if (!head.ok()) return head.status();
   if (head->record.live_version() == 0) return std::nullopt;
-  return Read(head->record.live_version(), /*with_policy=*/false);
+  return Read(head->record.live_version(), with_policy);
 }
 
 absl::StatusOr<v1::PolicyVersion> EtcdStore::Get(uint64_t version) {

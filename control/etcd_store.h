@@ -77,8 +77,10 @@ class EtcdStore final : public Store {
   EtcdStore(std::unique_ptr<EtcdClient> client, std::string prefix)
       : client_(std::move(client)), prefix_(std::move(prefix)) {}
   absl::StatusOr<Head> ReadHead();
-  // Version N, with or without its policy.
+  // Version N, with or without its policy; and the live one (nullopt
+  // before the first push).
   absl::StatusOr<v1::PolicyVersion> Read(uint64_t version, bool with_policy);
+  absl::StatusOr<std::optional<v1::PolicyVersion>> ReadLive(bool with_policy);
   // Reads the head, plans, commits the plan with its audit entry and the new
   // head if the head did not move; re-plans when it did. Returns the head
   // as committed.

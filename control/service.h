@@ -154,8 +154,10 @@ class ControlService final : public v1::Control::CallbackService {
   void RevertUnconfirmed(const v1::PolicyVersion& pending);
   // The staged rollout of `live` (as published) extends to its next step,
   // unless it changed meanwhile; the last step promotes it.
-  static absl::Status TakenElsewhere(uint64_t version, const absl::Status& why);
   absl::Status NextRolloutStep(const v1::PolicyVersion& live);
+  // A step the store refused because another replica took it (each runs
+  // the timer): logged, and OK.
+  static absl::Status TakenElsewhere(uint64_t version, const absl::Status& why);
   // Aborts the rollout of `live` (as published) when, on a canary node,
   // drops by a watched reason rose past its bound (max_drop_increase).
   absl::Status WatchRollout(const v1::PolicyVersion& live);

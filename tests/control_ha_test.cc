@@ -124,33 +124,14 @@ class ControlHaTest : public ::testing::Test {
   void StartReplica(int i) {
     const std::string dir = absl::StrCat(dir_, "/replica", i);
     std::filesystem::create_directories(dir);
-    replicas_[i] =
-        Process(InNamespace(*lab_, "ctl",
-                            {kControl,
-                             "--state-dir",
-                             dir,
-                             "--ca",
-                             certs_ + "/tls/ca.crt",
-                             "--cert",
-                             certs_ + "/tls/server.crt",
-                             "--key",
-                             certs_ + "/tls/server.key",
-                             "--role-map",
-                             certs_ + "/roles.yaml",
-                             "--audit-signing-key",
-                             certs_ + "/tls/audit-signing.key",
-                             "--allow-shared-agent-certs",
-                             "--listen",
-                             absl::StrCat("0.0.0.0:", Port(i)),
-                             "--metrics-addr",
-                             absl::StrCat("127.0.0.1:", 9470 + i),
-                             "--stale-after-seconds",
-                             "5",
-                             "--store",
-                             "etcd",
-                             "--etcd-endpoints",
-                             etcd_->Endpoints(i == kCutOff ? kCutOffAddress : "127.0.0.1")}),
-                absl::StrCat(dir_, "/replica", i, ".log"));
+    replicas_[i] = Process(
+        InNamespace(
+            *lab_, "ctl",
+            ControlReplica(kControl, certs_, dir, absl::StrCat("0.0.0.0:", Port(i)),
+                           absl::StrCat("127.0.0.1:", 9470 + i),
+                           {"--stale-after-seconds", "5", "--store", "etcd", "--etcd-endpoints",
+                            etcd_->Endpoints(i == kCutOff ? kCutOffAddress : "127.0.0.1")})),
+        absl::StrCat(dir_, "/replica", i, ".log"));
   }
 
   std::string ReplicaHttp(int i, const std::string& path) const {

@@ -58,6 +58,37 @@ inline std::vector<std::string> AgentWithControl(
   return InNamespace(lab, host, std::move(argv));
 }
 
+// portcullis-control as one replica of several: the CA, server certificate,
+// role map and audit key that `portcullis-control --dev --dev-certs-only
+// --state-dir CERTS` wrote (as one Secret hands them to every replica),
+// agents sharing one certificate, and `extra` (the store, say) after.
+inline std::vector<std::string> ControlReplica(const std::string& control, const std::string& certs,
+                                               const std::string& state_dir,
+                                               const std::string& listen,
+                                               const std::string& metrics_addr,
+                                               std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {control,
+                                   "--state-dir",
+                                   state_dir,
+                                   "--ca",
+                                   certs + "/tls/ca.crt",
+                                   "--cert",
+                                   certs + "/tls/server.crt",
+                                   "--key",
+                                   certs + "/tls/server.key",
+                                   "--role-map",
+                                   certs + "/roles.yaml",
+                                   "--audit-signing-key",
+                                   certs + "/tls/audit-signing.key",
+                                   "--allow-shared-agent-certs",
+                                   "--listen",
+                                   listen,
+                                   "--metrics-addr",
+                                   metrics_addr};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
 // portcullisctl on the control service's loopback (in `ctl_host`'s
 // namespace), as `role`; "" presents no certificate.
 inline std::string CtlCommand(const Lab& lab, const std::string& ctl_host, const std::string& ctl,
