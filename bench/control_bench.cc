@@ -136,7 +136,8 @@ class SimAgent : public grpc::ClientReadReactor<v1::PolicyVersion> {
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;
-    if (version_.version() == state_.target) {
+    // A stale notice is not a version (no replica goes stale here).
+    if (!version_.notice() && version_.version() == state_.target) {
       const double ms = Ms(Clock::now() - state_.push_start);
       {
         std::lock_guard<std::mutex> lock(state_.mu);

@@ -9,7 +9,8 @@
 namespace portcullis::control {
 
 // One agent's policy stream: the live version at once (unless the agent has
-// it), then each newer one.
+// it), then each newer one, and a notice whenever the replica goes stale or
+// recovers.
 class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
  public:
   WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request,
@@ -21,11 +22,16 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
 
   // Sends the headers, then `live` unless the agent has it. Versions offered
   // before this (by a push racing the stream's start) wait until now.
-  void Start(grpc::CallbackServerContext* ctx, std::shared_ptr<const v1::PolicyVersion> live) {
+  void Start(grpc::CallbackServerContext* ctx, std::shared_ptr<const v1::PolicyVersion> live,
+             bool stale) {
     ctx->AddInitialMetadata(kLiveVersionHeader, absl::StrCat(live ? live->version() : 0));
     StartSendInitialMetadata();
     std::lock_guard<std::mutex> lock(mu_);
     started_ = true;
+    stale_ = stale;
+    // The agent is on what it asked with until it is sent another.
+    on_version_ = request_.applied_version();
+    on_hash_ = request_.applied_hash();
     // What the agent has is not sent again, unless it waits to learn that
     // it was confirmed, and it was.
     const bool has_it = live && live->version() == request_.applied_version() &&
@@ -41,6 +47,14 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   void Offer(std::shared_ptr<const v1::PolicyVersion> version) {
     std::lock_guard<std::mutex> lock(mu_);
     Take(std::move(version));
+    if (started_ && !writing_) WriteNext();
+  }
+
+  // The replica went stale or recovered: the agent is told once the
+  // version pending, if any, is written.
+  void SetStale(bool stale) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stale_ = stale;
     if (started_ && !writing_) WriteNext();
   }
 
@@ -85,11 +99,26 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
     newest_taken_ = true;
     pending_ = std::move(version);
   }
+  // A pending version first, then a notice if the agent's idea of
+  // staleness is not the replica's: a notice never overtakes a version.
   void WriteNext() {
-    if (!pending_ || finished_) return;
-    current_ = std::move(pending_);
-    writing_ = true;
-    StartWrite(current_.get());
+    if (finished_) return;
+    if (pending_) {
+      current_ = std::move(pending_);
+      on_version_ = current_->version();
+      on_hash_ = current_->content_hash();
+      writing_ = true;
+      StartWrite(current_.get());
+    } else if (told_stale_ != stale_) {
+      told_stale_ = stale_;
+      notice_.Clear();
+      notice_.set_notice(true);
+      notice_.set_stale(stale_);
+      notice_.set_version(on_version_);
+      notice_.set_content_hash(on_hash_);
+      writing_ = true;
+      StartWrite(&notice_);
+    }
   }
   void FinishOnce(const grpc::Status& status) {
     if (finished_) return;
@@ -108,6 +137,11 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   bool writing_ = false;
   bool finished_ = false;
   std::shared_ptr<const v1::PolicyVersion> current_, pending_;
+  bool stale_ = false;       // the replica's state
+  bool told_stale_ = false;  // what the agent was told; a stream starts not stale
+  uint64_t on_version_ = 0;  // the version the agent is on, as far as the stream knows
+  std::string on_hash_;
+  v1::PolicyVersion notice_;  // the notice in flight; rewritten only when none is
 };
 
 LiveBroadcast::LiveBroadcast(uint32_t max_streams, prometheus::Registry& registry)
@@ -143,6 +177,13 @@ size_t LiveBroadcast::EndStreams(const std::function<absl::Status(const PeerCert
   return ended;
 }
 
+void LiveBroadcast::SetStale(bool stale) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stale_ == stale) return;
+  stale_ = stale;
+  for (WatchReactor* w : watchers_) w->SetStale(stale);
+}
+
 std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
   std::lock_guard<std::mutex> lock(mu_);
   return live_;
@@ -176,6 +217,7 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
   const uint32_t per_identity = owner.per_identity;
   auto* reactor = new WatchReactor(this, request, std::move(owner));
   std::shared_ptr<const v1::PolicyVersion> live;
+  bool stale = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (watchers_.size() >= max_streams_) {
@@ -194,8 +236,9 @@ absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open
     watchers_.insert(reactor);
     watch_streams_.Set(static_cast<double>(watchers_.size()));
     live = For(request);
+    stale = stale_;
   }
-  reactor->Start(ctx, std::move(live));
+  reactor->Start(ctx, std::move(live), stale);
   return reactor;
 }
 

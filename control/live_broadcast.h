@@ -1,6 +1,8 @@
 // The live policy version and its fan-out to the agents' Watch streams: one
 // WatchReactor per stream, each holding only the newest pending version, so
-// a slow agent or a burst of pushes costs one write, not a queue.
+// a slow agent or a burst of pushes costs one write, not a queue. Whether
+// the replica is stale (cannot read its shared store) reaches the streams
+// as small notices (PolicyVersion.notice).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -40,6 +42,10 @@ class LiveBroadcast {
   // `stable` to the others.
   void Publish(std::shared_ptr<const v1::PolicyVersion> version,
                std::shared_ptr<const v1::PolicyVersion> stable = nullptr);
+  // Tells every stream, and every stream opened from now on, that what it
+  // serves may no longer be live (the store cannot be read), or that it is
+  // again. A stream is told only of a change from what it was last told.
+  void SetStale(bool stale);
 
   // Who opens a stream.
   struct Owner {
@@ -72,6 +78,7 @@ class LiveBroadcast {
   mutable std::mutex mu_;
   std::shared_ptr<const v1::PolicyVersion> live_;    // under mu_
   std::shared_ptr<const v1::PolicyVersion> stable_;  // under mu_; with a canary live_ only
+  bool stale_ = false;                               // under mu_
   std::set<WatchReactor*> watchers_;                 // under mu_
   std::map<std::string, uint32_t> per_identity_;     // open streams; under mu_
 };

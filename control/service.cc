@@ -167,7 +167,7 @@ absl::StatusOr<std::unique_ptr<ControlService>> ControlService::Create(
             LogError("cannot read another replica's change", {{"error", std::string(l.message())}});
           }
         },
-        registry);
+        [svc = s.get()](bool reachable) { svc->live_.SetStale(!reachable); }, registry);
     s->agent_share_ = store.ShareAgents(*s->agents_);
   }
   return s;

@@ -3,7 +3,9 @@
 // each, so that this replica publishes to its agents whatever version
 // another replica made live. Its reads double as a health check: when the
 // store cannot be read, Unreachable() says so (and since when), pushes fail
-// in the store, and the agents keep the last version this replica knew.
+// in the store, and the agents keep the last version this replica knew,
+// told that it is stale (`on_reachable(false)`, then `(true)` once it can
+// read again, before the change it missed is loaded).
 #pragma once
 
 #include <prometheus/gauge.h>
@@ -25,7 +27,8 @@ class StoreFollower {
  public:
   // Starts following at `generation` (the one the service loaded).
   StoreFollower(Store& store, uint64_t generation, std::function<void()> on_change,
-                prometheus::Registry& registry, absl::Duration poll = absl::Seconds(2));
+                std::function<void(bool)> on_reachable, prometheus::Registry& registry,
+                absl::Duration poll = absl::Seconds(2));
   ~StoreFollower();
   StoreFollower(const StoreFollower&) = delete;
   StoreFollower& operator=(const StoreFollower&) = delete;
@@ -38,6 +41,7 @@ class StoreFollower {
 
   Store& store_;
   const std::function<void()> on_change_;
+  const std::function<void(bool)> on_reachable_;
   const absl::Duration poll_;
   prometheus::Gauge& up_;
   mutable std::mutex mu_;
