@@ -177,11 +177,16 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options)
     hooks.connected = [agent = a.get()](bool up) {
       agent->metrics_->control_connected.Set(up ? 1 : 0);
     };
+    hooks.stale = [agent = a.get()](bool stale) {
+      agent->metrics_->control_stale.Set(stale ? 1 : 0);
+    };
     hooks.sync_error = [agent = a.get()](absl::string_view kind) {
       agent->metrics_->sync_errors.Add({{"kind", std::string(kind)}}).Increment();
     };
-    a->source_ = NewControlPolicySource(
-        {.client = *options.control, .report_interval = options.report_interval}, std::move(hooks));
+    a->source_ = NewControlPolicySource({.client = *options.control,
+                                         .report_interval = options.report_interval,
+                                         .stale_failover = options.stale_failover},
+                                        std::move(hooks));
   } else {
     a->source_ = NewFilePolicySource(options.policy_file);
   }

@@ -38,8 +38,9 @@ struct AgentOptions {
   std::string policy_file;                        // standalone mode, or
   std::optional<control::ClientOptions> control;  // control-service mode
   absl::Duration report_interval = absl::Seconds(10);
-  std::vector<std::string> interfaces;     // XDP + TC egress
-  std::vector<std::string> tc_interfaces;  // globs: policed pods' host-side interfaces
+  absl::Duration stale_failover = absl::Seconds(30);  // see ControlSourceOptions
+  std::vector<std::string> interfaces;                // XDP + TC egress
+  std::vector<std::string> tc_interfaces;             // globs: policed pods' host-side interfaces
   datapath::XdpMode xdp_mode = datapath::XdpMode::kAuto;
   std::string metrics_addr = "0.0.0.0:9469";
   std::string state_dir = "/var/lib/portcullis";

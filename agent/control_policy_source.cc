@@ -1,6 +1,9 @@
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -14,6 +17,8 @@
 
 namespace portcullis::agent {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // Exponential backoff with jitter: each wait is drawn from [d/2, d], and d
 // doubles from 250 ms up to 30 s, so that agents that lost the service
@@ -37,7 +42,10 @@ class ControlPolicySource : public PolicySource {
   // Without a stub, Start makes the gRPC one from options.client.
   ControlPolicySource(std::unique_ptr<control::ControlStub> stub, ControlSourceOptions options,
                       ControlSourceHooks hooks)
-      : options_(std::move(options)), hooks_(std::move(hooks)), stub_(std::move(stub)) {
+      : options_(std::move(options)),
+        hooks_(std::move(hooks)),
+        stub_(std::move(stub)),
+        stale_wait_(options_.stale_failover) {
     // One connection of its own: a new channel must mean a new handshake.
     options_.client.own_connection = true;
   }
@@ -100,20 +108,101 @@ class ControlPolicySource : public PolicySource {
         watch_ = stream;  // for Stop to cancel
       }
       const bool up = stream->WaitForHeaders();
+      const std::string peer = up ? stream->Peer() : "";
       if (up) {
         backoff.Reset();
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          up_at_ = Clock::now();
+        }
         hooks_.connected(true);
-        LogInfo("connected to the control service",
-                {{"control", options_.client.target}, {"applied_version", now.applied_version()}});
+        LogInfo("connected to the control service", {{"control", options_.client.target},
+                                                     {"replica", peer},
+                                                     {"applied_version", now.applied_version()}});
         Kick();  // report at once, so that the service sees this agent
       }
       v1::PolicyVersion version;
-      while (stream->Read(&version)) Deliver(version, on_update, on_rejected);
+      while (stream->Read(&version)) {
+        if (version.notice()) {
+          Notice(version, peer);
+        } else {
+          Deliver(version, on_update, on_rejected);
+        }
+      }
       const absl::Status status = stream->Finish();
       if (up) hooks_.connected(false);
+      bool leaving = false, was_stale = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        leaving = leaving_;
+        leaving_ = false;
+        was_stale = stale_since_.has_value();
+        stale_since_.reset();
+      }
+      if (was_stale && hooks_.stale) hooks_.stale(false);  // no stream, nothing to be stale
+      if (leaving) {
+        LeaveFor(peer);
+        continue;  // at once: the replica left is up, only stale
+      }
       if (absl::IsUnauthenticated(status)) Reconnect(status);
       if (!Retry(backoff, up, status.message())) return;
     }
+  }
+
+  // A notice on the stream: its replica went stale (it cannot read its
+  // store) or recovered. Stale, the agent keeps what it enforces and leaves
+  // for another replica after stale_wait_ (ReportLoop's timer).
+  void Notice(const v1::PolicyVersion& notice, const std::string& peer) {
+    absl::Duration wait;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (notice.stale() == stale_since_.has_value()) return;
+      if (notice.stale()) {
+        stale_since_ = Clock::now();
+        // Stale from its first word, right after a move: every replica
+        // may be (etcd lost its quorum), so moving on is worth less.
+        const bool again = moved_ && Clock::now() - up_at_ < std::chrono::seconds(2);
+        stale_wait_ = again ? std::min(stale_wait_ * 2, options_.stale_failover * 16)
+                            : options_.stale_failover;
+        wait = stale_wait_;
+      } else {
+        stale_since_.reset();
+      }
+      moved_ = false;
+    }
+    cv_.notify_all();
+    if (hooks_.stale) hooks_.stale(notice.stale());
+    if (notice.stale()) {
+      LogWarning(
+          "the control replica cannot read its store: enforcing its last version, which may no "
+          "longer be live",
+          {{"replica", peer},
+           {"version", notice.version()},
+           {"leave_in_ms", control::MayFailOver(options_.client.target)
+                               ? absl::ToInt64Milliseconds(wait)
+                               : int64_t{-1}}});
+    } else {
+      LogInfo("the control replica can read its store again", {{"replica", peer}});
+    }
+  }
+
+  // Moves off the stale replica at `peer`: a new channel that tries it last.
+  void LeaveFor(const std::string& peer) {
+    LogWarning("leaving a stale control replica for another",
+               {{"replica", peer}, {"control", options_.client.target}});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      moved_ = true;
+    }
+    if (!own_stub_) return;  // a given stub: reopen the stream on it
+    options_.client.try_last = peer;
+    auto stub = MakeStub();
+    if (!stub.ok()) {
+      LogError("cannot make a new channel", {{"error", std::string(stub.status().message())}});
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    stub_ = *std::move(stub);
   }
 
   absl::StatusOr<std::shared_ptr<control::ControlStub>> MakeStub() const {
@@ -203,14 +292,34 @@ class ControlPolicySource : public PolicySource {
     cv_.notify_all();
   }
 
+  // Reports every report_interval and when kicked, and ends a stream that
+  // stayed stale for stale_wait_, so that WatchLoop moves.
   void ReportLoop() {
+    const auto interval = absl::ToChronoMilliseconds(options_.report_interval);
+    Clock::time_point next_report = Clock::now() + interval;
+    const bool may_move = control::MayFailOver(options_.client.target);
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.report_interval),
-                     [this] { return stopping_ || report_now_; });
+        const auto leave_at = [&] {
+          return *stale_since_ + absl::ToChronoMilliseconds(stale_wait_);
+        };
+        // No predicate: a wakeup (a Kick, a notice, Stop) or a deadline
+        // recomputes everything below.
+        if (!stopping_ && !report_now_) {
+          Clock::time_point until = next_report;
+          if (may_move && stale_since_) until = std::min(until, leave_at());
+          cv_.wait_until(lock, until);
+        }
         if (stopping_) return;
+        const Clock::time_point now = Clock::now();
+        if (may_move && stale_since_ && now >= leave_at() && watch_ && !leaving_) {
+          leaving_ = true;
+          watch_->Cancel();
+        }
+        if (!report_now_ && now < next_report) continue;
         report_now_ = false;
+        next_report = now + interval;
       }
       const absl::StatusOr<v1::ReportStatusResponse> s =
           Stub()->ReportStatus(hooks_.status(), absl::Seconds(5));
@@ -232,6 +341,14 @@ class ControlPolicySource : public PolicySource {
   bool stopping_ = false;
   bool report_now_ = false;
   std::shared_ptr<control::WatchStream> watch_;  // under mu_
+  // The open stream's staleness, under mu_: since when its replica said
+  // it is stale, how long the agent stays, whether it is leaving, and
+  // whether this stream came from a move (and when it came up).
+  std::optional<Clock::time_point> stale_since_;
+  absl::Duration stale_wait_;
+  bool leaving_ = false;
+  bool moved_ = false;
+  Clock::time_point up_at_;
   std::thread watcher_, reporter_;
 };
 

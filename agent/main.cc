@@ -57,6 +57,10 @@ ABSL_FLAG(std::string, server_name, "",
           "--control).");
 ABSL_FLAG(int, report_interval_seconds, 10,
           "How often to report status to the control service (also after every apply).");
+ABSL_FLAG(int, control_stale_failover_seconds, 30,
+          "How long to stay on a control replica that says it is stale (it cannot read its "
+          "store, --store etcd) before moving to another of --control; doubled while every "
+          "replica is.");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
           "Talk to a control service started with the same flag (no TLS). Never in production.");
 
@@ -114,6 +118,9 @@ int main(int argc, char** argv) {
     }
     options.control = client;
     options.report_interval = absl::Seconds(absl::GetFlag(FLAGS_report_interval_seconds));
+    const int stale_failover = absl::GetFlag(FLAGS_control_stale_failover_seconds);
+    if (stale_failover < 1) return Fail("--control-stale-failover-seconds must be at least 1");
+    options.stale_failover = absl::Seconds(stale_failover);
   }
   options.policy_file = absl::GetFlag(FLAGS_policy_file);
   options.interfaces = List(absl::GetFlag(FLAGS_interfaces));

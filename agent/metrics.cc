@@ -87,6 +87,12 @@ AgentMetrics::AgentMetrics(prometheus::Registry& r)
                             .Help("1 while the policy stream from the control service is up")
                             .Register(r)
                             .Add({})),
+      control_stale(prometheus::BuildGauge()
+                        .Name("portcullis_control_stale")
+                        .Help("1 while the control replica streaming this agent's policy "
+                              "cannot read its store: its version may no longer be live")
+                        .Register(r)
+                        .Add({})),
       ready(prometheus::BuildGauge()
                 .Name("portcullis_ready")
                 .Help("1 when programs are attached and a policy is applied (what /readyz says)")

@@ -33,7 +33,8 @@ class AgentMetrics {
   prometheus::Histogram& apply_seconds;
   prometheus::Gauge& last_applied_timestamp;
   prometheus::Gauge& control_connected;
-  prometheus::Gauge& ready;                              // what /readyz answers, for alerts
+  prometheus::Gauge& control_stale;  // the stream's replica cannot read its store
+  prometheus::Gauge& ready;          // what /readyz answers, for alerts
   prometheus::Family<prometheus::Counter>& sync_errors;  // label kind
   prometheus::Counter& samples_suppressed;
   prometheus::Counter& policy_reverts;                  // unconfirmed versions gone back from

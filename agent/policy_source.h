@@ -60,11 +60,17 @@ std::unique_ptr<PolicySource> NewFilePolicySource(std::string path);
 struct ControlSourceOptions {
   control::ClientOptions client;
   absl::Duration report_interval = absl::Seconds(10);
+  // How long a stream may stay stale (its replica cannot read the store)
+  // before the agent leaves for another replica; doubled after each move
+  // that lands on a stale one too (every replica is, when etcd lost its
+  // quorum), up to 16 times, and reset by a stream that is not stale.
+  absl::Duration stale_failover = absl::Seconds(30);
 };
 
 struct ControlSourceHooks {
   std::function<v1::AgentStatus()> status;  // what the agent enforces now
   std::function<void(bool)> connected;      // the policy stream went up or down
+  std::function<void(bool)> stale;          // the stream's replica went stale or recovered
   std::function<void(absl::string_view kind)> sync_error;
 };
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -10,13 +11,50 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "control/wire.h"
 
 namespace portcullis::control {
 
-absl::StatusOr<std::string> ChannelTarget(const std::string& control) {
+namespace {
+
+// IP:PORT or [IPv6]:PORT in inet_ntop's spelling, or nullopt.
+std::optional<std::string> CanonicalEndpoint(absl::string_view endpoint, bool* v6 = nullptr) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == absl::string_view::npos) return std::nullopt;
+  absl::string_view host = endpoint.substr(0, colon);
+  int port = 0;
+  if (!absl::SimpleAtoi(endpoint.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+    return std::nullopt;
+  }
+  unsigned char addr[sizeof(in6_addr)];
+  char text[INET6_ADDRSTRLEN];
+  const bool is_v6 = absl::ConsumePrefix(&host, "[") && absl::ConsumeSuffix(&host, "]");
+  const int family = is_v6 ? AF_INET6 : AF_INET;
+  if (inet_pton(family, std::string(host).c_str(), addr) != 1 ||
+      inet_ntop(family, addr, text, sizeof(text)) == nullptr) {
+    return std::nullopt;
+  }
+  if (v6 != nullptr) *v6 = is_v6;
+  return is_v6 ? absl::StrCat("[", text, "]:", port) : absl::StrCat(text, ":", port);
+}
+
+}  // namespace
+
+std::string PeerEndpoint(absl::string_view peer) {
+  if (!absl::ConsumePrefix(&peer, "ipv4:")) absl::ConsumePrefix(&peer, "ipv6:");
+  const std::string unescaped =
+      absl::StrReplaceAll(peer, {{"%5B", "["}, {"%5D", "]"}, {"%5b", "["}, {"%5d", "]"}});
+  return CanonicalEndpoint(unescaped).value_or(unescaped);
+}
+
+bool MayFailOver(const std::string& control) {
+  return absl::StrContains(control, ',') || !CanonicalEndpoint(control).has_value();
+}
+
+absl::StatusOr<std::string> ChannelTarget(const std::string& control, absl::string_view last) {
   if (!absl::StrContains(control, ',')) return control;
   std::vector<std::string> v4, v6;
   for (absl::string_view endpoint : absl::StrSplit(control, ',')) {
@@ -26,22 +64,10 @@ absl::StatusOr<std::string> ChannelTarget(const std::string& control) {
           " is not IP:PORT or [IPv6]:PORT (several endpoints are addresses; for host names, give "
           "one name that resolves to several addresses)"));
     };
-    const size_t colon = endpoint.rfind(':');
-    if (colon == absl::string_view::npos) return bad();
-    absl::string_view host = endpoint.substr(0, colon);
-    int port = 0;
-    if (!absl::SimpleAtoi(endpoint.substr(colon + 1), &port) || port <= 0 || port > 65535) {
-      return bad();
-    }
-    unsigned char addr[sizeof(in6_addr)];
-    if (absl::ConsumePrefix(&host, "[") && absl::ConsumeSuffix(&host, "]") &&
-        inet_pton(AF_INET6, std::string(host).c_str(), addr) == 1) {
-      v6.emplace_back(endpoint);
-    } else if (inet_pton(AF_INET, std::string(host).c_str(), addr) == 1) {
-      v4.emplace_back(endpoint);
-    } else {
-      return bad();
-    }
+    bool is_v6 = false;
+    std::optional<std::string> canonical = CanonicalEndpoint(endpoint, &is_v6);
+    if (!canonical) return bad();
+    (is_v6 ? v6 : v4).push_back(*std::move(canonical));
   }
   if (!v4.empty() && !v6.empty()) {
     return absl::InvalidArgumentError(
@@ -49,12 +75,13 @@ absl::StatusOr<std::string> ChannelTarget(const std::string& control) {
   }
   std::vector<std::string>& all = v4.empty() ? v6 : v4;
   std::shuffle(all.begin(), all.end(), std::mt19937(std::random_device()()));
+  std::stable_partition(all.begin(), all.end(), [&](const std::string& e) { return e != last; });
   return absl::StrCat(v4.empty() ? "ipv6:" : "ipv4:", absl::StrJoin(all, ","));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options) {
   if (options.target.empty()) return absl::InvalidArgumentError("--control HOST:PORT is required");
-  auto target = ChannelTarget(options.target);
+  auto target = ChannelTarget(options.target, options.try_last);
   if (!target.ok()) return target.status();
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kClientKeepaliveMs);

@@ -30,6 +30,9 @@ struct ClientOptions {
   // dropped. Longer only for thousands of simulated agents in one process,
   // whose event loop answers late.
   absl::Duration keepalive_timeout = absl::Milliseconds(kClientKeepaliveTimeoutMs);
+  // One of the endpoints in `target` (IP:PORT) to try only after the others:
+  // the replica an agent leaves because it is stale.
+  std::string try_last;
 };
 
 // Checks the certificate files (errors name the flag) and makes the channel,
@@ -44,8 +47,17 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
 // ipv6:...) in a shuffled order, so that a fleet spreads over the
 // replicas; when the connected one is gone, the channel goes on to the
 // next. Names in a list are refused: one name with several addresses does
-// that job.
-absl::StatusOr<std::string> ChannelTarget(const std::string& control);
+// that job. The endpoint `last` (as PeerEndpoint spells it), if listed, is
+// put last.
+absl::StatusOr<std::string> ChannelTarget(const std::string& control, absl::string_view last = "");
+
+// The IP:PORT (or [IPv6]:PORT) of a gRPC peer ("ipv4:198.18.0.2:9443"),
+// spelled as ChannelTarget spells endpoints.
+std::string PeerEndpoint(absl::string_view peer);
+
+// Whether --control names somewhere else to go than the replica connected
+// to: several endpoints, or a name (which may resolve to several addresses).
+bool MayFailOver(const std::string& control);
 
 // A gRPC status as an absl one, explaining transport and TLS failures.
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view target);

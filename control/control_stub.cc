@@ -24,6 +24,10 @@ class GrpcWatchStream : public WatchStream {
   bool Read(v1::PolicyVersion* version) override { return reader_->Read(version); }
   absl::Status Finish() override { return FromGrpc(reader_->Finish(), target_); }
   void Cancel() override { ctx_.TryCancel(); }
+  std::string Peer() override {
+    const std::string peer = ctx_.peer();
+    return peer.empty() ? "" : PeerEndpoint(peer);
+  }
 
  private:
   grpc::ClientContext ctx_;  // before reader_, which uses it

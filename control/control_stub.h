@@ -28,6 +28,8 @@ class WatchStream {
   virtual absl::Status Finish() = 0;
   // From another thread: ends a Read in progress.
   virtual void Cancel() = 0;
+  // The replica's IP:PORT once connected (PeerEndpoint), or "".
+  virtual std::string Peer() = 0;
 };
 
 class ControlStub {

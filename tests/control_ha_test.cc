@@ -40,6 +40,8 @@ constexpr int kReplicas = 3;
 // too), so that nftables can cut it off alone.
 const std::string kCutOffAddress = "127.0.0.2";
 constexpr int kCutOff = kReplicas - 1;
+// How long the agent stays on a stale replica before it moves.
+constexpr int kStaleFailoverSeconds = 3;
 
 // Port 80 open to everyone; `extra` is one more port, open to 198.18.2.0/24:
 // each push gets a policy of its own.
@@ -177,9 +179,10 @@ class ControlHaTest : public ::testing::Test {
   std::string dir_;  // this test's files
   // The agent on "ing", with `replicas` in --control (all by default).
   void StartAgent(const std::vector<int>& replicas = {0, 1, 2}) {
-    std::vector<std::string> agent =
-        AgentWithControl(*lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state",
-                         "127.0.0.1:9469", {"--report-interval-seconds", "1"});
+    std::vector<std::string> agent = AgentWithControl(
+        *lab_, "ing", kAgent, certs_ + "/tls", PinDir(), dir_ + "/agent-state", "127.0.0.1:9469",
+        {"--report-interval-seconds", "1", "--control-stale-failover-seconds",
+         absl::StrCat(kStaleFailoverSeconds)});
     for (size_t k = 0; k + 1 < agent.size(); ++k) {
       if (agent[k] == "--control") {
         std::vector<std::string> endpoints;
@@ -203,14 +206,17 @@ class ControlHaTest : public ::testing::Test {
     }
     return true;
   }
-  // Which replica holds the agent's policy stream (its watch-stream gauge),
-  // -1 when none.
+  // How many policy streams replica i holds (its watch-stream gauge).
+  double StreamsOn(int i) const {
+    if (!replicas_[i].running()) return 0;
+    const CommandResult m = lab_->In(
+        "ctl", absl::StrCat("curl -s --max-time 1 http://127.0.0.1:", 9470 + i, "/metrics"));
+    return SumMetric(m.out, "portcullis_control_watch_streams");
+  }
+  // Which replica holds the agent's policy stream, -1 when none.
   int StreamHolder() const {
     for (int i = 0; i < kReplicas; ++i) {
-      if (!replicas_[i].running()) continue;
-      const CommandResult m = lab_->In(
-          "ctl", absl::StrCat("curl -s --max-time 1 http://127.0.0.1:", 9470 + i, "/metrics"));
-      if (SumMetric(m.out, "portcullis_control_watch_streams") >= 1) return i;
+      if (StreamsOn(i) >= 1) return i;
     }
     return -1;
   }
@@ -402,11 +408,58 @@ TEST_F(ControlHaTest, AReplicaCutOffFromEtcdStopsAcknowledgingAndItsAgentKeepsIt
   ASSERT_EQ(Push(0, 8082, "through a healthy replica"), 2u);
   EXPECT_EQ(AgentMetric("portcullis_control_connected"), 1);
   EXPECT_EQ(AgentMetric("portcullis_policy_version"), 1) << "the agent lost its version";
+  // Told, and with nowhere else to go, it stays.
+  EXPECT_TRUE(WaitFor([&] { return AgentMetric("portcullis_control_stale") == 1; },
+                      std::chrono::seconds(10)));
+  std::this_thread::sleep_for(std::chrono::seconds(kStaleFailoverSeconds + 1));
+  EXPECT_EQ(StreamsOn(kCutOff), 1) << "the agent left the only replica it has";
   ASSERT_NO_FATAL_FAILURE(CutOff(false));
   EXPECT_TRUE(WaitFor([&] { return LiveOn(kCutOff) == 2; }, std::chrono::seconds(60)))
       << Ctl(kCutOff, "viewer", "status").out;
   EXPECT_TRUE(WaitFor([&] { return ShowsAgentOn(0, 2); }, std::chrono::seconds(30)))
       << Ctl(0, "viewer", "status").out;
+  EXPECT_EQ(AgentMetric("portcullis_control_stale"), 0);
+}
+
+// An agent on the replica that is cut off, with others in --control: it is
+// told that its replica is stale, keeps its version, and after its grace
+// period moves to a healthy replica, where the next push reaches it.
+TEST_F(ControlHaTest, AnAgentOnACutOffReplicaIsToldItIsStaleAndMovesToAHealthyOne) {
+  Process nginx = lab_->StartNginx("ing", {80, 8080});
+  // The agent must start on the replica to be cut off: the others are
+  // down until it is.
+  replicas_[0].Kill(SIGKILL);
+  replicas_[1].Kill(SIGKILL);
+  StartAgent();
+  ASSERT_TRUE(WaitFor([&] { return StreamsOn(kCutOff) == 1; }, std::chrono::seconds(20)));
+  for (int i = 0; i < 2; ++i) StartReplica(i);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(
+        WaitFor([&] { return ReplicaHttp(i, "/readyz") == "200"; }, std::chrono::seconds(15)));
+  }
+  ASSERT_EQ(Push(0, 8080, "first"), 1u);
+  ASSERT_TRUE(WaitFor([&] { return ShowsAgentOn(0, 1); }, std::chrono::seconds(20)))
+      << Ctl(0, "viewer", "status").out;
+  ASSERT_EQ(StreamsOn(kCutOff), 1);
+
+  ASSERT_NO_FATAL_FAILURE(CutOff(true));
+  ASSERT_TRUE(WaitFor([&] { return AgentMetric("portcullis_control_stale") == 1; },
+                      std::chrono::seconds(30)))
+      << "the agent was not told its replica is stale";
+  EXPECT_EQ(AgentMetric("portcullis_policy_version"), 1) << "the agent lost its version";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return StreamsOn(kCutOff) == 0 && StreamsOn(0) + StreamsOn(1) == 1 &&
+               AgentMetric("portcullis_control_connected") == 1 &&
+               AgentMetric("portcullis_control_stale") == 0;
+      },
+      std::chrono::seconds(kStaleFailoverSeconds + 15)))
+      << "the agent did not move to a healthy replica";
+  ASSERT_EQ(Push(0, 8081, "after the move"), 2u);
+  EXPECT_TRUE(WaitFor([&] { return ShowsAgentOn(0, 2); }, std::chrono::seconds(10)))
+      << Ctl(0, "viewer", "status").out;
+  EXPECT_EQ(lab_->Get("ctl", "http://198.18.0.10:80/"), "200");
+  ASSERT_NO_FATAL_FAILURE(CutOff(false));
 }
 
 // The agent's replica is killed: it is on another within 5 s, and a push

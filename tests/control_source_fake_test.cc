@@ -110,6 +110,7 @@ class FakeControl : public control::ControlStub {
       cancelled_ = true;
       state_->cv.notify_all();
     }
+    std::string Peer() override { return "198.18.0.2:9443"; }
 
    private:
     std::shared_ptr<State> state_;
@@ -142,13 +143,19 @@ class ControlSourceFakeTest : public ::testing::Test {
       std::lock_guard<std::mutex> lock(mu_);
       connected_.push_back(up);
     };
+    hooks.stale = [this](bool stale) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stale_.push_back(stale);
+    };
     hooks.sync_error = [this](absl::string_view kind) {
       std::lock_guard<std::mutex> lock(mu_);
       errors_.emplace_back(kind);
     };
-    source_ = NewControlPolicySource(
-        std::make_unique<FakeControl>(state_),
-        {.client = {.target = "fake:1"}, .report_interval = absl::Hours(1)}, std::move(hooks));
+    source_ = NewControlPolicySource(std::make_unique<FakeControl>(state_),
+                                     {.client = {.target = "fake:1"},
+                                      .report_interval = absl::Hours(1),
+                                      .stale_failover = stale_failover_},
+                                     std::move(hooks));
     ASSERT_TRUE(source_
                     ->Start(
                         [this](PolicyUpdate u) {
@@ -191,8 +198,19 @@ class ControlSourceFakeTest : public ::testing::Test {
   std::vector<uint64_t> delivered_;
   std::vector<std::string> rejected_;
   std::vector<bool> connected_;
+  std::vector<bool> stale_;
   std::vector<std::string> errors_;
+  absl::Duration stale_failover_ = absl::Seconds(30);
 };
+
+v1::PolicyVersion StaleNotice(bool stale, uint64_t version) {
+  v1::PolicyVersion n;
+  n.set_notice(true);
+  n.set_stale(stale);
+  n.set_version(version);
+  n.set_content_hash(Version(version).content_hash());
+  return n;
+}
 
 // Valid versions are delivered in order, an invalid one is rejected with
 // its version named, and each is followed by a report of what is applied.
@@ -248,6 +266,50 @@ TEST_F(ControlSourceFakeTest, AReportRefusedIsCountedAsAReportError) {
   EXPECT_EQ(std::count(errors_.begin(), errors_.end(), "report"),
             static_cast<std::ptrdiff_t>(errors_.size()))
       << "only report errors: the stream is fine";
+}
+
+}  // namespace
+}  // namespace portcullis::agent
+
+namespace portcullis::agent {
+namespace {
+
+// A notice is not a version: nothing is applied. Stale for longer than
+// stale_failover, the agent leaves the stream and opens another at once
+// (no backoff, no stream error), resuming from its version; a replica
+// that recovers in time is stayed on.
+TEST_F(ControlSourceFakeTest, AStaleStreamIsLeftAfterItsGraceAndARecoveredOneIsKept) {
+  stale_failover_ = absl::Milliseconds(300);
+  state_->scripts.push_back(
+      {.versions = {Version(1), StaleNotice(true, 1), StaleNotice(false, 1)}});
+  Start();
+  ASSERT_TRUE(WaitForAgent([this] { return stale_.size() == 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    EXPECT_EQ(state_->watches.size(), 1u) << "left a replica that had recovered";
+  }
+  source_->Stop();
+  source_.reset();
+
+  state_ = std::make_shared<FakeControl::State>();
+  stale_.clear();
+  delivered_.clear();
+  state_->scripts.push_back({.versions = {Version(2), StaleNotice(true, 2)}});
+  state_->scripts.push_back({});  // a healthy replica: stays open
+  const auto start = std::chrono::steady_clock::now();
+  Start();
+  ASSERT_TRUE(WaitForFake([](const auto& s) { return s.watches.size() == 2; }));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(300)) << "left before the grace period";
+  EXPECT_LT(took, std::chrono::seconds(3));
+  std::lock_guard<std::mutex> state_lock(state_->mu);
+  EXPECT_EQ(state_->watches[1].applied_version(), 2u);
+  ASSERT_TRUE(WaitForAgent([this] { return stale_.size() == 2; }));
+  std::lock_guard<std::mutex> lock(mu_);
+  EXPECT_EQ(delivered_, std::vector<uint64_t>{2}) << "a notice was applied as a version";
+  EXPECT_EQ(stale_, (std::vector<bool>{true, false}));
+  EXPECT_TRUE(errors_.empty()) << "leaving a stale replica is no stream error";
 }
 
 }  // namespace

@@ -312,6 +312,26 @@ TEST(ChannelTargetTest, SeveralEndpointsBecomeOneShuffledTargetOfOneFamily) {
               HasSubstr("mixes IPv4 and IPv6"));
 }
 
+// An agent leaving a stale replica tries it last; peers as gRPC names
+// them match endpoints as the user spelled them.
+TEST(ChannelTargetTest, TheReplicaLeftIsTriedLast) {
+  for (int i = 0; i < 32; ++i) {
+    auto t = ChannelTarget("198.18.0.1:9443,198.18.0.2:9443,198.18.0.3:9443", "198.18.0.2:9443");
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_TRUE(absl::EndsWith(*t, ",198.18.0.2:9443")) << *t;
+  }
+  auto v6 = ChannelTarget("[2001:db8:0::1]:9443,[2001:db8::2]:9443",
+                          PeerEndpoint("ipv6:%5B2001:db8::1%5D:9443"));
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_TRUE(absl::EndsWith(*v6, ",[2001:db8::1]:9443")) << *v6;
+  EXPECT_EQ(PeerEndpoint("ipv4:198.18.0.2:9443"), "198.18.0.2:9443");
+  EXPECT_EQ(PeerEndpoint("ipv6:[2001:db8:0::2]:9443"), "[2001:db8::2]:9443");
+  EXPECT_TRUE(MayFailOver("198.18.0.1:9443,198.18.0.2:9443"));
+  EXPECT_TRUE(MayFailOver("control.portcullis.svc:9443"));
+  EXPECT_FALSE(MayFailOver("198.18.0.1:9443"));
+  EXPECT_FALSE(MayFailOver("[2001:db8::1]:9443"));
+}
+
 TEST(RolloutTest, SelectsNamedNodesOrEveryLabelOfTheSelector) {
   v1::Rollout named;
   named.add_nodes("n1");

@@ -207,6 +207,7 @@ scrape_configs:
       "portcullis_control_live_version",
       "portcullis_control_refusals_total",
       "portcullis_control_requests_total",
+      "portcullis_control_stale",
       "portcullis_control_watch_streams",
       "portcullis_drop_samples_suppressed_total",
       "portcullis_drops_by_port_total",
