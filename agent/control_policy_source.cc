@@ -308,7 +308,8 @@ class ControlPolicySource : public PolicySource {
         // recomputes everything below.
         if (!stopping_ && !report_now_) {
           Clock::time_point until = next_report;
-          if (may_move && stale_since_) until = std::min(until, leave_at());
+          // Not while leaving: the deadline has passed until the stream ends.
+          if (may_move && stale_since_ && !leaving_) until = std::min(until, leave_at());
           cv_.wait_until(lock, until);
         }
         if (stopping_) return;
