@@ -7,11 +7,34 @@
 #include "control/wire.h"
 
 namespace portcullis::control {
+namespace {
+
+// The wire encoding of `message`; gRPC would make the same for each write.
+grpc::ByteBuffer Encode(const v1::PolicyVersion& message) {
+  grpc::ByteBuffer bytes;
+  bool own = false;
+  // Serializing a message that was validated and stored cannot fail but
+  // for memory; an empty buffer then fails the agent's parse, which
+  // reconnects.
+  grpc::SerializationTraits<v1::PolicyVersion>::Serialize(message, &bytes, &own).IgnoreError();
+  return bytes;
+}
+
+std::shared_ptr<const EncodedVersion> EncodeVersion(
+    std::shared_ptr<const v1::PolicyVersion> version) {
+  if (!version) return nullptr;
+  auto encoded = std::make_shared<EncodedVersion>();
+  encoded->bytes = Encode(*version);
+  encoded->version = std::move(version);
+  return encoded;
+}
+
+}  // namespace
 
 // One agent's policy stream: the live version at once (unless the agent has
 // it), then each newer one, and a notice whenever the replica goes stale or
 // recovers.
-class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
+class WatchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   WatchReactor(LiveBroadcast* broadcast, const v1::WatchRequest& request,
                LiveBroadcast::Owner owner)
@@ -22,8 +45,9 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
 
   // Sends the headers, then `live` unless the agent has it. Versions offered
   // before this (by a push racing the stream's start) wait until now.
-  void Start(grpc::CallbackServerContext* ctx, std::shared_ptr<const v1::PolicyVersion> live,
+  void Start(grpc::CallbackServerContext* ctx, std::shared_ptr<const EncodedVersion> encoded,
              bool stale) {
+    const v1::PolicyVersion* live = encoded ? encoded->version.get() : nullptr;
     ctx->AddInitialMetadata(kLiveVersionHeader, absl::StrCat(live ? live->version() : 0));
     StartSendInitialMetadata();
     std::lock_guard<std::mutex> lock(mu_);
@@ -38,13 +62,13 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
                         live->content_hash() == request_.applied_hash() &&
                         live->shadow().content_hash() == request_.shadow_hash();
     if (live && (!has_it || (request_.awaiting_confirmation() && live->confirmed_unix_nanos()))) {
-      Take(std::move(live));
+      Take(std::move(encoded));
     }
     if (!writing_) WriteNext();
   }
 
   // Replaces what is pending; writes it unless a write is in flight.
-  void Offer(std::shared_ptr<const v1::PolicyVersion> version) {
+  void Offer(std::shared_ptr<const EncodedVersion> version) {
     std::lock_guard<std::mutex> lock(mu_);
     Take(std::move(version));
     if (started_ && !writing_) WriteNext();
@@ -91,13 +115,14 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   // offered already: version numbers only grow (a rollback is a new one),
   // and a stream must never go back. The same version once confirmed, or
   // with another shadow candidate, is newer than it was.
-  void Take(std::shared_ptr<const v1::PolicyVersion> version) {
-    const Order order{version->version(), version->confirmed_unix_nanos() != 0,
-                      version->shadow_generation()};
+  void Take(std::shared_ptr<const EncodedVersion> encoded) {
+    const v1::PolicyVersion& version = *encoded->version;
+    const Order order{version.version(), version.confirmed_unix_nanos() != 0,
+                      version.shadow_generation()};
     if (finished_ || (newest_taken_ && order <= newest_)) return;
     newest_ = order;
     newest_taken_ = true;
-    pending_ = std::move(version);
+    pending_ = std::move(encoded);
   }
   // A pending version first, then a notice if the agent's idea of
   // staleness is not the replica's: a notice never overtakes a version.
@@ -105,17 +130,18 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
     if (finished_) return;
     if (pending_) {
       current_ = std::move(pending_);
-      on_version_ = current_->version();
-      on_hash_ = current_->content_hash();
+      on_version_ = current_->version->version();
+      on_hash_ = current_->version->content_hash();
       writing_ = true;
-      StartWrite(current_.get());
+      StartWrite(&current_->bytes);
     } else if (told_stale_ != stale_) {
       told_stale_ = stale_;
-      notice_.Clear();
-      notice_.set_notice(true);
-      notice_.set_stale(stale_);
-      notice_.set_version(on_version_);
-      notice_.set_content_hash(on_hash_);
+      v1::PolicyVersion notice;
+      notice.set_notice(true);
+      notice.set_stale(stale_);
+      notice.set_version(on_version_);
+      notice.set_content_hash(on_hash_);
+      notice_ = Encode(notice);
       writing_ = true;
       StartWrite(&notice_);
     }
@@ -136,12 +162,12 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::PolicyVersion> {
   bool newest_taken_ = false;
   bool writing_ = false;
   bool finished_ = false;
-  std::shared_ptr<const v1::PolicyVersion> current_, pending_;
+  std::shared_ptr<const EncodedVersion> current_, pending_;
   bool stale_ = false;       // the replica's state
   bool told_stale_ = false;  // what the agent was told; a stream starts not stale
   uint64_t on_version_ = 0;  // the version the agent is on, as far as the stream knows
   std::string on_hash_;
-  v1::PolicyVersion notice_;  // the notice in flight; rewritten only when none is
+  grpc::ByteBuffer notice_;  // the notice in flight; rewritten only when none is
 };
 
 LiveBroadcast::LiveBroadcast(uint32_t max_streams, prometheus::Registry& registry)
@@ -186,17 +212,17 @@ void LiveBroadcast::SetStale(bool stale) {
 
 std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Live() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return live_;
+  return live_ ? live_->version : nullptr;
 }
 
 std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::Stable() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stable_;
+  return stable_ ? stable_->version : nullptr;
 }
 
-std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::For(const v1::WatchRequest& request) const {
-  if (live_ && live_->has_rollout() && stable_ &&
-      !Selects(live_->rollout(), request.node(), request.node_labels())) {
+std::shared_ptr<const EncodedVersion> LiveBroadcast::For(const v1::WatchRequest& request) const {
+  if (live_ && live_->version->has_rollout() && stable_ &&
+      !Selects(live_->version->rollout(), request.node(), request.node_labels())) {
     return stable_;
   }
   return live_;
@@ -205,18 +231,22 @@ std::shared_ptr<const v1::PolicyVersion> LiveBroadcast::For(const v1::WatchReque
 void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version,
                             std::shared_ptr<const v1::PolicyVersion> stable) {
   live_version_.Set(static_cast<double>(version->version()));
+  // Encoded outside the lock: a 100k-prefix version takes milliseconds.
+  const bool canary = version->has_rollout();
+  std::shared_ptr<const EncodedVersion> live = EncodeVersion(std::move(version));
+  std::shared_ptr<const EncodedVersion> kept = canary ? EncodeVersion(std::move(stable)) : nullptr;
   std::lock_guard<std::mutex> lock(mu_);
-  live_ = std::move(version);
-  stable_ = live_->has_rollout() ? std::move(stable) : nullptr;
+  live_ = std::move(live);
+  stable_ = std::move(kept);
   for (WatchReactor* w : watchers_) w->Offer(For(w->request()));
 }
 
-absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> LiveBroadcast::Open(
+absl::StatusOr<grpc::ServerWriteReactor<grpc::ByteBuffer>*> LiveBroadcast::Open(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, Owner owner) {
   const std::string identity = owner.identity;
   const uint32_t per_identity = owner.per_identity;
   auto* reactor = new WatchReactor(this, request, std::move(owner));
-  std::shared_ptr<const v1::PolicyVersion> live;
+  std::shared_ptr<const EncodedVersion> live;
   bool stale = false;
   {
     std::lock_guard<std::mutex> lock(mu_);

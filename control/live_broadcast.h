@@ -1,6 +1,8 @@
 // The live policy version and its fan-out to the agents' Watch streams: one
 // WatchReactor per stream, each holding only the newest pending version, so
-// a slow agent or a burst of pushes costs one write, not a queue. Whether
+// a slow agent or a burst of pushes costs one write, not a queue. A version
+// is serialized once, when published, and every stream writes those bytes
+// (the Watch method is raw: grpc::ByteBuffer in and out). Whether
 // the replica is stale (cannot read its shared store) reaches the streams
 // as small notices (PolicyVersion.notice).
 #pragma once
@@ -24,6 +26,12 @@
 namespace portcullis::control {
 
 class WatchReactor;
+
+// A version as published, with its wire encoding, shared by every stream.
+struct EncodedVersion {
+  std::shared_ptr<const v1::PolicyVersion> version;
+  grpc::ByteBuffer bytes;
+};
 
 class LiveBroadcast {
  public:
@@ -57,8 +65,9 @@ class LiveBroadcast {
   // A new stream for `request`, or ResourceExhausted when max_streams are
   // open, or `owner.per_identity` already are for its identity. The
   // reactor sends the live version at once unless the agent has it.
-  absl::StatusOr<grpc::ServerWriteReactor<v1::PolicyVersion>*> Open(
-      grpc::CallbackServerContext* ctx, const v1::WatchRequest& request, Owner owner);
+  absl::StatusOr<grpc::ServerWriteReactor<grpc::ByteBuffer>*> Open(grpc::CallbackServerContext* ctx,
+                                                                   const v1::WatchRequest& request,
+                                                                   Owner owner);
 
   // Ends (UNAUTHENTICATED, with the reason) every stream whose certificate
   // `holds` no longer accepts: revoked or expired since it was opened.
@@ -70,17 +79,17 @@ class LiveBroadcast {
   void Closed(WatchReactor* reactor);
   // What the stream of `request` is sent: live_, or stable_ for a node a
   // canary does not select. Under mu_.
-  std::shared_ptr<const v1::PolicyVersion> For(const v1::WatchRequest& request) const;
+  std::shared_ptr<const EncodedVersion> For(const v1::WatchRequest& request) const;
 
   const uint32_t max_streams_;
   prometheus::Gauge& live_version_;
   prometheus::Gauge& watch_streams_;
   mutable std::mutex mu_;
-  std::shared_ptr<const v1::PolicyVersion> live_;    // under mu_
-  std::shared_ptr<const v1::PolicyVersion> stable_;  // under mu_; with a canary live_ only
-  bool stale_ = false;                               // under mu_
-  std::set<WatchReactor*> watchers_;                 // under mu_
-  std::map<std::string, uint32_t> per_identity_;     // open streams; under mu_
+  std::shared_ptr<const EncodedVersion> live_;    // under mu_
+  std::shared_ptr<const EncodedVersion> stable_;  // under mu_; with a canary live_ only
+  bool stale_ = false;                            // under mu_
+  std::set<WatchReactor*> watchers_;              // under mu_
+  std::map<std::string, uint32_t> per_identity_;  // open streams; under mu_
 };
 
 }  // namespace portcullis::control

@@ -59,7 +59,10 @@ struct ServiceOptions {
 
 class CallScope;
 
-class ControlService final : public v1::Control::CallbackService {
+// Watch is raw (ByteBuffer): LiveBroadcast writes a version's bytes,
+// encoded once for every stream.
+class ControlService final
+    : public v1::Control::WithRawCallbackMethod_Watch<v1::Control::CallbackService> {
  public:
   static absl::StatusOr<std::unique_ptr<ControlService>> Create(Store& store,
                                                                 ServiceOptions options,
@@ -91,8 +94,8 @@ class ControlService final : public v1::Control::CallbackService {
                                      v1::PushResponse* response) override;
   grpc::ServerUnaryReactor* Audit(grpc::CallbackServerContext* ctx, const v1::AuditRequest* request,
                                   v1::AuditResponse* response) override;
-  grpc::ServerWriteReactor<v1::PolicyVersion>* Watch(grpc::CallbackServerContext* ctx,
-                                                     const v1::WatchRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* ctx,
+                                                    const grpc::ByteBuffer* raw) override;
   grpc::ServerUnaryReactor* ReportStatus(grpc::CallbackServerContext* ctx,
                                          const v1::AgentStatus* request,
                                          v1::ReportStatusResponse* response) override;

@@ -16,13 +16,17 @@
 namespace portcullis::control {
 namespace {
 
-// Watch only, straight into the broadcast.
-class WatchOnly final : public v1::Control::CallbackService {
+// Watch only, straight into the broadcast (raw, as ControlService's is).
+class WatchOnly final
+    : public v1::Control::WithRawCallbackMethod_Watch<v1::Control::CallbackService> {
  public:
   explicit WatchOnly(LiveBroadcast& live) : live_(live) {}
-  grpc::ServerWriteReactor<v1::PolicyVersion>* Watch(grpc::CallbackServerContext* ctx,
-                                                     const v1::WatchRequest* request) override {
-    auto stream = live_.Open(ctx, *request, {});
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* ctx,
+                                                    const grpc::ByteBuffer* raw) override {
+    grpc::ByteBuffer copy = *raw;
+    v1::WatchRequest request;
+    EXPECT_TRUE(grpc::SerializationTraits<v1::WatchRequest>::Deserialize(&copy, &request).ok());
+    auto stream = live_.Open(ctx, request, {});
     EXPECT_TRUE(stream.ok()) << stream.status();
     return *stream;
   }
