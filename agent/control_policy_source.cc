@@ -101,6 +101,7 @@ class ControlPolicySource : public PolicySource {
       request.set_awaiting_confirmation(now.awaiting_confirmation());
       request.set_shadow_hash(now.shadow().content_hash());
       *request.mutable_node_labels() = now.node_labels();
+      request.set_reads_notices(true);
       std::shared_ptr<control::WatchStream> stream = stub->Watch(request);
       {
         std::lock_guard<std::mutex> lock(mu_);

@@ -134,7 +134,7 @@ class WatchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       on_hash_ = current_->version->content_hash();
       writing_ = true;
       StartWrite(&current_->bytes);
-    } else if (told_stale_ != stale_) {
+    } else if (told_stale_ != stale_ && request_.reads_notices()) {
       told_stale_ = stale_;
       v1::PolicyVersion notice;
       notice.set_notice(true);

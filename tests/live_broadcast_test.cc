@@ -64,11 +64,12 @@ class LiveBroadcastTest : public ::testing::Test {
       return v;
     }
   };
-  std::unique_ptr<Stream> Open(uint64_t applied) {
+  std::unique_ptr<Stream> Open(uint64_t applied, bool reads_notices = true) {
     auto s = std::make_unique<Stream>();
     s->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::WatchRequest request;
     request.set_node("node-a");
+    request.set_reads_notices(reads_notices);
     if (applied) {
       request.set_applied_version(applied);
       request.set_applied_hash(Version(applied)->content_hash());
@@ -126,6 +127,21 @@ TEST_F(LiveBroadcastTest, AStreamOpenedWhileStaleIsToldAfterTheVersionItLacks) {
   EXPECT_FALSE(v.notice());
   EXPECT_EQ(v.version(), 1u);
   ExpectNotice(behind->Next(), true, 1);
+}
+
+// An agent of an older build, which would take a notice for a version with
+// an empty policy, is sent versions only.
+TEST_F(LiveBroadcastTest, AnAgentThatDoesNotReadNoticesIsSentNone) {
+  live_.Publish(Version(1));
+  live_.SetStale(true);
+  auto old = Open(0, /*reads_notices=*/false);
+  EXPECT_EQ(old->Next().version(), 1u);
+  live_.SetStale(false);
+  live_.SetStale(true);
+  live_.Publish(Version(2));
+  const v1::PolicyVersion next = old->Next();
+  EXPECT_FALSE(next.notice());
+  EXPECT_EQ(next.version(), 2u);
 }
 
 }  // namespace
