@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "control/rollout.h"
 #include "control/wire.h"
 
@@ -13,10 +14,11 @@ namespace {
 grpc::ByteBuffer Encode(const v1::PolicyVersion& message) {
   grpc::ByteBuffer bytes;
   bool own = false;
-  // Serializing a message that was validated and stored cannot fail but
-  // for memory; an empty buffer then fails the agent's parse, which
-  // reconnects.
-  grpc::SerializationTraits<v1::PolicyVersion>::Serialize(message, &bytes, &own).IgnoreError();
+  // Only a message over protobuf's 2 GB limit fails, and versions are
+  // bounded far below it (kMaxMessageBytes).
+  const grpc::Status s =
+      grpc::SerializationTraits<v1::PolicyVersion>::Serialize(message, &bytes, &own);
+  if (!s.ok()) LogError("cannot encode a policy version", {{"error", s.error_message()}});
   return bytes;
 }
 
@@ -230,8 +232,11 @@ std::shared_ptr<const EncodedVersion> LiveBroadcast::For(const v1::WatchRequest&
 
 void LiveBroadcast::Publish(std::shared_ptr<const v1::PolicyVersion> version,
                             std::shared_ptr<const v1::PolicyVersion> stable) {
+  // Encoded outside mu_ (a 100k-prefix version takes milliseconds, and
+  // streams open and close meanwhile), under publish_mu_ so that versions
+  // are made live in the order they were published.
+  std::lock_guard<std::mutex> publishing(publish_mu_);
   live_version_.Set(static_cast<double>(version->version()));
-  // Encoded outside the lock: a 100k-prefix version takes milliseconds.
   const bool canary = version->has_rollout();
   std::shared_ptr<const EncodedVersion> live = EncodeVersion(std::move(version));
   std::shared_ptr<const EncodedVersion> kept = canary ? EncodeVersion(std::move(stable)) : nullptr;

@@ -84,6 +84,7 @@ class LiveBroadcast {
   const uint32_t max_streams_;
   prometheus::Gauge& live_version_;
   prometheus::Gauge& watch_streams_;
+  std::mutex publish_mu_;  // one Publish at a time; taken before mu_
   mutable std::mutex mu_;
   std::shared_ptr<const EncodedVersion> live_;    // under mu_
   std::shared_ptr<const EncodedVersion> stable_;  // under mu_; with a canary live_ only

@@ -873,21 +873,20 @@ absl::StatusOr<std::string> ControlService::BoundNode(const Caller& caller,
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ControlService::Watch(grpc::CallbackServerContext* ctx,
                                                                   const grpc::ByteBuffer* raw) {
   constexpr absl::string_view kMethod = "Watch";
-  v1::WatchRequest parsed;
-  const v1::WatchRequest* request = &parsed;
+  v1::WatchRequest request;
   grpc::ByteBuffer copy = *raw;  // the parse consumes it; slices are shared, not copied
   const grpc::Status decoded =
-      grpc::SerializationTraits<v1::WatchRequest>::Deserialize(&copy, &parsed);
+      grpc::SerializationTraits<v1::WatchRequest>::Deserialize(&copy, &request);
   auto caller = authorizer_.Authorize(*ctx, kMethod, Permission::kAgent);
   if (caller.ok() && !decoded.ok()) {
     caller = absl::InvalidArgumentError(
         absl::StrCat("the watch request does not parse: ", decoded.error_message()));
   }
   absl::StatusOr<std::string> bound =
-      caller.ok() ? BoundNode(*caller, request->node()) : caller.status();
+      caller.ok() ? BoundNode(*caller, request.node()) : caller.status();
   if (caller.ok() && !bound.ok()) refusals_.Refuse(*caller, kMethod, "node", bound.status());
   absl::StatusOr<grpc::ServerWriteReactor<grpc::ByteBuffer>*> stream =
-      bound.ok() ? live_.Open(ctx, *request,
+      bound.ok() ? live_.Open(ctx, request,
                               {*bound, bound->empty() ? 0 : options_.max_streams_per_node_cert,
                                caller->certificate})
                  : bound.status();
