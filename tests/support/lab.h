@@ -196,11 +196,24 @@ class Lab {
     return HttpStatusFrom(Ns(from), url, timeout);
   }
 
-  // nginx in namespace `name` answering 200 on `ports` (plain HTTP).
-  Process StartNginx(const std::string& name, const std::vector<int>& ports) const {
+  // nginx in namespace `name` answering 200 on `ports` (plain HTTP), at the
+  // host's address and at each of `also` (addresses added by AddAddress;
+  // IPv6 ones in brackets).
+  Process StartNginx(const std::string& name, const std::vector<int>& ports,
+                     const std::vector<std::string>& also = {}) const {
     std::vector<std::string> listen;
     for (int p : ports) listen.push_back(absl::StrCat(Address(name), ":", p));
+    for (const std::string& a : also) {
+      for (int p : ports) listen.push_back(absl::StrCat(a, ":", p));
+    }
     return StartNginxIn(Ns(name), listen, "ok", tmp_);
+  }
+
+  // A second address (ADDR/LEN) on host `name`'s link; IPv6 ones without
+  // duplicate address detection, so that they are usable at once.
+  void AddAddress(const std::string& name, const std::string& cidr) {
+    Sh(absl::StrCat("ip -n ", Ns(name), " addr add ", cidr, " dev ", Link(name),
+                    absl::StrContains(cidr, ':') ? " nodad" : ""));
   }
 
  private:

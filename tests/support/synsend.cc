@@ -6,11 +6,13 @@
 // SRC may be an IPv4 prefix (198.19.0.0/16): each SYN then comes from a
 // random address in it, as in a spoofed flood. With ack=N it sends bare ACKs
 // acknowledging N instead (a forged cookie), from source port 1024 on.
+// SRC and DST may be IPv6 (a prefix such as 2001:db8:ff::/48 too).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,33 +34,55 @@ int main(int argc, char** argv) {
   const bool ack = mode.rfind("ack=", 0) == 0;
   const uint32_t ack_number =
       ack ? static_cast<uint32_t>(std::strtoul(mode.c_str() + 4, nullptr, 0)) : 0;
-  // A prefix: random sources inside it.
-  uint32_t base = 0, span = 0;
-  if (const size_t slash = src.find('/'); slash != std::string::npos) {
-    in_addr a{};
-    inet_pton(AF_INET, src.substr(0, slash).c_str(), &a);
-    const int bits = std::atoi(src.c_str() + slash + 1);
-    span = bits >= 32 ? 1 : 1u << (32 - bits);
-    base = ntohl(a.s_addr) & ~(span - 1);
+  const bool v6 = dst.find(':') != std::string::npos;
+  const int family = v6 ? AF_INET6 : AF_INET;
+  const size_t addr_len = v6 ? 16 : 4;
+  // A prefix: random sources inside it, its bits kept and the rest drawn.
+  const size_t slash = src.find('/');
+  uint8_t base[16] = {};
+  int bits = static_cast<int>(addr_len) * 8;
+  if (slash != std::string::npos) {
+    bits = std::atoi(src.c_str() + slash + 1);
+    if (inet_pton(family, src.substr(0, slash).c_str(), base) != 1 || bits < 0 ||
+        bits > static_cast<int>(addr_len) * 8) {
+      std::fprintf(stderr, "portcullis-synsend: bad prefix %s\n", src.c_str());
+      return 2;
+    }
   }
   std::mt19937 random(static_cast<uint32_t>(getpid()));
-  const int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);  // IP_HDRINCL implied
+  // IPPROTO_RAW implies IP_HDRINCL (IPV6_HDRINCL for IPv6).
+  const int fd = socket(family, SOCK_RAW, IPPROTO_RAW);
   if (fd < 0) {
     std::perror("socket");
     return 1;
   }
-  struct sockaddr_in to = {};
-  to.sin_family = AF_INET;
-  inet_pton(AF_INET, dst.c_str(), &to.sin_addr);
+  sockaddr_storage to = {};
+  socklen_t to_len = 0;
+  if (v6) {
+    auto* to6 = reinterpret_cast<sockaddr_in6*>(&to);
+    to6->sin6_family = AF_INET6;
+    to_len = sizeof(*to6);
+    if (inet_pton(AF_INET6, dst.c_str(), &to6->sin6_addr) != 1) return 2;
+  } else {
+    auto* to4 = reinterpret_cast<sockaddr_in*>(&to);
+    to4->sin_family = AF_INET;
+    to_len = sizeof(*to4);
+    if (inet_pton(AF_INET, dst.c_str(), &to4->sin_addr) != 1) return 2;
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   long sent = 0;
   for (; sent < count; ++sent) {
     if ((sent & 1023) == 0 && std::chrono::steady_clock::now() > deadline) break;
     std::string from = src;
-    if (span) {
-      in_addr a{htonl(base + static_cast<uint32_t>(random() % span))};
-      char text[INET_ADDRSTRLEN];
-      from = inet_ntop(AF_INET, &a, text, sizeof(text));
+    if (slash != std::string::npos) {
+      uint8_t a[16];
+      for (size_t i = 0; i < addr_len; ++i) {
+        const int keep = std::clamp(bits - static_cast<int>(i) * 8, 0, 8);
+        const uint8_t mask = static_cast<uint8_t>(0xff00 >> keep);
+        a[i] = static_cast<uint8_t>((base[i] & mask) | (random() & ~mask));
+      }
+      char text[INET6_ADDRSTRLEN];
+      from = inet_ntop(family, a, text, sizeof(text));
     }
     portcullis::testing::Frame f = portcullis::testing::Syn(
         from, dst, static_cast<uint16_t>(port), static_cast<uint16_t>(1024 + sent % 60000));
@@ -69,7 +93,7 @@ int main(int argc, char** argv) {
     }
     std::vector<uint8_t> frame = f.Build();
     if (sendto(fd, frame.data() + 14, frame.size() - 14, 0, reinterpret_cast<sockaddr*>(&to),
-               sizeof(to)) < 0) {
+               to_len) < 0) {
       std::perror("sendto");
       return 1;
     }
