@@ -508,7 +508,8 @@ int Audit(Remote& remote, const std::vector<char*>&) {
   }
   const uint32_t limit = absl::GetFlag(FLAGS_limit);
   const size_t first = limit && all.size() > limit ? all.size() - limit : 0;
-  std::cout << absl::StrFormat("%-6s %-19s %-12s %-7s %-12s %-8s %-7s %s\n", "SEQ", "TIME (UTC)",
+  // METHOD fits the longest method name (PromoteRollout).
+  std::cout << absl::StrFormat("%-6s %-19s %-12s %-7s %-14s %-8s %-7s %s\n", "SEQ", "TIME (UTC)",
                                "PRINCIPAL", "ROLE", "METHOD", "OUTCOME", "VERSION", "DETAIL");
   for (size_t i = first; i < all.size(); ++i) {
     const v1::AuditEntry& e = all[i];
@@ -516,7 +517,7 @@ int Audit(Remote& remote, const std::vector<char*>&) {
     std::replace(detail.begin(), detail.end(), '\n', ' ');
     detail = Printable(detail);
     std::cout << absl::StrFormat(
-        "%-6d %-19s %-12s %-7s %-12s %-8s %-7s %s\n", e.seq(), Time(e.time_unix_nanos()),
+        "%-6d %-19s %-12s %-7s %-14s %-8s %-7s %s\n", e.seq(), Time(e.time_unix_nanos()),
         e.principal().empty() ? "-" : Printable(e.principal()), e.role().empty() ? "-" : e.role(),
         e.method(), e.outcome(), e.version() ? absl::StrCat(e.version()) : "-", detail);
   }
