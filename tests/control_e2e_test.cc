@@ -327,8 +327,8 @@ TEST_F(ControlE2eTest, RefusesViewersPushesCallsWithoutCertificatesAndForeignCer
   // Nothing was pushed; the refusals the service saw are audited.
   EXPECT_THAT(Ctl("viewer", "history").out, Not(HasSubstr("\n1")));
   const CommandResult audit = Ctl("viewer", "audit");
-  EXPECT_THAT(audit.out, HasSubstr("viewer       viewer  Push         refused"));
-  EXPECT_THAT(audit.out, HasSubstr("-            -       History      refused"));
+  EXPECT_THAT(audit.out, HasSubstr("viewer       viewer  Push           refused"));
+  EXPECT_THAT(audit.out, HasSubstr("-            -       History        refused"));
   EXPECT_EQ(
       Metric("ctl", "http://127.0.0.1:9470/metrics",
              "portcullis_control_refusals_total{method=\"Push\",reason=\"permission_denied\"}"),
@@ -352,7 +352,7 @@ TEST_F(ControlE2eTest, RefusesAProtectedPortOpenToAnyNamingTheRule) {
   EXPECT_THAT(r.err, HasSubstr("spec.ports[0]: rule \"tcp 80,10254 from any\" opens protected "
                                "port 10254 to every source (from: any)"));
   EXPECT_THAT(Ctl("viewer", "audit").out,
-              HasSubstr("Push         refused  -       policy refused"));
+              HasSubstr("Push           refused  -       policy refused"));
 }
 
 TEST_F(ControlE2eTest, ServesOnlyTls12WithAeadCiphersOr13) {
