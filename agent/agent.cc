@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/cookie_notrack.h"
 #include "agent/shadow_summary.h"
 #include "common/abi.h"
 #include "common/log.h"
@@ -70,14 +71,25 @@ absl::StatusOr<std::optional<PolicyUpdate>> InitialPolicy(const AgentOptions& op
 
 absl::Status Agent::LoadDatapath() {
   RETURN_IF_ERROR(PreparePinDir(layout_, options_.allow_ephemeral_pins));
-  auto dp = datapath::Datapath::Load({.pin_dir = layout_.maps()});
+  uint32_t cookie_mark = options_.cookie_mark;
+  if (cookie_mark != 0 && datapath::SynCookiesSupported().ok()) {
+    if (absl::Status s = InstallCookieNotrack(cookie_mark); !s.ok()) {
+      LogWarning(
+          "SYN cookies: the nftables rule that takes their ACKs out of conntrack could not be "
+          "installed; where NAT is loaded (kube-proxy), connections made through cookies are "
+          "reset",
+          {{"error", std::string(s.message())}});
+      cookie_mark = 0;
+    }
+  }
+  auto dp = datapath::Datapath::Load({.cookie_mark = cookie_mark, .pin_dir = layout_.maps()});
   if (absl::IsFailedPrecondition(dp.status())) {
     // Pins from an incompatible build: start on fresh maps, and swap the
     // programs under the live attachments (link update, tc replace), so that
     // enforcement never stops; then pin the new maps.
     LogWarning("pinned maps are from an incompatible build; replacing them",
                {{"detail", std::string(dp.status().message())}});
-    dp = datapath::Datapath::Load({});
+    dp = datapath::Datapath::Load({.cookie_mark = cookie_mark});
     repin_ = true;
     if (dp.ok()) {
       // The flows the node opened go on being established across the upgrade.
@@ -213,6 +225,18 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
         "the policy denies by default and names no destinations: every pod behind "
         "--tc-interfaces is policed against traffic from other pods, the overlay and the node "
         "itself (DNS, kubelet probes, metrics scrapes), which needs rules of its own",
+        {{"policy", update.policy.metadata().name()},
+         {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
+  }
+  if (const v1::Cookies cookies = spec.rate_limits().syn().cookies();
+      !options_.tc_interfaces.empty() &&
+      (cookies == v1::COOKIES_AUTO || cookies == v1::COOKIES_ALWAYS)) {
+    // The pods' listeners are in their own namespaces, where no hook of
+    // this agent sees the ACK (docs/ARCHITECTURE.md, SYN cookies).
+    LogWarning(
+        "rateLimits.syn.cookies answers SYNs only for listeners in the node's network namespace "
+        "(hostNetwork): SYNs for pods, and for NodePorts and other services DNATed to pods, are "
+        "judged as with cookies: off",
         {{"policy", update.policy.metadata().name()},
          {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
   }
@@ -391,6 +415,10 @@ absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir)
       }
     }
     if_freenameindex(list);
+  }
+  if (absl::Status s = RemoveCookieNotrack(); !s.ok()) {
+    LogWarning("could not remove the nftables table of SYN cookies",
+               {{"table", std::string("inet ") + kNftTable}, {"error", std::string(s.message())}});
   }
   ec.clear();
   fs::remove_all(pin_dir, ec);

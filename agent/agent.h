@@ -21,6 +21,7 @@
 #include "agent/applier.h"
 #include "agent/attachments.h"
 #include "agent/confirm_window.h"
+#include "agent/cookie_notrack.h"
 #include "agent/drop_samples.h"
 #include "agent/metrics.h"
 #include "agent/pin_keeper.h"
@@ -49,6 +50,7 @@ struct AgentOptions {
   bool allow_ephemeral_pins = false;
   std::string node;
   std::map<std::string, std::string> node_labels;  // reported; canaries select by them
+  uint32_t cookie_mark = kDefaultCookieMark;       // 0: no mark, no rule
 };
 
 // Composes the parts, each with one job: the pins (PinKeeper), the

@@ -9,9 +9,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/agent.h"
+#include "agent/cookie_notrack.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "control/rollout.h"
@@ -61,6 +63,13 @@ ABSL_FLAG(int, control_stale_failover_seconds, 30,
           "How long to stay on a control replica that says it is stale (it cannot read its "
           "store, --store etcd) before moving to another of --control; doubled while every "
           "replica is.");
+ABSL_FLAG(std::string, cookie_mark,
+          absl::StrFormat("0x%08x", portcullis::agent::kDefaultCookieMark),
+          "Packet mark bits (0x... or decimal) that carry the ACK completing a SYN cookie to the "
+          "agent's nftables rule (table inet portcullis), which takes it out of conntrack: "
+          "where NAT is loaded (kube-proxy) such an ACK would otherwise lose its connection. "
+          "Choose bits no other component of the node sets on packets it receives; 0: no "
+          "mark and no rule.");
 ABSL_FLAG(bool, insecure_plaintext_for_testing, false,
           "Talk to a control service started with the same flag (no TLS). Never in production.");
 
@@ -145,6 +154,9 @@ int main(int argc, char** argv) {
   auto mode = portcullis::datapath::ParseXdpMode(absl::GetFlag(FLAGS_xdp_mode));
   if (!mode.ok()) return Fail(std::string(mode.status().message()));
   options.xdp_mode = *mode;
+  auto cookie_mark = portcullis::agent::ParseCookieMark(absl::GetFlag(FLAGS_cookie_mark));
+  if (!cookie_mark.ok()) return Fail(std::string(cookie_mark.status().message()));
+  options.cookie_mark = *cookie_mark;
 
   // Signals are taken synchronously by this thread; block them everywhere.
   sigset_t signals;

@@ -44,6 +44,15 @@ struct sock {
 extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk,
 				   struct bpf_tcp_req_attrs *attrs, int attrs__sz) __ksym;
 
+/* Load-time constant (rodata): the mark bits a completed cookie's ACK
+ * carries to the agent's nftables rule (agent/cookie_notrack.h), which takes
+ * that one packet out of conntrack and clears them; 0: none. With NAT loaded
+ * (kube-proxy), netfilter's NAT at local-in orphans an skb whose socket's
+ * ports disagree with its conntrack entry (nf_nat_ipv4_local_in), and the
+ * request socket the kfunc assigns has no ports until TCP completes it: the
+ * ACK would reach TCP without it and be reset. */
+const volatile __u32 cookie_mark = 0;
+
 /* Checks the ACK `p` (parsed from skb), to a listener and of no
  * connection, for a cookie; hands it to the listener on a valid one. */
 static __always_inline void pc_cookie_complete(struct __sk_buff *skb, const struct pc_packet *p,
@@ -99,6 +108,8 @@ static __always_inline void pc_cookie_complete(struct __sk_buff *skb, const stru
 		      bpf_sk_assign_tcp_reqsk(skb, (struct sock *)sk, &attrs, sizeof(attrs)) :
 		      -1;
 	bpf_sk_release(sk);
+	if (!err)
+		skb->mark |= cookie_mark;
 	pc_cookie_count(err ? PC_COOKIE_INVALID : PC_COOKIE_VALID);
 }
 

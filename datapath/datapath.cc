@@ -249,6 +249,7 @@ absl::Status Datapath::LoadCookieCompleter() {
   cookie_skel_ = portcullis_cookie_bpf__open();
   if (cookie_skel_ == nullptr)
     return ErrnoStatus("portcullis_cookie_bpf__open", "cookie.bpf.o", errno);
+  cookie_skel_->rodata->cookie_mark = options_.cookie_mark;
   if (const int err = bpf_map__reuse_fd(cookie_skel_->maps.syn_cookies, map_fd(Map::kSynCookies))) {
     return ErrnoStatus("bpf_map__reuse_fd", "syn_cookies", err);
   }

@@ -30,6 +30,10 @@ struct DatapathOptions {
   // Drop samples sent to the ring buffer, at most this many per second.
   uint64_t samples_per_second = 100;
   uint64_t sample_burst = 100;
+  // Mark bits that the cookie completer sets on the ACK it hands to a
+  // listener, for a rule that takes it out of conntrack (agent/
+  // cookie_notrack.h); 0: none.
+  uint32_t cookie_mark = 0;
   // When set, every map is pinned in this bpffs directory, and maps already
   // pinned there (by an earlier agent) are reused: policy, buckets, flows and
   // counters carry on across restarts.

@@ -13,7 +13,7 @@ BUILD_PACKAGES=(
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
   # C++ libraries
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev
-  protobuf-compiler-grpc libyaml-cpp-dev libpcap-dev libsqlite3-dev libssl-dev
+  protobuf-compiler-grpc libyaml-cpp-dev libpcap-dev libsqlite3-dev libssl-dev libnftables-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   # etcd's API protos, from which the `--store etcd` stubs are generated
   golang-etcd-server-dev

@@ -453,6 +453,11 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
 
   StartAgent();  // adopts the pinned maps and link
   EXPECT_THAT(Log(), HasSubstr("adopted XDP attachment, program replaced"));
+  // The cookies' conntrack bypass (agent/cookie_notrack.h) was replaced too:
+  // one table, one rule.
+  EXPECT_THAT(lab_->In("ing", "nft list table inet portcullis").out,
+              HasSubstr("meta mark & 0x00100000 == 0x00100000 meta mark set meta mark & "
+                        "0xffefffff notrack"));
   EXPECT_FALSE(std::filesystem::exists(stale)) << "the stale pin was left behind";
   EXPECT_THAT(Log(), HasSubstr("unpinned maps an older build left"));
   EXPECT_TRUE(std::filesystem::exists(pin_dir_ + "/maps/source_buckets_v4"));
@@ -475,6 +480,7 @@ TEST_F(AgentE2eTest, SurvivesKillDashNineAndIsAdoptedThenUninstalls) {
                 Not(HasSubstr("portcullis")))
         << dir;
   }
+  EXPECT_THAT(lab_->In("ing", "nft list tables").out, Not(HasSubstr("portcullis")));
   EXPECT_EQ(lab_->Get("out", kIngress + ":10254/", 1), "200");  // nothing enforces any more
 }
 
@@ -598,6 +604,9 @@ TEST_F(AgentE2eTest, ClearErrorsForBadInterfacesAndFlags) {
   r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --xdp-mode turbo");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--xdp-mode: \\\"turbo\\\" is not auto, native or generic"));
+  r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --cookie-mark 0x1zz");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--cookie-mark: \\\"0x1zz\\\" is not a 32-bit mark"));
   r = RunCommand(base + " --interfaces " + lab_->Link("ing") + " --pin-dir /tmp");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--pin-dir /tmp is not on a bpffs mount"));

@@ -30,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kAgent = PORTCULLIS_AGENT_PATH;
 const std::string kSynSend = PORTCULLIS_SYNSEND_PATH;
+const std::string kXdpPass = PORTCULLIS_XDP_PASS_PATH;
 
 // What a security team writes for this node: clients reach the NodePort
 // (30443) and the hostNetwork listener (10443); pods elsewhere reach the
@@ -126,6 +127,13 @@ class NodeE2eTest : public ::testing::Test {
   double Packets(const std::vector<std::string>& want) {
     return SumMetric(lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out,
                      "portcullis_packets_total", want);
+  }
+  double Cookies(const std::string& result) {
+    return Metric("portcullis_syn_cookies_total", {"result=\"" + result + "\""});
+  }
+  double Metric(const std::string& name, const std::vector<std::string>& want = {}) {
+    return SumMetric(lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out, name,
+                     want);
   }
   double Xdp(const std::string& reason) {
     return Packets({"iface=\"eth0\"", "hook=\"xdp\"", "reason=\"" + reason + "\""});
@@ -346,6 +354,47 @@ TEST_F(NodeE2eTest, AnUpgradeMovesThePodJudgeFromTheIngressToTheEgress) {
   const double blocked = Tc("blocklist");
   SendSyns("rb", NodeLab::V4("ing"), 8443, 2);
   EXPECT_TRUE(WaitFor([&] { return Tc("blocklist") - blocked == 2; }, std::chrono::seconds(2)));
+}
+
+// SYN cookies on the node (docs/ARCHITECTURE.md, SYN cookies): with
+// `cookies: always`, the hostNetwork listener's connections are made
+// through cookies, over IPv4 and IPv6; the ingress pod behind the NodePort
+// is outside their reach (its listener is in the pod's namespace), so its
+// SYNs are judged as with cookies off, still served, and the agent says so.
+TEST_F(NodeE2eTest, CookiesServeTheHostNetworkListenerAndLeaveTheNodePortAsWithout) {
+  std::ofstream(policy_file_) << kPolicy << "  rateLimits:\n    syn:\n      cookies: always\n";
+  StartAgent();
+  // A veth delivers XDP_TX frames only to a peer that runs XDP itself
+  // (docs/ARCHITECTURE.md): the switch's port toward the node, for this
+  // test only.
+  const std::string port = absl::StrCat("ip -n ", lab_->Ns("sw"), " link set dev pn1 xdp");
+  ASSERT_EQ(RunCommand(port + " obj " + kXdpPass + " sec xdp").exit_code, 0);
+  struct Detach {
+    std::string command;
+    ~Detach() { RunCommand(command); }
+  } detach{port + " off"};
+  ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1);
+  std::ifstream in(log_);
+  std::stringstream log;
+  log << in.rdbuf();
+  EXPECT_THAT(log.str(),
+              ::testing::HasSubstr("rateLimits.syn.cookies answers SYNs only for listeners in the "
+                                   "node's network namespace"));
+
+  const double valid = Cookies("valid");
+  for (const std::string& node : {NodeLab::V4("n1"), NodeLab::V6("n1", true)}) {
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(lab_->Get("cli", "http://" + node + ":10443/"), "200") << node << " " << i;
+    }
+  }
+  EXPECT_EQ(Cookies("valid") - valid, 6) << "each connection was made through a cookie";
+
+  const double sent = Cookies("sent"), allowed = Xdp("allowed");
+  for (const std::string& node : {NodeLab::V4("n1"), NodeLab::V6("n1", true)}) {
+    EXPECT_EQ(lab_->Get("cli", "http://" + node + ":30443/"), "200") << node;
+  }
+  EXPECT_EQ(Cookies("sent"), sent) << "a SYN for the NodePort was answered with a cookie";
+  EXPECT_GE(Xdp("allowed") - allowed, 2);
 }
 
 }  // namespace
