@@ -172,6 +172,34 @@ class AgentE2eTest : public ::testing::Test {
     return ok;
   }
 
+  // With `cookies: always`: 5 requests from the client to `url` (the
+  // ingress at `ingress`, port 80), each connection made through a cookie;
+  // then 20 bare ACKs from `client` whose cookie is wrong, counted invalid,
+  // none of which becomes a connection (the kernel answers them with a RST,
+  // as any stray ACK).
+  void ExpectCookieConnectionsAndNoForgedOne(const std::string& client, const std::string& ingress,
+                                             const std::string& url) {
+    ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1) << Log();
+    const double valid = Metric("portcullis_syn_cookies_total", {"result=\"valid\""});
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(lab_->Get("cli", url), "200") << "request " << i;
+    EXPECT_EQ(Metric("portcullis_syn_cookies_total", {"result=\"valid\""}) - valid, 5)
+        << "each request's connection was made through a cookie";
+    EXPECT_GE(Metric("portcullis_syn_cookies_total", {"result=\"sent\""}), 5);
+    EXPECT_GE(Packets("cookie", "syn_cookie"), 5);
+
+    const double invalid = Metric("portcullis_syn_cookies_total", {"result=\"invalid\""});
+    const CommandResult forged = lab_->In(
+        "cli", absl::StrCat(kSynSend, " ", client, " ", ingress, " 80 20 5 ack=0x12345678"));
+    ASSERT_EQ(forged.exit_code, 0) << forged.err;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return Metric("portcullis_syn_cookies_total", {"result=\"invalid\""}) - invalid == 20;
+        },
+        std::chrono::seconds(2)));
+    EXPECT_EQ(lab_->In("ing", "ss -Htn state established sport = :80 | wc -l").out, "0\n")
+        << lab_->In("ing", "ss -tan").out;
+  }
+
   // 150,000 SYNs from random addresses of `sources` to `target`:443 while
   // the client makes 200 requests to `url`, with `cookies: auto` under a
   // global budget far below the flood.
@@ -305,29 +333,7 @@ TEST_F(AgentE2eTest, AClientConnectsThroughACookieAndAForgedOneMakesNoConnection
   WritePolicy(CookiePolicy("always", "{rate: 20000, burst: 40000}"));
   StartAgent();
   EnableXdpTx();
-  ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1) << Log();
-  const double valid = Metric("portcullis_syn_cookies_total", {"result=\"valid\""});
-  for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(lab_->Get("cli", kIngress + ":80/"), "200") << "request " << i;
-  }
-  EXPECT_EQ(Metric("portcullis_syn_cookies_total", {"result=\"valid\""}) - valid, 5)
-      << "each request's connection was made through a cookie";
-  EXPECT_GE(Metric("portcullis_syn_cookies_total", {"result=\"sent\""}), 5);
-  EXPECT_GE(Packets("cookie", "syn_cookie"), 5);
-
-  // 20 bare ACKs whose cookie is wrong: counted invalid, and none becomes a
-  // connection (the kernel answers them with a RST, as any stray ACK).
-  const double invalid = Metric("portcullis_syn_cookies_total", {"result=\"invalid\""});
-  const CommandResult forged =
-      lab_->In("cli", absl::StrCat(kSynSend, " 198.18.2.9 198.18.0.10 80 20 5 ack=0x12345678"));
-  ASSERT_EQ(forged.exit_code, 0) << forged.err;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        return Metric("portcullis_syn_cookies_total", {"result=\"invalid\""}) - invalid == 20;
-      },
-      std::chrono::seconds(2)));
-  EXPECT_EQ(lab_->In("ing", "ss -Htn state established sport = :80 | wc -l").out, "0\n")
-      << lab_->In("ing", "ss -tan").out;
+  ExpectCookieConnectionsAndNoForgedOne("198.18.2.9", "198.18.0.10", kIngress + ":80/");
 }
 
 // The same over IPv6: the SYN-ACK and the request socket are built from an
@@ -338,26 +344,7 @@ TEST_F(AgentE2eTest, ACookieConnectionAndAForgedOneOverIpv6) {
   WritePolicy(CookiePolicy("always", "{rate: 20000, burst: 40000}"));
   StartAgent();
   EnableXdpTx();
-  ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1) << Log();
-  const double valid = Metric("portcullis_syn_cookies_total", {"result=\"valid\""});
-  for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(lab_->Get("cli", "http://[2001:db8::a]:80/"), "200") << "request " << i;
-  }
-  EXPECT_EQ(Metric("portcullis_syn_cookies_total", {"result=\"valid\""}) - valid, 5)
-      << "each request's connection was made through a cookie";
-  EXPECT_GE(Packets("cookie", "syn_cookie"), 5);
-
-  const double invalid = Metric("portcullis_syn_cookies_total", {"result=\"invalid\""});
-  const CommandResult forged =
-      lab_->In("cli", absl::StrCat(kSynSend, " 2001:db8::2:9 2001:db8::a 80 20 5 ack=0x12345678"));
-  ASSERT_EQ(forged.exit_code, 0) << forged.err;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        return Metric("portcullis_syn_cookies_total", {"result=\"invalid\""}) - invalid == 20;
-      },
-      std::chrono::seconds(2)));
-  EXPECT_EQ(lab_->In("ing", "ss -Htn state established sport = :80 | wc -l").out, "0\n")
-      << lab_->In("ing", "ss -tan").out;
+  ExpectCookieConnectionsAndNoForgedOne("2001:db8::2:9", "2001:db8::a", "http://[2001:db8::a]:80/");
 }
 
 // A flood from random, spoofed sources: per-source buckets never fire, and
