@@ -81,6 +81,10 @@ absl::Status Agent::LoadDatapath() {
           {{"error", std::string(s.message())}});
       cookie_mark = 0;
     }
+  } else {
+    // An earlier agent's rule, for bits this one no longer sets (and that
+    // something else may): gone. No nftables here is no rule to remove.
+    RemoveCookieNotrack().IgnoreError();
   }
   auto dp = datapath::Datapath::Load({.cookie_mark = cookie_mark, .pin_dir = layout_.maps()});
   if (absl::IsFailedPrecondition(dp.status())) {

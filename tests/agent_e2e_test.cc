@@ -334,6 +334,12 @@ TEST_F(AgentE2eTest, AClientConnectsThroughACookieAndAForgedOneMakesNoConnection
   StartAgent();
   EnableXdpTx();
   ExpectCookieConnectionsAndNoForgedOne("198.18.2.9", "198.18.0.10", kIngress + ":80/");
+
+  // The conntrack bypass is there, and goes when an agent sets no mark.
+  EXPECT_THAT(lab_->In("ing", "nft list tables").out, HasSubstr("table inet portcullis"));
+  agent_.Kill(SIGTERM);
+  StartAgent({"--cookie-mark", "0"});
+  EXPECT_THAT(lab_->In("ing", "nft list tables").out, Not(HasSubstr("portcullis")));
 }
 
 // The same over IPv6: the SYN-ACK and the request socket are built from an
