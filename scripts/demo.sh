@@ -78,10 +78,13 @@ start_nginx() {  # namespace, then listen addresses
 }
 start_nginx ing 198.19.1.10:8443 '[2001:db8:1:1::10]:8443'
 start_nginx be 198.19.1.20:8080
-# Started directly (not through a function) so that $! is nginx itself.
-in_ns ing nginx -c "$work/nginx-ing/nginx.conf" -p "$work/nginx-ing" -g 'daemon off;' &
+# Started directly (not through in_ns: a backgrounded function is a
+# subshell, and killing it left nginx running) so that $! is nginx itself
+# (ip netns exec execs it).
+ip netns exec "${P}ing" nginx -c "$work/nginx-ing/nginx.conf" -p "$work/nginx-ing" \
+  -g 'daemon off;' &
 pids+=($!)
-in_ns be nginx -c "$work/nginx-be/nginx.conf" -p "$work/nginx-be" -g 'daemon off;' &
+ip netns exec "${P}be" nginx -c "$work/nginx-be/nginx.conf" -p "$work/nginx-be" -g 'daemon off;' &
 pids+=($!)
 
 echo
