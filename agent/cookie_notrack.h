@@ -5,7 +5,8 @@
 // (kube-proxy), netfilter's NAT at local-in drops the request socket the
 // completer assigned, and TCP resets the connection (docs/ARCHITECTURE.md,
 // SYN cookies). Like the pins, the table outlives the agent (the programs
-// that mark go on running) and only --uninstall removes it.
+// that mark go on running); --uninstall removes it, and so does an agent
+// that sets no mark.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,9 @@
 namespace portcullis::agent {
 
 inline constexpr char kNftTable[] = "portcullis";
-// --cookie-mark's default: a bit that kube-proxy (0x4000, 0x8000) and
-// Calico's and Cilium's usual masks leave alone on a packet this early.
+// --cookie-mark's default: a bit kube-proxy's marks (0x4000, 0x8000) leave
+// alone. It is set on one packet and cleared before conntrack, so only a
+// TC program after ours on the same uplink could see it.
 inline constexpr uint32_t kDefaultCookieMark = 0x00100000;
 
 // Creates (or replaces, in one transaction) the table with its one chain,
@@ -28,8 +30,7 @@ absl::Status InstallCookieNotrack(uint32_t mark);
 // Removes the table; OK when there is none.
 absl::Status RemoveCookieNotrack();
 
-// --cookie-mark: "0x..." or decimal, non-zero unless it is "0" (no mark, no
-// rule).
+// --cookie-mark: "0x..." or decimal; 0 means no mark and no rule.
 absl::StatusOr<uint32_t> ParseCookieMark(absl::string_view text);
 
 }  // namespace portcullis::agent
