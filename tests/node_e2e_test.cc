@@ -125,15 +125,21 @@ class NodeE2eTest : public ::testing::Test {
   // portcullis_packets_total summed over the samples whose labels contain
   // every `want`.
   double Packets(const std::vector<std::string>& want) {
-    return SumMetric(lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out,
-                     "portcullis_packets_total", want);
+    return Metric("portcullis_packets_total", want);
   }
   double Cookies(const std::string& result) {
     return Metric("portcullis_syn_cookies_total", {"result=\"" + result + "\""});
   }
+  // The sum of a metric's samples whose labels contain every `want`.
   double Metric(const std::string& name, const std::vector<std::string>& want = {}) {
     return SumMetric(lab_->In("n1", "curl -s --max-time 2 http://127.0.0.1:9469/metrics").out, name,
                      want);
+  }
+  std::string Log() {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
   }
   double Xdp(const std::string& reason) {
     return Packets({"iface=\"eth0\"", "hook=\"xdp\"", "reason=\"" + reason + "\""});
@@ -255,12 +261,9 @@ TEST_F(NodeE2eTest, TheNodeAndOtherPodsOfTheNodeAreJudgedAtThePodsInterface) {
 TEST_F(NodeE2eTest, AHostNetworkListenerIsJudgedAtXdp) {
   StartAgent();
   // And the agent said what a deny policy without destinations polices.
-  std::ifstream in(log_);
-  std::stringstream log;
-  log << in.rdbuf();
-  EXPECT_THAT(log.str(), ::testing::HasSubstr(
-                             "the policy denies by default and names no destinations: every pod "
-                             "behind --tc-interfaces is policed"));
+  EXPECT_THAT(Log(), ::testing::HasSubstr(
+                         "the policy denies by default and names no destinations: every pod "
+                         "behind --tc-interfaces is policed"));
   EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":10443/"), "200");
   EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V6("n1", true) + ":10443/"), "200");
   const double refused = Xdp("not_allowlisted");
@@ -374,10 +377,7 @@ TEST_F(NodeE2eTest, CookiesServeTheHostNetworkListenerAndLeaveTheNodePortAsWitho
     ~Detach() { RunCommand(command); }
   } detach{port + " off"};
   ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1);
-  std::ifstream in(log_);
-  std::stringstream log;
-  log << in.rdbuf();
-  EXPECT_THAT(log.str(),
+  EXPECT_THAT(Log(),
               ::testing::HasSubstr("rateLimits.syn.cookies answers SYNs only for listeners in the "
                                    "node's network namespace"));
 
