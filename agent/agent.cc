@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/cookie_notrack.h"
+#include "agent/pod_netns.h"
 #include "agent/shadow_summary.h"
 #include "common/abi.h"
 #include "common/log.h"
@@ -86,14 +87,33 @@ absl::Status Agent::LoadDatapath() {
     // something else may): gone. No nftables here is no rule to remove.
     RemoveCookieNotrack().IgnoreError();
   }
-  auto dp = datapath::Datapath::Load({.cookie_mark = cookie_mark, .pin_dir = layout_.maps()});
+  // Pods get cookies only where the agent can reach their namespaces: a
+  // DaemonSet without /run/netns mounted would have XDP answer their SYNs
+  // with cookies that nothing completes.
+  bool cookies_for_pods = false;
+  if (!options_.tc_interfaces.empty()) {
+    std::error_code ec;
+    cookies_for_pods = fs::is_directory(kPodNetnsDir, ec);
+    if (!cookies_for_pods) {
+      LogWarning(absl::StrCat("SYN cookies: ", kPodNetnsDir,
+                              " (where the container runtime keeps the pods' network namespaces) "
+                              "is not there; pods behind --tc-interfaces get no cookies, and their "
+                              "SYNs are judged as with cookies: off"),
+                 {{"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
+    }
+  }
+  const datapath::DatapathOptions dp_options{
+      .cookie_mark = cookie_mark, .cookies_for_pods = cookies_for_pods, .pin_dir = layout_.maps()};
+  auto dp = datapath::Datapath::Load(dp_options);
   if (absl::IsFailedPrecondition(dp.status())) {
     // Pins from an incompatible build: start on fresh maps, and swap the
     // programs under the live attachments (link update, tc replace), so that
     // enforcement never stops; then pin the new maps.
     LogWarning("pinned maps are from an incompatible build; replacing them",
                {{"detail", std::string(dp.status().message())}});
-    dp = datapath::Datapath::Load({.cookie_mark = cookie_mark});
+    datapath::DatapathOptions fresh = dp_options;
+    fresh.pin_dir.clear();
+    dp = datapath::Datapath::Load(fresh);
     repin_ = true;
     if (dp.ok()) {
       // The flows the node opened go on being established across the upgrade.
@@ -229,18 +249,6 @@ absl::Status Agent::OnUpdate(const PolicyUpdate& update) {
         "the policy denies by default and names no destinations: every pod behind "
         "--tc-interfaces is policed against traffic from other pods, the overlay and the node "
         "itself (DNS, kubelet probes, metrics scrapes), which needs rules of its own",
-        {{"policy", update.policy.metadata().name()},
-         {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
-  }
-  if (const v1::Cookies cookies = spec.rate_limits().syn().cookies();
-      !options_.tc_interfaces.empty() &&
-      (cookies == v1::COOKIES_AUTO || cookies == v1::COOKIES_ALWAYS)) {
-    // The pods' listeners are in their own namespaces, where no hook of
-    // this agent sees the ACK (docs/ARCHITECTURE.md, SYN cookies).
-    LogWarning(
-        "rateLimits.syn.cookies answers SYNs only for listeners in the node's network namespace "
-        "(hostNetwork): SYNs for pods, and for NodePorts and other services DNATed to pods, are "
-        "judged as with cookies: off",
         {{"policy", update.policy.metadata().name()},
          {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
   }
@@ -416,6 +424,16 @@ absl::Status Uninstall(const std::string& pin_dir, const std::string& state_dir)
         // Removing the ingress side of clsact removes the qdisc.
         datapath::DetachTc(static_cast<int>(i->if_index), datapath::TcDirection::kIngress, true)
             .IgnoreError();
+      }
+      // The cookie program at a pod's side, in the pod's namespace.
+      if (auto pod = FindPodSide(i->if_name); pod.ok() && pod->has_value()) {
+        const PodSide& side = **pod;
+        const bool our_qdisc = our_qdiscs.contains(PodSideQdisc(i->if_name));
+        InNetns(side.netns.get(), [&] {
+          auto found = datapath::DetachTc(side.ifindex, datapath::TcDirection::kIngress, our_qdisc);
+          if (found.ok() && *found) ++detached;
+          return found.status();
+        }).IgnoreError();
       }
     }
     if_freenameindex(list);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "agent/pod_netns.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -42,7 +43,41 @@ absl::Status Attachments::AttachPodFilters(const std::string& ifname) {
   // The judge first, toward the pod; then the recorder on what the pod
   // sends, which replaces (same handle) an older build's judge there.
   RETURN_IF_ERROR(AttachTcFilter(dp_.tc_pod_prog_fd(), ifname, datapath::TcDirection::kEgress));
-  return AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kIngress);
+  RETURN_IF_ERROR(AttachTcFilter(dp_.tc_record_prog_fd(), ifname, datapath::TcDirection::kIngress));
+  if (dp_.tc_cookie_pod_prog_fd() < 0) return absl::OkStatus();
+  return AttachPodCookie(ifname);
+}
+
+absl::Status Attachments::AttachPodCookie(const std::string& ifname) {
+  absl::StatusOr<bool> created = false;
+  absl::StatusOr<std::optional<PodSide>> pod = FindPodSide(ifname);
+  absl::Status s = pod.status();
+  if (pod.ok() && !pod->has_value()) return absl::OkStatus();  // its listeners are the node's
+  if (pod.ok()) {
+    const PodSide& side = **pod;
+    s = InNetns(side.netns.get(), [&] {
+      created = datapath::AttachTc(dp_.tc_cookie_pod_prog_fd(), side.ifindex,
+                                   datapath::TcDirection::kIngress, ifname + " (pod side)");
+      return created.status();
+    });
+  }
+  if (!s.ok()) {
+    // XDP answers this pod's SYNs with cookies that nothing completes here.
+    metrics_.sync_errors.Add({{"kind", "attach"}}).Increment();
+    LogError(
+        "cannot attach the SYN cookie program at the pod's side: with "
+        "rateLimits.syn.cookies on, this pod's connections made through a cookie are reset",
+        {{"iface", ifname}, {"error", std::string(s.message())}});
+    return s;
+  }
+  if (*created) {
+    if (absl::Status r = state_.RecordQdisc(PodSideQdisc(ifname)); !r.ok()) {
+      LogWarning("cannot record a clsact qdisc we created",
+                 {{"iface", ifname}, {"error", std::string(r.message())}});
+    }
+  }
+  LogInfo("attached TC ingress at the pod's side", {{"iface", ifname}});
+  return absl::OkStatus();
 }
 
 void Attachments::Forget(const std::string& ifname) {

@@ -3,7 +3,9 @@
 // pinned links that it holds, so that a removed pin never detaches XDP) and
 // the flow recorder on its egress; on every pod interface matching
 // --tc-interfaces, now or later, the pod-facing judge on its egress (toward
-// the pod) and the flow recorder on its ingress (what the pod sends). A policed interface that is
+// the pod) and the flow recorder on its ingress (what the pod sends), and,
+// where SYN cookies can be completed, the cookie program at the ingress of
+// the pod's side, in the pod's namespace. A policed interface that is
 // deleted makes the node not ready until it comes back and is attached
 // again.
 #pragma once
@@ -62,8 +64,10 @@ class Attachments {
   // (Re)attaches XDP and the TC egress recorder to a policed interface
   // unless our program is on it already.
   absl::Status EnsurePoliced(const std::string& ifname);
-  // The judge toward the pod, then the recorder on what it sends.
+  // The judge toward the pod, then the recorder on what it sends, then
+  // the cookie program at the pod's side.
   absl::Status AttachPodFilters(const std::string& ifname);
+  absl::Status AttachPodCookie(const std::string& ifname);
   // A policed interface is gone: its index no longer marks packets as
   // judged by XDP.
   void Forget(const std::string& ifname);

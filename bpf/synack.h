@@ -13,6 +13,11 @@
 /* Load-time constant (rodata): simulation judges captures with no sockets
  * behind them, as if every SYN had its listener here. */
 const volatile __u8 assume_listeners = 0;
+/* Load-time constant: the pods behind --tc-interfaces get cookies too, so a
+ * SYN that finds no socket in the node's namespace may be for one (a
+ * NodePort or another address kube-proxy DNATs, a pod's own address):
+ * answered, and its ACK handed over to the pod's side (cookie.bpf.c). */
+const volatile __u8 cookies_for_pods = 0;
 
 #define PC_MAX_L3_OFF (ETH_HLEN + PC_MAX_VLAN_TAGS * 4)
 #define PC_SYNACK_OPT_BYTES 24
@@ -35,7 +40,9 @@ _Static_assert(sizeof(struct pc_synack_tcp) == sizeof(struct tcphdr) + PC_SYNACK
 /* What a SYN would reach in this network namespace. */
 enum pc_syn_target {
 	PC_SYN_NO_LISTENER = 0,
-	PC_SYN_LISTENER = 1, /* a cookie is worth sending: TC can complete it */
+	/* A cookie is worth sending: TC can complete it (a listener here, or,
+	 * with cookies_for_pods, no socket here at all). */
+	PC_SYN_LISTENER = 1,
 	/* A connection in TIME_WAIT with this very tuple, which the kernel
 	 * reopens for a new SYN. A cookie cannot be completed there: the
 	 * connection would collide with the TIME_WAIT socket. */
@@ -54,7 +61,7 @@ static __always_inline enum pc_syn_target pc_syn_target(void *ctx, const struct 
 	size = pc_sock_tuple(p, &t);
 	sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
-		return PC_SYN_NO_LISTENER;
+		return cookies_for_pods ? PC_SYN_LISTENER : PC_SYN_NO_LISTENER;
 	if (sk->state == BPF_TCP_LISTEN)
 		target = PC_SYN_LISTENER;
 	else if (sk->state == BPF_TCP_TIME_WAIT)

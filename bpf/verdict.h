@@ -316,8 +316,8 @@ static __always_inline int pc_cookies_on(const struct pc_config *cfg)
 
 /* Judges one frame and records the verdict; *p is the parsed packet. The
  * one entry for both hooks. Only XDP (`ctx` its context) answers SYNs with
- * cookies: a listener behind a TC hook is in a pod's namespace, where the
- * cookie's ACK is never seen. */
+ * cookies, sent back out of the uplink: a SYN judged at a pod's interface
+ * (from another pod, the overlay, the node) is judged as with cookies off. */
 static __always_inline struct pc_result pc_judge(void *ctx, void *data, void *data_end,
 						 __u32 ifindex, __u8 hook, struct pc_packet *p)
 {

@@ -33,6 +33,8 @@ static_assert(sizeof(pc_last_verdict) == 16);
 static_assert(sizeof(pc_shadow_key) == 8);
 static_assert(sizeof(pc_shadow_source_key) == 24);
 static_assert(sizeof(pc_cookie_state) == 32);
+static_assert(sizeof(pc_cookie_handover_key) == 8);
+static_assert(sizeof(pc_cookie_handover) == 24);
 
 // The names of PRODUCT.md, each written beside its enum value, so that a
 // reason added to abi.h without a name here fails to compile (below) instead

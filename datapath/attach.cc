@@ -146,7 +146,12 @@ absl::Status RepinObject(int fd, const std::string& path) {
 absl::StatusOr<bool> AttachTc(int prog_fd, const std::string& ifname, TcDirection direction) {
   auto ifindex = IfIndex(ifname);
   if (!ifindex.ok()) return ifindex.status();
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = *ifindex,
+  return AttachTc(prog_fd, *ifindex, direction, ifname);
+}
+
+absl::StatusOr<bool> AttachTc(int prog_fd, int ifindex, TcDirection direction,
+                              const std::string& ifname) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
               .attach_point = direction == TcDirection::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS);
   bool created = true;
   if (const int err = bpf_tc_hook_create(&hook)) {

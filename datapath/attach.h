@@ -47,6 +47,9 @@ enum class TcDirection { kIngress, kEgress };
 // Attaches (or atomically replaces) our TC filter. Returns whether this call
 // created the clsact qdisc (so that only a qdisc we created is removed).
 absl::StatusOr<bool> AttachTc(int prog_fd, const std::string& ifname, TcDirection direction);
+// The same, by index in the calling thread's namespace; `name` is for errors.
+absl::StatusOr<bool> AttachTc(int prog_fd, int ifindex, TcDirection direction,
+                              const std::string& name);
 
 // Removes our TC filter from `ifindex` if present (identified by our handle,
 // priority and program name). With `remove_qdisc`, also the clsact qdisc.

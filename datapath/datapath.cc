@@ -190,6 +190,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
       options.samples_per_second ? 1'000'000'000ULL / options.samples_per_second : 0;
   rodata->sample_burst = options.sample_burst;
   rodata->assume_listeners = options.assume_listeners;
+  rodata->cookies_for_pods = options.cookies_for_pods;
   // Replayed time replays first_sight's collisions too: simulation and
   // tests judge alike on every run.
   rodata->first_sight_seed = options.use_user_clock ? 0x5043'5043'5043'5043 : RandomSeed();
@@ -250,6 +251,7 @@ absl::Status Datapath::LoadCookieCompleter() {
   if (cookie_skel_ == nullptr)
     return ErrnoStatus("portcullis_cookie_bpf__open", "cookie.bpf.o", errno);
   cookie_skel_->rodata->cookie_mark = options_.cookie_mark;
+  cookie_skel_->rodata->cookies_for_pods = options_.cookies_for_pods;
   if (const int err = bpf_map__reuse_fd(cookie_skel_->maps.syn_cookies, map_fd(Map::kSynCookies))) {
     return ErrnoStatus("bpf_map__reuse_fd", "syn_cookies", err);
   }
@@ -328,5 +330,10 @@ int Datapath::tc_record_prog_fd() const {
 }
 int Datapath::tc_cookie_prog_fd() const {
   return cookie_skel_ != nullptr ? bpf_program__fd(cookie_skel_->progs.portcullis_tc_cookie) : -1;
+}
+int Datapath::tc_cookie_pod_prog_fd() const {
+  return cookie_skel_ != nullptr && options_.cookies_for_pods
+             ? bpf_program__fd(cookie_skel_->progs.portcullis_tc_cookie_pod)
+             : -1;
 }
 }  // namespace portcullis::datapath

@@ -34,6 +34,10 @@ struct DatapathOptions {
   // listener, for a rule that takes it out of conntrack (agent/
   // cookie_notrack.h); 0: none.
   uint32_t cookie_mark = 0;
+  // SYN cookies for the pods behind --tc-interfaces too: XDP answers SYNs
+  // that find no socket in the node's namespace, and the uplink's completer
+  // hands their ACKs to tc_cookie_pod_prog_fd() in the pods' namespaces.
+  bool cookies_for_pods = false;
   // When set, every map is pinned in this bpffs directory, and maps already
   // pinned there (by an earlier agent) are reused: policy, buckets, flows and
   // counters carry on across restarts.
@@ -133,6 +137,9 @@ class Datapath {
   // kernel cannot (cookies_unsupported() says why), and then no SYN is
   // answered with a cookie.
   int tc_cookie_prog_fd() const;
+  // The pod's half, at the ingress of the pod's side of its veth (in the
+  // pod's namespace), with cookies_for_pods; -1 with tc_cookie_prog_fd().
+  int tc_cookie_pod_prog_fd() const;
   const std::string& cookies_unsupported() const { return cookies_unsupported_; }
 
   int map_fd(Map m) const;

@@ -376,5 +376,24 @@ TEST_F(CookieListenerTest, ASynToAConnectionInTimeWaitGoesToTheKernel) {
   close(listener);
 }
 
+// With pods behind --tc-interfaces, a SYN that finds no socket in the
+// node's namespace may be for a pod (a NodePort DNATed to it, its own
+// address): answered, for the cookie program at the pod's side to complete.
+class CookiesForPodsTest : public DatapathTest {
+ protected:
+  static void SetUpTestSuite() {
+    LoadSuite({.use_user_clock = true, .record_last_verdict = true, .cookies_for_pods = true});
+  }
+};
+
+TEST_F(CookiesForPodsTest, ASynThatFindsNoSocketHereIsAnswered) {
+  Install(PolicyWith("auto"));
+  EXPECT_EQ(Run(Syn("198.18.7.1", "198.18.0.10", 443, 1)).reason, PC_REASON_ALLOWED)
+      << "within the global budget";
+  const datapath::Judgement j = Run(Syn("198.18.7.1", "198.18.0.10", 443, 2));
+  EXPECT_EQ(j.reason, PC_REASON_SYN_COOKIE);
+  EXPECT_EQ(j.action, kXdpTx);
+}
+
 }  // namespace
 }  // namespace portcullis::testing

@@ -423,7 +423,10 @@ struct pc_cookie_state {
 enum pc_cookie_result {
 	PC_COOKIE_SENT = 0,
 	PC_COOKIE_VALID = 1, /* an ACK with a valid cookie, handed to its listener */
-	PC_COOKIE_INVALID = 2, /* an ACK to a listener, no connection, no valid cookie */
+	/* An ACK to a listener of the node's, of no connection, without a valid
+	 * cookie; or a valid one that its listener (the node's or a pod's)
+	 * refused. */
+	PC_COOKIE_INVALID = 2,
 	PC_COOKIE_RESULTS = 3,
 };
 
@@ -435,5 +438,33 @@ enum pc_cookie_result {
 /* The window scale Portcullis offers in its SYN-ACK; the listener's
  * connection is created with it. */
 #define PC_COOKIE_RCV_WSCALE 7
+
+/* cookie_handovers: an ACK with a valid cookie that found no socket in the
+ * node's namespace (a NodePort, a pod address), checked at the uplink's
+ * ingress on the tuple the client used and handed, by the sequence and
+ * acknowledgement numbers no NAT changes, to the cookie program at the
+ * pod's ingress, in the pod's namespace. Network byte order. */
+struct pc_cookie_handover_key {
+	__u32 seq;
+	__u32 ack;
+};
+
+/* What the cookie and the ACK tell the listener (bpf_tcp_req_attrs). */
+struct pc_cookie_handover {
+	__s64 at;   /* when the uplink checked it; stale after the limit below */
+	__u32 tsval; /* the ACK's timestamps, with tstamp_ok */
+	__u32 tsecr;
+	__u16 mss;
+	__u8 wscale; /* the client's; PC_COOKIE_NO_WSCALE (15): none */
+	__u8 sack_ok;
+	__u8 tstamp_ok;
+	__u8 pad[3];
+};
+
+/* An ACK crosses the node from the uplink to the pod in microseconds; a
+ * handover older than this was never consumed (its packet was dropped, or
+ * no pod was behind it). */
+#define PC_COOKIE_HANDOVER_NS 1000000000LL
+#define PC_COOKIE_HANDOVERS 16384
 
 #endif /* PORTCULLIS_ABI_H */
