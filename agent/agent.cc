@@ -87,19 +87,19 @@ absl::Status Agent::LoadDatapath() {
     // something else may): gone. No nftables here is no rule to remove.
     RemoveCookieNotrack().IgnoreError();
   }
-  // Pods get cookies only where the agent can reach their namespaces: a
-  // DaemonSet without /run/netns mounted would have XDP answer their SYNs
-  // with cookies that nothing completes.
+  // Pods get cookies only where the agent can reach their namespaces:
+  // otherwise XDP would answer their SYNs with cookies that nothing
+  // completes (a DaemonSet without /run/netns or CAP_SYS_ADMIN).
   bool cookies_for_pods = false;
   if (!options_.tc_interfaces.empty()) {
-    std::error_code ec;
-    cookies_for_pods = fs::is_directory(kPodNetnsDir, ec);
-    if (!cookies_for_pods) {
-      LogWarning(absl::StrCat("SYN cookies: ", kPodNetnsDir,
-                              " (where the container runtime keeps the pods' network namespaces) "
-                              "is not there; pods behind --tc-interfaces get no cookies, and their "
-                              "SYNs are judged as with cookies: off"),
-                 {{"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
+    const absl::Status reach = CanReachPodNamespaces();
+    cookies_for_pods = reach.ok();
+    if (!reach.ok()) {
+      LogWarning(
+          "SYN cookies: the pods behind --tc-interfaces get none, and their SYNs are judged as "
+          "with cookies: off",
+          {{"reason", std::string(reach.message())},
+           {"tc_interfaces", absl::StrJoin(options_.tc_interfaces, ",")}});
     }
   }
   const datapath::DatapathOptions dp_options{

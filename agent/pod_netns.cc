@@ -1,12 +1,14 @@
 #include "agent/pod_netns.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/net_namespace.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -132,6 +134,24 @@ absl::StatusOr<int32_t> NsidOf(RouteSocket& sock, int netns) {
 }
 
 }  // namespace
+
+absl::Status CanReachPodNamespaces(const std::string& netns_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(netns_dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(netns_dir, ", where the container runtime keeps the pods' network ",
+                     "namespaces, is not there (mount it from the host)"));
+  }
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};
+  if (syscall(SYS_capget, &header, caps) != 0) return Errno("capget", errno);
+  if (!(caps[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32)))) {
+    return absl::FailedPreconditionError(
+        "no CAP_SYS_ADMIN, which entering a pod's network namespace needs "
+        "(deploy/overlays/pod-cookies adds it)");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::optional<PodSide>> FindPodSide(const std::string& host_ifname,
                                                    const std::string& netns_dir) {

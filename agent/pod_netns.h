@@ -24,6 +24,11 @@ struct PodSide {
   int ifindex = 0;           // the veth's peer, in that namespace
 };
 
+// OK when this process can put programs in pods' namespaces: `netns_dir`
+// is there, and it may enter a namespace (CAP_SYS_ADMIN, which setns needs);
+// otherwise what is missing.
+absl::Status CanReachPodNamespaces(const std::string& netns_dir = kPodNetnsDir);
+
 // The pod side of `host_ifname`, a veth in this namespace; nullopt when it
 // has no peer in another namespace (its listeners are the node's). NotFound
 // when no namespace in `netns_dir` is the peer's.

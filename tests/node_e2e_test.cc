@@ -57,6 +57,28 @@ spec:
     - {ports: [4789, 8472], proto: udp, from: [nodes]}
 )";
 
+constexpr char kCookiesAlways[] = "  rateLimits:\n    syn:\n      cookies: always\n";
+// What is attached at the ingress of the ingress pod's eth0, in its namespace.
+constexpr char kPodFilters[] = "tc filter show dev eth0 ingress";
+
+// A veth delivers XDP_TX frames (SYN-ACKs with cookies) only to a peer that
+// runs XDP itself (docs/ARCHITECTURE.md): the switch's port toward the
+// node, while this is in scope.
+class SwitchPortXdp {
+ public:
+  explicit SwitchPortXdp(const NodeLab& lab)
+      : port_(absl::StrCat("ip -n ", lab.Ns("sw"), " link set dev pn1 xdp")) {
+    const CommandResult r = RunCommand(port_ + " obj " + kXdpPass + " sec xdp");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  ~SwitchPortXdp() { RunCommand(port_ + " off"); }
+  SwitchPortXdp(const SwitchPortXdp&) = delete;
+  SwitchPortXdp& operator=(const SwitchPortXdp&) = delete;
+
+ private:
+  std::string port_;
+};
+
 class NodeE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -104,13 +126,16 @@ class NodeE2eTest : public ::testing::Test {
     }
   }
 
-  // The agent as the DaemonSet runs it, on node n1.
-  void StartAgent(const std::string& tc_interfaces = "caliing") {
-    agent_ = Process(
-        {"nsenter", "--net=/run/netns/" + lab_->Ns("n1"), kAgent, "--policy-file", policy_file_,
-         "--interfaces", NodeLab::Uplink(), "--tc-interfaces", tc_interfaces, "--pin-dir", pin_dir_,
-         "--state-dir", state_dir_, "--metrics-addr", "127.0.0.1:9469", "--node", "n1"},
-        log_);
+  // The agent as the DaemonSet runs it, on node n1; `wrap` runs it (setpriv).
+  void StartAgent(const std::string& tc_interfaces = "caliing",
+                  const std::vector<std::string>& wrap = {}) {
+    std::vector<std::string> argv = {"nsenter", "--net=/run/netns/" + lab_->Ns("n1")};
+    argv.insert(argv.end(), wrap.begin(), wrap.end());
+    argv.insert(argv.end(),
+                {kAgent, "--policy-file", policy_file_, "--interfaces", NodeLab::Uplink(),
+                 "--tc-interfaces", tc_interfaces, "--pin-dir", pin_dir_, "--state-dir", state_dir_,
+                 "--metrics-addr", "127.0.0.1:9469", "--node", "n1"});
+    agent_ = Process(argv, log_);
     ASSERT_TRUE(WaitFor(
         [&] {
           return lab_->In("n1",
@@ -370,21 +395,12 @@ TEST_F(NodeE2eTest, AnUpgradeMovesThePodJudgeFromTheIngressToTheEgress) {
 // handed to the pod's listener by the cookie program at the pod's side of
 // its veth, in the pod's namespace, which --uninstall removes again.
 TEST_F(NodeE2eTest, CookiesServeTheHostNetworkListenerAndTheIngressPodBehindTheNodePort) {
-  std::ofstream(policy_file_) << kPolicy << "  rateLimits:\n    syn:\n      cookies: always\n";
+  std::ofstream(policy_file_) << kPolicy << kCookiesAlways;
   StartAgent();
-  // A veth delivers XDP_TX frames only to a peer that runs XDP itself
-  // (docs/ARCHITECTURE.md): the switch's port toward the node, for this
-  // test only.
-  const std::string port = absl::StrCat("ip -n ", lab_->Ns("sw"), " link set dev pn1 xdp");
-  ASSERT_EQ(RunCommand(port + " obj " + kXdpPass + " sec xdp").exit_code, 0);
-  struct Detach {
-    std::string command;
-    ~Detach() { RunCommand(command); }
-  } detach{port + " off"};
+  const SwitchPortXdp xdp_pass(*lab_);
   ASSERT_EQ(Metric("portcullis_syn_cookies_supported"), 1);
-  const std::string pod_filters = "tc filter show dev eth0 ingress";
   // (The kernel keeps 15 characters of a program's name.)
-  EXPECT_THAT(lab_->In("ing", pod_filters).out, ::testing::HasSubstr("portcullis_tc_c"));
+  EXPECT_THAT(lab_->In("ing", kPodFilters).out, ::testing::HasSubstr("portcullis_tc_c"));
 
   for (const int service_port : {10443, 30443}) {
     const double valid = Cookies("valid"), sent = Cookies("sent");
@@ -406,7 +422,26 @@ TEST_F(NodeE2eTest, CookiesServeTheHostNetworkListenerAndTheIngressPodBehindTheN
                               " --uninstall --pin-dir ", pin_dir_, " --state-dir ", state_dir_))
           .exit_code,
       0);
-  EXPECT_EQ(lab_->In("ing", pod_filters).out, "") << "the pod's side is left as it was";
+  EXPECT_EQ(lab_->In("ing", kPodFilters).out, "") << "the pod's side is left as it was";
+}
+
+// The DaemonSet as shipped (deploy/base) has no CAP_SYS_ADMIN, without
+// which no namespace can be entered: the agent says so, and keeps the
+// pods as with cookies off, instead of answering SYNs for them with
+// cookies that nothing would complete. The node's listener still gets
+// them.
+TEST_F(NodeE2eTest, WithoutCapSysAdminThePodsAreJudgedAsWithCookiesOff) {
+  std::ofstream(policy_file_) << kPolicy << kCookiesAlways;
+  StartAgent("caliing", {"setpriv", "--bounding-set=-sys_admin"});
+  const SwitchPortXdp xdp_pass(*lab_);
+  EXPECT_THAT(Log(), ::testing::HasSubstr("no CAP_SYS_ADMIN"));
+  EXPECT_EQ(lab_->In("ing", kPodFilters).out, "");
+
+  const double sent = Cookies("sent"), valid = Cookies("valid");
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":30443/"), "200");
+  EXPECT_EQ(Cookies("sent"), sent) << "a SYN for the NodePort was answered with a cookie";
+  EXPECT_EQ(lab_->Get("cli", "http://" + NodeLab::V4("n1") + ":10443/"), "200");
+  EXPECT_EQ(Cookies("valid") - valid, 1) << "the hostNetwork listener's, through a cookie";
 }
 
 }  // namespace

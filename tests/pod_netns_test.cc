@@ -81,6 +81,13 @@ TEST(PodNetnsTest, FindsThePeersNamespaceAndIndexAndNothingForALinkWithoutOne) {
   close(pod_fd);
 }
 
+TEST(PodNetnsTest, PodNamespacesAreOutOfReachWithoutTheirDirectory) {
+  const absl::Status s = CanReachPodNamespaces("/nonexistent/netns");
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("/nonexistent/netns"));
+  if (geteuid() == 0) EXPECT_TRUE(CanReachPodNamespaces("/").ok()) << "root has CAP_SYS_ADMIN";
+}
+
 TEST(PodNetnsTest, InNetnsSaysWhatFailed) {
   const absl::Status s = InNetns(-1, [] { return absl::OkStatus(); });
   EXPECT_THAT(s.message(), HasSubstr("setns"));

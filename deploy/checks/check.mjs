@@ -52,7 +52,7 @@ function typecheck(name, source) {
 
 // --- manifests ---------------------------------------------------------------
 
-const overlays = ["base", "overlays/dev", "overlays/ha"];
+const overlays = ["base", "overlays/dev", "overlays/ha", "overlays/pod-cookies"];
 // Images that are not Portcullis's, with flags of their own (overlays/ha's example etcd).
 const otherImages = ["registry.k8s.io/etcd:"];
 
@@ -161,14 +161,22 @@ function checkAgent(overlay, ds) {
   want(c.securityContext?.allowPrivilegeEscalation === false, "no privilege escalation");
   const caps = c.securityContext?.capabilities ?? {};
   want(JSON.stringify(caps.drop) === '["ALL"]', "must drop ALL capabilities");
-  want(JSON.stringify([...(caps.add ?? [])].sort()) === '["BPF","NET_ADMIN","PERFMON"]',
-       "must add exactly BPF, NET_ADMIN, PERFMON");
+  // overlays/pod-cookies: entering the pods' namespaces needs SYS_ADMIN and
+  // the host's /run/netns, with the mounts made after the agent started.
+  const podCookies = overlay === "overlays/pod-cookies";
+  const wantCaps = podCookies ? ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"] : ["BPF", "NET_ADMIN", "PERFMON"];
+  want(JSON.stringify([...(caps.add ?? [])].sort()) === JSON.stringify(wantCaps),
+       `must add exactly ${wantCaps.join(", ")}`);
   want(c.livenessProbe?.httpGet?.path === "/healthz", "liveness on /healthz");
   want(c.readinessProbe?.httpGet?.path === "/readyz", "readiness on /readyz");
   want(c.resources?.requests && c.resources?.limits, "resource requests and limits");
   const hostPaths = (spec.volumes ?? []).filter((v) => v.hostPath).map((v) => v.hostPath.path).sort();
-  want(JSON.stringify(hostPaths) === '["/sys/fs/bpf","/var/lib/portcullis"]',
-       "bpffs and the state dir as hostPaths");
+  const wantPaths = podCookies ? ["/run/netns", "/sys/fs/bpf", "/var/lib/portcullis"] : ["/sys/fs/bpf", "/var/lib/portcullis"];
+  want(JSON.stringify(hostPaths) === JSON.stringify(wantPaths), `exactly ${wantPaths.join(", ")} as hostPaths`);
+  if (podCookies) {
+    const netns = (c.volumeMounts ?? []).find((m) => m.mountPath === "/run/netns");
+    want(netns?.mountPropagation === "HostToContainer", "/run/netns mounted with HostToContainer propagation");
+  }
 }
 
 // --- dashboard -----------------------------------------------------------------
