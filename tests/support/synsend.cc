@@ -2,10 +2,11 @@
 // through a raw socket (source ports vary), as fast as it can, and stops by
 // itself after COUNT packets or SECONDS seconds. For tests and benchmarks
 // inside network namespaces only.
-//   portcullis-synsend SRC DST PORT COUNT [SECONDS [ack=N]]
+//   portcullis-synsend SRC DST PORT COUNT [SECONDS [ack=N] [pps=N]]
 // SRC may be an IPv4 prefix (198.19.0.0/16): each SYN then comes from a
 // random address in it, as in a spoofed flood. With ack=N it sends bare ACKs
-// acknowledging N instead (a forged cookie), from source port 1024 on.
+// acknowledging N instead (a forged cookie), from source port 1024 on. With
+// pps=N it sends at most N packets a second (a flood that lasts).
 // SRC and DST may be IPv6 (a prefix such as 2001:db8:ff::/48 too).
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -18,22 +19,35 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "tests/support/frame.h"
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: portcullis-synsend SRC DST PORT COUNT [SECONDS]\n");
+    std::fprintf(stderr,
+                 "usage: portcullis-synsend SRC DST PORT COUNT [SECONDS [ack=N] [pps=N]]\n");
     return 2;
   }
   const std::string src = argv[1], dst = argv[2];
   const int port = std::atoi(argv[3]);
   const long count = std::atol(argv[4]);
   const double seconds = argc > 5 ? std::atof(argv[5]) : 30;
-  const std::string mode = argc > 6 ? argv[6] : "";
-  const bool ack = mode.rfind("ack=", 0) == 0;
-  const uint32_t ack_number =
-      ack ? static_cast<uint32_t>(std::strtoul(mode.c_str() + 4, nullptr, 0)) : 0;
+  bool ack = false;
+  uint32_t ack_number = 0;
+  double pps = 0;  // 0: as fast as it can
+  for (int i = 6; i < argc; ++i) {
+    const std::string option = argv[i];
+    if (option.rfind("ack=", 0) == 0) {
+      ack = true;
+      ack_number = static_cast<uint32_t>(std::strtoul(option.c_str() + 4, nullptr, 0));
+    } else if (option.rfind("pps=", 0) == 0) {
+      pps = std::atof(option.c_str() + 4);
+    } else {
+      std::fprintf(stderr, "portcullis-synsend: unknown option %s\n", option.c_str());
+      return 2;
+    }
+  }
   const bool v6 = dst.find(':') != std::string::npos;
   const int family = v6 ? AF_INET6 : AF_INET;
   const size_t addr_len = v6 ? 16 : 4;
@@ -69,9 +83,15 @@ int main(int argc, char** argv) {
     to_len = sizeof(*to4);
     if (inet_pton(AF_INET, dst.c_str(), &to4->sin_addr) != 1) return 2;
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::duration<double>(seconds);
   long sent = 0;
   for (; sent < count; ++sent) {
+    if ((sent & 63) == 0 && pps > 0) {
+      std::this_thread::sleep_until(start +
+                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(sent / pps)));
+    }
     if ((sent & 1023) == 0 && std::chrono::steady_clock::now() > deadline) break;
     std::string from = src;
     if (slash != std::string::npos) {
