@@ -451,7 +451,7 @@ struct pc_cookie_handover_key {
 
 /* What the cookie and the ACK tell the listener (bpf_tcp_req_attrs). */
 struct pc_cookie_handover {
-	__s64 at;   /* when the uplink checked it; stale after the limit below */
+	__s64 at; /* when the uplink checked it; stale after the limit below */
 	__u32 tsval; /* the ACK's timestamps, with tstamp_ok */
 	__u32 tsecr;
 	__u16 mss;
