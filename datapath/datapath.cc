@@ -232,17 +232,22 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
 }
 
 absl::Status SynCookiesSupported() {
-  struct btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) {
-    return absl::UnavailableError("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)");
-  }
-  const int id = btf__find_by_name_kind(vmlinux, "bpf_sk_assign_tcp_reqsk", BTF_KIND_FUNC);
-  btf__free(vmlinux);
-  if (id < 0) {
-    return absl::FailedPreconditionError(
-        "this kernel has no bpf_sk_assign_tcp_reqsk() (Linux 6.9 and later have it)");
-  }
-  return absl::OkStatus();
+  // Read once: the kernel's BTF does not change under a running process,
+  // and the agent asks before loading (its nftables rule) and while loading.
+  static const absl::Status* const supported = new absl::Status([] {
+    struct btf* vmlinux = btf__load_vmlinux_btf();
+    if (vmlinux == nullptr) {
+      return absl::UnavailableError("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)");
+    }
+    const int id = btf__find_by_name_kind(vmlinux, "bpf_sk_assign_tcp_reqsk", BTF_KIND_FUNC);
+    btf__free(vmlinux);
+    if (id < 0) {
+      return absl::FailedPreconditionError(
+          "this kernel has no bpf_sk_assign_tcp_reqsk() (Linux 6.9 and later have it)");
+    }
+    return absl::OkStatus();
+  }());
+  return *supported;
 }
 
 absl::Status Datapath::LoadCookieCompleter() {
