@@ -53,10 +53,18 @@ uint64_t RandomSeed() {
 
 }  // namespace
 
-absl::Status Datapath::PinMaps(const std::string& dir) {
+std::vector<struct bpf_map*> Datapath::PinnedMaps() const {
+  std::vector<struct bpf_map*> maps;
   struct bpf_map* map;
   bpf_object__for_each_map(map, skel_->obj) {
-    if (bpf_map__is_internal(map)) continue;
+    if (!bpf_map__is_internal(map)) maps.push_back(map);  // .rodata: per load, not shared
+  }
+  if (cookie_skel_ != nullptr) maps.push_back(cookie_skel_->maps.cookie_handovers);
+  return maps;
+}
+
+absl::Status Datapath::PinMaps(const std::string& dir) {
+  for (struct bpf_map* map : PinnedMaps()) {
     const std::string path = absl::StrCat(dir, "/", bpf_map__name(map));
     if (unlink(path.c_str()) && errno != ENOENT) return ErrnoStatus("unlink", path, errno);
     if (bpf_obj_pin(bpf_map__fd(map), path.c_str())) return ErrnoStatus("bpf_obj_pin", path, errno);
@@ -67,10 +75,7 @@ absl::Status Datapath::PinMaps(const std::string& dir) {
 absl::StatusOr<std::vector<std::string>> Datapath::RemoveStalePins(const std::string& dir) const {
   std::vector<std::string> removed;
   std::set<std::string> ours;
-  struct bpf_map* map;
-  bpf_object__for_each_map(map, skel_->obj) {
-    if (!bpf_map__is_internal(map)) ours.insert(bpf_map__name(map));
-  }
+  for (const struct bpf_map* map : PinnedMaps()) ours.insert(bpf_map__name(map));
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
@@ -263,6 +268,19 @@ absl::Status Datapath::LoadCookieCompleter() {
   if (const int err =
           bpf_map__reuse_fd(cookie_skel_->maps.cookie_stats, map_fd(Map::kCookieStats))) {
     return ErrnoStatus("bpf_map__reuse_fd", "cookie_stats", err);
+  }
+  // Pinned with the rest, so that an ACK the previous agent's uplink
+  // program checked finds its handover at the pod's side across a restart.
+  if (!options_.pin_dir.empty()) {
+    struct bpf_map* handovers = cookie_skel_->maps.cookie_handovers;
+    const std::string path = absl::StrCat(options_.pin_dir, "/", bpf_map__name(handovers));
+    // Entries live a second: one of another shape is dropped, not kept.
+    if (!CheckPinnedShape(handovers, path).ok() && unlink(path.c_str()) && errno != ENOENT) {
+      return ErrnoStatus("unlink", path, errno);
+    }
+    if (const int err = bpf_map__set_pin_path(handovers, path.c_str())) {
+      return ErrnoStatus("bpf_map__set_pin_path", path, err);
+    }
   }
   if (const int err = portcullis_cookie_bpf__load(cookie_skel_)) {
     return ErrnoStatus("portcullis_cookie_bpf__load", "cookie.bpf.o", err);

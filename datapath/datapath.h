@@ -165,6 +165,9 @@ class Datapath {
   // Loads cookie.bpf.c on the maps it shares, and gives SYN cookies their
   // key; or records why not.
   absl::Status LoadCookieCompleter();
+  // The maps pinned in pin_dir: every map of portcullis.bpf.c, and the one
+  // of cookie.bpf.c that it does not share (cookie_handovers).
+  std::vector<struct bpf_map*> PinnedMaps() const;
 
   struct ::portcullis_bpf* skel_ = nullptr;
   struct ::portcullis_cookie_bpf* cookie_skel_ = nullptr;

@@ -5,9 +5,13 @@
 // addresses, ports, sequence numbers, checksums and the options the client
 // offered.
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -393,6 +397,71 @@ TEST_F(CookiesForPodsTest, ASynThatFindsNoSocketHereIsAnswered) {
   const datapath::Judgement j = Run(Syn("198.18.7.1", "198.18.0.10", 443, 2));
   EXPECT_EQ(j.reason, PC_REASON_SYN_COOKIE);
   EXPECT_EQ(j.action, kXdpTx);
+}
+
+// cookie_handovers is pinned with the other maps: an ACK that the previous
+// agent's uplink program checked is still handed to the pod after a restart.
+class HandoverPinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(mkdir(dir_.c_str(), 0700), 0) << dir_ << ": " << strerror(errno);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  static absl::StatusOr<std::unique_ptr<datapath::Datapath>> Load(const std::string& dir) {
+    return datapath::Datapath::Load({.cookies_for_pods = true, .pin_dir = dir});
+  }
+
+  const std::string dir_ = absl::StrCat("/sys/fs/bpf/pc-handover-", getpid());
+  const std::string pin_ = dir_ + "/cookie_handovers";
+};
+
+TEST_F(HandoverPinTest, AHandoverOutlivesTheAgentThatRecordedIt) {
+  const pc_cookie_handover_key key{.seq = htonl(1000), .ack = htonl(2000)};
+  pc_cookie_handover value{};
+  value.at = 123;
+  value.mss = 1460;
+  {
+    auto first = Load(dir_);
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_EQ((*first)->cookies_unsupported(), "");
+    datapath::UniqueFd pinned(bpf_obj_get(pin_.c_str()));
+    ASSERT_GE(pinned.get(), 0) << pin_ << ": " << strerror(errno);
+    ASSERT_EQ(bpf_map_update_elem(pinned.get(), &key, &value, BPF_ANY), 0);
+  }
+  auto second = Load(dir_);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ((*second)->cookies_unsupported(), "");
+  // What the second agent's programs use, seen through a pin of its own.
+  const std::string copy = dir_ + "/copy";
+  ASSERT_EQ(mkdir(copy.c_str(), 0700), 0);
+  ASSERT_EQ((*second)->PinMaps(copy), absl::OkStatus());
+  datapath::UniqueFd used(bpf_obj_get((copy + "/cookie_handovers").c_str()));
+  ASSERT_GE(used.get(), 0);
+  pc_cookie_handover got{};
+  ASSERT_EQ(bpf_map_lookup_elem(used.get(), &key, &got), 0) << "the handover was lost";
+  EXPECT_EQ(got.at, 123);
+  EXPECT_EQ(got.mss, 1460);
+}
+
+TEST_F(HandoverPinTest, OneOfAnotherShapeIsReplaced) {
+  const int old =
+      bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "cookie_handovers", sizeof(pc_cookie_handover_key),
+                     sizeof(pc_cookie_handover), 16, nullptr);
+  ASSERT_GE(old, 0);
+  datapath::UniqueFd old_fd(old);
+  ASSERT_EQ(bpf_obj_pin(old, pin_.c_str()), 0);
+  auto dp = Load(dir_);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  EXPECT_EQ((*dp)->cookies_unsupported(), "");
+  datapath::UniqueFd pinned(bpf_obj_get(pin_.c_str()));
+  ASSERT_GE(pinned.get(), 0);
+  bpf_map_info info{};
+  __u32 len = sizeof(info);
+  ASSERT_EQ(bpf_obj_get_info_by_fd(pinned.get(), &info, &len), 0);
+  EXPECT_EQ(info.max_entries, PC_COOKIE_HANDOVERS);
 }
 
 }  // namespace
