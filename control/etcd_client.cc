@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "control/tls.h"
 
 namespace portcullis::control {
@@ -19,6 +20,19 @@ bool MembersFault(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
+
+// The member answered, or hung waiting, as one does without a leader:
+// etcd's "leader changed", "no leader" and "request timed out, possibly
+// due to previous leader failure", or a deadline passed.
+bool MayBeElecting(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         absl::StrContains(s.error_message(), "leader");
+}
+
+// How long a call goes on asking the members while they elect a leader,
+// and the pause between rounds.
+constexpr absl::Duration kElectionGrace = absl::Seconds(3);
+constexpr absl::Duration kElectionPause = absl::Milliseconds(200);
 
 }  // namespace
 
@@ -94,27 +108,41 @@ std::string EtcdClient::Describe() const {
 
 template <typename Response, typename Call>
 absl::StatusOr<Response> EtcdClient::OnAnyMember(const char* what, const Call& call) {
-  const size_t first = current_.load();
+  const absl::Time start = absl::Now();
   std::vector<std::string> failures;
-  for (size_t i = 0; i < members_.size(); ++i) {
-    const size_t m = (first + i) % members_.size();
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(call_timeout_));
-    Response response;
-    const grpc::Status s = call(members_[m], ctx, response);
-    if (s.ok()) {
-      current_.store(m);
-      return response;
-    }
-    if (!MembersFault(s)) {
-      if (absl::StrContains(s.error_message(), "request is too large")) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("etcd refused the ", what, " as too large (", s.error_message(),
-                         "): raise the members' --max-request-bytes (etcd's default is 1.5 MiB)"));
+  for (;;) {
+    const size_t first = current_.load();
+    failures.clear();
+    bool electing = false;
+    for (size_t i = 0; i < members_.size(); ++i) {
+      const size_t m = (first + i) % members_.size();
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoMilliseconds(call_timeout_));
+      Response response;
+      const grpc::Status s = call(members_[m], ctx, response);
+      if (s.ok()) {
+        current_.store(m);
+        return response;
       }
-      return FromGrpc(s);
+      if (!MembersFault(s)) {
+        if (absl::StrContains(s.error_message(), "request is too large")) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "etcd refused the ", what, " as too large (", s.error_message(),
+              "): raise the members' --max-request-bytes (etcd's default is 1.5 MiB)"));
+        }
+        return FromGrpc(s);
+      }
+      electing = electing || MayBeElecting(s);
+      failures.push_back(absl::StrCat(members_[m].url, ": ", s.error_message()));
     }
-    failures.push_back(absl::StrCat(members_[m].url, ": ", s.error_message()));
+    // A member that is up but has no leader: the others are electing one
+    // (a member of three lost), which takes about two election timeouts.
+    // Asked again, so that losing the leader does not fail a push. A retried
+    // transaction may find its own first try committed: EtcdStore::Change
+    // recognises it.
+    if (!electing || absl::Now() - start + kElectionPause >= kElectionGrace) break;
+    absl::SleepFor(kElectionPause);
   }
   return absl::UnavailableError(
       absl::StrCat("etcd has no quorum or cannot be reached: no member answered the ", what, " (",

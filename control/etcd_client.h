@@ -65,7 +65,8 @@ class EtcdClient {
       : members_(std::move(members)), call_timeout_(call_timeout) {}
 
   // Runs `call` on the member that answered last, then on each other one
-  // while the failure is the member's (unavailable, timed out).
+  // while the failure is the member's (unavailable, timed out); and all of
+  // them again, for up to 3 s, while they seem to be electing a leader.
   template <typename Response, typename Call>
   absl::StatusOr<Response> OnAnyMember(const char* what, const Call& call);
 

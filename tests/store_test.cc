@@ -3,6 +3,7 @@
 // prefix of its own per test), and what only a store shared by several
 // replicas must do: changes from two replicas at once never both win, a lost
 // quorum refuses changes and says so, and they go on when it is back.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -595,6 +596,65 @@ TEST(EtcdStoreTest, AVersionOverEtcdsRequestLimitIsRefusedNamingTheLimit) {
   EXPECT_THAT(std::string(refused.message()), HasSubstr("--max-request-bytes"));
   EXPECT_EQ((*store->Live())->version(), 1u);
   EXPECT_EQ(store->Audit(0, 0)->size(), 1u);
+}
+
+// A member that is up and answers as etcd does while its cluster elects a
+// leader: "etcdserver: leader changed" for its first `failures` reads.
+class ElectingMember final : public etcdserverpb::KV::Service {
+ public:
+  explicit ElectingMember(int failures) : failures_(failures) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~ElectingMember() override { server_->Shutdown(); }
+
+  grpc::Status Range(grpc::ServerContext*, const etcdserverpb::RangeRequest*,
+                     etcdserverpb::RangeResponse*) override {
+    if (calls_++ < failures_) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: leader changed");
+    }
+    return grpc::Status::OK;
+  }
+
+  std::string Url() const { return absl::StrCat("http://127.0.0.1:", port_); }
+  int calls() const { return calls_; }
+
+ private:
+  const int failures_;
+  std::atomic<int> calls_{0};
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// Losing the leader makes every member refuse for an election's time; a
+// call asks them again meanwhile, so that one lost member of three never
+// fails a push.
+TEST(EtcdClientTest, MembersElectingALeaderAreAskedAgainUntilOneIsElected) {
+  ElectingMember member(3);
+  auto client = EtcdClient::Create({.endpoints = {member.Url()}});
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto read = (*client)->Range(etcdserverpb::RangeRequest());
+  EXPECT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(member.calls(), 4);
+}
+
+// ...for a bounded time: a cluster that elects no one (no quorum) is
+// refused within a few seconds, naming the lost quorum.
+TEST(EtcdClientTest, MembersThatElectNoOneAreGivenUpWithinSeconds) {
+  ElectingMember member(1'000'000);
+  auto client = EtcdClient::Create({.endpoints = {member.Url()}});
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::Time start = absl::Now();
+  auto read = (*client)->Range(etcdserverpb::RangeRequest());
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_TRUE(absl::IsUnavailable(read.status())) << read.status();
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("no quorum"));
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("leader changed"));
+  EXPECT_GE(took, absl::Seconds(2)) << "not asked again";
+  EXPECT_LE(took, absl::Seconds(5));
+  EXPECT_GT(member.calls(), 5);
 }
 
 // Three members: one lost, pushes go on; two lost, they are refused with an
